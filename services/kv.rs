@@ -1,0 +1,305 @@
+//! Key-value batches: the operations, their evaluation against a view of the data, and the
+//! [`KvLayer`] that routes a batch to the leaseholder. A batch with any write is one Raft
+//! command, evaluated at apply time on every replica so its effect is atomic and identical
+//! everywhere; a read-only batch is evaluated by the leaseholder after openraft confirms it
+//! is still leader and has applied everything committed (a linearizable read).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::services::error::{Error, Result};
+use crate::services::keys;
+
+/// One operation of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Reads one key.
+    Get { key: Vec<u8> },
+    /// Writes one key.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Writes one key if its current value is `expected` (`None`: if it does not exist).
+    ConditionalPut { key: Vec<u8>, value: Vec<u8>, expected: Option<Vec<u8>> },
+    /// Removes one key.
+    Delete { key: Vec<u8> },
+    /// Reads keys in `[start, end)` (empty end: to the end), at most `limit` (0: no limit).
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: u32 },
+    /// Adds `delta` to a big-endian u64 counter (absent: 0).
+    Increment { key: Vec<u8>, delta: i64 },
+}
+
+impl Op {
+    /// Whether the operation changes data.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Op::Get { .. } | Op::Scan { .. })
+    }
+
+    /// Whether running the operation twice has the effect of running it once, so a request
+    /// whose outcome is unknown may be retried.
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(self, Op::Increment { .. } | Op::ConditionalPut { .. })
+    }
+
+    /// The first key the operation touches (used to find its range).
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Get { key }
+            | Op::Put { key, .. }
+            | Op::ConditionalPut { key, .. }
+            | Op::Delete { key }
+            | Op::Increment { key, .. } => key,
+            Op::Scan { start, .. } => start,
+        }
+    }
+}
+
+/// The outcome of one operation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpResult {
+    /// Get: the value found.
+    pub value: Option<Vec<u8>>,
+    /// Scan: the rows found.
+    pub rows: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Increment: the new value.
+    pub new_value: i64,
+    /// Delete: whether the key existed.
+    pub existed: bool,
+}
+
+/// Read access to the data, implemented over redb tables and, in tests, a map.
+pub trait KvRead {
+    /// The value at `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Rows in `[start, end)` (empty end: unbounded), at most `limit` (0: no limit).
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(BTreeMap::get(self, key).cloned())
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let rows = self
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Ok(if limit == 0 { rows.collect() } else { rows.take(limit).collect() })
+    }
+}
+
+/// Writes a batch makes, applied by the caller only if the whole batch succeeded.
+pub type PendingWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+struct Overlay<'a, R: KvRead> {
+    base: &'a R,
+    pending: PendingWrites,
+}
+
+impl<R: KvRead> Overlay<'_, R> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.pending.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let in_span = |k: &Vec<u8>| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end);
+        let pending: Vec<_> = self.pending.iter().filter(|(k, _)| in_span(k)).collect();
+        // Each pending delete can hide one base row, so read that many more.
+        let base_limit = if limit == 0 { 0 } else { limit + pending.len() };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.base.scan(start, end, base_limit)?.into_iter().collect();
+        for (key, value) in pending {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        let rows = merged.into_iter();
+        Ok(if limit == 0 { rows.collect() } else { rows.take(limit).collect() })
+    }
+}
+
+/// Evaluates `ops` in order against `base`, each seeing the writes of the ones before. On
+/// success returns the results and the writes to apply; on the first failure returns the error
+/// and nothing is to be written.
+pub fn evaluate<R: KvRead>(base: &R, ops: &[Op]) -> Result<(Vec<OpResult>, PendingWrites)> {
+    let mut overlay = Overlay { base, pending: PendingWrites::new() };
+    let mut results = Vec::with_capacity(ops.len());
+    for (op_index, op) in ops.iter().enumerate() {
+        let mut result = OpResult::default();
+        match op {
+            Op::Get { key } => result.value = overlay.get(key)?,
+            Op::Put { key, value } => {
+                overlay.pending.insert(key.clone(), Some(value.clone()));
+            }
+            Op::ConditionalPut { key, value, expected } => {
+                let actual = overlay.get(key)?;
+                if &actual != expected {
+                    return Err(Error::ConditionFailed { op_index, key: keys::pretty(key), actual });
+                }
+                overlay.pending.insert(key.clone(), Some(value.clone()));
+            }
+            Op::Delete { key } => {
+                result.existed = overlay.get(key)?.is_some();
+                overlay.pending.insert(key.clone(), None);
+            }
+            Op::Scan { start, end, limit } => result.rows = overlay.scan(start, end, *limit as usize)?,
+            Op::Increment { key, delta } => {
+                let current = match overlay.get(key)? {
+                    Some(bytes) => keys::decode_u64(&bytes).ok_or_else(|| {
+                        Error::InvalidArgument(format!("key {} does not hold a counter", keys::pretty(key)))
+                    })?,
+                    None => 0,
+                };
+                let next = (current as i64)
+                    .checked_add(*delta)
+                    .filter(|v| *v >= 0)
+                    .ok_or_else(|| Error::InvalidArgument(format!("counter {} out of range", keys::pretty(key))))?;
+                overlay.pending.insert(key.clone(), Some(keys::encode_u64(next as u64)));
+                result.new_value = next;
+            }
+        }
+        results.push(result);
+    }
+    Ok((results, overlay.pending))
+}
+
+/// Checks a batch before it is proposed: keys must be non-empty and scans well-formed.
+pub fn validate(ops: &[Op]) -> Result<()> {
+    if ops.is_empty() {
+        return Err(Error::InvalidArgument("empty batch".into()));
+    }
+    for op in ops {
+        match op {
+            Op::Scan { start, end, .. } => {
+                if !end.is_empty() && end <= start {
+                    return Err(Error::InvalidArgument(format!(
+                        "scan end {} is not after start {}",
+                        keys::pretty_end(end),
+                        keys::pretty(start)
+                    )));
+                }
+            }
+            other if other.key().is_empty() => return Err(Error::InvalidArgument("empty key".into())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How long a node keeps retrying a batch while the leaseholder changes or is elected.
+pub const RETRY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `attempt` until it succeeds, fails for a reason retrying cannot fix, or `RETRY_DEADLINE`
+/// passes. NotLeaseholder is always retried (nothing was proposed); other unavailability only
+/// when the batch is idempotent, since a lost reply may hide an applied write.
+pub async fn retry_batch<F, Fut>(ops: &[Op], mut attempt: F) -> Result<Vec<OpResult>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<OpResult>>>,
+{
+    let idempotent = ops.iter().all(Op::is_idempotent);
+    let deadline = Instant::now() + RETRY_DEADLINE;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let err = match attempt().await {
+            Ok(results) => return Ok(results),
+            Err(err) => err,
+        };
+        let retryable = match &err {
+            Error::NotLeaseholder { .. } => true,
+            Error::Unavailable(_) | Error::DeadlineExceeded(_) => idempotent,
+            _ => false,
+        };
+        if !retryable || Instant::now() + backoff > deadline {
+            return Err(match err {
+                Error::NotLeaseholder { .. } => Error::Unavailable("no leaseholder could be reached".into()),
+                other => other,
+            });
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put { key: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn later_ops_see_earlier_writes() {
+        let base = data(&[("a", "1"), ("c", "3")]);
+        let ops = vec![
+            put("b", "2"),
+            Op::Delete { key: "c".into() },
+            Op::Get { key: "b".into() },
+            Op::Scan { start: "a".into(), end: Vec::new(), limit: 0 },
+        ];
+        let (results, pending) = evaluate(&base, &ops).unwrap();
+        assert_eq!(results[1].existed, true);
+        assert_eq!(results[2].value.as_deref(), Some(&b"2"[..]));
+        let keys: Vec<_> = results[3].rows.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(pending.len(), 2);
+    }
+
+    #[test]
+    fn scan_limit_accounts_for_pending_deletes() {
+        let base = data(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let ops = vec![Op::Delete { key: "a".into() }, Op::Scan { start: "a".into(), end: "z".into(), limit: 2 }];
+        let (results, _) = evaluate(&base, &ops).unwrap();
+        let keys: Vec<_> = results[1].rows.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn failed_condition_aborts_the_whole_batch() {
+        let base = data(&[("k", "old")]);
+        let ops = vec![
+            put("x", "1"),
+            Op::ConditionalPut { key: "k".into(), value: "new".into(), expected: None },
+        ];
+        match evaluate(&base, &ops) {
+            Err(Error::ConditionFailed { op_index, actual, .. }) => {
+                assert_eq!(op_index, 1);
+                assert_eq!(actual.as_deref(), Some(&b"old"[..]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let ops = vec![Op::ConditionalPut { key: "k".into(), value: "new".into(), expected: Some("old".into()) }];
+        assert!(evaluate(&base, &ops).is_ok());
+    }
+
+    #[test]
+    fn increment_counts_and_rejects_non_counters() {
+        let base = data(&[("s", "text")]);
+        let ops = vec![
+            Op::Increment { key: "n".into(), delta: 1 },
+            Op::Increment { key: "n".into(), delta: 5 },
+        ];
+        let (results, pending) = evaluate(&base, &ops).unwrap();
+        assert_eq!((results[0].new_value, results[1].new_value), (1, 6));
+        assert_eq!(pending[&b"n".to_vec()], Some(keys::encode_u64(6)));
+        assert!(evaluate(&base, &[Op::Increment { key: "s".into(), delta: 1 }]).is_err());
+        assert!(evaluate(&BTreeMap::new(), &[Op::Increment { key: "n".into(), delta: -1 }]).is_err());
+    }
+
+    #[test]
+    fn validate_rejects_malformed_batches() {
+        assert!(validate(&[]).is_err());
+        assert!(validate(&[put("", "v")]).is_err());
+        assert!(validate(&[Op::Scan { start: "b".into(), end: "a".into(), limit: 0 }]).is_err());
+        assert!(validate(&[Op::Scan { start: Vec::new(), end: Vec::new(), limit: 0 }]).is_ok());
+    }
+}

@@ -1,0 +1,262 @@
+//! Per-replica load statistics, counted from real requests at the leaseholder.
+//!
+//! Each metric is a decayed rate with half-life `h` (`--stats-half-life`, default
+//! [`DEFAULT_HALF_LIFE`]): an event of size `x` at time `t` contributes `x·e^{-λ(now-t)}` with
+//! `λ = ln 2 / h`, and the rate is that decayed sum divided by the decayed length of the
+//! tracker's life, `∫ e^{-λs} ds` over its age. For a steady load the rate therefore equals
+//! the true rate from the first second (no warm-up bias), and a load that stops halves its
+//! rate every `h`. A new leaseholder starts counting afresh.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Default half-life of every rate.
+pub const DEFAULT_HALF_LIFE: Duration = Duration::from_secs(10);
+
+/// The shortest age used as the rate's denominator, so a tracker's first event does not read
+/// as an enormous rate.
+const MIN_AGE: Duration = Duration::from_secs(1);
+
+/// One decayed rate.
+#[derive(Debug, Clone)]
+pub struct DecayingRate {
+    lambda: f64,
+    sum: f64,
+    last: Instant,
+    created: Instant,
+}
+
+impl DecayingRate {
+    /// A rate with no events, starting at `now`.
+    pub fn new(half_life: Duration, now: Instant) -> Self {
+        Self { lambda: std::f64::consts::LN_2 / half_life.as_secs_f64().max(1e-3), sum: 0.0, last: now, created: now }
+    }
+
+    fn decay_to(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        if elapsed > 0.0 {
+            self.sum *= (-self.lambda * elapsed).exp();
+            self.last = now;
+        }
+    }
+
+    /// Records an event of size `amount` at `now`.
+    pub fn record(&mut self, now: Instant, amount: f64) {
+        self.decay_to(now);
+        self.sum += amount;
+    }
+
+    /// The rate per second at `now`.
+    pub fn rate(&self, now: Instant) -> f64 {
+        let since_last = now.saturating_duration_since(self.last).as_secs_f64();
+        let sum = self.sum * (-self.lambda * since_last).exp();
+        let age = now.saturating_duration_since(self.created).max(MIN_AGE).as_secs_f64();
+        let weight = (1.0 - (-self.lambda * age).exp()) / self.lambda;
+        sum / weight
+    }
+}
+
+/// The metrics a replica's load is ranked by (the gateway's `sort_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum LoadMetric {
+    /// Batch requests per second touching the range.
+    #[default]
+    Queries,
+    /// CPU time spent evaluating requests, nanoseconds per second.
+    Cpu,
+    /// Keys read per second.
+    Reads,
+    /// Keys written per second.
+    Writes,
+    /// Bytes read per second.
+    ReadBytes,
+    /// Bytes written per second.
+    WriteBytes,
+}
+
+/// One request's contribution to a range's load.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadSample {
+    /// Keys read.
+    pub reads: u64,
+    /// Keys written.
+    pub writes: u64,
+    /// Bytes of keys and values read.
+    pub read_bytes: u64,
+    /// Bytes of keys and values written.
+    pub write_bytes: u64,
+    /// CPU time spent on the request for this range, in nanoseconds.
+    pub cpu_nanos: u64,
+}
+
+/// The current rates of one replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadRates {
+    /// Queries per second.
+    pub queries_per_second: f64,
+    /// Reads per second.
+    pub reads_per_second: f64,
+    /// Writes per second.
+    pub writes_per_second: f64,
+    /// Read bytes per second.
+    pub read_bytes_per_second: f64,
+    /// Write bytes per second.
+    pub write_bytes_per_second: f64,
+    /// CPU nanoseconds per second.
+    pub cpu_time_per_second: f64,
+}
+
+impl LoadRates {
+    /// The value of one metric.
+    pub fn get(&self, metric: LoadMetric) -> f64 {
+        match metric {
+            LoadMetric::Queries => self.queries_per_second,
+            LoadMetric::Cpu => self.cpu_time_per_second,
+            LoadMetric::Reads => self.reads_per_second,
+            LoadMetric::Writes => self.writes_per_second,
+            LoadMetric::ReadBytes => self.read_bytes_per_second,
+            LoadMetric::WriteBytes => self.write_bytes_per_second,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ReplicaLoad {
+    queries: DecayingRate,
+    reads: DecayingRate,
+    writes: DecayingRate,
+    read_bytes: DecayingRate,
+    write_bytes: DecayingRate,
+    cpu: DecayingRate,
+}
+
+impl ReplicaLoad {
+    fn new(half_life: Duration, now: Instant) -> Self {
+        let rate = DecayingRate::new(half_life, now);
+        Self {
+            queries: rate.clone(),
+            reads: rate.clone(),
+            writes: rate.clone(),
+            read_bytes: rate.clone(),
+            write_bytes: rate.clone(),
+            cpu: rate,
+        }
+    }
+
+    fn rates(&self, now: Instant) -> LoadRates {
+        LoadRates {
+            queries_per_second: self.queries.rate(now),
+            reads_per_second: self.reads.rate(now),
+            writes_per_second: self.writes.rate(now),
+            read_bytes_per_second: self.read_bytes.rate(now),
+            write_bytes_per_second: self.write_bytes.rate(now),
+            cpu_time_per_second: self.cpu.rate(now),
+        }
+    }
+}
+
+/// The load of every range this node holds the lease for.
+#[derive(Debug)]
+pub struct LoadTracker {
+    half_life: Duration,
+    replicas: std::sync::Mutex<HashMap<u64, ReplicaLoad>>,
+}
+
+impl LoadTracker {
+    /// A tracker whose rates use `half_life`.
+    pub fn new(half_life: Duration) -> Self {
+        Self { half_life, replicas: Default::default() }
+    }
+
+    /// Records one request's work on `range_id`.
+    pub fn record(&self, range_id: u64, sample: LoadSample) {
+        let now = Instant::now();
+        let mut replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let load = replicas.entry(range_id).or_insert_with(|| ReplicaLoad::new(self.half_life, now));
+        load.queries.record(now, 1.0);
+        load.reads.record(now, sample.reads as f64);
+        load.writes.record(now, sample.writes as f64);
+        load.read_bytes.record(now, sample.read_bytes as f64);
+        load.write_bytes.record(now, sample.write_bytes as f64);
+        load.cpu.record(now, sample.cpu_nanos as f64);
+    }
+
+    /// The rates of `range_id` (zero if it saw no traffic here).
+    pub fn rates(&self, range_id: u64) -> LoadRates {
+        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        replicas.get(&range_id).map(|load| load.rates(Instant::now())).unwrap_or_default()
+    }
+
+    /// The rates of every range that saw traffic here.
+    pub fn all_rates(&self) -> Vec<(u64, LoadRates)> {
+        let now = Instant::now();
+        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        replicas.iter().map(|(id, load)| (*id, load.rates(now))).collect()
+    }
+
+    /// Forgets all counts: called when this node loses or gains the lease.
+    pub fn reset(&self) {
+        self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+}
+
+/// The `k` entries with the highest `metric`, highest first; ties go to the lower range id so
+/// the order is stable across calls and nodes.
+pub fn top_k(mut entries: Vec<(u64, LoadRates)>, metric: LoadMetric, k: usize) -> Vec<(u64, LoadRates)> {
+    entries.sort_by(|(a_id, a), (b_id, b)| b.get(metric).total_cmp(&a.get(metric)).then(a_id.cmp(b_id)));
+    entries.truncate(k);
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_rate_reads_true_from_the_start() {
+        let start = Instant::now();
+        let mut rate = DecayingRate::new(Duration::from_secs(10), start);
+        // 100 events per second for 3 seconds.
+        for i in 1..=300u64 {
+            rate.record(start + Duration::from_millis(i * 10), 1.0);
+        }
+        let measured = rate.rate(start + Duration::from_secs(3));
+        assert!((measured - 100.0).abs() < 3.0, "{measured}");
+    }
+
+    #[test]
+    fn idle_rate_halves_every_half_life() {
+        let start = Instant::now();
+        let mut rate = DecayingRate::new(Duration::from_secs(2), start);
+        for i in 1..=2000u64 {
+            rate.record(start + Duration::from_millis(i * 10), 1.0);
+        }
+        let end = start + Duration::from_secs(20);
+        let before = rate.rate(end);
+        let after = rate.rate(end + Duration::from_secs(2));
+        assert!((after / before - 0.5).abs() < 0.02, "{before} -> {after}");
+    }
+
+    #[test]
+    fn top_k_orders_by_metric_then_id() {
+        let rates = |q: f64, w: f64| LoadRates { queries_per_second: q, writes_per_second: w, ..Default::default() };
+        let entries = vec![(1, rates(5.0, 1.0)), (2, rates(9.0, 0.0)), (3, rates(5.0, 7.0)), (4, rates(0.0, 2.0))];
+        let ids = |v: Vec<(u64, LoadRates)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids(top_k(entries.clone(), LoadMetric::Queries, 3)), vec![2, 1, 3]);
+        assert_eq!(ids(top_k(entries, LoadMetric::Writes, 2)), vec![3, 4]);
+    }
+
+    #[test]
+    fn tracker_counts_per_range() {
+        let tracker = LoadTracker::new(Duration::from_secs(10));
+        tracker.record(7, LoadSample { reads: 2, read_bytes: 10, ..Default::default() });
+        tracker.record(7, LoadSample { writes: 1, write_bytes: 4, ..Default::default() });
+        let rates = tracker.rates(7);
+        // Two queries inside the one-second minimum age.
+        assert!((rates.queries_per_second - 2.0).abs() < 0.1, "{rates:?}");
+        assert!(rates.reads_per_second > 1.9 && rates.write_bytes_per_second > 3.9);
+        assert_eq!(tracker.rates(8), LoadRates::default());
+    }
+}

@@ -1,0 +1,28 @@
+//! Everything a node runs. One line per module:
+//! - [`error`] — the one error vocabulary, mapped to gRPC codes in one table.
+//! - [`keys`] — the layout of the ordered keyspace (system keys, range boundaries) and key printing.
+//! - [`engine`] — the embedded crash-safe storage (redb): Raft log, state machine, store identity.
+//! - [`ranges`] — range descriptors, the in-memory range index and split arithmetic.
+//! - [`raft`] — openraft wiring: type config, log storage, state machine, network.
+//! - [`load`] — per-replica decayed load rates and top-k ranking.
+//! - [`kv`] — KV batches: evaluation at the leaseholder, forwarding, retries.
+//! - [`membership`] — gossip (chitchat) membership and liveness classification.
+//! - [`tls`] — loading certificates and building rustls/tonic TLS configurations.
+//! - [`certs`] — creating CA, node and client certificates (rcgen).
+//! - [`dialer`] — pooled gRPC channels to other nodes.
+//! - [`grpc`] — tonic service adapters: prost types stop here.
+//! - [`node`] — a running node: start, init, join, drain.
+
+pub mod certs;
+pub mod dialer;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod keys;
+pub mod kv;
+pub mod load;
+pub mod membership;
+pub mod node;
+pub mod raft;
+pub mod ranges;
+pub mod tls;

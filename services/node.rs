@@ -1,0 +1,1029 @@
+//! A running node: its store, its place in the cluster (init, join, membership), the KV layer
+//! that routes batches to the leaseholder, its view of the cluster for the StatusService, and
+//! drain. The gRPC adapters in [`crate::services::grpc`] call into [`NodeCore`].
+//!
+//! Life of a node:
+//! 1. open the store; if it has an identity (cluster id, node id) start Raft and gossip at once;
+//! 2. otherwise serve gRPC and either wait for `ranged init` (becoming node 1) or ask the
+//!    `--join` nodes for a node id, then become a Raft learner and, while fewer than three
+//!    voters exist, a voter;
+//! 3. register its descriptor in range 1, gossip it, and as leaseholder split ranges that grow
+//!    past `--range-max-bytes`;
+//! 4. on drain: gossip DRAINING, stop leading so another voter takes over, then stop.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use tokio::sync::watch;
+
+use crate::pb;
+use crate::pb::node_service_client::NodeServiceClient;
+use crate::services::dialer::Dialer;
+use crate::services::engine::{Engine, StoreIdentity};
+use crate::services::error::{Error, Result};
+use crate::services::keys;
+use crate::services::kv::{self, Op, OpResult};
+use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
+use crate::services::membership::{self, Liveness, Membership, NodeDescriptor};
+use crate::services::raft::log_store::LogStore;
+use crate::services::raft::network::NetworkFactory;
+use crate::services::raft::state_machine::{RangeSize, StateMachine};
+use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
+use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
+use crate::services::tls::TlsMaterials;
+
+/// Default `--range-max-bytes`: a range above this size splits in two (CockroachDB: 512 MiB).
+pub const DEFAULT_RANGE_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Default `--join-timeout`: how long a new node waits for any `--join` node to answer.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a KV request waits for Raft (commit or leadership check) before giving up.
+pub const RAFT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node-to-node formation call (handshake, join) may take.
+const FORMATION_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the leaseholder looks for ranges to split and voters to replace.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long drain waits for another voter to take over leadership.
+const DRAIN_LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a node needs to start, already validated (the CLI builds it from flags).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `host:port` other nodes use to reach this node's gRPC listener.
+    pub advertise_addr: String,
+    /// `host:port` clients use for SQL (advertised; served from #3).
+    pub sql_addr: String,
+    /// `host:port` clients use for HTTP (advertised; served from #4).
+    pub http_addr: String,
+    /// Other nodes' `--listen-addr` (this node's own address may appear and is skipped).
+    pub join: Vec<String>,
+    /// The store directory.
+    pub store: PathBuf,
+    /// `--locality` tiers.
+    pub locality: Vec<(String, String)>,
+    /// `--cluster-name`; nodes with different names refuse each other.
+    pub cluster_name: String,
+    /// TLS materials, `None` in `--insecure` mode.
+    pub tls: Option<TlsMaterials>,
+    /// After how long unheard a node counts as DEAD.
+    pub time_until_dead: Duration,
+    /// Size above which a range splits.
+    pub range_max_bytes: u64,
+    /// Half-life of load rates.
+    pub stats_half_life: Duration,
+    /// How long a new node waits for a `--join` node to answer before giving up.
+    pub join_timeout: Duration,
+}
+
+/// The parts of a node that exist once it has a node id.
+pub struct Active {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The Raft instance of the (single) group.
+    pub raft: Raft<TypeConfig>,
+    /// The state machine, for local reads.
+    pub state: StateMachine,
+    /// Gossip membership.
+    pub gossip: Membership,
+    /// This node's descriptor.
+    pub descriptor: NodeDescriptor,
+}
+
+/// The state of one node shared by its gRPC services and background tasks.
+pub struct NodeCore {
+    config: NodeConfig,
+    engine: Engine,
+    listen_addr: SocketAddr,
+    dialer: Arc<Dialer>,
+    active: OnceLock<Arc<Active>>,
+    formation: tokio::sync::Mutex<()>,
+    membership_changes: tokio::sync::Mutex<()>,
+    draining: AtomicBool,
+    load: LoadTracker,
+    fatal: watch::Sender<Option<String>>,
+    started_at: SystemTime,
+}
+
+/// A replica's full status, as the StatusService reports it.
+#[derive(Debug, Clone)]
+pub struct ReplicaStatus {
+    /// The range's descriptor.
+    pub descriptor: RangeDescriptor,
+    /// The group's members: (node id, voter).
+    pub replicas: Vec<(NodeId, bool)>,
+    /// Raft term.
+    pub term: u64,
+    /// Commit index known here.
+    pub commit_index: u64,
+    /// Applied index here.
+    pub applied_index: u64,
+    /// Last log index here.
+    pub last_log_index: u64,
+    /// The leader (leaseholder), 0 if unknown.
+    pub leader_id: NodeId,
+    /// This replica's Raft role.
+    pub raft_state: String,
+    /// Whether this node holds the lease.
+    pub is_leaseholder: bool,
+    /// Load counted here (zero unless leaseholder).
+    pub load: LoadRates,
+    /// Keys and bytes in the range.
+    pub size: RangeSize,
+}
+
+/// One node as the StatusService reports it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Its descriptor (last known).
+    pub descriptor: NodeDescriptor,
+    /// Its liveness as seen here.
+    pub liveness: Liveness,
+    /// When it was last heard from, nanoseconds since the epoch (0: never).
+    pub last_seen: i64,
+}
+
+impl NodeCore {
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The active part of the node, or an error while it has no node id.
+    pub fn active(&self) -> Result<&Arc<Active>> {
+        self.active
+            .get()
+            .ok_or_else(|| Error::FailedPrecondition("node is not initialized: run `ranged init` or wait for it to join".into()))
+    }
+
+    /// Whether this node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn is_self(&self, addr: &str) -> bool {
+        addr == self.config.advertise_addr || addr == self.listen_addr.to_string()
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.config.join.iter().filter(|addr| !self.is_self(addr)).cloned().collect()
+    }
+
+    fn node_client(&self, addr: &str) -> Result<NodeServiceClient<tonic::transport::Channel>> {
+        Ok(NodeServiceClient::new(self.dialer.channel(addr)?))
+    }
+
+    // ---- formation -------------------------------------------------------------------------
+
+    /// Answers who this node is.
+    pub fn handshake(&self) -> pb::HandshakeResponse {
+        let identity = self.engine.identity().unwrap_or_default();
+        pb::HandshakeResponse {
+            cluster_id: identity.cluster_id.unwrap_or_default(),
+            node_id: identity.node_id.unwrap_or_default(),
+            cluster_name: self.config.cluster_name.clone(),
+        }
+    }
+
+    async fn handshake_peer(&self, addr: &str) -> Result<pb::HandshakeResponse> {
+        let mut request = tonic::Request::new(pb::HandshakeRequest { cluster_name: self.config.cluster_name.clone() });
+        request.set_timeout(FORMATION_CALL_TIMEOUT);
+        let reply = tokio::time::timeout(FORMATION_CALL_TIMEOUT, self.node_client(addr)?.handshake(request))
+            .await
+            .map_err(|_| Error::Unavailable(format!("{addr} did not answer")))??;
+        Ok(reply.into_inner())
+    }
+
+    /// Bootstraps a new cluster with this node as node 1.
+    pub async fn init(self: &Arc<Self>) -> Result<(String, NodeId)> {
+        let _formation = self.formation.lock().await;
+        if self.active.get().is_some() || self.engine.identity()?.cluster_id.is_some() {
+            return Err(Error::AlreadyExists("cluster has already been initialized".into()));
+        }
+        for peer in self.peers() {
+            if let Ok(reply) = self.handshake_peer(&peer).await {
+                if !reply.cluster_id.is_empty() {
+                    return Err(Error::AlreadyExists(format!(
+                        "cluster has already been initialized (node at {peer} belongs to cluster {})",
+                        reply.cluster_id
+                    )));
+                }
+            }
+        }
+        let cluster_id = new_cluster_id();
+        let identity = StoreIdentity {
+            cluster_id: Some(cluster_id.clone()),
+            node_id: Some(1),
+            cluster_name: Some(self.config.cluster_name.clone()).filter(|name| !name.is_empty()),
+            bootstrap_pending: true,
+        };
+        self.engine.set_identity(&identity)?;
+        self.activate(1, cluster_id.clone()).await?;
+        self.finish_bootstrap().await?;
+        tracing::info!(cluster_id = %cluster_id, "cluster initialized");
+        Ok((cluster_id, 1))
+    }
+
+    /// Initializes the Raft group with this node alone and writes the system records. Safe to
+    /// repeat after a crash: the cluster id is written with a conditional put.
+    async fn finish_bootstrap(self: &Arc<Self>) -> Result<()> {
+        let active = self.active()?.clone();
+        let members = BTreeMap::from([(active.node_id, BasicNode::new(&self.config.advertise_addr))]);
+        if !active.raft.is_initialized().await.map_err(Error::internal)? {
+            active.raft.initialize(members).await.map_err(Error::internal)?;
+        }
+        let mut ops = vec![
+            Op::ConditionalPut {
+                key: keys::CLUSTER_ID.to_vec(),
+                value: active.cluster_id.as_bytes().to_vec(),
+                expected: None,
+            },
+            Op::Put { key: keys::NODE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(1) },
+            Op::Put { key: keys::RANGE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(2) },
+            Op::Put {
+                key: keys::user_key("root"),
+                value: serde_json::to_vec(&serde_json::json!({"username": "root", "is_admin": true, "can_login": true}))
+                    .map_err(Error::internal)?,
+            },
+        ];
+        for desc in ranges::bootstrap_descriptors() {
+            ops.push(Op::Put {
+                key: keys::range_descriptor_key(desc.range_id),
+                value: serde_json::to_vec(&desc).map_err(Error::internal)?,
+            });
+        }
+        match self.kv_batch(ops, false).await {
+            Ok(_) => {}
+            // A retried bootstrap finds its own cluster id already written.
+            Err(Error::ConditionFailed { actual: Some(actual), .. }) if actual == active.cluster_id.as_bytes() => {}
+            Err(err) => return Err(err),
+        }
+        let mut identity = self.engine.identity()?;
+        identity.bootstrap_pending = false;
+        self.engine.set_identity(&identity)
+    }
+
+    /// Allocates a node id for a joining node (any initialized node may answer).
+    pub async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
+        let active = self.active()?.clone();
+        self.check_cluster_name(&request.cluster_name)?;
+        let results = self
+            .kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], false)
+            .await?;
+        let node_id = results[0].new_value as NodeId;
+        tracing::info!(node_id, addr = %request.advertise_addr, "allocated node id to joining node");
+        Ok(pb::JoinResponse { cluster_id: active.cluster_id.clone(), node_id })
+    }
+
+    fn check_cluster_name(&self, theirs: &str) -> Result<()> {
+        if theirs != self.config.cluster_name {
+            return Err(Error::FailedPrecondition(format!(
+                "cluster name mismatch: this node has --cluster-name {:?}, the other {:?}",
+                self.config.cluster_name, theirs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes a node a member of the Raft group: a learner, then a voter while fewer than
+    /// [`MAX_VOTERS`] exist. Runs on the leader; other nodes forward once.
+    pub async fn add_member(&self, request: pb::AddMemberRequest) -> Result<pb::AddMemberResponse> {
+        let active = self.active()?.clone();
+        if request.cluster_id != active.cluster_id {
+            return Err(Error::FailedPrecondition(format!(
+                "node belongs to cluster {}, this is cluster {}",
+                request.cluster_id, active.cluster_id
+            )));
+        }
+        let leader = active.raft.current_leader().await;
+        if leader != Some(active.node_id) {
+            if request.forwarded {
+                return Err(Error::NotLeaseholder { leader });
+            }
+            let addr = leader
+                .and_then(|id| self.member_addr(&active, id))
+                .ok_or(Error::NotLeaseholder { leader })?;
+            let mut forwarded = request.clone();
+            forwarded.forwarded = true;
+            return Ok(self.node_client(&addr)?.add_member(forwarded).await?.into_inner());
+        }
+        let _changes = self.membership_changes.lock().await;
+        let membership = active.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if voters.contains(&request.node_id) {
+            return Ok(pb::AddMemberResponse { voter: true });
+        }
+        let is_learner = membership.membership().learner_ids().any(|id| id == request.node_id);
+        if !is_learner {
+            active
+                .raft
+                .add_learner(request.node_id, BasicNode::new(&request.advertise_addr), true)
+                .await
+                .map_err(|err| Error::Unavailable(format!("adding node {} as learner: {err}", request.node_id)))?;
+        }
+        if voters.len() >= MAX_VOTERS {
+            return Ok(pb::AddMemberResponse { voter: false });
+        }
+        active
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), false)
+            .await
+            .map_err(|err| Error::Unavailable(format!("promoting node {} to voter: {err}", request.node_id)))?;
+        tracing::info!(node_id = request.node_id, "node became a voter");
+        Ok(pb::AddMemberResponse { voter: true })
+    }
+
+    fn member_addr(&self, active: &Active, node_id: NodeId) -> Option<String> {
+        let membership = active.raft.metrics().borrow().membership_config.clone();
+        membership.membership().get_node(&node_id).map(|node| node.addr.clone())
+    }
+
+    /// Asks the `--join` nodes for a node id until one answers, then starts this node.
+    async fn join_loop(self: Arc<Self>) {
+        let peers = self.peers();
+        let deadline = Instant::now() + self.config.join_timeout;
+        let mut reached = false;
+        loop {
+            if self.active.get().is_some() {
+                return;
+            }
+            for peer in &peers {
+                let request = pb::JoinRequest {
+                    advertise_addr: self.config.advertise_addr.clone(),
+                    cluster_name: self.config.cluster_name.clone(),
+                };
+                let outcome = match self.node_client(peer) {
+                    Ok(mut client) => {
+                        let mut request = tonic::Request::new(request);
+                        request.set_timeout(FORMATION_CALL_TIMEOUT * 3);
+                        client.join(request).await.map(|r| r.into_inner()).map_err(Error::from)
+                    }
+                    Err(err) => Err(err),
+                };
+                match outcome {
+                    Ok(reply) => {
+                        if let Err(err) = self.adopt_identity(reply.cluster_id, reply.node_id).await {
+                            let _ = self.fatal.send(Some(format!("cannot join the cluster: {err}")));
+                        }
+                        return;
+                    }
+                    Err(Error::FailedPrecondition(message)) if message.contains("cluster name mismatch") => {
+                        let _ = self.fatal.send(Some(format!("cannot join {peer}: {message}")));
+                        return;
+                    }
+                    // The peer answered: it is up but cannot allocate yet (not initialized, no quorum).
+                    Err(Error::FailedPrecondition(_)) | Err(Error::NotLeaseholder { .. }) => reached = true,
+                    Err(Error::Unavailable(message)) if !message.contains("transport") && !message.contains("did not answer") => {
+                        reached = true
+                    }
+                    Err(err) => tracing::debug!(peer = %peer, error = %err, "join attempt failed"),
+                }
+            }
+            if !reached && Instant::now() > deadline {
+                let _ = self.fatal.send(Some(format!(
+                    "could not reach any --join node ({}) within {}s",
+                    peers.join(", "),
+                    self.config.join_timeout.as_secs()
+                )));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn adopt_identity(self: &Arc<Self>, cluster_id: String, node_id: NodeId) -> Result<()> {
+        let _formation = self.formation.lock().await;
+        if self.active.get().is_some() {
+            return Ok(());
+        }
+        self.engine.set_identity(&StoreIdentity {
+            cluster_id: Some(cluster_id.clone()),
+            node_id: Some(node_id),
+            cluster_name: Some(self.config.cluster_name.clone()).filter(|name| !name.is_empty()),
+            bootstrap_pending: false,
+        })?;
+        tracing::info!(node_id, cluster_id = %cluster_id, "joined cluster");
+        self.activate(node_id, cluster_id).await
+    }
+
+    /// Keeps asking the leader to make this node a member until it is one.
+    async fn membership_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let membership = active.raft.metrics().borrow().membership_config.clone();
+            let is_voter = membership.membership().voter_ids().any(|id| id == active.node_id);
+            let is_learner = membership.membership().learner_ids().any(|id| id == active.node_id);
+            let voters = membership.membership().voter_ids().count();
+            if is_voter || (is_learner && voters >= MAX_VOTERS) || self.is_draining() {
+                return;
+            }
+            let request = pb::AddMemberRequest {
+                node_id: active.node_id,
+                advertise_addr: self.config.advertise_addr.clone(),
+                cluster_id: active.cluster_id.clone(),
+                forwarded: false,
+            };
+            // Any member can route the request to the leader; try the join list, then known members.
+            let mut targets = self.peers();
+            targets.extend(membership.membership().nodes().map(|(_, node)| node.addr.clone()));
+            for target in targets.iter().filter(|addr| !self.is_self(addr)) {
+                if let Ok(mut client) = self.node_client(target) {
+                    if client.add_member(request.clone()).await.is_ok() {
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Starts Raft and gossip for node `node_id` and the background tasks.
+    async fn activate(self: &Arc<Self>, node_id: NodeId, cluster_id: String) -> Result<()> {
+        let state = StateMachine::open(self.engine.state.clone())?;
+        let log = LogStore::new(self.engine.log.clone());
+        let config = Arc::new(raft_mod::config(&cluster_id)?);
+        let raft = Raft::new(node_id, config, NetworkFactory::new(self.dialer.clone()), log, state.clone())
+            .await
+            .map_err(Error::internal)?;
+        let descriptor = self.descriptor(node_id);
+        let gossip = Membership::start(
+            &descriptor,
+            &cluster_id,
+            self.listen_addr,
+            &self.config.advertise_addr,
+            &self.config.join,
+        )
+        .await?;
+        let active = Arc::new(Active { node_id, cluster_id, raft, state, gossip, descriptor });
+        if self.active.set(active).is_err() {
+            return Err(Error::Internal("node activated twice".into()));
+        }
+        tokio::spawn(self.clone().register_loop());
+        tokio::spawn(self.clone().membership_loop());
+        tokio::spawn(self.clone().maintenance_loop());
+        Ok(())
+    }
+
+    fn descriptor(&self, node_id: NodeId) -> NodeDescriptor {
+        let total_system_memory = sysinfo::System::new()
+            .map(|mut system| {
+                system.refresh_memory();
+                system.total_memory()
+            })
+            .unwrap_or(0);
+        NodeDescriptor {
+            node_id,
+            address: self.config.advertise_addr.clone(),
+            sql_address: self.config.sql_addr.clone(),
+            http_address: self.config.http_addr.clone(),
+            locality: self.config.locality.clone(),
+            build_tag: crate::BUILD_TAG.to_string(),
+            started_at: membership::unix_nanos(self.started_at),
+            num_cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+            total_system_memory,
+            cluster_name: self.config.cluster_name.clone(),
+            decommissioned: false,
+        }
+    }
+
+    /// Writes this node's descriptor into the node registry of range 1 (retrying until done).
+    async fn register_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let Ok(value) = serde_json::to_vec(&active.descriptor) else { return };
+        loop {
+            let op = Op::Put { key: keys::node_key(active.node_id), value: value.clone() };
+            match self.kv_batch(vec![op], false).await {
+                Ok(_) => return,
+                Err(err) => tracing::debug!(error = %err, "registering node descriptor"),
+            }
+            if self.is_draining() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Leaseholder duties: split oversized ranges; reset load counts on lease changes.
+    async fn maintenance_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut was_leader = false;
+        let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
+        loop {
+            ticker.tick().await;
+            if self.is_draining() {
+                return;
+            }
+            let is_leader = active.raft.metrics().borrow().current_leader == Some(active.node_id);
+            if is_leader != was_leader {
+                // Load is counted only while holding the lease; a new holder starts afresh.
+                self.load.reset();
+                was_leader = is_leader;
+            }
+            if !is_leader {
+                continue;
+            }
+            match active.state.split_points(self.config.range_max_bytes).await {
+                Ok(points) => {
+                    for split_key in points {
+                        match self.split(split_key.clone(), true).await {
+                            Ok((left, right)) => tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size"),
+                            Err(err) => tracing::warn!(error = %err, "size-based split failed"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "looking for split points"),
+            }
+        }
+    }
+
+    // ---- KV --------------------------------------------------------------------------------
+
+    /// Runs a batch: here if this node holds the lease, otherwise forwarded to the
+    /// leaseholder; retried while the lease moves. `forwarded` batches run only here.
+    pub async fn kv_batch(&self, ops: Vec<Op>, forwarded: bool) -> Result<Vec<OpResult>> {
+        kv::validate(&ops)?;
+        let active = self.active()?.clone();
+        if forwarded {
+            return self.kv_local(&active, ops).await;
+        }
+        kv::retry_batch(&ops, || self.kv_route(&active, ops.clone())).await
+    }
+
+    async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        match self.kv_local(active, ops.clone()).await {
+            Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
+                let addr = self.member_addr(active, leader).ok_or(Error::NotLeaseholder { leader: None })?;
+                let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
+                let mut request = tonic::Request::new(pb::BatchRequest {
+                    ops: ops.into_iter().map(Into::into).collect(),
+                    forwarded: true,
+                });
+                request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
+                let reply = client.batch(request).await.map_err(Error::from)?;
+                Ok(reply.into_inner().results.into_iter().map(Into::into).collect())
+            }
+            other => other,
+        }
+    }
+
+    async fn kv_local(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        if self.is_draining() {
+            return Err(Error::NotLeaseholder { leader: None });
+        }
+        if ops.iter().any(Op::is_write) {
+            let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.client_write(Command::Batch(ops.clone())))
+                .await
+                .map_err(|_| Error::DeadlineExceeded("timed out waiting for the write to commit".into()))?;
+            match reply {
+                Ok(response) => match response.data {
+                    CommandResponse::Batch { results, cpu_nanos } => {
+                        let results = results?;
+                        self.record_load(active, &ops, &results, cpu_nanos);
+                        Ok(results)
+                    }
+                    other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    Err(Error::NotLeaseholder { leader: forward.leader_id })
+                }
+                Err(err) => Err(Error::Unavailable(format!("write failed: {err}"))),
+            }
+        } else {
+            let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable())
+                .await
+                .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
+            match check {
+                Ok(_) => {}
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                    return Err(Error::NotLeaseholder { leader: forward.leader_id });
+                }
+                Err(err) => return Err(Error::Unavailable(format!("read failed: {err}"))),
+            }
+            let (results, cpu_nanos) = active.state.read(ops.clone()).await?;
+            self.record_load(active, &ops, &results, cpu_nanos);
+            Ok(results)
+        }
+    }
+
+    /// Attributes one batch's work to the ranges it touched: one query per range, keys and
+    /// bytes per operation, CPU time shared evenly.
+    fn record_load(&self, active: &Active, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
+        let samples = active.state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
+        let share = cpu_nanos / samples.len().max(1) as u64;
+        for (range_id, mut sample) in samples {
+            sample.cpu_nanos = share;
+            self.load.record(range_id, sample);
+        }
+    }
+
+    /// Splits the range containing `split_key` at that key (a no-op at an existing boundary).
+    pub async fn split(&self, split_key: Vec<u8>, forwarded: bool) -> Result<(u64, u64)> {
+        if split_key.is_empty() {
+            return Err(Error::InvalidArgument("empty split key".into()));
+        }
+        let active = self.active()?.clone();
+        let attempt = || async {
+            let reply = tokio::time::timeout(
+                RAFT_REQUEST_TIMEOUT,
+                active.raft.client_write(Command::Split { split_key: split_key.clone() }),
+            )
+            .await
+            .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;
+            match reply {
+                Ok(response) => match response.data {
+                    CommandResponse::Split(result) => result,
+                    other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) if !forwarded => {
+                    let addr = forward
+                        .leader_id
+                        .and_then(|id| self.member_addr(&active, id))
+                        .ok_or(Error::NotLeaseholder { leader: forward.leader_id })?;
+                    let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
+                    let reply = client
+                        .admin_split(pb::AdminSplitRequest { split_key: split_key.clone().into(), forwarded: true })
+                        .await?
+                        .into_inner();
+                    Ok((reply.left_range_id, reply.right_range_id))
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    Err(Error::NotLeaseholder { leader: forward.leader_id })
+                }
+                Err(err) => Err(Error::Unavailable(format!("split failed: {err}"))),
+            }
+        };
+        // A split is idempotent (a repeat at the same key is a no-op), so it may be retried.
+        let mut backoff = Duration::from_millis(50);
+        let deadline = Instant::now() + kv::RETRY_DEADLINE;
+        loop {
+            match attempt().await {
+                Err(Error::NotLeaseholder { .. } | Error::Unavailable(_)) if !forwarded && Instant::now() < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ---- status ----------------------------------------------------------------------------
+
+    /// Every node in the registry or in gossip, with its liveness as seen here.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>> {
+        let active = self.active()?.clone();
+        let scan = Op::Scan { start: keys::NODE_PREFIX.to_vec(), end: keys::prefix_end(keys::NODE_PREFIX), limit: 0 };
+        let rows = self.kv_batch(vec![scan], false).await?.remove(0).rows;
+        let mut registry: BTreeMap<NodeId, NodeDescriptor> = BTreeMap::new();
+        for (_, value) in rows {
+            let desc: NodeDescriptor = serde_json::from_slice(&value).map_err(Error::internal)?;
+            registry.insert(desc.node_id, desc);
+        }
+        let mut peers = active.gossip.peers().await;
+        let mut ids: BTreeSet<NodeId> = registry.keys().copied().collect();
+        ids.extend(peers.keys().copied());
+        let mut views = Vec::new();
+        for id in ids {
+            let peer = peers.remove(&id).unwrap_or_else(|| active.gossip.unknown_peer(id));
+            // Prefer the registry (durable, last known); gossip fills in nodes not yet registered.
+            let Some(descriptor) = registry.remove(&id).or(peer.descriptor.clone()) else { continue };
+            let liveness = membership::classify(
+                peer.heard_from,
+                peer.draining,
+                descriptor.decommissioned,
+                peer.since_last_seen,
+                self.config.time_until_dead,
+            );
+            let last_seen = peer.last_seen.map(membership::unix_nanos).unwrap_or(0);
+            views.push(NodeView { descriptor, liveness, last_seen });
+        }
+        Ok(views)
+    }
+
+    /// The replicas this node holds (all ranges: one group), optionally only `range_ids`.
+    pub async fn ranges(&self, range_ids: &[u64]) -> Result<Vec<ReplicaStatus>> {
+        let active = self.active()?.clone();
+        let metrics = active.raft.metrics().borrow().clone();
+        let committed = active.raft.with_raft_state(|st| st.committed).await.map_err(Error::internal)?;
+        let members: Vec<(NodeId, bool)> = {
+            let membership = metrics.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            membership.nodes().map(|(id, _)| (*id, voters.contains(id))).collect()
+        };
+        let is_leaseholder = metrics.current_leader == Some(active.node_id) && !self.is_draining();
+        let raft_state = match metrics.state {
+            ServerState::Leader => "StateLeader",
+            ServerState::Follower => "StateFollower",
+            ServerState::Candidate => "StateCandidate",
+            ServerState::Learner => "StateLearner",
+            ServerState::Shutdown => "StateShutdown",
+        };
+        let (index, sizes) = active.state.with_shared(|shared| (shared.ranges.clone(), shared.sizes.clone()));
+        let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
+        Ok(index
+            .iter()
+            .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
+            .map(|desc| ReplicaStatus {
+                descriptor: desc.clone(),
+                replicas: members.clone(),
+                term: metrics.current_term,
+                commit_index: committed.map(|id| id.index).unwrap_or(0),
+                applied_index: metrics.last_applied.map(|id| id.index).unwrap_or(0),
+                last_log_index: metrics.last_log_index.unwrap_or(0),
+                leader_id: metrics.current_leader.unwrap_or(0),
+                raft_state: raft_state.to_string(),
+                is_leaseholder,
+                load: if is_leaseholder { self.load.rates(desc.range_id) } else { LoadRates::default() },
+                size: sizes.get(&desc.range_id).copied().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).
+    pub async fn hot_ranges(&self, metric: LoadMetric, limit: usize) -> Result<Vec<ReplicaStatus>> {
+        let active = self.active()?.clone();
+        if active.raft.metrics().borrow().current_leader != Some(active.node_id) {
+            return Ok(Vec::new());
+        }
+        let top = crate::services::load::top_k(self.load.all_rates(), metric, limit);
+        let ids: Vec<u64> = top.iter().map(|(id, _)| *id).collect();
+        let mut by_id: HashMap<u64, ReplicaStatus> =
+            self.ranges(&ids).await?.into_iter().map(|r| (r.descriptor.range_id, r)).collect();
+        Ok(ids.into_iter().filter_map(|id| by_id.remove(&id)).collect())
+    }
+
+    // ---- shutdown --------------------------------------------------------------------------
+
+    /// Drains: gossips DRAINING, refuses new leaseholder work, lets another voter take the
+    /// lease, then stops Raft and gossip.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let Some(active) = self.active.get().cloned() else { return };
+        active.gossip.set_draining().await;
+        active.raft.runtime_config().elect(false);
+        let voters = active.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        if voters > 1 && active.raft.metrics().borrow().current_leader == Some(active.node_id) {
+            // openraft 0.9 has no leadership transfer: silencing heartbeats makes the
+            // followers' election timers fire and elect one of them.
+            active.raft.runtime_config().heartbeat(false);
+            let handed = active
+                .raft
+                .wait(Some(DRAIN_LEADERSHIP_TIMEOUT))
+                .metrics(|m| m.current_leader.is_some_and(|leader| leader != m.id), "leadership handed away")
+                .await;
+            match handed {
+                Ok(metrics) => tracing::info!(leader = ?metrics.current_leader, "handed leadership away"),
+                Err(err) => tracing::warn!(error = %err, "no other node took leadership before shutdown"),
+            }
+        }
+        // Let gossip carry the draining flag before the node goes quiet.
+        tokio::time::sleep(membership::GOSSIP_INTERVAL * 2).await;
+    }
+
+    async fn stop(&self) {
+        if let Some(active) = self.active.get() {
+            if let Err(err) = active.raft.shutdown().await {
+                tracing::warn!(error = %err, "raft shutdown");
+            }
+            active.gossip.shutdown();
+        }
+    }
+}
+
+/// Per-range load of one batch.
+fn load_samples(index: &RangeIndex, ops: &[Op], results: &[OpResult]) -> Vec<(u64, LoadSample)> {
+    let mut samples: BTreeMap<u64, LoadSample> = BTreeMap::new();
+    let mut add = |key: &[u8], f: &dyn Fn(&mut LoadSample)| {
+        if let Some(desc) = index.lookup(key) {
+            f(samples.entry(desc.range_id).or_default());
+        }
+    };
+    for (op, result) in ops.iter().zip(results) {
+        match op {
+            Op::Get { key } => {
+                let bytes = (key.len() + result.value.as_ref().map_or(0, Vec::len)) as u64;
+                add(key, &|s| {
+                    s.reads += 1;
+                    s.read_bytes += bytes;
+                });
+            }
+            Op::Scan { start, .. } => {
+                add(start, &|_| {});
+                for (k, v) in &result.rows {
+                    let bytes = (k.len() + v.len()) as u64;
+                    add(k, &|s| {
+                        s.reads += 1;
+                        s.read_bytes += bytes;
+                    });
+                }
+            }
+            Op::Put { key, value } | Op::ConditionalPut { key, value, .. } => {
+                let bytes = (key.len() + value.len()) as u64;
+                add(key, &|s| {
+                    s.writes += 1;
+                    s.write_bytes += bytes;
+                });
+            }
+            Op::Delete { key } => {
+                let bytes = key.len() as u64;
+                add(key, &|s| {
+                    s.writes += 1;
+                    s.write_bytes += bytes;
+                });
+            }
+            Op::Increment { key, .. } => {
+                let bytes = (key.len() + 8) as u64;
+                add(key, &|s| {
+                    s.writes += 1;
+                    s.write_bytes += bytes;
+                });
+            }
+        }
+    }
+    samples.into_iter().collect()
+}
+
+fn new_cluster_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// A started node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    core: Arc<NodeCore>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    fatal: watch::Receiver<Option<String>>,
+}
+
+impl Node {
+    /// Starts a node serving gRPC on `listener` (already bound, so tests can use port 0).
+    pub async fn start(config: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
+        let listen_addr = listener.local_addr().map_err(Error::internal)?;
+        let engine = Engine::open(&config.store)?;
+        let identity = engine.identity()?;
+        if let Some(stored) = &identity.cluster_name {
+            if stored != &config.cluster_name {
+                return Err(Error::FailedPrecondition(format!(
+                    "store {} belongs to a cluster named {stored:?}, not {:?}",
+                    config.store.display(),
+                    config.cluster_name
+                )));
+            }
+        }
+        let (fatal_tx, fatal) = watch::channel(None);
+        let core = Arc::new(NodeCore {
+            dialer: Arc::new(Dialer::new(config.tls.as_ref())),
+            load: LoadTracker::new(config.stats_half_life),
+            config,
+            engine,
+            listen_addr,
+            active: OnceLock::new(),
+            formation: Default::default(),
+            membership_changes: Default::default(),
+            draining: AtomicBool::new(false),
+            fatal: fatal_tx,
+            started_at: SystemTime::now(),
+        });
+        if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
+            core.check_foreign_cluster(cluster_id).await?;
+        }
+        let (server_stop, stop_rx) = tokio::sync::oneshot::channel();
+        let server = crate::services::grpc::spawn_server(core.clone(), listener, async {
+            let _ = stop_rx.await;
+        })?;
+        let node = Node { core: core.clone(), server, server_stop: Some(server_stop), fatal };
+        match (identity.cluster_id, identity.node_id) {
+            (Some(cluster_id), Some(node_id)) => {
+                tracing::info!(node_id, cluster_id = %cluster_id, "restarting on existing store");
+                core.activate(node_id, cluster_id).await?;
+                if identity.bootstrap_pending {
+                    let core = core.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = core.finish_bootstrap().await {
+                            let _ = core.fatal.send(Some(format!("cannot finish bootstrap: {err}")));
+                        }
+                    });
+                }
+            }
+            _ => {
+                if !core.peers().is_empty() {
+                    tokio::spawn(core.clone().join_loop());
+                }
+                tracing::info!("node started without a cluster: waiting for `ranged init` or a --join node");
+            }
+        }
+        Ok(node)
+    }
+
+    /// The shared core (for in-process tests and the gateway).
+    pub fn core(&self) -> &Arc<NodeCore> {
+        &self.core
+    }
+
+    /// The address the gRPC listener is bound to.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.core.listen_addr
+    }
+
+    /// Resolves when the node hits an error it cannot run past (e.g. no `--join` node reachable).
+    pub async fn fatal_error(&mut self) -> String {
+        loop {
+            if let Some(message) = self.fatal.borrow().clone() {
+                return message;
+            }
+            if self.fatal.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves (then drains and stops) or a fatal error occurs.
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let outcome = tokio::select! {
+            _ = shutdown => Ok(()),
+            message = self.fatal_error() => Err(Error::FailedPrecondition(message)),
+        };
+        if outcome.is_ok() {
+            tracing::info!("draining");
+            self.core.drain().await;
+        }
+        self.shutdown().await;
+        outcome
+    }
+
+    /// Stops serving and shuts Raft and gossip down (without draining first).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.server_stop.take() {
+            let _ = stop.send(());
+        }
+        self.core.stop().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+    }
+}
+
+impl NodeCore {
+    /// Refuses to start on a store whose cluster differs from that of a reachable `--join` node.
+    async fn check_foreign_cluster(&self, cluster_id: &str) -> Result<()> {
+        for peer in self.peers() {
+            if let Ok(reply) = self.handshake_peer(&peer).await {
+                if !reply.cluster_id.is_empty() && reply.cluster_id != cluster_id {
+                    return Err(Error::FailedPrecondition(format!(
+                        "store {} belongs to cluster {cluster_id}, but --join node {peer} belongs to cluster {}",
+                        self.config.store.display(),
+                        reply.cluster_id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_is_attributed_to_the_ranges_touched() {
+        let mut index = RangeIndex::default();
+        for desc in ranges::bootstrap_descriptors() {
+            index.insert(desc);
+        }
+        let (left, right) = index.plan_split(b"m", 3).unwrap();
+        index.insert(left);
+        index.insert(right);
+        let ops = vec![
+            Op::Get { key: b"a".to_vec() },
+            Op::Put { key: b"n".to_vec(), value: b"12345".to_vec() },
+            Op::Scan { start: b"a".to_vec(), end: b"z".to_vec(), limit: 0 },
+        ];
+        let results = vec![
+            OpResult { value: Some(b"xy".to_vec()), ..Default::default() },
+            OpResult::default(),
+            OpResult { rows: vec![(b"b".to_vec(), b"1".to_vec()), (b"p".to_vec(), b"22".to_vec())], ..Default::default() },
+        ];
+        let samples = load_samples(&index, &ops, &results);
+        assert_eq!(samples.len(), 2);
+        let (id2, s2) = samples[0];
+        let (id3, s3) = samples[1];
+        assert_eq!((id2, s2.reads, s2.read_bytes, s2.writes), (2, 2, 3 + 2, 0));
+        assert_eq!((id3, s3.reads, s3.read_bytes, s3.writes, s3.write_bytes), (3, 1, 3, 1, 6));
+    }
+
+    #[test]
+    fn cluster_ids_are_uuid_shaped_and_distinct() {
+        let a = new_cluster_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+        assert_ne!(a, new_cluster_id());
+    }
+}

@@ -1,0 +1,476 @@
+//! The replicated state machine on redb. Applying a batch of Raft entries is one fsynced redb
+//! transaction that also records the applied log id, so data and applied state never diverge
+//! after a crash. Alongside the data it keeps, in memory, the range index (rebuilt from the
+//! `/Meta/range/` keys) and each range's size (keys and bytes), both derived from applied data
+//! and therefore identical on every replica.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::services::engine::{DATA, STATE_META, storage_error};
+use crate::services::error::{Error, Result};
+use crate::services::keys;
+use crate::services::kv::{self, KvRead, Op, OpResult};
+use crate::services::raft::{Command, CommandResponse, NodeId, TypeConfig, sto_err};
+use crate::services::ranges::{RangeDescriptor, RangeIndex};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Keys and bytes (key + value) a range holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeSize {
+    /// Number of live keys.
+    pub keys: u64,
+    /// Bytes of live keys and values.
+    pub bytes: u64,
+}
+
+/// What the state machine knows in memory, shared with readers.
+#[derive(Debug, Default)]
+pub struct SmShared {
+    /// Every range of the cluster.
+    pub ranges: RangeIndex,
+    /// Each range's size.
+    pub sizes: HashMap<u64, RangeSize>,
+    /// The last applied log id.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// The last applied membership.
+    pub membership: StoredMembership<NodeId, BasicNode>,
+}
+
+/// The state machine of one node; clones share the same database and memory.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    shared: Arc<RwLock<SmShared>>,
+}
+
+struct TableView<'a, T>(&'a T);
+
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> KvRead for TableView<'_, T> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.0.get(key).map_err(storage_error)?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let iter = if end.is_empty() {
+            self.0.range::<&[u8]>(start..).map_err(storage_error)?
+        } else {
+            self.0.range::<&[u8]>(start..end).map_err(storage_error)?
+        };
+        let mut rows = Vec::new();
+        for row in iter {
+            let (k, v) = row.map_err(storage_error)?;
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+            if limit != 0 && rows.len() >= limit {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    rows: u64,
+}
+
+fn write_frame(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn read_frame<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let (len, rest) = input.split_first_chunk::<4>().ok_or("truncated snapshot")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err("truncated snapshot".into());
+    }
+    let (frame, rest) = rest.split_at(len);
+    *input = rest;
+    Ok(frame)
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match table.get(key).map_err(storage_error)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage_error)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes `value` (or deletes when `None`) and keeps the owning range's size current.
+fn put_tracked(
+    data: &mut Table<&'static [u8], &'static [u8]>,
+    shared: &mut SmShared,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<()> {
+    let old_len = match value {
+        Some(value) => data.insert(key, value).map_err(storage_error)?.map(|old| old.value().len()),
+        None => data.remove(key).map_err(storage_error)?.map(|old| old.value().len()),
+    };
+    // A descriptor enters the index first, so the bootstrap's own descriptor keys are
+    // counted in range 1 exactly as a restart's recount will count them.
+    if key.starts_with(keys::META_PREFIX) {
+        if let Some(value) = value {
+            let desc: RangeDescriptor = serde_json::from_slice(value).map_err(storage_error)?;
+            shared.ranges.insert(desc);
+        }
+    }
+    if let Some(range_id) = shared.ranges.lookup(key).map(|d| d.range_id) {
+        let size = shared.sizes.entry(range_id).or_default();
+        if let Some(old_len) = old_len {
+            size.keys = size.keys.saturating_sub(1);
+            size.bytes = size.bytes.saturating_sub((key.len() + old_len) as u64);
+        }
+        if let Some(value) = value {
+            size.keys += 1;
+            size.bytes += (key.len() + value.len()) as u64;
+        }
+    }
+    Ok(())
+}
+
+fn apply_batch(
+    data: &mut Table<&'static [u8], &'static [u8]>,
+    shared: &mut SmShared,
+    ops: &[Op],
+) -> Result<Result<Vec<OpResult>>> {
+    let evaluated = kv::evaluate(&TableView(&*data), ops);
+    match evaluated {
+        Err(Error::Internal(detail)) => Err(Error::Internal(detail)),
+        Err(err) => Ok(Err(err)),
+        Ok((results, pending)) => {
+            for (key, value) in &pending {
+                put_tracked(data, shared, key, value.as_deref())?;
+            }
+            Ok(Ok(results))
+        }
+    }
+}
+
+fn size_of_span(data: &Table<&'static [u8], &'static [u8]>, start: &[u8], end: &[u8]) -> Result<RangeSize> {
+    let mut size = RangeSize::default();
+    for (k, v) in TableView(data).scan(start, end, 0)? {
+        size.keys += 1;
+        size.bytes += (k.len() + v.len()) as u64;
+    }
+    Ok(size)
+}
+
+fn apply_split(
+    data: &mut Table<&'static [u8], &'static [u8]>,
+    shared: &mut SmShared,
+    split_key: &[u8],
+) -> Result<Result<(u64, u64)>> {
+    // Splitting at an existing boundary is a no-op that reports the two ranges, as a retried
+    // split or `SPLIT AT` of an existing split point expects.
+    if let Some(existing) = shared.ranges.lookup(split_key).filter(|d| d.start_key == split_key) {
+        let right = existing.range_id;
+        let left = shared.ranges.iter().find(|d| d.end_key == split_key).map(|d| d.range_id).unwrap_or(right);
+        return Ok(Ok((left, right)));
+    }
+    let last_id = TableView(&*data).get(keys::RANGE_ID_ALLOCATOR)?.and_then(|b| keys::decode_u64(&b)).unwrap_or(0);
+    let (left, right) = match shared.ranges.plan_split(split_key, last_id + 1) {
+        Ok(plan) => plan,
+        Err(Error::Internal(detail)) => return Err(Error::Internal(detail)),
+        Err(err) => return Ok(Err(err)),
+    };
+    let old_size = shared.sizes.get(&left.range_id).copied().unwrap_or_default();
+    let right_size = size_of_span(data, &right.start_key, &right.end_key)?;
+    put_tracked(data, shared, keys::RANGE_ID_ALLOCATOR, Some(&keys::encode_u64(right.range_id)))?;
+    for desc in [&left, &right] {
+        let bytes = serde_json::to_vec(desc).map_err(storage_error)?;
+        put_tracked(data, shared, &keys::range_descriptor_key(desc.range_id), Some(&bytes))?;
+    }
+    shared.sizes.insert(right.range_id, right_size);
+    shared.sizes.insert(
+        left.range_id,
+        RangeSize {
+            keys: old_size.keys.saturating_sub(right_size.keys),
+            bytes: old_size.bytes.saturating_sub(right_size.bytes),
+        },
+    );
+    Ok(Ok((left.range_id, right.range_id)))
+}
+
+impl StateMachine {
+    /// Opens the state machine over the engine's state database, rebuilding the in-memory
+    /// index and sizes from the applied data.
+    pub fn open(db: Arc<Database>) -> Result<Self> {
+        let shared = Self::load_shared(&db)?;
+        Ok(Self { db, shared: Arc::new(RwLock::new(shared)) })
+    }
+
+    fn load_shared(db: &Database) -> Result<SmShared> {
+        let txn = db.begin_read().map_err(storage_error)?;
+        let meta = txn.open_table(STATE_META).map_err(storage_error)?;
+        let data = txn.open_table(DATA).map_err(storage_error)?;
+        let mut shared = SmShared {
+            last_applied: get_json(&meta, "applied")?.flatten(),
+            membership: get_json(&meta, "membership")?.unwrap_or_default(),
+            ..Default::default()
+        };
+        let meta_end = keys::prefix_end(keys::META_PREFIX);
+        for (_, value) in TableView(&data).scan(keys::META_PREFIX, &meta_end, 0)? {
+            shared.ranges.insert(serde_json::from_slice(&value).map_err(storage_error)?);
+        }
+        for row in data.iter().map_err(storage_error)? {
+            let (k, v) = row.map_err(storage_error)?;
+            if let Some(desc) = shared.ranges.lookup(k.value()) {
+                let size = shared.sizes.entry(desc.range_id).or_default();
+                size.keys += 1;
+                size.bytes += (k.value().len() + v.value().len()) as u64;
+            }
+        }
+        Ok(shared)
+    }
+
+    fn read_shared(&self) -> std::sync::RwLockReadGuard<'_, SmShared> {
+        self.shared.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the range index.
+    pub fn ranges(&self) -> RangeIndex {
+        self.read_shared().ranges.clone()
+    }
+
+    /// Runs `f` with the shared in-memory state.
+    pub fn with_shared<T>(&self, f: impl FnOnce(&SmShared) -> T) -> T {
+        f(&self.read_shared())
+    }
+
+    /// Evaluates a read-only batch on the applied data; returns the results and the CPU time.
+    pub async fn read(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64)> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let cpu = cpu_time::ThreadTime::now();
+            let txn = db.begin_read().map_err(storage_error)?;
+            let table = txn.open_table(DATA).map_err(storage_error)?;
+            let (results, pending) = kv::evaluate(&TableView(&table), &ops)?;
+            debug_assert!(pending.is_empty(), "read-only batch produced writes");
+            Ok((results, cpu.elapsed().as_nanos() as u64))
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// For every range above `max_bytes` (other than range 1), the key that splits its bytes
+    /// in half.
+    pub async fn split_points(&self, max_bytes: u64) -> Result<Vec<Vec<u8>>> {
+        let oversized: Vec<RangeDescriptor> = self.with_shared(|shared| {
+            shared
+                .ranges
+                .iter()
+                .filter(|d| d.range_id != crate::services::ranges::SYSTEM_RANGE_ID)
+                .filter(|d| shared.sizes.get(&d.range_id).is_some_and(|s| s.bytes > max_bytes && s.keys > 1))
+                .cloned()
+                .collect()
+        });
+        if oversized.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage_error)?;
+            let table = txn.open_table(DATA).map_err(storage_error)?;
+            let mut points = Vec::new();
+            for desc in oversized {
+                let rows = TableView(&table).scan(&desc.start_key, &desc.end_key, 0)?;
+                let total: u64 = rows.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+                let mut seen = 0;
+                for (k, v) in rows.iter().skip(1) {
+                    seen += (k.len() + v.len()) as u64;
+                    if seen * 2 >= total {
+                        points.push(k.clone());
+                        break;
+                    }
+                }
+            }
+            Ok(points)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    fn apply_blocking(db: &Database, shared: &RwLock<SmShared>, entries: Vec<openraft::Entry<TypeConfig>>) -> Result<Vec<CommandResponse>> {
+        let txn = db.begin_write().map_err(storage_error)?;
+        let mut responses = Vec::with_capacity(entries.len());
+        {
+            let mut data = txn.open_table(DATA).map_err(storage_error)?;
+            let mut meta = txn.open_table(STATE_META).map_err(storage_error)?;
+            let mut shared = shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for entry in entries {
+                shared.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => CommandResponse::None,
+                    EntryPayload::Normal(Command::Batch(ops)) => {
+                        let cpu = cpu_time::ThreadTime::now();
+                        let results = apply_batch(&mut data, &mut shared, &ops)?;
+                        CommandResponse::Batch { results, cpu_nanos: cpu.elapsed().as_nanos() as u64 }
+                    }
+                    EntryPayload::Normal(Command::Split { split_key }) => {
+                        CommandResponse::Split(apply_split(&mut data, &mut shared, &split_key)?)
+                    }
+                    EntryPayload::Membership(membership) => {
+                        shared.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        CommandResponse::None
+                    }
+                };
+                responses.push(response);
+            }
+            let applied = serde_json::to_vec(&shared.last_applied).map_err(storage_error)?;
+            meta.insert("applied", applied.as_slice()).map_err(storage_error)?;
+            let membership = serde_json::to_vec(&shared.membership).map_err(storage_error)?;
+            meta.insert("membership", membership.as_slice()).map_err(storage_error)?;
+        }
+        txn.commit().map_err(storage_error)?;
+        Ok(responses)
+    }
+
+    fn build_snapshot_blocking(db: &Database) -> Result<Snapshot<TypeConfig>> {
+        let txn = db.begin_read().map_err(storage_error)?;
+        let meta_table = txn.open_table(STATE_META).map_err(storage_error)?;
+        let data = txn.open_table(DATA).map_err(storage_error)?;
+        let last_applied: Option<LogId<NodeId>> = get_json(&meta_table, "applied")?.flatten();
+        let membership: StoredMembership<NodeId, BasicNode> = get_json(&meta_table, "membership")?.unwrap_or_default();
+        let rows = data.len().map_err(storage_error)?;
+        let header = SnapshotHeader { last_applied, membership: membership.clone(), rows };
+        let mut out = Vec::new();
+        write_frame(&mut out, &serde_json::to_vec(&header).map_err(storage_error)?);
+        for row in data.iter().map_err(storage_error)? {
+            let (k, v) = row.map_err(storage_error)?;
+            write_frame(&mut out, k.value());
+            write_frame(&mut out, v.value());
+        }
+        drop((meta_table, data, txn));
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, rows),
+            None => format!("0-0-{rows}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        Self::save_snapshot(db, &meta, &out)?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(out)) })
+    }
+
+    fn save_snapshot(db: &Database, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> Result<()> {
+        let txn = db.begin_write().map_err(storage_error)?;
+        {
+            let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
+            let meta = serde_json::to_vec(meta).map_err(storage_error)?;
+            table.insert("snapshot_meta", meta.as_slice()).map_err(storage_error)?;
+            table.insert("snapshot_data", bytes).map_err(storage_error)?;
+        }
+        txn.commit().map_err(storage_error)
+    }
+
+    fn install_blocking(db: &Database, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> Result<()> {
+        let mut input = bytes;
+        let header: SnapshotHeader =
+            serde_json::from_slice(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
+        let txn = db.begin_write().map_err(storage_error)?;
+        {
+            txn.delete_table(DATA).map_err(storage_error)?;
+            let mut data = txn.open_table(DATA).map_err(storage_error)?;
+            for _ in 0..header.rows {
+                let key = read_frame(&mut input).map_err(Error::Internal)?;
+                let value = read_frame(&mut input).map_err(Error::Internal)?;
+                data.insert(key, value).map_err(storage_error)?;
+            }
+            let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
+            let applied = serde_json::to_vec(&meta.last_log_id).map_err(storage_error)?;
+            table.insert("applied", applied.as_slice()).map_err(storage_error)?;
+            let membership = serde_json::to_vec(&meta.last_membership).map_err(storage_error)?;
+            table.insert("membership", membership.as_slice()).map_err(storage_error)?;
+            let meta_bytes = serde_json::to_vec(meta).map_err(storage_error)?;
+            table.insert("snapshot_meta", meta_bytes.as_slice()).map_err(storage_error)?;
+            table.insert("snapshot_data", bytes).map_err(storage_error)?;
+        }
+        txn.commit().map_err(storage_error)
+    }
+
+    fn current_snapshot_blocking(db: &Database) -> Result<Option<Snapshot<TypeConfig>>> {
+        let txn = db.begin_read().map_err(storage_error)?;
+        let table = txn.open_table(STATE_META).map_err(storage_error)?;
+        let Some(meta) = get_json::<SnapshotMeta<NodeId, BasicNode>>(&table, "snapshot_meta")? else {
+            return Ok(None);
+        };
+        let bytes = table.get("snapshot_data").map_err(storage_error)?.map(|v| v.value().to_vec()).unwrap_or_default();
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+fn sm_err(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError<NodeId> {
+    sto_err(ErrorSubject::StateMachine, verb, err)
+}
+
+async fn blocking<T: Send + 'static>(verb: ErrorVerb, f: impl FnOnce() -> Result<T> + Send + 'static) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| sm_err(verb, e))?.map_err(|e| sm_err(verb, e))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let db = self.db.clone();
+        blocking(ErrorVerb::Read, move || Self::build_snapshot_blocking(&db)).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let shared = self.read_shared();
+        Ok((shared.last_applied, shared.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let (db, shared) = (self.db.clone(), self.shared.clone());
+        blocking(ErrorVerb::Write, move || Self::apply_blocking(&db, &shared, entries)).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let (db, meta) = (self.db.clone(), meta.clone());
+        let bytes = snapshot.into_inner();
+        let db2 = db.clone();
+        blocking(ErrorVerb::Write, move || Self::install_blocking(&db2, &meta, &bytes)).await?;
+        let reloaded = blocking(ErrorVerb::Read, move || Self::load_shared(&db)).await?;
+        *self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = reloaded;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let db = self.db.clone();
+        blocking(ErrorVerb::Read, move || Self::current_snapshot_blocking(&db)).await
+    }
+}

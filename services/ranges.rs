@@ -1,0 +1,191 @@
+//! Range descriptors and the in-memory index over them. A range is a contiguous span
+//! `[start_key, end_key)` of the keyspace (an empty end key means "to the end"). Descriptors are
+//! stored in range 1 under `/Meta/range/<id>` and mirrored here for lookups. Which nodes hold a
+//! range is not stored in the descriptor: it is the Raft group's membership, read when asked,
+//! so the two can never disagree.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::services::error::{Error, Result};
+use crate::services::keys;
+
+/// The system range: descriptors, node registry, ID allocators, users.
+pub const SYSTEM_RANGE_ID: u64 = 1;
+
+/// One range's identity and span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeDescriptor {
+    /// Cluster-unique id, allocated from `/System/idalloc/range`.
+    pub range_id: u64,
+    /// First key of the span (inclusive).
+    pub start_key: Vec<u8>,
+    /// End of the span (exclusive); empty means the end of the keyspace.
+    pub end_key: Vec<u8>,
+    /// Incremented by every split that changes this range's span.
+    pub generation: u64,
+}
+
+impl RangeDescriptor {
+    /// Whether `key` falls inside this range's span.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start_key.as_slice() && (self.end_key.is_empty() || key < self.end_key.as_slice())
+    }
+
+    /// Whether this range's span intersects `[start, end)` (empty end: unbounded).
+    pub fn overlaps(&self, start: &[u8], end: &[u8]) -> bool {
+        let starts_before_end = end.is_empty() || self.start_key.as_slice() < end;
+        let ends_after_start = self.end_key.is_empty() || self.end_key.as_slice() > start;
+        starts_before_end && ends_after_start
+    }
+}
+
+/// The descriptors a new cluster starts with: range 1 (system) and range 2 (user space).
+pub fn bootstrap_descriptors() -> [RangeDescriptor; 2] {
+    [
+        RangeDescriptor {
+            range_id: SYSTEM_RANGE_ID,
+            start_key: Vec::new(),
+            end_key: keys::USER_SPACE_START.to_vec(),
+            generation: 0,
+        },
+        RangeDescriptor {
+            range_id: 2,
+            start_key: keys::USER_SPACE_START.to_vec(),
+            end_key: Vec::new(),
+            generation: 0,
+        },
+    ]
+}
+
+/// All descriptors of the cluster, ordered by start key.
+#[derive(Debug, Clone, Default)]
+pub struct RangeIndex {
+    by_start: BTreeMap<Vec<u8>, RangeDescriptor>,
+}
+
+impl RangeIndex {
+    /// Adds or replaces the descriptor starting at `desc.start_key`.
+    pub fn insert(&mut self, desc: RangeDescriptor) {
+        self.by_start.retain(|_, existing| existing.range_id != desc.range_id);
+        self.by_start.insert(desc.start_key.clone(), desc);
+    }
+
+    /// The range containing `key`.
+    pub fn lookup(&self, key: &[u8]) -> Option<&RangeDescriptor> {
+        self.by_start
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()
+            .map(|(_, desc)| desc)
+            .filter(|desc| desc.contains(key))
+    }
+
+    /// The range with id `range_id`.
+    pub fn get(&self, range_id: u64) -> Option<&RangeDescriptor> {
+        self.by_start.values().find(|desc| desc.range_id == range_id)
+    }
+
+    /// Every range, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &RangeDescriptor> {
+        self.by_start.values()
+    }
+
+    /// The number of ranges.
+    pub fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    /// Whether the index holds no range (a store that has not applied its bootstrap yet).
+    pub fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
+    /// The ranges whose spans intersect `[start, end)`, in key order.
+    pub fn overlapping<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> impl Iterator<Item = &'a RangeDescriptor> {
+        self.by_start.values().filter(move |desc| desc.overlaps(start, end))
+    }
+
+    /// Computes the two descriptors that splitting the range containing `split_key` produces,
+    /// without changing the index. The left side keeps the range id; the right side gets
+    /// `new_range_id`. Fails if the key is already a range boundary or falls in range 1.
+    pub fn plan_split(&self, split_key: &[u8], new_range_id: u64) -> Result<(RangeDescriptor, RangeDescriptor)> {
+        let desc = self
+            .lookup(split_key)
+            .ok_or_else(|| Error::Internal(format!("no range contains {}", keys::pretty(split_key))))?;
+        if desc.range_id == SYSTEM_RANGE_ID {
+            return Err(Error::InvalidArgument(format!(
+                "cannot split the system range at {}: split keys must be at or after {}",
+                keys::pretty(split_key),
+                keys::pretty(keys::USER_SPACE_START)
+            )));
+        }
+        if desc.start_key.as_slice() == split_key {
+            return Err(Error::AlreadyExists(format!(
+                "{} is already the start of range {}",
+                keys::pretty(split_key),
+                desc.range_id
+            )));
+        }
+        let left = RangeDescriptor {
+            range_id: desc.range_id,
+            start_key: desc.start_key.clone(),
+            end_key: split_key.to_vec(),
+            generation: desc.generation + 1,
+        };
+        let right = RangeDescriptor {
+            range_id: new_range_id,
+            start_key: split_key.to_vec(),
+            end_key: desc.end_key.clone(),
+            generation: desc.generation + 1,
+        };
+        Ok((left, right))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> RangeIndex {
+        let mut index = RangeIndex::default();
+        for desc in bootstrap_descriptors() {
+            index.insert(desc);
+        }
+        index
+    }
+
+    #[test]
+    fn lookup_finds_the_containing_range() {
+        let index = index();
+        assert_eq!(index.lookup(b"").unwrap().range_id, 1);
+        assert_eq!(index.lookup(b"\x04node/").unwrap().range_id, 1);
+        assert_eq!(index.lookup(b"\x05").unwrap().range_id, 2);
+        assert_eq!(index.lookup(b"zzz\xff").unwrap().range_id, 2);
+    }
+
+    #[test]
+    fn split_produces_adjacent_spans_with_new_generation() {
+        let mut index = index();
+        let (left, right) = index.plan_split(b"m", 3).unwrap();
+        assert_eq!((left.range_id, left.end_key.as_slice(), left.generation), (2, &b"m"[..], 1));
+        assert_eq!((right.range_id, right.start_key.as_slice(), right.end_key.as_slice()), (3, &b"m"[..], &b""[..]));
+        index.insert(left);
+        index.insert(right);
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.lookup(b"a").unwrap().range_id, 2);
+        assert_eq!(index.lookup(b"m").unwrap().range_id, 3);
+        assert_eq!(index.lookup(b"z").unwrap().range_id, 3);
+        let ids: Vec<u64> = index.overlapping(b"a", b"n").map(|d| d.range_id).collect();
+        assert_eq!(ids, vec![2, 3]);
+        let ids: Vec<u64> = index.overlapping(b"a", b"m").map(|d| d.range_id).collect();
+        assert_eq!(ids, vec![2]);
+    }
+
+    #[test]
+    fn split_rejects_boundaries_and_the_system_range() {
+        let index = index();
+        assert!(matches!(index.plan_split(b"\x05", 3), Err(Error::AlreadyExists(_))));
+        assert!(matches!(index.plan_split(b"\x04x", 3), Err(Error::InvalidArgument(_))));
+    }
+}

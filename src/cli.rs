@@ -1,0 +1,762 @@
+//! The `ranged` command line: flag definitions (every flag has a `RANGED_*` environment twin),
+//! their validation into library configs, and the client subcommands. `main.rs` calls
+//! [`main`] and nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tonic::transport::Channel;
+
+use crate::pb;
+use crate::services::dialer::Dialer;
+use crate::services::error::Error;
+use crate::services::kv::{Op, OpResult};
+use crate::services::node::{Node, NodeConfig};
+use crate::services::tls::{CA_KEY, TlsMaterials};
+use crate::services::{certs, keys, membership};
+
+/// Default internal gRPC (and gossip) port.
+pub const DEFAULT_LISTEN_ADDR: &str = ":26357";
+/// Default SQL port.
+pub const DEFAULT_SQL_ADDR: &str = ":26257";
+/// Default HTTP port.
+pub const DEFAULT_HTTP_ADDR: &str = ":8080";
+/// Default store directory.
+pub const DEFAULT_STORE: &str = "ranged-data";
+/// Default certificates directory.
+pub const DEFAULT_CERTS_DIR: &str = "certs";
+/// Default node address for client commands.
+pub const DEFAULT_HOST: &str = "localhost:26357";
+/// How long a client command waits for its node.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// ranged: a distributed SQL key-value database with a CockroachDB-compatible Cluster API.
+#[derive(Debug, Parser)]
+#[command(name = "ranged", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node.
+    Start(StartArgs),
+    /// Bootstrap a new cluster through one of its nodes (once).
+    Init(InitArgs),
+    /// Debug access to the key-value layer.
+    Kv {
+        /// The KV operation.
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Node information.
+    Node {
+        /// The node operation.
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Create certificates for TLS and mutual TLS.
+    Cert {
+        /// The certificate operation.
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+/// Flags of `ranged start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Other nodes' --listen-addr, comma separated (this node's own address may be listed).
+    #[arg(long, env = "RANGED_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Address for internal gRPC and gossip (UDP, same port); ":PORT" listens on all interfaces.
+    #[arg(long, env = "RANGED_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen_addr: String,
+    /// Address other nodes use to reach this one (default: the listen address, or this host's name).
+    #[arg(long, env = "RANGED_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Address for PostgreSQL clients (served from issue #3; advertised now).
+    #[arg(long, env = "RANGED_SQL_ADDR", default_value = DEFAULT_SQL_ADDR)]
+    pub sql_addr: String,
+    /// Address for the HTTP API (served from issue #4; advertised now).
+    #[arg(long, env = "RANGED_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: String,
+    /// Directory of the node's store.
+    #[arg(long, env = "RANGED_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Locality tiers, most general first, e.g. region=us-east1,zone=us-east1-b.
+    #[arg(long, env = "RANGED_LOCALITY", default_value = "")]
+    pub locality: String,
+    /// Name that every node of the cluster must share; nodes with another name are refused.
+    #[arg(long, env = "RANGED_CLUSTER_NAME", default_value = "")]
+    pub cluster_name: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// After how long without news a node counts as DEAD (e.g. 5m, 30s).
+    #[arg(long, env = "RANGED_TIME_UNTIL_DEAD", default_value = "5m", value_parser = parse_duration)]
+    pub time_until_dead: Duration,
+    /// A range larger than this splits in two (bytes; KiB/MiB/GiB suffixes accepted).
+    #[arg(long, env = "RANGED_RANGE_MAX_BYTES", default_value = "512MiB", value_parser = parse_size)]
+    pub range_max_bytes: u64,
+    /// Half-life of the per-range load rates (queries/s, bytes/s, CPU/s).
+    #[arg(long, env = "RANGED_STATS_HALF_LIFE", default_value = "10s", value_parser = parse_duration)]
+    pub stats_half_life: Duration,
+    /// How long a new node waits for any --join node to answer before it gives up.
+    #[arg(long, env = "RANGED_JOIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub join_timeout: Duration,
+}
+
+/// TLS flags shared by every command that talks to nodes.
+#[derive(Debug, Args, Clone)]
+pub struct SecurityArgs {
+    /// Run without TLS or authentication (only for local testing).
+    #[arg(long, env = "RANGED_INSECURE")]
+    pub insecure: bool,
+    /// Directory with ca.crt and node.crt/node.key (and client.<user>.crt/.key).
+    #[arg(long, env = "RANGED_CERTS_DIR", default_value = DEFAULT_CERTS_DIR, conflicts_with = "insecure")]
+    pub certs_dir: PathBuf,
+}
+
+/// Flags of client commands.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The node to talk to (its --listen-addr / --advertise-addr).
+    #[arg(long, env = "RANGED_HOST", default_value = DEFAULT_HOST)]
+    pub host: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Flags of `ranged init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `ranged kv` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Write KEY = VALUE.
+    Put {
+        /// The key (`\xNN` escapes allowed).
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the value of KEY.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the keys in [START, END).
+    Scan {
+        /// First key.
+        start: String,
+        /// End key (exclusive); empty for the end of the keyspace.
+        #[arg(default_value = "")]
+        end: String,
+        /// Print at most this many rows (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Split the range containing KEY so that KEY starts a new range.
+    Split {
+        /// The split key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `ranged node` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List every node with its liveness.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the ranges a node holds, with Raft state and load.
+    Ranges {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Only the hottest ranges by this metric (leaseholder ranges of this node).
+        #[arg(long, value_enum)]
+        hot: Option<HotMetric>,
+        /// With --hot: how many.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// Metrics `--hot` ranks by.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum HotMetric {
+    /// Queries per second.
+    Qps,
+    /// CPU time per second.
+    Cpu,
+    /// Reads per second.
+    Reads,
+    /// Writes per second.
+    Writes,
+    /// Read bytes per second.
+    ReadBytes,
+    /// Write bytes per second.
+    WriteBytes,
+}
+
+/// `ranged cert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Create the cluster CA (ca.crt, and the key at --ca-key).
+    CreateCa(CertArgs),
+    /// Create node.crt/node.key valid for the given host names and IPs.
+    CreateNode {
+        /// Host names and IP addresses the node is reached by.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        cert: CertArgs,
+    },
+    /// Create client.USER.crt/.key.
+    CreateClient {
+        /// The user name (certificate CN).
+        user: String,
+        #[command(flatten)]
+        cert: CertArgs,
+    },
+}
+
+/// Flags shared by `ranged cert` subcommands.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Directory the certificates are written to.
+    #[arg(long, env = "RANGED_CERTS_DIR", default_value = DEFAULT_CERTS_DIR)]
+    pub certs_dir: PathBuf,
+    /// The CA key file (default: ca.key in --certs-dir).
+    #[arg(long, env = "RANGED_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+    /// Replace existing files.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Parses `300ms`, `30s`, `5m`, `2h`, `7d` (and plain seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?} (examples: 500ms, 30s, 5m, 168h)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {text:?} (use ms, s, m, h or d)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a byte size: `65536`, `64KiB`, `512MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("invalid size {text:?} (examples: 65536, 64KiB, 512MiB)"))?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(format!("invalid size unit {unit:?} in {text:?}")),
+    };
+    value.checked_mul(factor).filter(|v| *v > 0).ok_or_else(|| format!("invalid size {text:?}"))
+}
+
+/// Parses `k=v,k2=v2` locality tiers.
+pub fn parse_locality(text: &str) -> Result<Vec<(String, String)>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|tier| {
+            let (key, value) = tier
+                .split_once('=')
+                .ok_or_else(|| format!("invalid locality tier {tier:?}: expected key=value"))?;
+            let (key, value) = (key.trim(), value.trim());
+            if key.is_empty() || value.is_empty() {
+                return Err(format!("invalid locality tier {tier:?}: expected key=value"));
+            }
+            Ok((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Turns `:PORT` into `0.0.0.0:PORT` and resolves the address to bind.
+pub fn bind_address(text: &str) -> Result<SocketAddr, String> {
+    let full = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_string() };
+    use std::net::ToSocketAddrs;
+    full.to_socket_addrs()
+        .map_err(|err| format!("invalid address {text:?}: {err}"))?
+        .next()
+        .ok_or_else(|| format!("address {text:?} resolves to nothing"))
+}
+
+/// The address to advertise for a listener given as `flag` and bound to `bound`: an explicit
+/// host is kept; an unspecified one (`:PORT`, `0.0.0.0`) becomes this machine's host name.
+/// Port 0 becomes the port actually bound.
+pub fn advertised(flag: &str, bound_port: u16) -> String {
+    let (host, port) = match flag.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.to_string()),
+        None => (flag.to_string(), bound_port.to_string()),
+    };
+    let port = if port == "0" || port.is_empty() { bound_port.to_string() } else { port };
+    let host = if host.is_empty() || host == "0.0.0.0" || host == "[::]" {
+        sysinfo::System::host_name().unwrap_or_else(|_| "localhost".to_string())
+    } else {
+        host
+    };
+    format!("{host}:{port}")
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ERROR: {message}");
+    ExitCode::FAILURE
+}
+
+fn install_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RANGED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = err.print();
+                return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line: clap's first line, without its usage block.
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("ERROR: {first} (see 'ranged --help')");
+            return ExitCode::from(2);
+        }
+    };
+    crate::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(format!("cannot start the runtime: {err}")),
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Start(args) => {
+            install_tracing("info,openraft=error,chitchat=warn");
+            match start(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(message),
+            }
+        }
+        other => {
+            install_tracing("warn");
+            match client_command(other).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(err),
+            }
+        }
+    }
+}
+
+async fn start(args: StartArgs) -> Result<(), String> {
+    let locality = parse_locality(&args.locality)?;
+    let tls = if args.security.insecure {
+        None
+    } else {
+        Some(TlsMaterials::load_node(&args.security.certs_dir).map_err(|err| format!("{err} (or pass --insecure)"))?)
+    };
+    let bind = bind_address(&args.listen_addr)?;
+    // Validate the advertised SQL and HTTP addresses now, so a typo fails at start.
+    bind_address(&args.sql_addr)?;
+    bind_address(&args.http_addr)?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.listen_addr))?;
+    let port = listener.local_addr().map_err(|err| err.to_string())?.port();
+    let advertise_addr = advertised(args.advertise_addr.as_deref().unwrap_or(&args.listen_addr), port);
+    let config = NodeConfig {
+        advertise_addr: advertise_addr.clone(),
+        sql_addr: advertised(&args.sql_addr, 0),
+        http_addr: advertised(&args.http_addr, 0),
+        join: args.join.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        store: args.store,
+        locality,
+        cluster_name: args.cluster_name,
+        tls,
+        time_until_dead: args.time_until_dead,
+        range_max_bytes: args.range_max_bytes,
+        stats_half_life: args.stats_half_life,
+        join_timeout: args.join_timeout,
+    };
+    tracing::info!(listen = %bind, advertise = %advertise_addr, store = %config.store.display(), "starting node");
+    let node = Node::start(config, listener).await.map_err(|err| err.to_string())?;
+    node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: the one shutdown signal of every server.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// A channel to the node a client command names.
+pub async fn connect(client: &ClientArgs) -> Result<Channel, Error> {
+    let tls = if client.security.insecure {
+        None
+    } else {
+        Some(TlsMaterials::load_client(&client.security.certs_dir, "root")?)
+    };
+    let dialer = Dialer::new(tls.as_ref());
+    let endpoint = dialer.endpoint(&client.host)?.timeout(CLIENT_TIMEOUT);
+    endpoint
+        .connect()
+        .await
+        .map_err(|err| Error::Unavailable(format!("cannot reach node at {}: {}", client.host, error_chain(&err))))
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn kv(client: &ClientArgs, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
+    let channel = connect(client).await?;
+    let mut kv = pb::kv_service_client::KvServiceClient::new(channel);
+    let reply = kv
+        .batch(pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded: false })
+        .await?;
+    Ok(reply.into_inner().results.into_iter().map(Into::into).collect())
+}
+
+fn user_key(text: &str) -> Result<Vec<u8>, Error> {
+    keys::parse_user_key(text).map_err(Error::InvalidArgument)
+}
+
+async fn client_command(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Start(_) => unreachable!("handled by run"),
+        Command::Init(args) => {
+            let mut client = pb::node_service_client::NodeServiceClient::new(connect(&args.client).await?);
+            let reply = client.init(pb::InitRequest {}).await?.into_inner();
+            println!("Cluster successfully initialized (cluster id {})", reply.cluster_id);
+        }
+        Command::Kv { command } => match command {
+            KvCommand::Put { key, value, client } => {
+                kv(&client, vec![Op::Put { key: user_key(&key)?, value: value.into_bytes() }]).await?;
+            }
+            KvCommand::Get { key, client } => {
+                let key = user_key(&key)?;
+                let mut results = kv(&client, vec![Op::Get { key: key.clone() }]).await?;
+                match results.pop().and_then(|r| r.value) {
+                    Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+                    None => return Err(Error::NotFound(format!("key {} not found", keys::pretty(&key)))),
+                }
+            }
+            KvCommand::Scan { start, end, limit, client } => {
+                let op = Op::Scan { start: user_key(&start)?, end: user_key(&end)?, limit };
+                for (key, value) in kv(&client, vec![op]).await?.remove(0).rows {
+                    println!("{}\t{}", keys::pretty(&key), String::from_utf8_lossy(&value));
+                }
+            }
+            KvCommand::Split { key, client } => {
+                let mut kv = pb::kv_service_client::KvServiceClient::new(connect(&client).await?);
+                let reply = kv
+                    .admin_split(pb::AdminSplitRequest { split_key: user_key(&key)?.into(), forwarded: false })
+                    .await?
+                    .into_inner();
+                println!("split: r{} | r{}", reply.left_range_id, reply.right_range_id);
+            }
+        },
+        Command::Node { command } => match command {
+            NodeCommand::Status { format, client } => {
+                let mut status = pb::status_service_client::StatusServiceClient::new(connect(&client).await?);
+                let nodes = status.nodes(pb::NodesRequest {}).await?.into_inner().nodes;
+                print_nodes(&nodes, format);
+            }
+            NodeCommand::Ranges { format, hot, limit, client } => {
+                let mut status = pb::status_service_client::StatusServiceClient::new(connect(&client).await?);
+                let ranges = match hot {
+                    Some(metric) => {
+                        let sort_by = match metric {
+                            HotMetric::Qps => pb::HotRangesSort::Qps,
+                            HotMetric::Cpu => pb::HotRangesSort::Cpu,
+                            HotMetric::Reads => pb::HotRangesSort::Reads,
+                            HotMetric::Writes => pb::HotRangesSort::Writes,
+                            HotMetric::ReadBytes => pb::HotRangesSort::ReadBytes,
+                            HotMetric::WriteBytes => pb::HotRangesSort::WriteBytes,
+                        };
+                        let request = pb::HotRangesRequest { limit, sort_by: sort_by as i32 };
+                        status.hot_ranges(request).await?.into_inner().ranges
+                    }
+                    None => status.ranges(pb::RangesRequest { range_ids: Vec::new() }).await?.into_inner().ranges,
+                };
+                print_ranges(&ranges, format);
+            }
+        },
+        Command::Cert { command } => {
+            let ca_key = |args: &CertArgs| args.ca_key.clone().unwrap_or_else(|| args.certs_dir.join(CA_KEY));
+            match command {
+                CertCommand::CreateCa(args) => certs::create_ca(&args.certs_dir, &ca_key(&args), args.overwrite)?,
+                CertCommand::CreateNode { hosts, cert } => {
+                    certs::create_node(&cert.certs_dir, &ca_key(&cert), &hosts, cert.overwrite)?
+                }
+                CertCommand::CreateClient { user, cert } => {
+                    certs::create_client(&cert.certs_dir, &ca_key(&cert), &user, cert.overwrite)?
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn liveness_name(value: i32) -> &'static str {
+    match value {
+        1 => membership::Liveness::Dead.name(),
+        2 => membership::Liveness::Unavailable.name(),
+        3 => membership::Liveness::Live.name(),
+        4 => membership::Liveness::Decommissioning.name(),
+        5 => membership::Liveness::Decommissioned.name(),
+        6 => membership::Liveness::Draining.name(),
+        _ => "UNKNOWN",
+    }
+}
+
+fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
+    let rows: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|node| {
+            let d = node.descriptor.clone().unwrap_or_default();
+            let locality: Vec<String> = d
+                .locality
+                .map(|l| l.tiers.into_iter().map(|t| format!("{}={}", t.key, t.value)).collect())
+                .unwrap_or_default();
+            serde_json::json!({
+                "id": d.node_id,
+                "address": d.address,
+                "sql_address": d.sql_address,
+                "build": d.build_tag,
+                "started_at": d.started_at,
+                "locality": locality.join(","),
+                "liveness": liveness_name(node.liveness),
+                "is_live": node.liveness == membership::Liveness::Live as i32,
+            })
+        })
+        .collect();
+    match format {
+        Format::Json => println!("{}", serde_json::Value::Array(rows)),
+        Format::Table => {
+            println!("{:<4} {:<24} {:<24} {:<10} {:<12} locality", "id", "address", "sql_address", "build", "liveness");
+            for row in rows {
+                println!(
+                    "{:<4} {:<24} {:<24} {:<10} {:<12} {}",
+                    row["id"].to_string(),
+                    row["address"].as_str().unwrap_or_default(),
+                    row["sql_address"].as_str().unwrap_or_default(),
+                    row["build"].as_str().unwrap_or_default(),
+                    row["liveness"].as_str().unwrap_or_default(),
+                    row["locality"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+fn print_ranges(ranges: &[pb::RangeInfo], format: Format) {
+    let rows: Vec<serde_json::Value> = ranges
+        .iter()
+        .map(|info| {
+            let d = info.descriptor.clone().unwrap_or_default();
+            let raft = info.raft.clone().unwrap_or_default();
+            let load = info.load.unwrap_or_default();
+            serde_json::json!({
+                "range_id": d.range_id,
+                "start_key": keys::pretty(&d.start_key),
+                "end_key": keys::pretty_end(&d.end_key),
+                "replicas": d.replicas.iter().map(|r| r.node_id).collect::<Vec<_>>(),
+                "leaseholder": raft.leader_id,
+                "term": raft.term,
+                "applied_index": raft.applied_index,
+                "commit_index": raft.commit_index,
+                "keys": info.key_count,
+                "bytes": info.live_bytes,
+                "qps": load.queries_per_second,
+                "reads_per_second": load.reads_per_second,
+                "writes_per_second": load.writes_per_second,
+                "read_bytes_per_second": load.read_bytes_per_second,
+                "write_bytes_per_second": load.write_bytes_per_second,
+                "cpu_time_per_second": load.cpu_time_per_second,
+            })
+        })
+        .collect();
+    match format {
+        Format::Json => println!("{}", serde_json::Value::Array(rows)),
+        Format::Table => {
+            println!("{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10}", "range", "start", "end", "replicas", "lease", "keys", "bytes", "qps");
+            for row in rows {
+                println!(
+                    "{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10.1}",
+                    row["range_id"].to_string(),
+                    row["start_key"].as_str().unwrap_or_default(),
+                    row["end_key"].as_str().unwrap_or_default(),
+                    row["replicas"].to_string(),
+                    row["leaseholder"].to_string(),
+                    row["keys"].to_string(),
+                    row["bytes"].to_string(),
+                    row["qps"].as_f64().unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("168h").unwrap(), Duration::from_secs(168 * 3600));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn flag_defaults_match_the_library_constants() {
+        use crate::services::node::{DEFAULT_JOIN_TIMEOUT, DEFAULT_RANGE_MAX_BYTES};
+        let cli = Cli::try_parse_from(["ranged", "start", "--insecure"]).unwrap();
+        let Command::Start(args) = cli.command else { panic!("not start") };
+        assert_eq!(args.range_max_bytes, DEFAULT_RANGE_MAX_BYTES);
+        assert_eq!(args.join_timeout, DEFAULT_JOIN_TIMEOUT);
+        assert_eq!(args.time_until_dead, membership::DEFAULT_TIME_UNTIL_DEAD);
+        assert_eq!(args.stats_half_life, crate::services::load::DEFAULT_HALF_LIFE);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12XB").is_err());
+    }
+
+    #[test]
+    fn locality_parses_tiers_in_order() {
+        assert_eq!(
+            parse_locality("region=us-east1,zone=b").unwrap(),
+            vec![("region".into(), "us-east1".into()), ("zone".into(), "b".into())]
+        );
+        assert!(parse_locality("").unwrap().is_empty());
+        assert!(parse_locality("region").is_err());
+        assert!(parse_locality("=x").is_err());
+    }
+
+    #[test]
+    fn addresses_bind_and_advertise() {
+        assert_eq!(bind_address(":26357").unwrap().to_string(), "0.0.0.0:26357");
+        assert_eq!(bind_address("127.0.0.1:0").unwrap().port(), 0);
+        assert!(bind_address("nonsense").is_err());
+        assert_eq!(advertised("127.0.0.1:0", 4567), "127.0.0.1:4567");
+        assert_eq!(advertised("node1:26357", 1), "node1:26357");
+        assert!(advertised(":26357", 26357).ends_with(":26357"));
+        assert!(!advertised(":26357", 26357).starts_with(':'));
+    }
+
+    #[test]
+    fn every_start_flag_has_an_environment_twin() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let start = command.find_subcommand("start").unwrap();
+        for arg in start.get_arguments() {
+            if arg.get_id() == "help" {
+                continue;
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().to_string());
+            assert!(env.as_deref().is_some_and(|e| e.starts_with("RANGED_")), "--{} has no env twin", arg.get_id());
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! ranged: a small distributed SQL key-value database whose every node serves a
+//! CockroachDB-compatible Cluster API.
+//!
+//! Module map:
+//! - [`pb`] — the generated gRPC contracts of `proto/ranged/v1` (included once, here).
+//! - [`services`] — everything a node runs: storage engine, Raft, ranges, KV, load statistics,
+//!   gossip membership, TLS, the gRPC adapters and the node that ties them together.
+//! - [`gateway`] — the REST surface (`/api/v2`) that fans out over the nodes' StatusService.
+//! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
+#![forbid(unsafe_code)]
+
+/// Generated protobuf and gRPC code for package `ranged.v1`. Never edited by hand.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("ranged.v1");
+}
+
+#[path = "../services/mod.rs"]
+pub mod services;
+
+#[path = "../gateway/mod.rs"]
+pub mod gateway;
+
+pub mod cli;
+
+/// The version string every node reports in its descriptor.
+pub const BUILD_TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// Installs ring as the process-wide rustls crypto provider. Idempotent: a second call is a
+/// no-op, so tests and the binary may both call it.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
