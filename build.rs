@@ -16,14 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ranged/v1/node.proto",
         "proto/ranged/v1/status.proto",
     ];
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_with_config(
-            config,
-            &protos.map(std::path::PathBuf::from),
-            &[std::path::PathBuf::from("proto"), well_known_types],
-        )?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_with_config(
+        config,
+        &protos.map(std::path::PathBuf::from),
+        &[std::path::PathBuf::from("proto"), well_known_types],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())

@@ -55,10 +55,9 @@ fn write_file(path: &Path, contents: &str, private: bool, overwrite: bool) -> Re
         options.mode(if private { 0o600 } else { 0o644 });
     }
     let mut file = options.open(path).map_err(|err| match err.kind() {
-        std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(format!(
-            "{} already exists (pass --overwrite to replace it)",
-            path.display()
-        )),
+        std::io::ErrorKind::AlreadyExists => {
+            Error::AlreadyExists(format!("{} already exists (pass --overwrite to replace it)", path.display()))
+        }
         _ => Error::FailedPrecondition(format!("cannot write {}: {err}", path.display())),
     })?;
     file.write_all(contents.as_bytes())
@@ -133,7 +132,7 @@ mod tests {
     fn creates_a_ca_and_signed_leaves_without_overwriting() {
         crate::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = dir.path().join(CA_KEY);
+        let ca_key = dir.path().join(crate::services::tls::CA_KEY);
         create_ca(dir.path(), &ca_key, false).unwrap();
         create_node(dir.path(), &ca_key, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
         create_client(dir.path(), &ca_key, "root", false).unwrap();

@@ -67,8 +67,9 @@ fn open_db(path: &Path) -> Result<Database> {
 impl Engine {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| Error::FailedPrecondition(format!("cannot create store directory {}: {err}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|err| {
+            Error::FailedPrecondition(format!("cannot create store directory {}: {err}", dir.display()))
+        })?;
         let log = open_db(&dir.join("raft-log.redb"))?;
         let state = open_db(&dir.join("state.redb"))?;
         let engine = Self { dir: dir.to_path_buf(), log: Arc::new(log), state: Arc::new(state) };
@@ -102,7 +103,9 @@ impl Engine {
             Ok(table.get(key).map_err(storage_error)?.map(|v| v.value().to_string()))
         };
         let node_id = match get("node_id")? {
-            Some(text) => Some(text.parse().map_err(|_| Error::Internal(format!("corrupt node id {text:?} in store")))?),
+            Some(text) => {
+                Some(text.parse().map_err(|_| Error::Internal(format!("corrupt node id {text:?} in store")))?)
+            }
             None => None,
         };
         Ok(StoreIdentity {

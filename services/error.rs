@@ -118,20 +118,16 @@ impl From<tonic::Status> for Error {
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
             Code::AlreadyExists => Error::AlreadyExists(message),
-            Code::FailedPrecondition => {
-                match serde_json::from_slice::<(usize, Option<Vec<u8>>)>(status.details()) {
-                    Ok((op_index, actual)) => Error::ConditionFailed {
-                        op_index,
-                        key: message.trim_start_matches("unexpected value at key ").to_string(),
-                        actual,
-                    },
-                    Err(_) => Error::FailedPrecondition(message),
-                }
-            }
-            Code::Unavailable => match status.metadata().get(NOT_LEASEHOLDER_METADATA) {
-                Some(value) => Error::NotLeaseholder {
-                    leader: value.to_str().ok().and_then(|v| v.parse().ok()),
+            Code::FailedPrecondition => match serde_json::from_slice::<(usize, Option<Vec<u8>>)>(status.details()) {
+                Ok((op_index, actual)) => Error::ConditionFailed {
+                    op_index,
+                    key: message.trim_start_matches("unexpected value at key ").to_string(),
+                    actual,
                 },
+                Err(_) => Error::FailedPrecondition(message),
+            },
+            Code::Unavailable => match status.metadata().get(NOT_LEASEHOLDER_METADATA) {
+                Some(value) => Error::NotLeaseholder { leader: value.to_str().ok().and_then(|v| v.parse().ok()) },
                 None => Error::Unavailable(message),
             },
             Code::DeadlineExceeded | Code::Cancelled => Error::DeadlineExceeded(message),

@@ -237,7 +237,10 @@ impl NodeService for NodeApi {
         Ok(Response::new(self.0.join(request.into_inner()).await?))
     }
 
-    async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> Result<Response<pb::AddMemberResponse>, Status> {
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
         Ok(Response::new(self.0.add_member(request.into_inner()).await?))
     }
 }

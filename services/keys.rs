@@ -70,15 +70,15 @@ pub fn pretty(key: &[u8]) -> String {
     if key.is_empty() {
         return "/Min".to_string();
     }
-    if let Some(rest) = key.strip_prefix(META_PREFIX) {
-        if let Some(id) = decode_u64(rest) {
-            return format!("/Meta/range/{id}");
-        }
+    if let Some(rest) = key.strip_prefix(META_PREFIX)
+        && let Some(id) = decode_u64(rest)
+    {
+        return format!("/Meta/range/{id}");
     }
-    if let Some(rest) = key.strip_prefix(NODE_PREFIX) {
-        if let Some(id) = decode_u64(rest) {
-            return format!("/System/node/{id}");
-        }
+    if let Some(rest) = key.strip_prefix(NODE_PREFIX)
+        && let Some(id) = decode_u64(rest)
+    {
+        return format!("/System/node/{id}");
     }
     if let Some(rest) = key.strip_prefix(SYSTEM_PREFIX) {
         return format!("/System/{}", escape(rest));
@@ -110,11 +110,8 @@ pub fn parse_user_key(text: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
-            let hex = text
-                .get(i + 2..i + 4)
-                .ok_or_else(|| format!("incomplete escape in key {text:?}"))?;
-            let byte = u8::from_str_radix(hex, 16)
-                .map_err(|_| format!("invalid escape \\x{hex} in key {text:?}"))?;
+            let hex = text.get(i + 2..i + 4).ok_or_else(|| format!("incomplete escape in key {text:?}"))?;
+            let byte = u8::from_str_radix(hex, 16).map_err(|_| format!("invalid escape \\x{hex} in key {text:?}"))?;
             out.push(byte);
             i += 4;
         } else {

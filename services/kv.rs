@@ -174,14 +174,12 @@ pub fn validate(ops: &[Op]) -> Result<()> {
     }
     for op in ops {
         match op {
-            Op::Scan { start, end, .. } => {
-                if !end.is_empty() && end <= start {
-                    return Err(Error::InvalidArgument(format!(
-                        "scan end {} is not after start {}",
-                        keys::pretty_end(end),
-                        keys::pretty(start)
-                    )));
-                }
+            Op::Scan { start, end, .. } if !end.is_empty() && end <= start => {
+                return Err(Error::InvalidArgument(format!(
+                    "scan end {} is not after start {}",
+                    keys::pretty_end(end),
+                    keys::pretty(start)
+                )));
             }
             other if other.key().is_empty() => return Err(Error::InvalidArgument("empty key".into())),
             _ => {}
@@ -247,7 +245,7 @@ mod tests {
             Op::Scan { start: "a".into(), end: Vec::new(), limit: 0 },
         ];
         let (results, pending) = evaluate(&base, &ops).unwrap();
-        assert_eq!(results[1].existed, true);
+        assert!(results[1].existed);
         assert_eq!(results[2].value.as_deref(), Some(&b"2"[..]));
         let keys: Vec<_> = results[3].rows.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
@@ -266,10 +264,7 @@ mod tests {
     #[test]
     fn failed_condition_aborts_the_whole_batch() {
         let base = data(&[("k", "old")]);
-        let ops = vec![
-            put("x", "1"),
-            Op::ConditionalPut { key: "k".into(), value: "new".into(), expected: None },
-        ];
+        let ops = vec![put("x", "1"), Op::ConditionalPut { key: "k".into(), value: "new".into(), expected: None }];
         match evaluate(&base, &ops) {
             Err(Error::ConditionFailed { op_index, actual, .. }) => {
                 assert_eq!(op_index, 1);
@@ -284,10 +279,7 @@ mod tests {
     #[test]
     fn increment_counts_and_rejects_non_counters() {
         let base = data(&[("s", "text")]);
-        let ops = vec![
-            Op::Increment { key: "n".into(), delta: 1 },
-            Op::Increment { key: "n".into(), delta: 5 },
-        ];
+        let ops = vec![Op::Increment { key: "n".into(), delta: 1 }, Op::Increment { key: "n".into(), delta: 5 }];
         let (results, pending) = evaluate(&base, &ops).unwrap();
         assert_eq!((results[0].new_value, results[1].new_value), (1, 6));
         assert_eq!(pending[&b"n".to_vec()], Some(keys::encode_u64(6)));

@@ -219,7 +219,8 @@ impl Membership {
             let heard = live.contains(id);
             let replace = match newest.get(&node_id) {
                 Some((existing, existing_heard)) => {
-                    (heard && !existing_heard) || (heard == *existing_heard && id.generation_id > existing.generation_id)
+                    (heard && !existing_heard)
+                        || (heard == *existing_heard && id.generation_id > existing.generation_id)
                 }
                 None => true,
             };

@@ -157,9 +157,9 @@ impl NodeCore {
 
     /// The active part of the node, or an error while it has no node id.
     pub fn active(&self) -> Result<&Arc<Active>> {
-        self.active
-            .get()
-            .ok_or_else(|| Error::FailedPrecondition("node is not initialized: run `ranged init` or wait for it to join".into()))
+        self.active.get().ok_or_else(|| {
+            Error::FailedPrecondition("node is not initialized: run `ranged init` or wait for it to join".into())
+        })
     }
 
     /// Whether this node is draining.
@@ -207,13 +207,13 @@ impl NodeCore {
             return Err(Error::AlreadyExists("cluster has already been initialized".into()));
         }
         for peer in self.peers() {
-            if let Ok(reply) = self.handshake_peer(&peer).await {
-                if !reply.cluster_id.is_empty() {
-                    return Err(Error::AlreadyExists(format!(
-                        "cluster has already been initialized (node at {peer} belongs to cluster {})",
-                        reply.cluster_id
-                    )));
-                }
+            if let Ok(reply) = self.handshake_peer(&peer).await
+                && !reply.cluster_id.is_empty()
+            {
+                return Err(Error::AlreadyExists(format!(
+                    "cluster has already been initialized (node at {peer} belongs to cluster {})",
+                    reply.cluster_id
+                )));
             }
         }
         let cluster_id = new_cluster_id();
@@ -248,8 +248,10 @@ impl NodeCore {
             Op::Put { key: keys::RANGE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(2) },
             Op::Put {
                 key: keys::user_key("root"),
-                value: serde_json::to_vec(&serde_json::json!({"username": "root", "is_admin": true, "can_login": true}))
-                    .map_err(Error::internal)?,
+                value: serde_json::to_vec(
+                    &serde_json::json!({"username": "root", "is_admin": true, "can_login": true}),
+                )
+                .map_err(Error::internal)?,
             },
         ];
         for desc in ranges::bootstrap_descriptors() {
@@ -273,9 +275,8 @@ impl NodeCore {
     pub async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
         let active = self.active()?.clone();
         self.check_cluster_name(&request.cluster_name)?;
-        let results = self
-            .kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], false)
-            .await?;
+        let results =
+            self.kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], false).await?;
         let node_id = results[0].new_value as NodeId;
         tracing::info!(node_id, addr = %request.advertise_addr, "allocated node id to joining node");
         Ok(pb::JoinResponse { cluster_id: active.cluster_id.clone(), node_id })
@@ -306,9 +307,7 @@ impl NodeCore {
             if request.forwarded {
                 return Err(Error::NotLeaseholder { leader });
             }
-            let addr = leader
-                .and_then(|id| self.member_addr(&active, id))
-                .ok_or(Error::NotLeaseholder { leader })?;
+            let addr = leader.and_then(|id| self.member_addr(&active, id)).ok_or(Error::NotLeaseholder { leader })?;
             let mut forwarded = request.clone();
             forwarded.forwarded = true;
             return Ok(self.node_client(&addr)?.add_member(forwarded).await?.into_inner());
@@ -354,16 +353,27 @@ impl NodeCore {
                 return;
             }
             for peer in &peers {
+                // A handshake tells a peer that is up (even if uninitialized) from one that is not.
+                let Ok(hello) = self.handshake_peer(peer).await else { continue };
+                reached = true;
+                if hello.cluster_name != self.config.cluster_name {
+                    let _ = self.fatal.send(Some(format!(
+                        "cannot join {peer}: it has --cluster-name {:?}, this node {:?}",
+                        hello.cluster_name, self.config.cluster_name
+                    )));
+                    return;
+                }
+                if hello.cluster_id.is_empty() {
+                    continue;
+                }
                 let request = pb::JoinRequest {
                     advertise_addr: self.config.advertise_addr.clone(),
                     cluster_name: self.config.cluster_name.clone(),
                 };
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(FORMATION_CALL_TIMEOUT * 3);
                 let outcome = match self.node_client(peer) {
-                    Ok(mut client) => {
-                        let mut request = tonic::Request::new(request);
-                        request.set_timeout(FORMATION_CALL_TIMEOUT * 3);
-                        client.join(request).await.map(|r| r.into_inner()).map_err(Error::from)
-                    }
+                    Ok(mut client) => client.join(request).await.map(|r| r.into_inner()).map_err(Error::from),
                     Err(err) => Err(err),
                 };
                 match outcome {
@@ -372,15 +382,6 @@ impl NodeCore {
                             let _ = self.fatal.send(Some(format!("cannot join the cluster: {err}")));
                         }
                         return;
-                    }
-                    Err(Error::FailedPrecondition(message)) if message.contains("cluster name mismatch") => {
-                        let _ = self.fatal.send(Some(format!("cannot join {peer}: {message}")));
-                        return;
-                    }
-                    // The peer answered: it is up but cannot allocate yet (not initialized, no quorum).
-                    Err(Error::FailedPrecondition(_)) | Err(Error::NotLeaseholder { .. }) => reached = true,
-                    Err(Error::Unavailable(message)) if !message.contains("transport") && !message.contains("did not answer") => {
-                        reached = true
                     }
                     Err(err) => tracing::debug!(peer = %peer, error = %err, "join attempt failed"),
                 }
@@ -434,10 +435,10 @@ impl NodeCore {
             let mut targets = self.peers();
             targets.extend(membership.membership().nodes().map(|(_, node)| node.addr.clone()));
             for target in targets.iter().filter(|addr| !self.is_self(addr)) {
-                if let Ok(mut client) = self.node_client(target) {
-                    if client.add_member(request.clone()).await.is_ok() {
-                        break;
-                    }
+                if let Ok(mut client) = self.node_client(target)
+                    && client.add_member(request.clone()).await.is_ok()
+                {
+                    break;
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -534,7 +535,9 @@ impl NodeCore {
                 Ok(points) => {
                     for split_key in points {
                         match self.split(split_key.clone(), true).await {
-                            Ok((left, right)) => tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size"),
+                            Ok((left, right)) => {
+                                tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size")
+                            }
                             Err(err) => tracing::warn!(error = %err, "size-based split failed"),
                         }
                     }
@@ -579,9 +582,10 @@ impl NodeCore {
             return Err(Error::NotLeaseholder { leader: None });
         }
         if ops.iter().any(Op::is_write) {
-            let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.client_write(Command::Batch(ops.clone())))
-                .await
-                .map_err(|_| Error::DeadlineExceeded("timed out waiting for the write to commit".into()))?;
+            let reply =
+                tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.client_write(Command::Batch(ops.clone())))
+                    .await
+                    .map_err(|_| Error::DeadlineExceeded("timed out waiting for the write to commit".into()))?;
             match reply {
                 Ok(response) => match response.data {
                     CommandResponse::Batch { results, cpu_nanos } => {
@@ -665,7 +669,9 @@ impl NodeCore {
         let deadline = Instant::now() + kv::RETRY_DEADLINE;
         loop {
             match attempt().await {
-                Err(Error::NotLeaseholder { .. } | Error::Unavailable(_)) if !forwarded && Instant::now() < deadline => {
+                Err(Error::NotLeaseholder { .. } | Error::Unavailable(_))
+                    if !forwarded && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
@@ -870,14 +876,14 @@ impl Node {
         let listen_addr = listener.local_addr().map_err(Error::internal)?;
         let engine = Engine::open(&config.store)?;
         let identity = engine.identity()?;
-        if let Some(stored) = &identity.cluster_name {
-            if stored != &config.cluster_name {
-                return Err(Error::FailedPrecondition(format!(
-                    "store {} belongs to a cluster named {stored:?}, not {:?}",
-                    config.store.display(),
-                    config.cluster_name
-                )));
-            }
+        if let Some(stored) = &identity.cluster_name
+            && stored != &config.cluster_name
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "store {} belongs to a cluster named {stored:?}, not {:?}",
+                config.store.display(),
+                config.cluster_name
+            )));
         }
         let (fatal_tx, fatal) = watch::channel(None);
         let core = Arc::new(NodeCore {
@@ -974,14 +980,15 @@ impl NodeCore {
     /// Refuses to start on a store whose cluster differs from that of a reachable `--join` node.
     async fn check_foreign_cluster(&self, cluster_id: &str) -> Result<()> {
         for peer in self.peers() {
-            if let Ok(reply) = self.handshake_peer(&peer).await {
-                if !reply.cluster_id.is_empty() && reply.cluster_id != cluster_id {
-                    return Err(Error::FailedPrecondition(format!(
-                        "store {} belongs to cluster {cluster_id}, but --join node {peer} belongs to cluster {}",
-                        self.config.store.display(),
-                        reply.cluster_id
-                    )));
-                }
+            if let Ok(reply) = self.handshake_peer(&peer).await
+                && !reply.cluster_id.is_empty()
+                && reply.cluster_id != cluster_id
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "store {} belongs to cluster {cluster_id}, but --join node {peer} belongs to cluster {}",
+                    self.config.store.display(),
+                    reply.cluster_id
+                )));
             }
         }
         Ok(())
@@ -1009,7 +1016,10 @@ mod tests {
         let results = vec![
             OpResult { value: Some(b"xy".to_vec()), ..Default::default() },
             OpResult::default(),
-            OpResult { rows: vec![(b"b".to_vec(), b"1".to_vec()), (b"p".to_vec(), b"22".to_vec())], ..Default::default() },
+            OpResult {
+                rows: vec![(b"b".to_vec(), b"1".to_vec()), (b"p".to_vec(), b"22".to_vec())],
+                ..Default::default()
+            },
         ];
         let samples = load_samples(&index, &ops, &results);
         assert_eq!(samples.len(), 2);

@@ -50,12 +50,7 @@ pub fn bootstrap_descriptors() -> [RangeDescriptor; 2] {
             end_key: keys::USER_SPACE_START.to_vec(),
             generation: 0,
         },
-        RangeDescriptor {
-            range_id: 2,
-            start_key: keys::USER_SPACE_START.to_vec(),
-            end_key: Vec::new(),
-            generation: 0,
-        },
+        RangeDescriptor { range_id: 2, start_key: keys::USER_SPACE_START.to_vec(), end_key: Vec::new(), generation: 0 },
     ]
 }
 

@@ -275,7 +275,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?} (examples: 500ms, 30s, 5m, 168h)"))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("invalid duration {text:?} (examples: 500ms, 30s, 5m, 168h)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -316,9 +317,8 @@ pub fn parse_locality(text: &str) -> Result<Vec<(String, String)>, String> {
     }
     text.split(',')
         .map(|tier| {
-            let (key, value) = tier
-                .split_once('=')
-                .ok_or_else(|| format!("invalid locality tier {tier:?}: expected key=value"))?;
+            let (key, value) =
+                tier.split_once('=').ok_or_else(|| format!("invalid locality tier {tier:?}: expected key=value"))?;
             let (key, value) = (key.trim(), value.trim());
             if key.is_empty() || value.is_empty() {
                 return Err(format!("invalid locality tier {tier:?}: expected key=value"));
@@ -363,7 +363,8 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 fn install_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RANGED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 /// Runs the command line; returns the process exit code.
@@ -372,7 +373,12 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::ErrorKind;
-            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = err.print();
                 return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                     ExitCode::from(2)
@@ -444,8 +450,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
         stats_half_life: args.stats_half_life,
         join_timeout: args.join_timeout,
     };
-    tracing::info!(listen = %bind, advertise = %advertise_addr, store = %config.store.display(), "starting node");
+    let store = config.store.clone();
     let node = Node::start(config, listener).await.map_err(|err| err.to_string())?;
+    tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
     tracing::info!("node stopped");
     Ok(())
@@ -502,9 +509,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 async fn kv(client: &ClientArgs, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
     let channel = connect(client).await?;
     let mut kv = pb::kv_service_client::KvServiceClient::new(channel);
-    let reply = kv
-        .batch(pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded: false })
-        .await?;
+    let reply = kv.batch(pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded: false }).await?;
     Ok(reply.into_inner().results.into_iter().map(Into::into).collect())
 }
 
@@ -671,7 +676,10 @@ fn print_ranges(ranges: &[pb::RangeInfo], format: Format) {
     match format {
         Format::Json => println!("{}", serde_json::Value::Array(rows)),
         Format::Table => {
-            println!("{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10}", "range", "start", "end", "replicas", "lease", "keys", "bytes", "qps");
+            println!(
+                "{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10}",
+                "range", "start", "end", "replicas", "lease", "keys", "bytes", "qps"
+            );
             for row in rows {
                 println!(
                     "{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10.1}",

@@ -125,11 +125,11 @@ fn put_tracked(
     };
     // A descriptor enters the index first, so the bootstrap's own descriptor keys are
     // counted in range 1 exactly as a restart's recount will count them.
-    if key.starts_with(keys::META_PREFIX) {
-        if let Some(value) = value {
-            let desc: RangeDescriptor = serde_json::from_slice(value).map_err(storage_error)?;
-            shared.ranges.insert(desc);
-        }
+    if key.starts_with(keys::META_PREFIX)
+        && let Some(value) = value
+    {
+        let desc: RangeDescriptor = serde_json::from_slice(value).map_err(storage_error)?;
+        shared.ranges.insert(desc);
     }
     if let Some(range_id) = shared.ranges.lookup(key).map(|d| d.range_id) {
         let size = shared.sizes.entry(range_id).or_default();
@@ -307,7 +307,11 @@ impl StateMachine {
         .map_err(Error::internal)?
     }
 
-    fn apply_blocking(db: &Database, shared: &RwLock<SmShared>, entries: Vec<openraft::Entry<TypeConfig>>) -> Result<Vec<CommandResponse>> {
+    fn apply_blocking(
+        db: &Database,
+        shared: &RwLock<SmShared>,
+        entries: Vec<openraft::Entry<TypeConfig>>,
+    ) -> Result<Vec<CommandResponse>> {
         let txn = db.begin_write().map_err(storage_error)?;
         let mut responses = Vec::with_capacity(entries.len());
         {
@@ -418,7 +422,10 @@ fn sm_err(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError<NodeId> 
     sto_err(ErrorSubject::StateMachine, verb, err)
 }
 
-async fn blocking<T: Send + 'static>(verb: ErrorVerb, f: impl FnOnce() -> Result<T> + Send + 'static) -> StorageResult<T> {
+async fn blocking<T: Send + 'static>(
+    verb: ErrorVerb,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> StorageResult<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| sm_err(verb, e))?.map_err(|e| sm_err(verb, e))
 }
 

@@ -1,0 +1,418 @@
+//! The node core end to end: real `ranged start` processes on loopback, driven through the
+//! CLI and the gRPC clients a user or another node has.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ranged::pb;
+
+fn liveness_of(nodes: &[pb::NodeEntry], node_id: u64) -> Option<pb::Liveness> {
+    nodes
+        .iter()
+        .find(|n| n.descriptor.as_ref().is_some_and(|d| d.node_id == node_id))
+        .and_then(|n| pb::Liveness::try_from(n.liveness).ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_replicate_and_split_by_size() {
+    let cluster = Cluster::start(3, &["--range-max-bytes", "16KiB"]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+
+    cluster.cli_ok(0, &["kv", "put", "greeting", "hello"]);
+    assert_eq!(cluster.cli_ok(1, &["kv", "get", "greeting"]).trim(), "hello");
+    assert_eq!(cluster.cli_ok(2, &["kv", "get", "greeting"]).trim(), "hello");
+
+    // node status: every node LIVE, as table and as JSON.
+    let table = cluster.cli_ok(2, &["node", "status"]);
+    assert_eq!(table.lines().filter(|l| l.contains(" LIVE ")).count(), 3, "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&cluster.cli_ok(1, &["node", "status", "--format", "json"])).unwrap();
+    let ids: Vec<u64> = json.as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+
+    // Writing well past --range-max-bytes makes the user range split by itself.
+    let mut kv = cluster.kv(0).await;
+    let value = "v".repeat(200);
+    for i in 0..200 {
+        put(&mut kv, &format!("bulk/{i:04}"), &value).await.unwrap();
+    }
+    let ranges = wait_for(Duration::from_secs(20), "size-based splits", || async {
+        let ranges = cluster.ranges(1).await.ok()?;
+        (ranges.len() >= 4).then_some(ranges)
+    })
+    .await;
+    // Every replica set is the group's membership, and the spans tile the keyspace.
+    for pair in ranges.windows(2) {
+        let (a, b) = (pair[0].descriptor.as_ref().unwrap(), pair[1].descriptor.as_ref().unwrap());
+        assert_eq!(a.end_key, b.start_key, "ranges must be adjacent");
+        assert_eq!(a.replicas.len(), 3);
+    }
+    assert!(ranges.last().unwrap().descriptor.as_ref().unwrap().end_key.is_empty());
+    let total_keys: u64 = ranges.iter().skip(1).map(|r| r.key_count).sum();
+    assert_eq!(total_keys, 201, "every user key counted once across the split ranges");
+    // And every key still reads back through another node.
+    let mut kv2 = cluster.kv(2).await;
+    for i in (0..200).step_by(37) {
+        assert_eq!(get(&mut kv2, &format!("bulk/{i:04}")).await.unwrap().as_deref(), Some(value.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_writes_survive_killing_a_follower_and_the_leader() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let leader_id = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
+    let leader = cluster.index_of(leader_id).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (writer_node, follower) = (others[0], others[1]);
+
+    // A writer loop through a node that is never killed.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let mut kv = cluster.kv(writer_node).await;
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 100_000 {
+                let key = format!("w/{i:06}");
+                if put(&mut kv, &key, &key).await.is_ok() {
+                    acked.lock().unwrap().push(key);
+                }
+                i += 1;
+            }
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    let wait_progress = |from: usize, what: &'static str| {
+        let acked = acked.clone();
+        async move {
+            wait_for(Duration::from_secs(20), what, || async {
+                (acked.lock().unwrap().len() >= from + 20).then_some(())
+            })
+            .await
+        }
+    };
+
+    wait_progress(0, "writes before any kill").await;
+    cluster.kill(follower);
+    wait_progress(acked_count(), "writes with a follower down").await;
+
+    // The follower restarts on its store with the same id and catches up.
+    cluster.restart(follower);
+    wait_for(Duration::from_secs(30), "restarted follower catches up", || async {
+        let theirs = cluster.ranges(follower).await.ok()?.first()?.raft.clone()?;
+        let leaders = cluster.ranges(leader).await.ok()?.first()?.raft.clone()?;
+        (theirs.applied_index >= leaders.commit_index.saturating_sub(5) && theirs.applied_index > 0).then_some(())
+    })
+    .await;
+
+    // Kill the leader: a new one within a few seconds, and the writer goes on.
+    let before = acked_count();
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let new_leader = wait_for(Duration::from_secs(10), "a new leader", || async {
+        cluster.leader(writer_node).await.filter(|id| *id != leader_id)
+    })
+    .await;
+    let election = killed_at.elapsed();
+    assert!(election < Duration::from_secs(10), "election took {election:?}");
+    wait_progress(before, "writes after the leader was killed").await;
+    cluster.restart(leader);
+    wait_progress(acked_count(), "writes after the old leader rejoined").await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+
+    // Every acknowledged write reads back, through every node (the restarted ones included).
+    let keys = acked.lock().unwrap().clone();
+    assert!(keys.len() >= 80, "only {} writes acknowledged", keys.len());
+    for node in 0..3 {
+        let mut kv = wait_for(Duration::from_secs(20), "node serving reads", || async {
+            let mut kv = cluster.kv(node).await;
+            get(&mut kv, &keys[0]).await.ok().map(|_| kv)
+        })
+        .await;
+        let scan = pb::KvOp {
+            op: Some(pb::kv_op::Op::Scan(pb::ScanRequest {
+                start: b"w/".to_vec().into(),
+                end: b"w0".to_vec().into(),
+                limit: 0,
+            })),
+        };
+        let reply = kv.batch(pb::BatchRequest { ops: vec![scan], forwarded: false }).await.unwrap().into_inner();
+        let found: std::collections::BTreeSet<Vec<u8>> = reply.results[0].rows.iter().map(|r| r.key.to_vec()).collect();
+        for key in &keys {
+            assert!(found.contains(key.as_bytes()), "acknowledged {key} lost (read via node {node})");
+        }
+    }
+    // The restarted nodes kept their ids: still three nodes, all LIVE, leader is the new one.
+    let nodes = wait_for(Duration::from_secs(20), "all three LIVE again", || async {
+        let nodes = cluster.status_nodes(writer_node).await.ok()?;
+        (nodes.len() == 3 && nodes.iter().all(|n| n.liveness == pb::Liveness::Live as i32)).then_some(nodes)
+    })
+    .await;
+    assert_eq!(nodes.len(), 3);
+    assert_ne!(new_leader, leader_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_node_turns_unavailable_then_dead() {
+    let mut cluster = Cluster::start(3, &["--time-until-dead", "6s"]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let nodes = cluster.status_nodes(0).await.unwrap();
+    let victim_id = nodes
+        .iter()
+        .filter_map(|n| n.descriptor.as_ref())
+        .find(|d| d.address == cluster.nodes[2].addr)
+        .unwrap()
+        .node_id;
+
+    cluster.kill(2);
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(15), "UNAVAILABLE", || async {
+        let nodes = cluster.status_nodes(0).await.ok()?;
+        (liveness_of(&nodes, victim_id) == Some(pb::Liveness::Unavailable)).then_some(())
+    })
+    .await;
+    let unavailable_after = killed.elapsed();
+    assert!(unavailable_after < Duration::from_secs(10), "took {unavailable_after:?}");
+    wait_for(Duration::from_secs(20), "DEAD", || async {
+        let nodes = cluster.status_nodes(1).await.ok()?;
+        (liveness_of(&nodes, victim_id) == Some(pb::Liveness::Dead)).then_some(())
+    })
+    .await;
+    assert!(killed.elapsed() >= Duration::from_secs(6), "DEAD before --time-until-dead");
+    // Its last known descriptor is still listed.
+    let out = cluster.cli_ok(0, &["node", "status", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let dead = json.as_array().unwrap().iter().find(|n| n["id"] == victim_id).unwrap();
+    assert_eq!(dead["liveness"], "DEAD");
+    assert_eq!(dead["address"], cluster.nodes[2].addr.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_reads_makes_its_range_the_top_replica() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    cluster.cli_ok(0, &["kv", "split", "hot/"]);
+    let split = cluster.cli_ok(0, &["kv", "split", "hot0"]);
+    let mut kv = cluster.kv(1).await;
+    for i in 0..10 {
+        put(&mut kv, &format!("hot/{i}"), "x").await.unwrap();
+        put(&mut kv, &format!("cold/{i}"), "y").await.unwrap();
+    }
+    // The hot range is the one starting at "hot/".
+    let ranges = cluster.ranges(0).await.unwrap();
+    let hot_range = ranges
+        .iter()
+        .find(|r| r.descriptor.as_ref().unwrap().start_key.as_ref() == b"hot/")
+        .unwrap()
+        .descriptor
+        .as_ref()
+        .unwrap()
+        .range_id;
+    assert!(split.contains(&format!("r{hot_range}")), "{split}");
+
+    // Paced reads for 5 s through a node that may or may not hold the lease.
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(5) {
+        get(&mut kv, &format!("hot/{}", sent % 10)).await.unwrap();
+        sent += 1;
+        let due = started + Duration::from_millis(sent * 5);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let rate_sent = sent as f64 / started.elapsed().as_secs_f64();
+
+    let leader_id = cluster.leader(0).await.unwrap();
+    let leader = cluster.index_of(leader_id).await;
+    let channel = cluster.channel(leader).await.unwrap();
+    let mut status = pb::status_service_client::StatusServiceClient::new(channel);
+    let reply = status
+        .hot_ranges(pb::HotRangesRequest { limit: 3, sort_by: pb::HotRangesSort::Qps as i32 })
+        .await
+        .unwrap()
+        .into_inner();
+    let top = &reply.ranges[0];
+    assert_eq!(top.descriptor.as_ref().unwrap().range_id, hot_range, "{reply:?}");
+    let qps = top.load.unwrap().queries_per_second;
+    assert!((qps - rate_sent).abs() <= 0.2 * rate_sent, "qps {qps:.1} vs {rate_sent:.1} sent");
+    assert!(top.load.unwrap().read_bytes_per_second > 0.0);
+    assert!(top.load.unwrap().cpu_time_per_second > 0.0);
+    // Another node, not the leaseholder, reports no hot ranges of its own.
+    let other = (0..3).find(|i| *i != leader).unwrap();
+    let mut status = pb::status_service_client::StatusServiceClient::new(cluster.channel(other).await.unwrap());
+    let reply = status.hot_ranges(pb::HotRangesRequest { limit: 3, sort_by: 0 }).await.unwrap().into_inner();
+    assert!(reply.ranges.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_hands_leadership_away_and_exits_zero() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let leader_id = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
+    let leader = cluster.index_of(leader_id).await;
+    let status = cluster.terminate(leader, Duration::from_secs(20));
+    assert!(status.success(), "drained node exited with {status}");
+    let other = (0..3).find(|i| *i != leader).unwrap();
+    let new_leader = wait_for(Duration::from_secs(10), "a new leader", || async {
+        cluster.leader(other).await.filter(|id| *id != leader_id)
+    })
+    .await;
+    assert_ne!(new_leader, leader_id);
+    let mut kv = cluster.kv(other).await;
+    put(&mut kv, "after-drain", "ok").await.unwrap();
+    let log = std::fs::read_to_string(&cluster.nodes[leader].log).unwrap();
+    assert!(log.contains("draining"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_one_clear_line_and_corrupts_nothing() {
+    setup();
+    // Unknown flag.
+    let out = ranged(&["start", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+
+    // Bad values.
+    for args in [
+        vec!["start", "--insecure", "--locality", "region"],
+        vec!["start", "--insecure", "--time-until-dead", "soon"],
+        vec!["start", "--insecure", "--listen-addr", "nonsense"],
+    ] {
+        let out = ranged(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+
+    // Secure mode without certificates says so.
+    let dir = tempfile::tempdir().unwrap();
+    let out = ranged(&[
+        "start",
+        "--certs-dir",
+        &dir.path().join("none").display().to_string(),
+        "--store",
+        &dir.path().join("s").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure"));
+
+    // Unreachable --join: gives up after --join-timeout.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let store = dir.path().join("lonely").display().to_string();
+    let out = ranged(&[
+        "start",
+        "--insecure",
+        "--listen-addr",
+        &listen,
+        "--join",
+        &closed,
+        "--join-timeout",
+        "2s",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("ERROR: could not reach any --join node"), "{stderr}");
+
+    // Cluster A: one node, initialized, with a key.
+    let mut a = Cluster::start(1, &[]);
+    a.init().await;
+    a.cli_ok(0, &["kv", "put", "owner", "cluster-a"]);
+    // A second init fails clearly and changes nothing.
+    let out = a.cli(0, &["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "ERROR: cluster has already been initialized");
+    // A port in use.
+    let store = dir.path().join("other").display().to_string();
+    let out = ranged(&["start", "--insecure", "--listen-addr", &a.nodes[0].addr, "--store", &store]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().starts_with("ERROR: cannot listen on") && stderr.trim().lines().count() == 1, "{stderr}");
+    // The store in use by a running node.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let a_store = a.store(0).display().to_string();
+    let out = ranged(&["start", "--insecure", "--listen-addr", &listen, "--store", &a_store]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another ranged process"));
+    a.kill(0);
+
+    // Cluster B; A's store may not join it.
+    let b = Cluster::start(1, &[]);
+    b.init().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out =
+        ranged(&["start", "--insecure", "--listen-addr", &listen, "--join", &b.nodes[0].addr, "--store", &a_store]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("belongs to cluster") && stderr.trim().lines().count() == 1, "{stderr}");
+
+    // Nothing was corrupted: A restarts on its store and still has its data and identity.
+    a.restart(0);
+    let value = wait_for(Duration::from_secs(20), "cluster A back", || async {
+        let out = a.cli(0, &["kv", "get", "owner"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })
+    .await;
+    assert_eq!(value, "cluster-a");
+    let ids: BTreeMap<u64, String> = a
+        .status_nodes(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|n| n.descriptor.map(|d| (d.node_id, d.address)))
+        .collect();
+    assert_eq!(ids.keys().copied().collect::<Vec<_>>(), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_cluster_uses_mutual_tls() {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs").display().to_string();
+    ranged_ok(&["cert", "create-ca", "--certs-dir", &certs]);
+    ranged_ok(&["cert", "create-node", "localhost", "127.0.0.1", "--certs-dir", &certs]);
+    ranged_ok(&["cert", "create-client", "root", "--certs-dir", &certs]);
+    let out = ranged(&["cert", "create-ca", "--certs-dir", &certs]);
+    assert_eq!(out.status.code(), Some(1), "create-ca must not overwrite");
+
+    let cluster = Cluster::start_in(dir, 3, &[], vec!["--certs-dir".into(), certs.clone()]);
+    cluster.init().await;
+    cluster.cli_ok(0, &["kv", "put", "secret-key", "tls-value"]);
+    let value = wait_for(Duration::from_secs(20), "read over TLS", || async {
+        let out = cluster.cli(2, &["kv", "get", "secret-key"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })
+    .await;
+    assert_eq!(value, "tls-value");
+
+    // Plaintext is refused.
+    let out = ranged(&["kv", "get", "secret-key", "--insecure", "--host", &cluster.nodes[1].addr]);
+    assert!(!out.status.success());
+    // A client certificate from another CA is refused.
+    let rogue = tempfile::tempdir().unwrap();
+    let rogue_certs = rogue.path().display().to_string();
+    ranged_ok(&["cert", "create-ca", "--certs-dir", &rogue_certs]);
+    ranged_ok(&["cert", "create-client", "root", "--certs-dir", &rogue_certs]);
+    let ca = std::fs::read(std::path::Path::new(&certs).join("ca.crt")).unwrap();
+    std::fs::write(rogue.path().join("ca.crt"), ca).unwrap();
+    let out = ranged(&["kv", "get", "secret-key", "--certs-dir", &rogue_certs, "--host", &cluster.nodes[1].addr]);
+    assert!(!out.status.success(), "a certificate from another CA was accepted");
+}

@@ -1,0 +1,342 @@
+//! Shared helpers for integration tests: real `ranged` processes on loopback ports, the CLI
+//! as a user runs it, gRPC clients, and polling with a deadline (never a bare sleep to wait
+//! for readiness).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ranged::pb;
+use tonic::transport::Channel;
+
+/// The `ranged` binary under test.
+pub const RANGED: &str = env!("CARGO_BIN_EXE_ranged");
+
+/// Installs the crypto provider and tracing once per test process.
+pub fn setup() {
+    ranged::install_crypto_provider();
+}
+
+/// A loopback port free for both TCP and UDP (gossip shares the gRPC port number).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the CLI with `args` and returns its output.
+pub fn ranged(args: &[&str]) -> Output {
+    Command::new(RANGED).args(args).env_remove("RUST_BACKTRACE").output().expect("run ranged")
+}
+
+/// Runs the CLI and asserts success; returns stdout.
+pub fn ranged_ok(args: &[&str]) -> String {
+    let out = ranged(args);
+    assert!(
+        out.status.success(),
+        "ranged {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// One node process and how to restart it.
+pub struct NodeProc {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub store: PathBuf,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+}
+
+/// A cluster of `ranged start` processes on loopback.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    /// Flags for client commands (`--insecure` or `--certs-dir D`).
+    pub security: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` insecure nodes that join each other, with `extra` flags on each.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with(n, extra, vec!["--insecure".into()])
+    }
+
+    /// Starts `n` nodes with the given security flags (also used by client commands).
+    pub fn start_with(n: usize, extra: &[&str], security: Vec<String>) -> Cluster {
+        setup();
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, n, extra, security)
+    }
+
+    /// Starts `n` nodes whose stores live in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, n: usize, extra: &[&str], security: Vec<String>) -> Cluster {
+        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let join = addrs.join(",");
+        let mut nodes = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let store = dir.path().join(format!("n{}", i + 1));
+            let mut args: Vec<String> = vec![
+                "start".into(),
+                "--listen-addr".into(),
+                addr.clone(),
+                "--join".into(),
+                join.clone(),
+                "--store".into(),
+                store.display().to_string(),
+                "--sql-addr".into(),
+                "127.0.0.1:0".into(),
+                "--http-addr".into(),
+                "127.0.0.1:0".into(),
+            ];
+            args.extend(security.iter().cloned());
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let log = dir.path().join(format!("n{}.log", i + 1));
+            nodes.push(NodeProc { child: None, addr: addr.clone(), store, args, log });
+        }
+        let mut cluster = Cluster { dir, nodes, security };
+        for i in 0..n {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    /// (Re)starts node `i` on its store.
+    pub fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {i} is running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let child = Command::new(RANGED)
+            .args(&node.args)
+            .env("RANGED_LOG", "info,openraft=warn")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ranged start");
+        node.child = Some(child);
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM to node `i` and waits for it to exit; returns its exit status.
+    pub fn terminate(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.nodes[i].child.take().expect("node running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {i} did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Client flags for node `i`: `--host ADDR` plus the security flags.
+    pub fn client_args(&self, i: usize) -> Vec<String> {
+        let mut args = vec!["--host".to_string(), self.nodes[i].addr.clone()];
+        args.extend(self.security.iter().cloned());
+        args
+    }
+
+    /// Runs a client command against node `i`.
+    pub fn cli(&self, i: usize, command: &[&str]) -> Output {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(self.client_args(i));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ranged(&refs)
+    }
+
+    /// Runs a client command against node `i` and asserts success.
+    pub fn cli_ok(&self, i: usize, command: &[&str]) -> String {
+        let out = self.cli(i, command);
+        assert!(
+            out.status.success(),
+            "{command:?} on node {i} failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs `ranged init` through node 0, retrying while the nodes come up.
+    pub async fn init(&self) {
+        let out = wait_for(Duration::from_secs(20), "init to succeed", || async {
+            let out = self.cli(0, &["init"]);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if out.status.success() {
+                Some(Ok(out))
+            } else if stderr.contains("cannot reach") {
+                None
+            } else {
+                Some(Err(stderr))
+            }
+        })
+        .await;
+        if let Err(stderr) = out {
+            panic!("init failed: {stderr}\n{}", self.logs());
+        }
+    }
+
+    /// Waits until every node of the cluster is a member of the Raft group and all are LIVE
+    /// as seen from node 0.
+    pub async fn wait_ready(&self) {
+        let n = self.nodes.len();
+        wait_for(Duration::from_secs(30), "all nodes LIVE and replicating", || async {
+            let nodes = self.status_nodes(0).await.ok()?;
+            let live = nodes.iter().filter(|n| n.liveness == pb::Liveness::Live as i32).count();
+            let ranges = self.ranges(0).await.ok()?;
+            let replicas = ranges.first()?.descriptor.as_ref()?.replicas.len();
+            (live == n && replicas == n).then_some(())
+        })
+        .await;
+    }
+
+    /// A gRPC channel to node `i` (insecure clusters only).
+    pub async fn channel(&self, i: usize) -> Result<Channel, tonic::transport::Error> {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.nodes[i].addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(15))
+            .connect()
+            .await
+    }
+
+    /// A KV client to node `i`.
+    pub async fn kv(&self, i: usize) -> pb::kv_service_client::KvServiceClient<Channel> {
+        pb::kv_service_client::KvServiceClient::new(self.channel(i).await.expect("connect"))
+    }
+
+    /// Node `i`'s view of every node.
+    pub async fn status_nodes(&self, i: usize) -> Result<Vec<pb::NodeEntry>, String> {
+        let channel = self.channel(i).await.map_err(|e| e.to_string())?;
+        let mut client = pb::status_service_client::StatusServiceClient::new(channel);
+        Ok(client.nodes(pb::NodesRequest {}).await.map_err(|e| e.to_string())?.into_inner().nodes)
+    }
+
+    /// Node `i`'s replicas.
+    pub async fn ranges(&self, i: usize) -> Result<Vec<pb::RangeInfo>, String> {
+        let channel = self.channel(i).await.map_err(|e| e.to_string())?;
+        let mut client = pb::status_service_client::StatusServiceClient::new(channel);
+        let reply = client.ranges(pb::RangesRequest { range_ids: vec![] }).await.map_err(|e| e.to_string())?;
+        Ok(reply.into_inner().ranges)
+    }
+
+    /// The leaseholder (Raft leader) as node `i` sees it, if any.
+    pub async fn leader(&self, i: usize) -> Option<u64> {
+        let ranges = self.ranges(i).await.ok()?;
+        let leader = ranges.first()?.raft.as_ref()?.leader_id;
+        (leader != 0).then_some(leader)
+    }
+
+    /// The index (0-based) of the node with id `node_id`, by address.
+    pub async fn index_of(&self, node_id: u64) -> usize {
+        let nodes = wait_for(Duration::from_secs(10), "node list", || async { self.status_nodes_any().await }).await;
+        let addr = nodes
+            .iter()
+            .find_map(|n| n.descriptor.as_ref().filter(|d| d.node_id == node_id).map(|d| d.address.clone()))
+            .expect("node id known");
+        self.nodes.iter().position(|n| n.addr == addr).expect("address known")
+    }
+
+    /// Any running node's node list.
+    pub async fn status_nodes_any(&self) -> Option<Vec<pb::NodeEntry>> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_some()
+                && let Ok(nodes) = self.status_nodes(i).await
+            {
+                return Some(nodes);
+            }
+        }
+        None
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- node {i} log (last lines) ---\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The store path of node `i`.
+    pub fn store(&self, i: usize) -> &Path {
+        &self.nodes[i].store
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// One put through a KV client.
+pub async fn put(
+    client: &mut pb::kv_service_client::KvServiceClient<Channel>,
+    key: &str,
+    value: &str,
+) -> Result<(), tonic::Status> {
+    let op = pb::KvOp {
+        op: Some(pb::kv_op::Op::Put(pb::PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+        })),
+    };
+    client.batch(pb::BatchRequest { ops: vec![op], forwarded: false }).await.map(drop)
+}
+
+/// One get through a KV client.
+pub async fn get(
+    client: &mut pb::kv_service_client::KvServiceClient<Channel>,
+    key: &str,
+) -> Result<Option<String>, tonic::Status> {
+    let op = pb::KvOp { op: Some(pb::kv_op::Op::Get(pb::GetRequest { key: key.as_bytes().to_vec().into() })) };
+    let reply = client.batch(pb::BatchRequest { ops: vec![op], forwarded: false }).await?.into_inner();
+    Ok(reply.results[0].value.as_ref().map(|v| String::from_utf8_lossy(v).to_string()))
+}
