@@ -47,6 +47,8 @@ pub struct Cli {
 pub enum Command {
     /// Start a node.
     Start(StartArgs),
+    /// Run a local in-process cluster with generated certificates (Ctrl-C stops and cleans up).
+    Demo(DemoArgs),
     /// Bootstrap a new cluster through one of its nodes (once).
     Init(InitArgs),
     /// Debug access to the key-value layer.
@@ -110,6 +112,20 @@ pub struct StartArgs {
     /// How long a new node waits for any --join node to answer before it gives up.
     #[arg(long, env = "RANGED_JOIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub join_timeout: Duration,
+}
+
+/// Flags of `ranged demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, env = "RANGED_DEMO_NODES", default_value_t = 3)]
+    pub nodes: usize,
+    /// Run without TLS.
+    #[arg(long, env = "RANGED_INSECURE")]
+    pub insecure: bool,
+    /// Where to write the demo's certificates (default: a temporary directory).
+    #[arg(long, env = "RANGED_CERTS_DIR", conflicts_with = "insecure")]
+    pub certs_dir: Option<PathBuf>,
 }
 
 /// TLS flags shared by every command that talks to nodes.
@@ -410,6 +426,13 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(message) => fail(message),
             }
         }
+        Command::Demo(args) => {
+            install_tracing("warn,openraft=error");
+            match demo(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(message),
+            }
+        }
         other => {
             install_tracing("warn");
             match client_command(other).await {
@@ -455,6 +478,16 @@ async fn start(args: StartArgs) -> Result<(), String> {
     tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
     tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let options = crate::demo::DemoOptions { nodes: args.nodes, insecure: args.insecure, certs_dir: args.certs_dir };
+    let demo = crate::demo::Demo::start(&options).await.map_err(|err| err.to_string())?;
+    println!("{}", demo.banner());
+    shutdown_signal().await;
+    println!("stopping the demo cluster");
+    demo.stop().await;
     Ok(())
 }
 
@@ -519,7 +552,7 @@ fn user_key(text: &str) -> Result<Vec<u8>, Error> {
 
 async fn client_command(command: Command) -> Result<(), Error> {
     match command {
-        Command::Start(_) => unreachable!("handled by run"),
+        Command::Start(_) | Command::Demo(_) => unreachable!("handled by run"),
         Command::Init(args) => {
             let mut client = pb::node_service_client::NodeServiceClient::new(connect(&args.client).await?);
             let reply = client.init(pb::InitRequest {}).await?.into_inner();

@@ -7,6 +7,7 @@
 //!   gossip membership, TLS, the gRPC adapters and the node that ties them together.
 //! - [`gateway`] — the REST surface (`/api/v2`) that fans out over the nodes' StatusService.
 //! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
+//! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 #![forbid(unsafe_code)]
 
 /// Generated protobuf and gRPC code for package `ranged.v1`. Never edited by hand.
@@ -22,6 +23,7 @@ pub mod services;
 pub mod gateway;
 
 pub mod cli;
+pub mod demo;
 
 /// The version string every node reports in its descriptor.
 pub const BUILD_TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
