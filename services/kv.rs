@@ -181,6 +181,7 @@ pub fn validate(ops: &[Op]) -> Result<()> {
                     keys::pretty(start)
                 )));
             }
+            Op::Scan { .. } => {}
             other if other.key().is_empty() => return Err(Error::InvalidArgument("empty key".into())),
             _ => {}
         }
