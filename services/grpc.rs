@@ -39,6 +39,8 @@ impl TryFrom<pb::KvOp> for Op {
             P::Delete(r) => Op::Delete { key: r.key.to_vec() },
             P::Scan(r) => Op::Scan { start: r.start.to_vec(), end: r.end.to_vec(), limit: r.limit },
             P::Increment(r) => Op::Increment { key: r.key.to_vec(), delta: r.delta },
+            P::PutIfAbsent(r) => Op::PutIfAbsent { key: r.key.to_vec(), value: r.value.to_vec() },
+            P::DeleteRange(r) => Op::DeleteRange { start: r.start.to_vec(), end: r.end.to_vec() },
         })
     }
 }
@@ -57,6 +59,12 @@ impl From<Op> for pb::KvOp {
             Op::Delete { key } => P::Delete(pb::DeleteRequest { key: key.into() }),
             Op::Scan { start, end, limit } => P::Scan(pb::ScanRequest { start: start.into(), end: end.into(), limit }),
             Op::Increment { key, delta } => P::Increment(pb::IncrementRequest { key: key.into(), delta }),
+            Op::PutIfAbsent { key, value } => {
+                P::PutIfAbsent(pb::PutIfAbsentRequest { key: key.into(), value: value.into() })
+            }
+            Op::DeleteRange { start, end } => {
+                P::DeleteRange(pb::DeleteRangeRequest { start: start.into(), end: end.into() })
+            }
         };
         pb::KvOp { op: Some(op) }
     }
@@ -228,8 +236,9 @@ impl NodeService for NodeApi {
         Ok(Response::new(self.0.handshake()))
     }
 
-    async fn init(&self, _: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
-        let (cluster_id, node_id) = self.0.init().await?;
+    async fn init(&self, request: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
+        let password = request.into_inner().root_password;
+        let (cluster_id, node_id) = self.0.init(Some(password.as_str()).filter(|p| !p.is_empty())).await?;
         Ok(Response::new(pb::InitResponse { cluster_id, node_id }))
     }
 

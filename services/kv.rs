@@ -27,6 +27,10 @@ pub enum Op {
     Scan { start: Vec<u8>, end: Vec<u8>, limit: u32 },
     /// Adds `delta` to a big-endian u64 counter (absent: 0).
     Increment { key: Vec<u8>, delta: i64 },
+    /// Writes one key only if it does not exist (`existed` tells which happened).
+    PutIfAbsent { key: Vec<u8>, value: Vec<u8> },
+    /// Removes every key in `[start, end)` (empty end: to the end); `new_value` counts them.
+    DeleteRange { start: Vec<u8>, end: Vec<u8> },
 }
 
 impl Op {
@@ -38,7 +42,7 @@ impl Op {
     /// Whether running the operation twice has the effect of running it once, so a request
     /// whose outcome is unknown may be retried.
     pub fn is_idempotent(&self) -> bool {
-        !matches!(self, Op::Increment { .. } | Op::ConditionalPut { .. })
+        !matches!(self, Op::Increment { .. } | Op::ConditionalPut { .. } | Op::PutIfAbsent { .. })
     }
 
     /// The first key the operation touches (used to find its range).
@@ -48,8 +52,9 @@ impl Op {
             | Op::Put { key, .. }
             | Op::ConditionalPut { key, .. }
             | Op::Delete { key }
-            | Op::Increment { key, .. } => key,
-            Op::Scan { start, .. } => start,
+            | Op::Increment { key, .. }
+            | Op::PutIfAbsent { key, .. } => key,
+            Op::Scan { start, .. } | Op::DeleteRange { start, .. } => start,
         }
     }
 }
@@ -147,6 +152,19 @@ pub fn evaluate<R: KvRead>(base: &R, ops: &[Op]) -> Result<(Vec<OpResult>, Pendi
                 overlay.pending.insert(key.clone(), None);
             }
             Op::Scan { start, end, limit } => result.rows = overlay.scan(start, end, *limit as usize)?,
+            Op::PutIfAbsent { key, value } => {
+                result.existed = overlay.get(key)?.is_some();
+                if !result.existed {
+                    overlay.pending.insert(key.clone(), Some(value.clone()));
+                }
+            }
+            Op::DeleteRange { start, end } => {
+                let rows = overlay.scan(start, end, 0)?;
+                result.new_value = rows.len() as i64;
+                for (key, _) in rows {
+                    overlay.pending.insert(key, None);
+                }
+            }
             Op::Increment { key, delta } => {
                 let current = match overlay.get(key)? {
                     Some(bytes) => keys::decode_u64(&bytes).ok_or_else(|| {
@@ -174,14 +192,14 @@ pub fn validate(ops: &[Op]) -> Result<()> {
     }
     for op in ops {
         match op {
-            Op::Scan { start, end, .. } if !end.is_empty() && end <= start => {
+            Op::Scan { start, end, .. } | Op::DeleteRange { start, end } if !end.is_empty() && end <= start => {
                 return Err(Error::InvalidArgument(format!(
                     "scan end {} is not after start {}",
                     keys::pretty_end(end),
                     keys::pretty(start)
                 )));
             }
-            Op::Scan { .. } => {}
+            Op::Scan { .. } | Op::DeleteRange { .. } => {}
             other if other.key().is_empty() => return Err(Error::InvalidArgument("empty key".into())),
             _ => {}
         }
@@ -275,6 +293,22 @@ mod tests {
         }
         let ops = vec![Op::ConditionalPut { key: "k".into(), value: "new".into(), expected: Some("old".into()) }];
         assert!(evaluate(&base, &ops).is_ok());
+    }
+
+    #[test]
+    fn put_if_absent_and_delete_range() {
+        let base = data(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let ops = vec![
+            Op::PutIfAbsent { key: "a".into(), value: "x".into() },
+            Op::PutIfAbsent { key: "d".into(), value: "4".into() },
+            Op::DeleteRange { start: "b".into(), end: "d".into() },
+            Op::Scan { start: Vec::new(), end: Vec::new(), limit: 0 },
+        ];
+        let (results, _) = evaluate(&base, &ops).unwrap();
+        assert!(results[0].existed && !results[1].existed);
+        assert_eq!(results[2].new_value, 2);
+        let rows: Vec<_> = results[3].rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(rows, vec![(b"a".to_vec(), b"1".to_vec()), (b"d".to_vec(), b"4".to_vec())]);
     }
 
     #[test]

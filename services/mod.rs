@@ -12,6 +12,7 @@
 //! - [`dialer`] — pooled gRPC channels to other nodes.
 //! - [`grpc`] — tonic service adapters: prost types stop here.
 //! - [`node`] — a running node: start, init, join, drain.
+//! - [`sql`] — SQL over the PostgreSQL wire protocol: catalog, users, sessions, execution.
 
 pub mod certs;
 pub mod dialer;
@@ -25,4 +26,5 @@ pub mod membership;
 pub mod node;
 pub mod raft;
 pub mod ranges;
+pub mod sql;
 pub mod tls;

@@ -36,6 +36,8 @@ use crate::services::raft::network::NetworkFactory;
 use crate::services::raft::state_machine::{RangeSize, StateMachine};
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
 use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
+use crate::services::sql::session::SessionRegistry;
+use crate::services::sql::{catalog, users};
 use crate::services::tls::TlsMaterials;
 
 /// Default `--range-max-bytes`: a range above this size splits in two (CockroachDB: 512 MiB).
@@ -78,6 +80,10 @@ pub struct NodeConfig {
     pub stats_half_life: Duration,
     /// How long a new node waits for a `--join` node to answer before giving up.
     pub join_timeout: Duration,
+    /// How many closed SQL sessions are kept for the Cluster API.
+    pub closed_session_capacity: usize,
+    /// How long closed SQL sessions are kept.
+    pub closed_session_ttl: Duration,
 }
 
 /// The parts of a node that exist once it has a node id.
@@ -109,6 +115,7 @@ pub struct NodeCore {
     load: LoadTracker,
     fatal: watch::Sender<Option<String>>,
     started_at: SystemTime,
+    sessions: SessionRegistry,
 }
 
 /// A replica's full status, as the StatusService reports it.
@@ -162,6 +169,11 @@ impl NodeCore {
         })
     }
 
+    /// The SQL sessions of this node.
+    pub fn sessions(&self) -> &SessionRegistry {
+        &self.sessions
+    }
+
     /// Whether this node is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -201,7 +213,7 @@ impl NodeCore {
     }
 
     /// Bootstraps a new cluster with this node as node 1.
-    pub async fn init(self: &Arc<Self>) -> Result<(String, NodeId)> {
+    pub async fn init(self: &Arc<Self>, root_password: Option<&str>) -> Result<(String, NodeId)> {
         let _formation = self.formation.lock().await;
         if self.active.get().is_some() || self.engine.identity()?.cluster_id.is_some() {
             return Err(Error::AlreadyExists("cluster has already been initialized".into()));
@@ -225,14 +237,15 @@ impl NodeCore {
         };
         self.engine.set_identity(&identity)?;
         self.activate(1, cluster_id.clone()).await?;
-        self.finish_bootstrap().await?;
+        self.finish_bootstrap(users::root_record(root_password)).await?;
         tracing::info!(cluster_id = %cluster_id, "cluster initialized");
         Ok((cluster_id, 1))
     }
 
     /// Initializes the Raft group with this node alone and writes the system records. Safe to
     /// repeat after a crash: the cluster id is written with a conditional put.
-    async fn finish_bootstrap(self: &Arc<Self>) -> Result<()> {
+    async fn finish_bootstrap(self: &Arc<Self>, root: users::UserRecord) -> Result<()> {
+        let root = &root;
         let active = self.active()?.clone();
         let members = BTreeMap::from([(active.node_id, BasicNode::new(&self.config.advertise_addr))]);
         if !active.raft.is_initialized().await.map_err(Error::internal)? {
@@ -246,14 +259,9 @@ impl NodeCore {
             },
             Op::Put { key: keys::NODE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(1) },
             Op::Put { key: keys::RANGE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(2) },
-            Op::Put {
-                key: keys::user_key("root"),
-                value: serde_json::to_vec(
-                    &serde_json::json!({"username": "root", "is_admin": true, "can_login": true}),
-                )
-                .map_err(Error::internal)?,
-            },
+            users::put_op(root),
         ];
+        ops.extend(catalog::bootstrap_ops());
         for desc in ranges::bootstrap_descriptors() {
             ops.push(Op::Put {
                 key: keys::range_descriptor_key(desc.range_id),
@@ -830,7 +838,7 @@ fn load_samples(index: &RangeIndex, ops: &[Op], results: &[OpResult]) -> Vec<(u6
                     });
                 }
             }
-            Op::Put { key, value } | Op::ConditionalPut { key, value, .. } => {
+            Op::Put { key, value } | Op::ConditionalPut { key, value, .. } | Op::PutIfAbsent { key, value } => {
                 let bytes = (key.len() + value.len()) as u64;
                 add(key, &|s| {
                     s.writes += 1;
@@ -842,6 +850,12 @@ fn load_samples(index: &RangeIndex, ops: &[Op], results: &[OpResult]) -> Vec<(u6
                 add(key, &|s| {
                     s.writes += 1;
                     s.write_bytes += bytes;
+                });
+            }
+            Op::DeleteRange { start, .. } => {
+                let deleted = result.new_value.max(0) as u64;
+                add(start, &|s| {
+                    s.writes += deleted;
                 });
             }
             Op::Increment { key, .. } => {
@@ -868,11 +882,18 @@ pub struct Node {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     server_stop: Option<tokio::sync::oneshot::Sender<()>>,
     fatal: watch::Receiver<Option<String>>,
+    sql: Option<tokio::task::JoinHandle<()>>,
+    sql_stop: watch::Sender<bool>,
 }
 
 impl Node {
-    /// Starts a node serving gRPC on `listener` (already bound, so tests can use port 0).
-    pub async fn start(config: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
+    /// Starts a node serving gRPC on `listener` and, if given, SQL on `sql_listener` (both
+    /// already bound, so tests can use port 0).
+    pub async fn start(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+        sql_listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Node> {
         let listen_addr = listener.local_addr().map_err(Error::internal)?;
         let engine = Engine::open(&config.store)?;
         let identity = engine.identity()?;
@@ -886,6 +907,7 @@ impl Node {
             )));
         }
         let (fatal_tx, fatal) = watch::channel(None);
+        let (config_capacity, config_ttl) = (config.closed_session_capacity, config.closed_session_ttl);
         let core = Arc::new(NodeCore {
             dialer: Arc::new(Dialer::new(config.tls.as_ref())),
             load: LoadTracker::new(config.stats_half_life),
@@ -898,6 +920,7 @@ impl Node {
             draining: AtomicBool::new(false),
             fatal: fatal_tx,
             started_at: SystemTime::now(),
+            sessions: SessionRegistry::new(config_capacity, config_ttl),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;
@@ -906,7 +929,14 @@ impl Node {
         let server = crate::services::grpc::spawn_server(core.clone(), listener, async {
             let _ = stop_rx.await;
         })?;
-        let node = Node { core: core.clone(), server, server_stop: Some(server_stop), fatal };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sql = match sql_listener {
+            Some(listener) => {
+                Some(crate::services::sql::spawn_server(core.clone(), listener, core.config.tls.as_ref(), stop_rx)?)
+            }
+            None => None,
+        };
+        let node = Node { core: core.clone(), server, server_stop: Some(server_stop), fatal, sql, sql_stop: stop_tx };
         match (identity.cluster_id, identity.node_id) {
             (Some(cluster_id), Some(node_id)) => {
                 tracing::info!(node_id, cluster_id = %cluster_id, "restarting on existing store");
@@ -914,7 +944,9 @@ impl Node {
                 if identity.bootstrap_pending {
                     let core = core.clone();
                     tokio::spawn(async move {
-                        if let Err(err) = core.finish_bootstrap().await {
+                        // The password given to `init` is not kept anywhere: after a crash in the
+                        // middle of bootstrap, root has no password until ALTER USER sets one.
+                        if let Err(err) = core.finish_bootstrap(users::root_record(None)).await {
                             let _ = core.fatal.send(Some(format!("cannot finish bootstrap: {err}")));
                         }
                     });
@@ -970,6 +1002,10 @@ impl Node {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.server_stop.take() {
             let _ = stop.send(());
+        }
+        let _ = self.sql_stop.send(true);
+        if let Some(sql) = self.sql.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sql).await;
         }
         self.core.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;

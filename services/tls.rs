@@ -82,6 +82,27 @@ impl TlsMaterials {
         )))
     }
 
+    /// A rustls server configuration with our certificate, no client authentication, and the
+    /// given ALPN protocols (PostgreSQL and HTTP need different ones).
+    pub fn rustls_server(&self, alpn: &[&[u8]]) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|err| Error::FailedPrecondition(format!("invalid certificate: {err}")))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|err| Error::FailedPrecondition(format!("invalid private key: {err}")))?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|err| Error::FailedPrecondition(format!("TLS configuration: {err}")))?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|err| Error::FailedPrecondition(format!("TLS configuration: {err}")))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(std::sync::Arc::new(config))
+    }
+
     /// The gRPC server configuration: our certificate, and client certificates required.
     pub fn grpc_server(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()

@@ -83,7 +83,7 @@ pub struct StartArgs {
     /// Address other nodes use to reach this one (default: the listen address, or this host's name).
     #[arg(long, env = "RANGED_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
-    /// Address for PostgreSQL clients (served from issue #3; advertised now).
+    /// Address for PostgreSQL clients (":PORT" listens on all interfaces).
     #[arg(long, env = "RANGED_SQL_ADDR", default_value = DEFAULT_SQL_ADDR)]
     pub sql_addr: String,
     /// Address for the HTTP API (served from issue #4; advertised now).
@@ -112,6 +112,12 @@ pub struct StartArgs {
     /// How long a new node waits for any --join node to answer before it gives up.
     #[arg(long, env = "RANGED_JOIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub join_timeout: Duration,
+    /// How many closed SQL sessions a node keeps for the Cluster API.
+    #[arg(long, env = "RANGED_CLOSED_SESSION_CACHE_CAPACITY", default_value_t = crate::services::sql::session::DEFAULT_CLOSED_CAPACITY)]
+    pub closed_session_capacity: usize,
+    /// How long a node keeps closed SQL sessions.
+    #[arg(long, env = "RANGED_CLOSED_SESSION_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub closed_session_ttl: Duration,
 }
 
 /// Flags of `ranged demo`.
@@ -152,6 +158,9 @@ pub struct ClientArgs {
 /// Flags of `ranged init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
+    /// File whose first line becomes root's password (stored only as a SCRAM verifier).
+    #[arg(long, env = "RANGED_ROOT_PASSWORD_FILE")]
+    pub root_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -472,9 +481,16 @@ async fn start(args: StartArgs) -> Result<(), String> {
         range_max_bytes: args.range_max_bytes,
         stats_half_life: args.stats_half_life,
         join_timeout: args.join_timeout,
+        closed_session_capacity: args.closed_session_capacity,
+        closed_session_ttl: args.closed_session_ttl,
     };
     let store = config.store.clone();
-    let node = Node::start(config, listener).await.map_err(|err| err.to_string())?;
+    let sql_listener = tokio::net::TcpListener::bind(bind_address(&args.sql_addr)?)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.sql_addr))?;
+    let sql_port = sql_listener.local_addr().map_err(|err| err.to_string())?.port();
+    let config = NodeConfig { sql_addr: advertised(&args.sql_addr, sql_port), ..config };
+    let node = Node::start(config, listener, Some(sql_listener)).await.map_err(|err| err.to_string())?;
     tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
     tracing::info!("node stopped");
@@ -554,8 +570,20 @@ async fn client_command(command: Command) -> Result<(), Error> {
     match command {
         Command::Start(_) | Command::Demo(_) => unreachable!("handled by run"),
         Command::Init(args) => {
+            let root_password = match &args.root_password_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|err| Error::InvalidArgument(format!("cannot read {}: {err}", path.display())))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            };
+            if args.root_password_file.is_some() && root_password.is_empty() {
+                return Err(Error::InvalidArgument("the root password file is empty".into()));
+            }
             let mut client = pb::node_service_client::NodeServiceClient::new(connect(&args.client).await?);
-            let reply = client.init(pb::InitRequest {}).await?.into_inner();
+            let reply = client.init(pb::InitRequest { root_password }).await?.into_inner();
             println!("Cluster successfully initialized (cluster id {})", reply.cluster_id);
         }
         Command::Kv { command } => match command {

@@ -86,10 +86,12 @@ impl Demo {
                 range_max_bytes: node::DEFAULT_RANGE_MAX_BYTES,
                 stats_half_life: load::DEFAULT_HALF_LIFE,
                 join_timeout: node::DEFAULT_JOIN_TIMEOUT,
+                closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
+                closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
             };
-            nodes.push(Node::start(config, listener).await?);
+            nodes.push(Node::start(config, listener, None).await?);
         }
-        let (cluster_id, _) = nodes[0].core().init().await?;
+        let (cluster_id, _) = nodes[0].core().init(None).await?;
         let demo = Demo { nodes, dir, certs_dir, cluster_id };
         demo.wait_ready().await?;
         Ok(demo)

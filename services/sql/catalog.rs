@@ -1,0 +1,282 @@
+//! The SQL catalog, stored in range 1 next to the other system data:
+//!
+//! | key | value |
+//! |---|---|
+//! | `/System/db/<name>` | [`DatabaseDescriptor`] |
+//! | `/System/ns/<db>\0<table>` | [`TableDescriptor`] (lookup by name) |
+//! | `/System/desc/<id>` | [`TableDescriptor`] (lookup by id, for range names) |
+//! | `/System/idalloc/desc` | last database/table id handed out |
+//!
+//! Both copies of a table descriptor are written in one batch, so they never disagree. A new
+//! table gets its own range: its span is split off at creation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::services::error::Error;
+use crate::services::keys;
+use crate::services::kv::Op;
+use crate::services::node::NodeCore;
+use crate::services::sql::error::SqlError;
+use crate::services::sql::value::{self, SqlType, Value};
+
+/// The database of a connection that names none.
+pub const DEFAULT_DATABASE: &str = "defaultdb";
+/// The only schema.
+pub const PUBLIC_SCHEMA: &str = "public";
+/// The descriptor ID allocator.
+pub const DESCRIPTOR_ID_ALLOCATOR: &[u8] = b"\x04idalloc/desc";
+const DATABASE_PREFIX: &[u8] = b"\x04db/";
+const NAMESPACE_PREFIX: &[u8] = b"\x04ns/";
+const DESCRIPTOR_PREFIX: &[u8] = b"\x04desc/";
+/// The id of `defaultdb` (as in CockroachDB); user tables start after it.
+const DEFAULT_DATABASE_ID: u64 = 100;
+const FIRST_USER_ID: u64 = 104;
+
+/// A database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseDescriptor {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+}
+
+/// A column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub ty: SqlType,
+    /// Whether NULL is allowed (never for primary-key columns).
+    pub nullable: bool,
+}
+
+/// A table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDescriptor {
+    /// Its id; its rows live under `/Table/<id>/1/`.
+    pub id: u64,
+    /// Its database.
+    pub database: String,
+    /// Its schema (always `public`).
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// Its columns, in order.
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pub primary_key: Vec<usize>,
+}
+
+impl TableDescriptor {
+    /// The index of column `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The name of the primary index (CockroachDB: `<table>_pkey`).
+    pub fn primary_index_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+
+    /// The key of the row whose primary-key values are `pk` (in key order).
+    pub fn key_for_pk(&self, pk: &[Value]) -> Vec<u8> {
+        let mut key = value::table_prefix(self.id);
+        for v in pk {
+            value::encode_key_value(&mut key, v);
+        }
+        key
+    }
+
+    /// The key of `row` (all columns).
+    pub fn row_key(&self, row: &[Value]) -> Vec<u8> {
+        let pk: Vec<Value> = self.primary_key.iter().map(|&i| row[i].clone()).collect();
+        self.key_for_pk(&pk)
+    }
+
+    /// Encodes a row's value.
+    pub fn encode_row(&self, row: &[Value]) -> Vec<u8> {
+        serde_json::to_vec(row).unwrap_or_default()
+    }
+
+    /// Decodes a row's value.
+    pub fn decode_row(&self, bytes: &[u8]) -> Result<Vec<Value>, SqlError> {
+        let mut row: Vec<Value> = serde_json::from_slice(bytes)
+            .map_err(|err| SqlError::new("XX001", format!("corrupt row in table {}: {err}", self.name)))?;
+        row.resize(self.columns.len(), Value::Null);
+        Ok(row)
+    }
+
+    /// The span of the primary index.
+    pub fn index_span(&self) -> (Vec<u8>, Vec<u8>) {
+        let start = value::table_prefix(self.id);
+        let end = keys::prefix_end(&start);
+        (start, end)
+    }
+}
+
+fn database_key(name: &str) -> Vec<u8> {
+    [DATABASE_PREFIX, name.as_bytes()].concat()
+}
+
+fn namespace_prefix(database: &str) -> Vec<u8> {
+    [NAMESPACE_PREFIX, database.as_bytes(), b"\0"].concat()
+}
+
+fn namespace_key(database: &str, table: &str) -> Vec<u8> {
+    [namespace_prefix(database).as_slice(), table.as_bytes()].concat()
+}
+
+fn descriptor_key(id: u64) -> Vec<u8> {
+    [DESCRIPTOR_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, SqlError> {
+    serde_json::from_slice(bytes).map_err(|err| SqlError::new("XX001", format!("corrupt catalog entry: {err}")))
+}
+
+/// The records `init` writes: `defaultdb` and the descriptor allocator.
+pub fn bootstrap_ops() -> Vec<Op> {
+    vec![
+        Op::Put {
+            key: database_key(DEFAULT_DATABASE),
+            value: json(&DatabaseDescriptor { id: DEFAULT_DATABASE_ID, name: DEFAULT_DATABASE.into() }),
+        },
+        Op::Put { key: DESCRIPTOR_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(FIRST_USER_ID - 1) },
+    ]
+}
+
+/// Catalog access through a node's KV layer.
+pub struct Catalog<'a> {
+    core: &'a NodeCore,
+}
+
+impl<'a> Catalog<'a> {
+    /// The catalog as seen through `core`.
+    pub fn new(core: &'a NodeCore) -> Self {
+        Self { core }
+    }
+
+    async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, SqlError> {
+        Ok(self.core.kv_batch(vec![Op::Get { key }], false).await?.remove(0).value)
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SqlError> {
+        let op = Op::Scan { start: prefix.to_vec(), end: keys::prefix_end(prefix), limit: 0 };
+        Ok(self.core.kv_batch(vec![op], false).await?.remove(0).rows)
+    }
+
+    async fn allocate_id(&self) -> Result<u64, SqlError> {
+        let op = Op::Increment { key: DESCRIPTOR_ID_ALLOCATOR.to_vec(), delta: 1 };
+        Ok(self.core.kv_batch(vec![op], false).await?.remove(0).new_value as u64)
+    }
+
+    /// The database `name`, if it exists.
+    pub async fn database(&self, name: &str) -> Result<Option<DatabaseDescriptor>, SqlError> {
+        self.get(database_key(name)).await?.map(|bytes| parse(&bytes)).transpose()
+    }
+
+    /// Every database, by name.
+    pub async fn databases(&self) -> Result<Vec<DatabaseDescriptor>, SqlError> {
+        self.scan_prefix(DATABASE_PREFIX).await?.iter().map(|(_, v)| parse(v)).collect()
+    }
+
+    /// Creates database `name`; `Ok(false)` if it existed and `if_not_exists`.
+    pub async fn create_database(&self, name: &str, if_not_exists: bool) -> Result<bool, SqlError> {
+        let id = self.allocate_id().await?;
+        let op = Op::ConditionalPut {
+            key: database_key(name),
+            value: json(&DatabaseDescriptor { id, name: name.to_string() }),
+            expected: None,
+        };
+        match self.core.kv_batch(vec![op], false).await {
+            Ok(_) => Ok(true),
+            Err(Error::ConditionFailed { .. }) if if_not_exists => Ok(false),
+            Err(Error::ConditionFailed { .. }) => {
+                Err(SqlError::new("42P04", format!("database \"{name}\" already exists")))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The table `name` of `database`, if it exists.
+    pub async fn table(&self, database: &str, name: &str) -> Result<Option<TableDescriptor>, SqlError> {
+        self.get(namespace_key(database, name)).await?.map(|bytes| parse(&bytes)).transpose()
+    }
+
+    /// The table with id `id`, if it exists.
+    pub async fn table_by_id(&self, id: u64) -> Result<Option<TableDescriptor>, SqlError> {
+        self.get(descriptor_key(id)).await?.map(|bytes| parse(&bytes)).transpose()
+    }
+
+    /// Every table of `database`, by name.
+    pub async fn tables(&self, database: &str) -> Result<Vec<TableDescriptor>, SqlError> {
+        self.scan_prefix(&namespace_prefix(database)).await?.iter().map(|(_, v)| parse(v)).collect()
+    }
+
+    /// Creates a table (its id is allocated here) and gives it its own range. `Ok(None)` if it
+    /// existed and `if_not_exists`.
+    pub async fn create_table(
+        &self,
+        mut table: TableDescriptor,
+        if_not_exists: bool,
+    ) -> Result<Option<TableDescriptor>, SqlError> {
+        if self.database(&table.database).await?.is_none() {
+            return Err(SqlError::new("3D000", format!("database \"{}\" does not exist", table.database)));
+        }
+        if if_not_exists && self.table(&table.database, &table.name).await?.is_some() {
+            return Ok(None);
+        }
+        table.id = self.allocate_id().await?;
+        let ops = vec![
+            Op::ConditionalPut {
+                key: namespace_key(&table.database, &table.name),
+                value: json(&table),
+                expected: None,
+            },
+            Op::Put { key: descriptor_key(table.id), value: json(&table) },
+        ];
+        match self.core.kv_batch(ops, false).await {
+            Ok(_) => {}
+            Err(Error::ConditionFailed { .. }) if if_not_exists => return Ok(None),
+            Err(Error::ConditionFailed { .. }) => {
+                return Err(SqlError::new("42P07", format!("relation \"{}\" already exists", table.name)));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        // Each table in its own ranges: split at both ends of its span.
+        let (start, end) = value::table_span(table.id);
+        self.core.split(start, false).await?;
+        self.core.split(end, false).await?;
+        Ok(Some(table))
+    }
+
+    /// Drops a table and all its rows in one batch; `Ok(false)` if it did not exist and
+    /// `if_exists`.
+    pub async fn drop_table(&self, database: &str, name: &str, if_exists: bool) -> Result<bool, SqlError> {
+        let Some(table) = self.table(database, name).await? else {
+            return if if_exists { Ok(false) } else { Err(SqlError::undefined_table(name)) };
+        };
+        let (start, end) = value::table_span(table.id);
+        let ops = vec![
+            Op::ConditionalPut {
+                key: namespace_key(database, name),
+                value: json(&table),
+                expected: Some(json(&table)),
+            },
+            Op::Delete { key: namespace_key(database, name) },
+            Op::Delete { key: descriptor_key(table.id) },
+            Op::DeleteRange { start, end },
+        ];
+        match self.core.kv_batch(ops, false).await {
+            Ok(_) => Ok(true),
+            Err(Error::ConditionFailed { .. }) => Err(SqlError::new("40001", "table changed concurrently; retry")),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
