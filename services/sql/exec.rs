@@ -422,17 +422,15 @@ fn column_type(table: Option<&TableDescriptor>, name: &str) -> SqlType {
 /// Infers the types of `$n` placeholders from the columns they are compared with or assigned to.
 fn infer_params(expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>) {
     let mut note = |placeholder: &Expr, ty: SqlType| {
-        if let Expr::Value(v) = placeholder {
-            if let ast::Value::Placeholder(name) = &v.value {
-                if let Ok(index) = name.trim_start_matches('$').parse::<usize>() {
-                    if index >= 1 && index <= 65535 {
-                        if out.len() < index {
-                            out.resize(index, None);
-                        }
-                        out[index - 1].get_or_insert(ty);
-                    }
-                }
+        if let Expr::Value(v) = placeholder
+            && let ast::Value::Placeholder(name) = &v.value
+            && let Ok(index) = name.trim_start_matches('$').parse::<usize>()
+            && (1..=65535).contains(&index)
+        {
+            if out.len() < index {
+                out.resize(index, None);
             }
+            out[index - 1].get_or_insert(ty);
         }
     };
     match expr {
@@ -564,16 +562,14 @@ fn plan_access(table: &TableDescriptor, selection: Option<&Expr>, params: &[Valu
     let next = &table.columns[table.primary_key[prefix.len()]];
     if prefix.is_empty() && table.primary_key.len() == 1 {
         for part in &parts {
-            if let Expr::In { expr, target: ast::InTarget::List(list), negated: false, .. } = part {
-                if is_column(expr, &next.name) {
-                    let values: Option<Vec<Value>> = list.iter().map(|e| constant(e, params, next.ty)).collect();
-                    if let Some(mut values) = values {
-                        values.sort_by(|a, b| a.compare(b).unwrap_or(Ordering::Equal));
-                        values.dedup();
-                        return Access::Keys(
-                            values.iter().map(|v| table.key_for_pk(std::slice::from_ref(v))).collect(),
-                        );
-                    }
+            if let Expr::In { expr, target: ast::InTarget::List(list), negated: false, .. } = part
+                && is_column(expr, &next.name)
+            {
+                let values: Option<Vec<Value>> = list.iter().map(|e| constant(e, params, next.ty)).collect();
+                if let Some(mut values) = values {
+                    values.sort_by(|a, b| a.compare(b).unwrap_or(Ordering::Equal));
+                    values.dedup();
+                    return Access::Keys(values.iter().map(|v| table.key_for_pk(std::slice::from_ref(v))).collect());
                 }
             }
         }
@@ -767,21 +763,21 @@ impl SqlEngine {
                 let TableObject::TableName(name) = &insert.table else { return Ok(description) };
                 let table = self.table(session, name).await?;
                 let columns = self.insert_columns(&table, &insert.columns)?;
-                if let Some(source) = &insert.source {
-                    if let SetExpr::Values(values) = source.body.as_ref() {
-                        for row in &values.rows {
-                            for (expr, &col) in row.iter().zip(&columns) {
-                                let column_ref = Expr::Identifier(ast::Ident::new(table.columns[col].name.clone()));
-                                infer_params(
-                                    &Expr::BinaryOp {
-                                        left: Box::new(column_ref),
-                                        op: BinaryOperator::Eq,
-                                        right: Box::new(expr.clone()),
-                                    },
-                                    Some(&table),
-                                    &mut description.params,
-                                );
-                            }
+                if let Some(source) = &insert.source
+                    && let SetExpr::Values(values) = source.body.as_ref()
+                {
+                    for row in &values.rows {
+                        for (expr, &col) in row.iter().zip(&columns) {
+                            let column_ref = Expr::Identifier(ast::Ident::new(table.columns[col].name.clone()));
+                            infer_params(
+                                &Expr::BinaryOp {
+                                    left: Box::new(column_ref),
+                                    op: BinaryOperator::Eq,
+                                    right: Box::new(expr.clone()),
+                                },
+                                Some(&table),
+                                &mut description.params,
+                            );
                         }
                     }
                 }
@@ -1072,22 +1068,22 @@ impl SqlEngine {
             let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
                 return Err(SqlError::syntax("SELECT * with no tables specified is not valid"));
             };
-            if let Expr::Function(f) = expr {
-                if f.name.to_string().eq_ignore_ascii_case("pg_sleep") {
-                    let ast::FunctionArguments::List(list) = &f.args else {
-                        return Err(SqlError::syntax("pg_sleep takes one argument"));
-                    };
-                    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))) = list.args.first() else {
-                        return Err(SqlError::syntax("pg_sleep takes one argument"));
-                    };
-                    let seconds = match eval(arg, &Ctx::constant(params))?.coerce(SqlType::Float)? {
-                        Value::Float(s) if s.is_finite() && s >= 0.0 => s,
-                        other => return Err(SqlError::new("22023", format!("invalid sleep {}", other.display()))),
-                    };
-                    tokio::time::sleep(Duration::from_secs_f64(seconds).min(MAX_SLEEP)).await;
-                    row.push(Value::Bool(true));
-                    continue;
-                }
+            if let Expr::Function(f) = expr
+                && f.name.to_string().eq_ignore_ascii_case("pg_sleep")
+            {
+                let ast::FunctionArguments::List(list) = &f.args else {
+                    return Err(SqlError::syntax("pg_sleep takes one argument"));
+                };
+                let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))) = list.args.first() else {
+                    return Err(SqlError::syntax("pg_sleep takes one argument"));
+                };
+                let seconds = match eval(arg, &Ctx::constant(params))?.coerce(SqlType::Float)? {
+                    Value::Float(s) if s.is_finite() && s >= 0.0 => s,
+                    other => return Err(SqlError::new("22023", format!("invalid sleep {}", other.display()))),
+                };
+                tokio::time::sleep(Duration::from_secs_f64(seconds).min(MAX_SLEEP)).await;
+                row.push(Value::Bool(true));
+                continue;
             }
             row.push(eval(expr, &Ctx { table: None, row: None, params, session: Some(session) })?);
         }
@@ -1416,7 +1412,10 @@ impl SqlEngine {
                     "datestyle" => "ISO, MDY".into(),
                     "session_user" | "current_user" => session.username(),
                     other => {
-                        return Err(SqlError::new("42704", format!("unrecognized configuration parameter \"{other}\"")));
+                        return Err(SqlError::new(
+                            "42704",
+                            format!("unrecognized configuration parameter \"{other}\""),
+                        ));
                     }
                 };
                 Ok(rows_output(&[(single, SqlType::String)], vec![vec![Value::String(value)]]))
