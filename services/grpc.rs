@@ -20,6 +20,7 @@ use crate::services::kv::{Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates};
 use crate::services::node::{NodeCore, NodeView, ReplicaStatus};
 use crate::services::raft::network::MAX_MESSAGE_BYTES;
+use crate::services::sql::session::{SessionInfo, SessionStatus};
 
 // ---- conversions ---------------------------------------------------------------------------
 
@@ -279,6 +280,55 @@ impl StatusService for StatusApi {
         let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
         let ranges = self.0.hot_ranges(metric, limit).await?;
         Ok(Response::new(pb::HotRangesResponse { node_id, ranges: ranges.into_iter().map(range_info).collect() }))
+    }
+
+    async fn sessions(&self, request: Request<pb::SessionsRequest>) -> Result<Response<pb::SessionsResponse>, Status> {
+        let request = request.into_inner();
+        let node_id = self.0.active()?.node_id;
+        let username = Some(request.username.as_str()).filter(|u| !u.is_empty());
+        let sessions = self.0.sessions().list(username, !request.exclude_closed);
+        Ok(Response::new(pb::SessionsResponse { node_id, sessions: sessions.into_iter().map(session).collect() }))
+    }
+}
+
+fn nanos(time: std::time::SystemTime) -> i64 {
+    crate::services::membership::unix_nanos(time)
+}
+
+fn session(info: SessionInfo) -> pb::Session {
+    pb::Session {
+        id: info.id.to_vec().into(),
+        node_id: info.node_id,
+        username: info.username,
+        client_address: info.client_address.to_string(),
+        application_name: info.application_name,
+        database: info.database,
+        start: nanos(info.start),
+        end: info.end.map(nanos).unwrap_or(0),
+        status: match info.status {
+            SessionStatus::Active => pb::SessionStatus::Active,
+            SessionStatus::Closed => pb::SessionStatus::Closed,
+            SessionStatus::Idle => pb::SessionStatus::Idle,
+        } as i32,
+        active_queries: info
+            .active_queries
+            .into_iter()
+            .map(|q| pb::ActiveQuery {
+                id: q.id.to_vec().into(),
+                sql: q.sql,
+                start: nanos(q.start),
+                phase: q.phase as i32,
+            })
+            .collect(),
+        last_active_query: info.last_active_query,
+        num_txns_executed: info.num_txns_executed,
+        active_txn: info.active_txn.map(|t| pb::ActiveTxn {
+            id: t.id.to_vec().into(),
+            start: nanos(t.start),
+            num_statements: t.num_statements,
+        }),
+        alloc_bytes: info.alloc_bytes as i64,
+        max_alloc_bytes: info.max_alloc_bytes as i64,
     }
 }
 

@@ -63,6 +63,12 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Load generators over the PostgreSQL wire protocol.
+    Workload {
+        /// The workload operation.
+        #[command(subcommand)]
+        command: WorkloadCommand,
+    },
     /// Create certificates for TLS and mutual TLS.
     Cert {
         /// The certificate operation.
@@ -132,6 +138,21 @@ pub struct DemoArgs {
     /// Where to write the demo's certificates (default: a temporary directory).
     #[arg(long, env = "RANGED_CERTS_DIR", conflicts_with = "insecure")]
     pub certs_dir: Option<PathBuf>,
+    /// The admin user the demo creates.
+    #[arg(long, env = "RANGED_DEMO_USER", default_value = "demo")]
+    pub user: String,
+    /// Its password (default: random, printed).
+    #[arg(long, env = "RANGED_DEMO_PASSWORD")]
+    pub password: Option<String>,
+    /// SQL port of node 1; node N uses this + N - 1 (0: any free port).
+    #[arg(long, env = "RANGED_DEMO_SQL_PORT", default_value_t = 26257)]
+    pub sql_port: u16,
+    /// HTTP port of node 1; node N uses this + N - 1.
+    #[arg(long, env = "RANGED_DEMO_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    /// Do not run the background workload.
+    #[arg(long)]
+    pub no_workload: bool,
 }
 
 /// TLS flags shared by every command that talks to nodes.
@@ -204,6 +225,56 @@ pub enum KvCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `ranged workload` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Run a workload.
+    Run {
+        /// Which workload.
+        #[command(subcommand)]
+        workload: Workload,
+    },
+}
+
+/// The workloads.
+#[derive(Debug, Subcommand)]
+pub enum Workload {
+    /// Point reads and upserts on kv.kv (created if missing).
+    Kv(KvArgs),
+}
+
+/// Flags of `ranged workload run kv`.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// postgres:// URL of any node (add sslrootcert=CA for TLS).
+    #[arg(long, env = "RANGED_WORKLOAD_URL")]
+    pub url: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// How long to run (e.g. 30s, 5m); runs until Ctrl-C when absent.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Percent of operations that are reads.
+    #[arg(long, default_value_t = 95)]
+    pub read_percent: u8,
+    /// Key distribution.
+    #[arg(long, value_enum, default_value_t = crate::workload::KeyDistribution::Uniform)]
+    pub distribution: crate::workload::KeyDistribution,
+    /// Total operations per second (0: unlimited).
+    #[arg(long, default_value_t = 0.0)]
+    pub max_rate: f64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 64)]
+    pub value_bytes: usize,
+    /// Seconds between progress lines.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub display_every: Duration,
 }
 
 /// `ranged node` subcommands.
@@ -435,6 +506,26 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(message) => fail(message),
             }
         }
+        Command::Workload { command: WorkloadCommand::Run { workload: Workload::Kv(args) } } => {
+            install_tracing("warn");
+            let options = crate::workload::KvOptions {
+                url: args.url,
+                concurrency: args.concurrency,
+                duration: args.duration,
+                read_percent: args.read_percent,
+                distribution: args.distribution,
+                max_rate: args.max_rate,
+                keys: args.keys,
+                value_bytes: args.value_bytes,
+                display_every: args.display_every,
+                print: true,
+            };
+            match crate::workload::run_kv(options, shutdown_signal()).await {
+                Ok(summary) if summary.errors == 0 => ExitCode::SUCCESS,
+                Ok(summary) => fail(format!("{} operations failed", summary.errors)),
+                Err(message) => fail(message),
+            }
+        }
         Command::Demo(args) => {
             install_tracing("warn,openraft=error");
             match demo(args).await {
@@ -498,7 +589,16 @@ async fn start(args: StartArgs) -> Result<(), String> {
 }
 
 async fn demo(args: DemoArgs) -> Result<(), String> {
-    let options = crate::demo::DemoOptions { nodes: args.nodes, insecure: args.insecure, certs_dir: args.certs_dir };
+    let options = crate::demo::DemoOptions {
+        nodes: args.nodes,
+        insecure: args.insecure,
+        certs_dir: args.certs_dir,
+        user: args.user,
+        password: args.password,
+        sql_port: args.sql_port,
+        http_port: args.http_port,
+        no_workload: args.no_workload,
+    };
     let demo = crate::demo::Demo::start(&options).await.map_err(|err| err.to_string())?;
     println!("{}", demo.banner());
     shutdown_signal().await;
@@ -568,7 +668,7 @@ fn user_key(text: &str) -> Result<Vec<u8>, Error> {
 
 async fn client_command(command: Command) -> Result<(), Error> {
     match command {
-        Command::Start(_) | Command::Demo(_) => unreachable!("handled by run"),
+        Command::Start(_) | Command::Demo(_) | Command::Workload { .. } => unreachable!("handled by run"),
         Command::Init(args) => {
             let root_password = match &args.root_password_file {
                 Some(path) => std::fs::read_to_string(path)

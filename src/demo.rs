@@ -1,12 +1,14 @@
 //! `ranged demo`: the embedded default. Starts a cluster of in-process nodes on loopback with
-//! temporary stores and freshly generated certificates, initializes it, prints how to reach
-//! it, and on Ctrl-C stops every node and removes what it created.
+//! temporary stores and freshly generated certificates, initializes it, creates an admin user
+//! and the `kv.kv` table, runs a light workload against it, prints how to reach it, and on
+//! Ctrl-C stops every node and removes what it created.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::services::error::{Error, Result};
 use crate::services::node::{Node, NodeConfig};
+use crate::services::sql::users::{self, ScramVerifier, UserRecord, Users};
 use crate::services::tls::{CA_CERT, CA_KEY, TlsMaterials};
 use crate::services::{certs, load, membership, node};
 
@@ -19,6 +21,31 @@ pub struct DemoOptions {
     pub insecure: bool,
     /// Where certificates go (default: inside the temporary directory).
     pub certs_dir: Option<PathBuf>,
+    /// The admin user to create.
+    pub user: String,
+    /// Its password (default: random).
+    pub password: Option<String>,
+    /// SQL port of node 1; node N listens on this + N - 1 (0: any free port).
+    pub sql_port: u16,
+    /// HTTP port of node 1 (the HTTP API arrives with issue #4).
+    pub http_port: u16,
+    /// Skip the background workload.
+    pub no_workload: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            insecure: false,
+            certs_dir: None,
+            user: "demo".into(),
+            password: None,
+            sql_port: 26257,
+            http_port: 8080,
+            no_workload: false,
+        }
+    }
 }
 
 /// A running demo cluster.
@@ -31,7 +58,18 @@ pub struct Demo {
     pub certs_dir: Option<PathBuf>,
     /// The cluster id.
     pub cluster_id: String,
+    /// One SQL URL per node.
+    pub sql_urls: Vec<String>,
+    /// The admin user.
+    pub user: String,
+    /// Its password (empty in insecure mode).
+    pub password: String,
+    workload_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    workload: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// Operations per second of the demo's background workload.
+const DEMO_WORKLOAD_RATE: f64 = 20.0;
 
 /// How long the demo waits for its nodes to form one Raft group.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +97,16 @@ impl Demo {
             Some(certs_dir)
         };
         let tls = certs_dir.as_deref().map(TlsMaterials::load_node).transpose()?;
+        let mut sql_listeners = Vec::new();
+        for i in 0..options.nodes {
+            let port = if options.sql_port == 0 { 0 } else { options.sql_port.saturating_add(i as u16) };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|err| {
+                Error::FailedPrecondition(format!("cannot listen on 127.0.0.1:{port} for SQL: {err} (try --sql-port)"))
+            })?;
+            sql_listeners.push(listener);
+        }
+        let sql_addrs: Vec<std::net::SocketAddr> =
+            sql_listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<_>>().map_err(Error::internal)?;
         let mut listeners = Vec::new();
         for _ in 0..options.nodes {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -72,11 +120,11 @@ impl Demo {
             .collect::<std::io::Result<_>>()
             .map_err(Error::internal)?;
         let mut nodes = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, (listener, sql_listener)) in listeners.into_iter().zip(sql_listeners).enumerate() {
             let config = NodeConfig {
                 advertise_addr: addrs[i].clone(),
-                sql_addr: format!("127.0.0.1:{}", 26257 + i),
-                http_addr: format!("127.0.0.1:{}", 8080 + i),
+                sql_addr: sql_addrs[i].to_string(),
+                http_addr: format!("127.0.0.1:{}", options.http_port as usize + i),
                 join: addrs.clone(),
                 store: dir.path().join(format!("node{}", i + 1)),
                 locality: vec![("region".into(), "local".into()), ("zone".into(), format!("zone-{}", i + 1))],
@@ -89,12 +137,69 @@ impl Demo {
                 closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
                 closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
             };
-            nodes.push(Node::start(config, listener, None).await?);
+            nodes.push(Node::start(config, listener, Some(sql_listener)).await?);
         }
         let (cluster_id, _) = nodes[0].core().init(None).await?;
-        let demo = Demo { nodes, dir, certs_dir, cluster_id };
+        let password = match (&options.password, options.insecure) {
+            (_, true) => String::new(),
+            (Some(password), false) => password.clone(),
+            (None, false) => {
+                let bytes: [u8; 9] = rand::random();
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        };
+        let user = users::normalize(&options.user);
+        let record = UserRecord {
+            username: user.clone(),
+            is_admin: true,
+            can_login: true,
+            scram: (!password.is_empty()).then(|| ScramVerifier::new(&password)),
+        };
+        Users::new(nodes[0].core()).create(record, true).await.map_err(|err| Error::FailedPrecondition(err.message))?;
+        let sql_urls = sql_addrs
+            .iter()
+            .map(|addr| match &certs_dir {
+                Some(dir) => format!(
+                    "postgresql://{user}:{password}@{addr}/defaultdb?sslmode=verify-full&sslrootcert={}",
+                    dir.join(CA_CERT).display()
+                ),
+                None => format!("postgresql://{user}@{addr}/defaultdb?sslmode=disable"),
+            })
+            .collect::<Vec<_>>();
+        let mut demo =
+            Demo { nodes, dir, certs_dir, cluster_id, sql_urls, user, password, workload_stop: None, workload: None };
         demo.wait_ready().await?;
+        crate::workload::init(&demo.sql_urls[0]).await.map_err(Error::FailedPrecondition)?;
+        if !options.no_workload {
+            demo.start_workload();
+        }
         Ok(demo)
+    }
+
+    /// A light, rate-limited kv workload so the cluster has real traffic to show.
+    fn start_workload(&mut self) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let options = crate::workload::KvOptions {
+            url: self.sql_urls[0].clone(),
+            concurrency: 2,
+            duration: None,
+            read_percent: 90,
+            distribution: crate::workload::KeyDistribution::Zipf,
+            max_rate: DEMO_WORKLOAD_RATE,
+            keys: 1000,
+            value_bytes: 64,
+            display_every: Duration::from_secs(10),
+            print: false,
+        };
+        self.workload_stop = Some(stop_tx);
+        self.workload = Some(tokio::spawn(async move {
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(err) = crate::workload::run_kv(options, stop).await {
+                tracing::warn!(error = %err, "demo workload stopped");
+            }
+        }));
     }
 
     async fn wait_ready(&self) -> Result<()> {
@@ -127,20 +232,29 @@ impl Demo {
         let mut text = format!("ranged demo: {} nodes on loopback, cluster {}\n", self.nodes.len(), self.cluster_id);
         for (i, node) in self.nodes.iter().enumerate() {
             text.push_str(&format!("  node {}: rpc {}\n", i + 1, node.listen_addr()));
+            text.push_str(&format!("    sql: {}\n", self.sql_urls[i]));
         }
         if let Some(dir) = &self.certs_dir {
             text.push_str(&format!("CA certificate: {}\n", dir.join(CA_CERT).display()));
+            text.push_str(&format!("Admin user: {} password: {}\n", self.user, self.password));
         }
+        text.push_str(&format!("Connect: psql \"{}\"\n", self.sql_urls[0]));
         text.push_str(&format!(
             "Try:\n  ranged node status --host {first} {security}\n  ranged kv put hello world --host {first} {security}\n  ranged node ranges --host {first} {security}\n"
         ));
-        text.push_str("The SQL listener (issue #3) and the HTTP API (issue #4) are not served yet.\n");
+        text.push_str("The HTTP API (issue #4) is not served yet.\n");
         text.push_str("Press Ctrl-C to stop; the demo removes its temporary stores.\n");
         text
     }
 
     /// Stops every node and removes the temporary directory.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.workload_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(workload) = self.workload.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), workload).await;
+        }
         for node in self.nodes {
             node.shutdown().await;
         }

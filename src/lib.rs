@@ -8,6 +8,7 @@
 //! - [`gateway`] — the REST surface (`/api/v2`) that fans out over the nodes' StatusService.
 //! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
+//! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
 #![forbid(unsafe_code)]
 
 /// Generated protobuf and gRPC code for package `ranged.v1`. Never edited by hand.
@@ -24,6 +25,7 @@ pub mod gateway;
 
 pub mod cli;
 pub mod demo;
+pub mod workload;
 
 /// The version string every node reports in its descriptor.
 pub const BUILD_TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
