@@ -13,7 +13,7 @@ use common::*;
 fn demo_starts_a_secure_cluster_and_cleans_up() {
     setup();
     let mut child = Command::new(RANGED)
-        .arg("demo")
+        .args(["demo", "--sql-port", "0", "--password", "demo-pass-1", "--no-workload"])
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -39,6 +39,14 @@ fn demo_starts_a_secure_cluster_and_cleans_up() {
     assert!(std::path::Path::new(certs).join("ca.crt").exists());
     let put_line = banner.iter().find(|l| l.trim_start().starts_with("ranged kv put")).expect(&text);
     ranged_ok(&put_line.split_whitespace().skip(1).collect::<Vec<_>>());
+
+    // psql with the printed URL (TLS, verified against the printed CA) and password.
+    let connect = banner.iter().find_map(|l| l.strip_prefix("Connect: psql ")).expect(&text);
+    let url = connect.trim().trim_matches('"');
+    assert!(url.contains("sslmode=verify-full") && url.contains("demo-pass-1"), "{url}");
+    let (ok, out, err) = psql(url, &["SELECT current_user", "SELECT count(*) FROM kv.kv"]);
+    assert!(ok, "psql over TLS failed: {err}");
+    assert!(out.starts_with("demo\n"), "{out}");
 
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -472,6 +472,38 @@ fn infer_params(expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Opti
     }
 }
 
+/// Fails with 42703 if `expr` names a column `table` does not have, so a bad name is an error
+/// even when no row is read (as PostgreSQL checks at plan time).
+fn check_columns(expr: &Expr, table: &TableDescriptor) -> Result<(), SqlError> {
+    let check = |e: &Expr| check_columns(e, table);
+    match expr {
+        Expr::Identifier(id) => {
+            let name = ident(id);
+            table.column(&name).map(drop).ok_or_else(|| SqlError::undefined_column(&name))
+        }
+        Expr::CompoundIdentifier(parts) => {
+            let name = parts.last().map(ident).unwrap_or_default();
+            table.column(&name).map(drop).ok_or_else(|| SqlError::undefined_column(&name))
+        }
+        Expr::BinaryOp { left, right, .. } => check(left).and(check(right)),
+        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) | Expr::IsNull(expr) | Expr::IsNotNull(expr) => check(expr),
+        Expr::Cast { expr, .. } => check(expr),
+        Expr::In { expr, target: ast::InTarget::List(list), .. } => {
+            check(expr)?;
+            list.iter().try_for_each(check)
+        }
+        Expr::Between { expr, low, high, .. } => check(expr).and(check(low)).and(check(high)),
+        Expr::Function(f) => match &f.args {
+            ast::FunctionArguments::List(list) => list.args.iter().try_for_each(|arg| match arg {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => check(e),
+                _ => Ok(()),
+            }),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 fn count_star(item: &SelectItem) -> bool {
     match item {
         SelectItem::UnnamedExpr(Expr::Function(f)) | SelectItem::ExprWithAlias { expr: Expr::Function(f), .. } => {
@@ -727,11 +759,26 @@ impl SqlEngine {
     /// Describes a single statement for the extended protocol.
     pub async fn describe(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
         let parsed = parse(sql)?;
-        let Some(Parsed::Statement(statement, _)) = parsed.into_iter().next() else {
-            return Ok(Description::default());
-        };
         let mut description = Description::default();
+        let statement = match parsed.into_iter().next() {
+            Some(Parsed::Statement(statement, _)) => statement,
+            Some(Parsed::Split { .. }) => {
+                description.fields = split_fields();
+                return Ok(description);
+            }
+            None => return Ok(description),
+        };
         match *statement {
+            // SHOW statements only read, so running one is the simplest way to learn its columns.
+            ref show @ (Statement::ShowVariable { .. }
+            | Statement::ShowDatabases { .. }
+            | Statement::ShowTables { .. }) => {
+                if let Output::Rows { fields, .. } =
+                    self.run(session, Parsed::Statement(Box::new(show.clone()), Flavor::Plain), &[]).await?
+                {
+                    description.fields = fields;
+                }
+            }
             Statement::Query(query) => {
                 let SetExpr::Select(select) = query.body.as_ref() else { return Ok(description) };
                 let table = match select.from.first().map(|f| &f.relation) {
@@ -990,6 +1037,21 @@ impl SqlEngine {
         let Some(table) = table else {
             return self.select_constant(session, select, params).await;
         };
+        for item in &select.projection {
+            if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                && !count_star(item)
+            {
+                check_columns(e, &table)?;
+            }
+        }
+        if let Some(selection) = &select.selection {
+            check_columns(selection, &table)?;
+        }
+        if let Some(ast::OrderBy { kind: ast::OrderByKind::Expressions(exprs), .. }) = &query.order_by {
+            for e in exprs {
+                check_columns(&e.expr, &table)?;
+            }
+        }
         let mut rows = self.matching_rows(session, &table, select.selection.as_ref(), params).await?;
         if select.projection.len() == 1 && count_star(&select.projection[0]) {
             let name = match &select.projection[0] {
@@ -1179,6 +1241,12 @@ impl SqlEngine {
             let index = table.column(&column).ok_or_else(|| SqlError::undefined_column(&column))?;
             targets.push((index, &assignment.value));
         }
+        if let Some(selection) = &update.selection {
+            check_columns(selection, &table)?;
+        }
+        for (_, expr) in &targets {
+            check_columns(expr, &table)?;
+        }
         let rows = self.matching_rows(session, &table, update.selection.as_ref(), params).await?;
         let mut ops = Vec::new();
         // Which ops guard existing rows (a failure means "changed concurrently: retry") and
@@ -1245,6 +1313,9 @@ impl SqlEngine {
             return Err(SqlError::unsupported("DELETE ... USING/RETURNING is not supported"));
         }
         let table = self.table(session, &name).await?;
+        if let Some(selection) = &delete.selection {
+            check_columns(selection, &table)?;
+        }
         let rows = self.matching_rows(session, &table, delete.selection.as_ref(), params).await?;
         let mut ops = Vec::with_capacity(rows.len() * 2);
         for row in &rows {
@@ -1501,7 +1572,7 @@ impl SqlEngine {
             self.core.split(key.clone(), false).await?;
             out.push(vec![Value::Bytes(key.clone()), Value::String(pretty_any(&key))]);
         }
-        Ok(rows_output(&[("key", SqlType::Bytes), ("pretty", SqlType::String)], out))
+        Ok(Output::Rows { fields: split_fields(), rows: out })
     }
 
     async fn require_admin(&self, session: &SessionHandle) -> Result<(), SqlError> {
@@ -1634,6 +1705,10 @@ fn output_name(expr: &Expr) -> String {
         Expr::Function(f) => f.name.to_string().to_lowercase(),
         _ => "?column?".into(),
     }
+}
+
+fn split_fields() -> Vec<Field> {
+    vec![Field { name: "key".into(), ty: SqlType::Bytes }, Field { name: "pretty".into(), ty: SqlType::String }]
 }
 
 fn rows_output(columns: &[(&str, SqlType)], rows: Vec<Vec<Value>>) -> Output {

@@ -232,8 +232,8 @@ impl SimpleQueryHandler for Queries {
     {
         let session = self.shared.session(client)?;
         let query_id = session.begin_statement(query);
-        let outputs = self.shared.engine.execute(&session, query, &[]).await;
         session.executing(query_id, 0);
+        let outputs = self.shared.engine.execute(&session, query, &[]).await;
         session.end_statement(query_id);
         let mut responses = Vec::with_capacity(outputs.len());
         for output in outputs {

@@ -67,6 +67,8 @@ pub fn ranged_ok(args: &[&str]) -> String {
 pub struct NodeProc {
     pub child: Option<Child>,
     pub addr: String,
+    /// The PostgreSQL address.
+    pub sql_addr: String,
     pub store: PathBuf,
     pub args: Vec<String>,
     pub log: PathBuf,
@@ -100,6 +102,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let store = dir.path().join(format!("n{}", i + 1));
+            let sql_addr = format!("127.0.0.1:{}", free_port());
             let mut args: Vec<String> = vec![
                 "start".into(),
                 "--listen-addr".into(),
@@ -109,14 +112,14 @@ impl Cluster {
                 "--store".into(),
                 store.display().to_string(),
                 "--sql-addr".into(),
-                "127.0.0.1:0".into(),
+                sql_addr.clone(),
                 "--http-addr".into(),
                 "127.0.0.1:0".into(),
             ];
             args.extend(security.iter().cloned());
             args.extend(extra.iter().map(|s| s.to_string()));
             let log = dir.path().join(format!("n{}.log", i + 1));
-            nodes.push(NodeProc { child: None, addr: addr.clone(), store, args, log });
+            nodes.push(NodeProc { child: None, addr: addr.clone(), sql_addr, store, args, log });
         }
         let mut cluster = Cluster { dir, nodes, security };
         for i in 0..n {
@@ -197,8 +200,15 @@ impl Cluster {
 
     /// Runs `ranged init` through node 0, retrying while the nodes come up.
     pub async fn init(&self) {
+        self.init_with(&[]).await
+    }
+
+    /// Runs `ranged init` with extra flags.
+    pub async fn init_with(&self, extra: &[&str]) {
+        let mut command = vec!["init"];
+        command.extend_from_slice(extra);
         let out = wait_for(Duration::from_secs(20), "init to succeed", || async {
-            let out = self.cli(0, &["init"]);
+            let out = self.cli(0, &command);
             let stderr = String::from_utf8_lossy(&out.stderr).to_string();
             if out.status.success() {
                 Some(Ok(out))
@@ -302,6 +312,11 @@ impl Cluster {
         out
     }
 
+    /// An insecure PostgreSQL URL for node `i` as `user`.
+    pub fn pg_url(&self, i: usize, user: &str) -> String {
+        format!("postgresql://{user}@{}/defaultdb?sslmode=disable", self.nodes[i].sql_addr)
+    }
+
     /// The store path of node `i`.
     pub fn store(&self, i: usize) -> &Path {
         &self.nodes[i].store
@@ -339,4 +354,20 @@ pub async fn get(
     let op = pb::KvOp { op: Some(pb::kv_op::Op::Get(pb::GetRequest { key: key.as_bytes().to_vec().into() })) };
     let reply = client.batch(pb::BatchRequest { ops: vec![op], forwarded: false }).await?.into_inner();
     Ok(reply.results[0].value.as_ref().map(|v| String::from_utf8_lossy(v).to_string()))
+}
+
+/// Runs `psql` with `args` and returns (success, stdout, stderr).
+pub fn psql(url: &str, commands: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new("psql");
+    command.arg(url).args(["-X", "-v", "ON_ERROR_STOP=1", "-At"]);
+    for c in commands {
+        command.args(["-c", c]);
+    }
+    let out =
+        command.env("PGCONNECT_TIMEOUT", "10").output().expect("psql is installed (apt-get install postgresql-client)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
