@@ -289,3 +289,63 @@ async fn auth_failures_and_statement_errors_have_sqlstates() {
     }
     assert!(scanned > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_databases_and_drop_table() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    let url = cluster.pg_url(0, "root");
+    let out = ranged(&[
+        "workload",
+        "run",
+        "kv",
+        "--url",
+        &url,
+        "--duration",
+        "3s",
+        "--concurrency",
+        "2",
+        "--read-percent",
+        "50",
+        "--display-every",
+        "1s",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ops/sec(cum)") && stdout.lines().count() >= 4, "{stdout}");
+    let client = connect(&url).await;
+    let rows: i64 = client.query_one("SELECT count(*) FROM kv.kv", &[]).await.unwrap().get(0);
+    assert!(rows > 0, "the workload wrote no rows");
+
+    // Databases: CREATE, USE, SHOW; a connection may name a database that does not exist yet.
+    let lost = connect(&cluster.pg_url(0, "root").replace("/defaultdb", "/later")).await;
+    let err = lost.batch_execute("CREATE TABLE t (k INT PRIMARY KEY)").await.unwrap_err();
+    assert_eq!(code(&err), "3D000");
+    client.batch_execute("CREATE DATABASE later; CREATE DATABASE IF NOT EXISTS later").await.unwrap();
+    lost.batch_execute("CREATE TABLE t (k INT PRIMARY KEY); INSERT INTO t VALUES (1)").await.unwrap();
+    let dbs: Vec<String> = client
+        .simple_query("SHOW DATABASES")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert!(dbs.contains(&"later".to_string()) && dbs.contains(&"kv".to_string()), "{dbs:?}");
+    client.batch_execute("USE later").await.unwrap();
+    assert_eq!(client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get::<_, i64>(0), 1);
+    // DROP TABLE removes the table and its rows; a new table of the same name starts empty.
+    client.batch_execute("DROP TABLE t; CREATE TABLE t (k INT PRIMARY KEY)").await.unwrap();
+    assert_eq!(client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get::<_, i64>(0), 0);
+    let err = client.batch_execute("DROP TABLE nope").await.unwrap_err();
+    assert_eq!(code(&err), "42P01");
+    client.batch_execute("DROP TABLE IF EXISTS nope; SET application_name = 'renamed'").await.unwrap();
+    let app = client.simple_query("SHOW application_name").await.unwrap();
+    let value = app.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("renamed"));
+}
