@@ -148,6 +148,23 @@ fn range_info(replica: ReplicaStatus) -> pb::RangeInfo {
         load: Some(load_stats(&replica.load)),
         key_count: replica.size.keys,
         live_bytes: replica.size.bytes,
+        database_name: replica.names.database,
+        schema_name: replica.names.schema,
+        table_name: replica.names.table,
+        index_name: replica.names.index,
+        lease_history: replica
+            .lease_history
+            .iter()
+            .map(|l| pb::Lease { term: l.term, leader_id: l.leader_id, start: l.start })
+            .collect(),
+        problems: Some(pb::RangeProblems {
+            unavailable: replica.no_raft_leader,
+            no_raft_leader: replica.no_raft_leader,
+            underreplicated: replica.underreplicated,
+            overreplicated: false,
+            no_lease: replica.no_raft_leader,
+        }),
+        node_id: replica.reporting_node,
     }
 }
 
@@ -170,6 +187,18 @@ fn node_entry(view: NodeView) -> pb::NodeEntry {
         }),
         liveness: view.liveness as i32,
         last_seen: view.last_seen,
+        metrics: view.status.as_ref().map(|s| s.metrics.clone().into_iter().collect()).unwrap_or_default(),
+        store_metrics: view
+            .status
+            .as_ref()
+            .map(|s| {
+                s.store_metrics
+                    .iter()
+                    .map(|(id, m)| (*id, pb::StoreMetrics { metrics: m.clone().into_iter().collect() }))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        updated_at: view.status.as_ref().map(|s| s.updated_at).unwrap_or(0),
     }
 }
 

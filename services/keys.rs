@@ -23,6 +23,10 @@ pub const NODE_ID_ALLOCATOR: &[u8] = b"\x04idalloc/node";
 pub const RANGE_ID_ALLOCATOR: &[u8] = b"\x04idalloc/range";
 /// Prefix of node registry records (`/System/node/<id>`).
 pub const NODE_PREFIX: &[u8] = b"\x04node/";
+/// Prefix of node status records (`/System/status/<id>`).
+pub const STATUS_PREFIX: &[u8] = b"\x04status/";
+/// Prefix of web sessions (`/System/websession/<id>`).
+pub const WEB_SESSION_PREFIX: &[u8] = b"\x04websession/";
 /// Prefix of user records (`/System/user/<name>`).
 pub const USER_PREFIX: &[u8] = b"\x04user/";
 
@@ -34,6 +38,16 @@ pub fn range_descriptor_key(range_id: u64) -> Vec<u8> {
 /// The key of node `node_id`'s registry record.
 pub fn node_key(node_id: u64) -> Vec<u8> {
     [NODE_PREFIX, &node_id.to_be_bytes()].concat()
+}
+
+/// The key of node `node_id`'s status record.
+pub fn status_key(node_id: u64) -> Vec<u8> {
+    [STATUS_PREFIX, &node_id.to_be_bytes()].concat()
+}
+
+/// The key of web session `id`.
+pub fn web_session_key(id: u64) -> Vec<u8> {
+    [WEB_SESSION_PREFIX, &id.to_be_bytes()].concat()
 }
 
 /// The key of user `name`'s record.

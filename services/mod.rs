@@ -7,6 +7,7 @@
 //! - [`load`] — per-replica decayed load rates and top-k ranking.
 //! - [`kv`] — KV batches: evaluation at the leaseholder, forwarding, retries.
 //! - [`membership`] — gossip (chitchat) membership and liveness classification.
+//! - [`metrics`] — measured node and store metrics, persisted in range 1.
 //! - [`tls`] — loading certificates and building rustls/tonic TLS configurations.
 //! - [`certs`] — creating CA, node and client certificates (rcgen).
 //! - [`dialer`] — pooled gRPC channels to other nodes.
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod kv;
 pub mod load;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod ranges;

@@ -11,7 +11,7 @@
 //!    past `--range-max-bytes`;
 //! 4. on drain: gossip DRAINING, stop leading so another voter takes over, then stop.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,7 @@ use crate::services::keys;
 use crate::services::kv::{self, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
 use crate::services::membership::{self, Liveness, Membership, NodeDescriptor};
+use crate::services::metrics::{self as node_metrics, CpuSampler, SqlStats, StatusRecord};
 use crate::services::raft::log_store::LogStore;
 use crate::services::raft::network::NetworkFactory;
 use crate::services::raft::state_machine::{RangeSize, StateMachine};
@@ -84,6 +85,20 @@ pub struct NodeConfig {
     pub closed_session_capacity: usize,
     /// How long closed SQL sessions are kept.
     pub closed_session_ttl: Duration,
+    /// Per-node deadline of the HTTP API's fan-outs.
+    pub fanout_timeout: Duration,
+    /// Lifetime of HTTP API login sessions.
+    pub web_session_timeout: Duration,
+}
+
+/// The listeners a node serves on, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    /// Internal gRPC (and, by port number, gossip).
+    pub rpc: tokio::net::TcpListener,
+    /// PostgreSQL.
+    pub sql: Option<tokio::net::TcpListener>,
+    /// The HTTP API.
+    pub http: Option<tokio::net::TcpListener>,
 }
 
 /// The parts of a node that exist once it has a node id.
@@ -115,7 +130,39 @@ pub struct NodeCore {
     load: LoadTracker,
     fatal: watch::Sender<Option<String>>,
     started_at: SystemTime,
+    started: Instant,
     sessions: SessionRegistry,
+    sql_stats: SqlStats,
+    cpu: CpuSampler,
+    lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
+    table_names: std::sync::Mutex<HashMap<u64, TableNames>>,
+}
+
+/// A leader (leaseholder) this node observed, and from when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Raft term.
+    pub term: u64,
+    /// The leader.
+    pub leader_id: NodeId,
+    /// When this node first saw it, nanoseconds since the epoch.
+    pub start: i64,
+}
+
+/// How many leader changes are kept.
+const LEASE_HISTORY: usize = 16;
+
+/// The SQL names of a table's range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableNames {
+    /// Database.
+    pub database: String,
+    /// Schema.
+    pub schema: String,
+    /// Table.
+    pub table: String,
+    /// Index.
+    pub index: String,
 }
 
 /// A replica's full status, as the StatusService reports it.
@@ -143,6 +190,16 @@ pub struct ReplicaStatus {
     pub load: LoadRates,
     /// Keys and bytes in the range.
     pub size: RangeSize,
+    /// SQL names, for table ranges.
+    pub names: TableNames,
+    /// Leaders observed here.
+    pub lease_history: Vec<LeaseRecord>,
+    /// No leader known.
+    pub no_raft_leader: bool,
+    /// Fewer voters than the cluster could give it.
+    pub underreplicated: bool,
+    /// The node reporting this replica.
+    pub reporting_node: NodeId,
 }
 
 /// One node as the StatusService reports it.
@@ -154,6 +211,8 @@ pub struct NodeView {
     pub liveness: Liveness,
     /// When it was last heard from, nanoseconds since the epoch (0: never).
     pub last_seen: i64,
+    /// Its last persisted status (metrics), if any.
+    pub status: Option<StatusRecord>,
 }
 
 impl NodeCore {
@@ -196,11 +255,37 @@ impl NodeCore {
     /// Answers who this node is.
     pub fn handshake(&self) -> pb::HandshakeResponse {
         let identity = self.engine.identity().unwrap_or_default();
+        let not_ready_reason = self.not_ready_reason().unwrap_or_default();
         pb::HandshakeResponse {
             cluster_id: identity.cluster_id.unwrap_or_default(),
             node_id: identity.node_id.unwrap_or_default(),
             cluster_name: self.config.cluster_name.clone(),
+            ready: not_ready_reason.is_empty(),
+            not_ready_reason,
         }
+    }
+
+    /// Why this node cannot serve now (CockroachDB's readiness reasons), `None` if it can.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let Some(active) = self.active.get() else {
+            return Some("node is waiting for cluster initialization".into());
+        };
+        if self.is_draining() {
+            return Some("node is shutting down".into());
+        }
+        let metrics = active.raft.metrics().borrow().clone();
+        if metrics.current_leader.is_none() {
+            return Some("node is not healthy: no Raft leader".into());
+        }
+        if !metrics.membership_config.membership().nodes().any(|(id, _)| *id == active.node_id) {
+            return Some("node is not healthy: not yet a member".into());
+        }
+        None
+    }
+
+    /// Statement counters of this node's SQL layer.
+    pub fn sql_stats(&self) -> &SqlStats {
+        &self.sql_stats
     }
 
     async fn handshake_peer(&self, addr: &str) -> Result<pb::HandshakeResponse> {
@@ -478,7 +563,118 @@ impl NodeCore {
         tokio::spawn(self.clone().register_loop());
         tokio::spawn(self.clone().membership_loop());
         tokio::spawn(self.clone().maintenance_loop());
+        tokio::spawn(self.clone().status_loop());
+        tokio::spawn(self.clone().lease_watch());
         Ok(())
+    }
+
+    /// Records every leader change this node sees (the lease history of its replicas).
+    async fn lease_watch(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut metrics = active.raft.metrics();
+        loop {
+            let (term, leader) = {
+                let m = metrics.borrow_and_update();
+                (m.current_term, m.current_leader)
+            };
+            if let Some(leader_id) = leader {
+                let mut history = self.lease_history.lock().unwrap_or_else(|p| p.into_inner());
+                if history.back().is_none_or(|last| last.leader_id != leader_id || last.term != term) {
+                    if history.len() == LEASE_HISTORY {
+                        history.pop_front();
+                    }
+                    history.push_back(LeaseRecord {
+                        term,
+                        leader_id,
+                        start: membership::unix_nanos(SystemTime::now()),
+                    });
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Persists this node's metrics in range 1 every [`node_metrics::STATUS_INTERVAL`].
+    async fn status_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut ticker = tokio::time::interval(node_metrics::STATUS_INTERVAL);
+        loop {
+            ticker.tick().await;
+            if self.is_draining() {
+                return;
+            }
+            let record = self.status_record(&active).await;
+            let Ok(value) = serde_json::to_vec(&record) else { continue };
+            let op = Op::Put { key: keys::status_key(active.node_id), value };
+            if let Err(err) = self.kv_batch(vec![op], false).await {
+                tracing::debug!(error = %err, "persisting node status");
+            }
+        }
+    }
+
+    /// Measures this node's metrics now.
+    pub async fn status_record(&self, active: &Active) -> StatusRecord {
+        let cpu = self.cpu.sample();
+        let metrics = node_metrics::process_metrics(
+            cpu,
+            active.descriptor.num_cpus,
+            self.started.elapsed(),
+            &self.sql_stats,
+            self.sessions.live_count(),
+        );
+        let raft = active.raft.metrics().borrow().clone();
+        let is_leader = raft.current_leader == Some(active.node_id);
+        let voters = raft.membership_config.membership().voter_ids().count();
+        let (ranges, live_bytes) = active
+            .state
+            .with_shared(|s| (s.ranges.len() as f64, s.sizes.values().map(|z| z.bytes).sum::<u64>() as f64));
+        let store_dir = self.engine.dir().to_path_buf();
+        let (store_bytes, (capacity, available)) = tokio::task::spawn_blocking(move || {
+            (node_metrics::dir_size(&store_dir), node_metrics::disk_space(&store_dir))
+        })
+        .await
+        .unwrap_or((0, (0, 0)));
+        let known_nodes = active.gossip.peers().await.len().max(1);
+        let underreplicated = voters < known_nodes.min(MAX_VOTERS);
+        let mut store = BTreeMap::new();
+        store.insert("capacity".to_string(), capacity as f64);
+        store.insert("capacity.available".to_string(), available as f64);
+        store.insert("capacity.used".to_string(), store_bytes as f64);
+        store.insert("livebytes".to_string(), live_bytes);
+        store.insert("totalbytes".to_string(), store_bytes as f64);
+        store.insert("replicas".to_string(), ranges);
+        store.insert("replicas.leaseholders".to_string(), if is_leader { ranges } else { 0.0 });
+        store.insert("ranges.unavailable".to_string(), if raft.current_leader.is_none() { ranges } else { 0.0 });
+        store.insert("ranges.underreplicated".to_string(), if is_leader && underreplicated { ranges } else { 0.0 });
+        store.insert("ranges.overreplicated".to_string(), 0.0);
+        StatusRecord {
+            node_id: active.node_id,
+            metrics,
+            store_metrics: BTreeMap::from([(active.node_id, store)]),
+            updated_at: membership::unix_nanos(SystemTime::now()),
+        }
+    }
+
+    /// The SQL names of the table `table_id`, cached (ids are never reused).
+    async fn table_names(&self, table_id: u64) -> TableNames {
+        if let Some(names) = self.table_names.lock().unwrap_or_else(|p| p.into_inner()).get(&table_id) {
+            return names.clone();
+        }
+        match crate::services::sql::catalog::Catalog::new(self).table_by_id(table_id).await {
+            Ok(Some(table)) => {
+                let names = TableNames {
+                    index: table.primary_index_name(),
+                    database: table.database,
+                    schema: table.schema,
+                    table: table.name,
+                };
+                self.table_names.lock().unwrap_or_else(|p| p.into_inner()).insert(table_id, names.clone());
+                names
+            }
+            _ => TableNames::default(),
+        }
     }
 
     fn descriptor(&self, node_id: NodeId) -> NodeDescriptor {
@@ -694,7 +890,17 @@ impl NodeCore {
     pub async fn nodes(&self) -> Result<Vec<NodeView>> {
         let active = self.active()?.clone();
         let scan = Op::Scan { start: keys::NODE_PREFIX.to_vec(), end: keys::prefix_end(keys::NODE_PREFIX), limit: 0 };
-        let rows = self.kv_batch(vec![scan], false).await?.remove(0).rows;
+        let status_scan =
+            Op::Scan { start: keys::STATUS_PREFIX.to_vec(), end: keys::prefix_end(keys::STATUS_PREFIX), limit: 0 };
+        let mut results = self.kv_batch(vec![scan, status_scan], false).await?;
+        let status_rows = results.pop().map(|r| r.rows).unwrap_or_default();
+        let rows = results.pop().map(|r| r.rows).unwrap_or_default();
+        let mut statuses: HashMap<NodeId, StatusRecord> = HashMap::new();
+        for (_, value) in status_rows {
+            if let Ok(record) = serde_json::from_slice::<StatusRecord>(&value) {
+                statuses.insert(record.node_id, record);
+            }
+        }
         let mut registry: BTreeMap<NodeId, NodeDescriptor> = BTreeMap::new();
         for (_, value) in rows {
             let desc: NodeDescriptor = serde_json::from_slice(&value).map_err(Error::internal)?;
@@ -716,7 +922,10 @@ impl NodeCore {
                 self.config.time_until_dead,
             );
             let last_seen = peer.last_seen.map(membership::unix_nanos).unwrap_or(0);
-            views.push(NodeView { descriptor, liveness, last_seen });
+            // This node's own status is measured now rather than read back from its last write.
+            let status =
+                if id == active.node_id { Some(self.status_record(&active).await) } else { statuses.remove(&id) };
+            views.push(NodeView { descriptor, liveness, last_seen, status });
         }
         Ok(views)
     }
@@ -741,10 +950,25 @@ impl NodeCore {
         };
         let (index, sizes) = active.state.with_shared(|shared| (shared.ranges.clone(), shared.sizes.clone()));
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
+        let lease_history: Vec<LeaseRecord> =
+            self.lease_history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        let voters = members.iter().filter(|(_, voter)| *voter).count();
+        let underreplicated = voters < members.len().min(MAX_VOTERS);
+        let mut names_by_range = HashMap::new();
+        for desc in index.iter().filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id)) {
+            if let Some(table_id) = crate::services::sql::value::table_id_of_key(&desc.start_key) {
+                names_by_range.insert(desc.range_id, self.table_names(table_id).await);
+            }
+        }
         Ok(index
             .iter()
             .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
             .map(|desc| ReplicaStatus {
+                names: names_by_range.remove(&desc.range_id).unwrap_or_default(),
+                lease_history: lease_history.clone(),
+                no_raft_leader: metrics.current_leader.is_none(),
+                underreplicated,
+                reporting_node: active.node_id,
                 descriptor: desc.clone(),
                 replicas: members.clone(),
                 term: metrics.current_term,
@@ -882,18 +1106,14 @@ pub struct Node {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     server_stop: Option<tokio::sync::oneshot::Sender<()>>,
     fatal: watch::Receiver<Option<String>>,
-    sql: Option<tokio::task::JoinHandle<()>>,
-    sql_stop: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
 }
 
 impl Node {
-    /// Starts a node serving gRPC on `listener` and, if given, SQL on `sql_listener` (both
-    /// already bound, so tests can use port 0).
-    pub async fn start(
-        config: NodeConfig,
-        listener: tokio::net::TcpListener,
-        sql_listener: Option<tokio::net::TcpListener>,
-    ) -> Result<Node> {
+    /// Starts a node serving gRPC, and SQL and HTTP when given those listeners.
+    pub async fn start(config: NodeConfig, listeners: Listeners) -> Result<Node> {
+        let Listeners { rpc: listener, sql: sql_listener, http: http_listener } = listeners;
         let listen_addr = listener.local_addr().map_err(Error::internal)?;
         let engine = Engine::open(&config.store)?;
         let identity = engine.identity()?;
@@ -921,6 +1141,11 @@ impl Node {
             fatal: fatal_tx,
             started_at: SystemTime::now(),
             sessions: SessionRegistry::new(config_capacity, config_ttl),
+            started: Instant::now(),
+            sql_stats: SqlStats::default(),
+            cpu: CpuSampler::default(),
+            lease_history: Default::default(),
+            table_names: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;
@@ -930,13 +1155,31 @@ impl Node {
             let _ = stop_rx.await;
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sql = match sql_listener {
-            Some(listener) => {
-                Some(crate::services::sql::spawn_server(core.clone(), listener, core.config.tls.as_ref(), stop_rx)?)
-            }
-            None => None,
-        };
-        let node = Node { core: core.clone(), server, server_stop: Some(server_stop), fatal, sql, sql_stop: stop_tx };
+        let mut servers = Vec::new();
+        if let Some(listener) = sql_listener {
+            servers.push(crate::services::sql::spawn_server(
+                core.clone(),
+                listener,
+                core.config.tls.as_ref(),
+                stop_rx.clone(),
+            )?);
+        }
+        if let Some(listener) = http_listener {
+            // The node's own gateway asks itself first, then the --join nodes.
+            let mut seeds = vec![core.config.advertise_addr.clone()];
+            seeds.extend(core.peers());
+            let gateway = crate::gateway::Gateway::new(
+                seeds,
+                core.dialer.clone(),
+                core.config.tls.is_none(),
+                core.config.fanout_timeout,
+                core.config.web_session_timeout,
+            );
+            let tls = core.config.tls.as_ref().map(|tls| tls.rustls_server(&[b"h2", b"http/1.1"])).transpose()?;
+            let router = crate::gateway::router(Arc::new(gateway));
+            servers.push(crate::gateway::serve::spawn(listener, router, tls, stop_rx.clone()));
+        }
+        let node = Node { core: core.clone(), server, server_stop: Some(server_stop), fatal, servers, stop: stop_tx };
         match (identity.cluster_id, identity.node_id) {
             (Some(cluster_id), Some(node_id)) => {
                 tracing::info!(node_id, cluster_id = %cluster_id, "restarting on existing store");
@@ -1003,9 +1246,9 @@ impl Node {
         if let Some(stop) = self.server_stop.take() {
             let _ = stop.send(());
         }
-        let _ = self.sql_stop.send(true);
-        if let Some(sql) = self.sql.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), sql).await;
+        let _ = self.stop.send(true);
+        for server in self.servers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
         }
         self.core.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;

@@ -14,7 +14,7 @@ use crate::pb;
 use crate::services::dialer::Dialer;
 use crate::services::error::Error;
 use crate::services::kv::{Op, OpResult};
-use crate::services::node::{Node, NodeConfig};
+use crate::services::node::{Listeners, Node, NodeConfig};
 use crate::services::tls::{CA_KEY, TlsMaterials};
 use crate::services::{certs, keys, membership};
 
@@ -46,9 +46,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a local in-process cluster with generated certificates (Ctrl-C stops and cleans up).
     Demo(DemoArgs),
+    /// Serve the HTTP API alone, in front of a cluster.
+    Gateway(GatewayArgs),
     /// Bootstrap a new cluster through one of its nodes (once).
     Init(InitArgs),
     /// Debug access to the key-value layer.
@@ -92,7 +94,7 @@ pub struct StartArgs {
     /// Address for PostgreSQL clients (":PORT" listens on all interfaces).
     #[arg(long, env = "RANGED_SQL_ADDR", default_value = DEFAULT_SQL_ADDR)]
     pub sql_addr: String,
-    /// Address for the HTTP API (served from issue #4; advertised now).
+    /// Address for the HTTP API (`/api/v2`; ":PORT" listens on all interfaces).
     #[arg(long, env = "RANGED_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: String,
     /// Directory of the node's store.
@@ -124,6 +126,34 @@ pub struct StartArgs {
     /// How long a node keeps closed SQL sessions.
     #[arg(long, env = "RANGED_CLOSED_SESSION_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
     pub closed_session_ttl: Duration,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// HTTP API flags shared by `ranged start` and `ranged gateway`.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Per-node deadline of the HTTP API's fan-outs.
+    #[arg(long, env = "RANGED_FANOUT_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub fanout_timeout: Duration,
+    /// Lifetime of HTTP API login sessions.
+    #[arg(long, env = "RANGED_WEB_SESSION_TIMEOUT", default_value = "168h", value_parser = parse_duration)]
+    pub web_session_timeout: Duration,
+}
+
+/// Flags of `ranged gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Nodes to front (their --listen-addr), comma separated.
+    #[arg(long, env = "RANGED_JOIN", value_delimiter = ',', required = true)]
+    pub join: Vec<String>,
+    /// Address for the HTTP API.
+    #[arg(long, env = "RANGED_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Flags of `ranged demo`.
@@ -501,7 +531,7 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Start(args) => {
             install_tracing("info,openraft=error,chitchat=warn");
-            match start(args).await {
+            match start(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => fail(message),
             }
@@ -523,6 +553,13 @@ async fn run(cli: Cli) -> ExitCode {
             match crate::workload::run_kv(options, shutdown_signal()).await {
                 Ok(summary) if summary.errors == 0 => ExitCode::SUCCESS,
                 Ok(summary) => fail(format!("{} operations failed", summary.errors)),
+                Err(message) => fail(message),
+            }
+        }
+        Command::Gateway(args) => {
+            install_tracing("info");
+            match gateway(args).await {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(message) => fail(message),
             }
         }
@@ -574,17 +611,63 @@ async fn start(args: StartArgs) -> Result<(), String> {
         join_timeout: args.join_timeout,
         closed_session_capacity: args.closed_session_capacity,
         closed_session_ttl: args.closed_session_ttl,
+        fanout_timeout: args.api.fanout_timeout,
+        web_session_timeout: args.api.web_session_timeout,
     };
     let store = config.store.clone();
     let sql_listener = tokio::net::TcpListener::bind(bind_address(&args.sql_addr)?)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.sql_addr))?;
     let sql_port = sql_listener.local_addr().map_err(|err| err.to_string())?.port();
-    let config = NodeConfig { sql_addr: advertised(&args.sql_addr, sql_port), ..config };
-    let node = Node::start(config, listener, Some(sql_listener)).await.map_err(|err| err.to_string())?;
+    let http_listener = tokio::net::TcpListener::bind(bind_address(&args.http_addr)?)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.http_addr))?;
+    let http_port = http_listener.local_addr().map_err(|err| err.to_string())?.port();
+    let config = NodeConfig {
+        sql_addr: advertised(&args.sql_addr, sql_port),
+        http_addr: advertised(&args.http_addr, http_port),
+        ..config
+    };
+    let listeners = Listeners { rpc: listener, sql: Some(sql_listener), http: Some(http_listener) };
+    let node = Node::start(config, listeners).await.map_err(|err| err.to_string())?;
     tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
     tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn gateway(args: GatewayArgs) -> Result<(), String> {
+    let tls = if args.security.insecure {
+        None
+    } else {
+        Some(TlsMaterials::load_node(&args.security.certs_dir).map_err(|err| format!("{err} (or pass --insecure)"))?)
+    };
+    let listener = tokio::net::TcpListener::bind(bind_address(&args.http_addr)?)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.http_addr))?;
+    let seeds: Vec<String> = args.join.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let dialer = std::sync::Arc::new(Dialer::new(tls.as_ref()));
+    let gateway = crate::gateway::Gateway::new(
+        seeds,
+        dialer,
+        tls.is_none(),
+        args.api.fanout_timeout,
+        args.api.web_session_timeout,
+    );
+    let server_tls =
+        tls.as_ref().map(|t| t.rustls_server(&[b"h2", b"http/1.1"])).transpose().map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = crate::gateway::serve::spawn(
+        listener,
+        crate::gateway::router(std::sync::Arc::new(gateway)),
+        server_tls,
+        stop_rx,
+    );
+    tracing::info!(http = %local, "gateway serving /api/v2");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
 }
 
@@ -668,7 +751,9 @@ fn user_key(text: &str) -> Result<Vec<u8>, Error> {
 
 async fn client_command(command: Command) -> Result<(), Error> {
     match command {
-        Command::Start(_) | Command::Demo(_) | Command::Workload { .. } => unreachable!("handled by run"),
+        Command::Start(_) | Command::Demo(_) | Command::Gateway(_) | Command::Workload { .. } => {
+            unreachable!("handled by run")
+        }
         Command::Init(args) => {
             let root_password = match &args.root_password_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -878,6 +963,7 @@ mod tests {
         use crate::services::node::{DEFAULT_JOIN_TIMEOUT, DEFAULT_RANGE_MAX_BYTES};
         let cli = Cli::try_parse_from(["ranged", "start", "--insecure"]).unwrap();
         let Command::Start(args) = cli.command else { panic!("not start") };
+        let args = *args;
         assert_eq!(args.range_max_bytes, DEFAULT_RANGE_MAX_BYTES);
         assert_eq!(args.join_timeout, DEFAULT_JOIN_TIMEOUT);
         assert_eq!(args.time_until_dead, membership::DEFAULT_TIME_UNTIL_DEAD);
@@ -913,6 +999,14 @@ mod tests {
         assert_eq!(advertised("node1:26357", 1), "node1:26357");
         assert!(advertised(":26357", 26357).ends_with(":26357"));
         assert!(!advertised(":26357", 26357).starts_with(':'));
+    }
+
+    #[test]
+    fn api_flag_defaults_match_the_library_constants() {
+        let cli = Cli::try_parse_from(["ranged", "start", "--insecure"]).unwrap();
+        let Command::Start(args) = cli.command else { panic!("not start") };
+        assert_eq!(args.api.fanout_timeout, crate::gateway::fanout::DEFAULT_TIMEOUT);
+        assert_eq!(args.api.web_session_timeout, crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT);
     }
 
     #[test]

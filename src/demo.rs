@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::services::error::{Error, Result};
-use crate::services::node::{Node, NodeConfig};
+use crate::services::node::{Listeners, Node, NodeConfig};
 use crate::services::sql::users::{self, ScramVerifier, UserRecord, Users};
 use crate::services::tls::{CA_CERT, CA_KEY, TlsMaterials};
 use crate::services::{certs, load, membership, node};
@@ -60,6 +60,8 @@ pub struct Demo {
     pub cluster_id: String,
     /// One SQL URL per node.
     pub sql_urls: Vec<String>,
+    /// One HTTP API base URL per node.
+    pub http_urls: Vec<String>,
     /// The admin user.
     pub user: String,
     /// Its password (empty in insecure mode).
@@ -107,6 +109,18 @@ impl Demo {
         }
         let sql_addrs: Vec<std::net::SocketAddr> =
             sql_listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<_>>().map_err(Error::internal)?;
+        let mut http_listeners = Vec::new();
+        for i in 0..options.nodes {
+            let port = if options.http_port == 0 { 0 } else { options.http_port.saturating_add(i as u16) };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|err| {
+                Error::FailedPrecondition(format!(
+                    "cannot listen on 127.0.0.1:{port} for HTTP: {err} (try --http-port)"
+                ))
+            })?;
+            http_listeners.push(listener);
+        }
+        let http_addrs: Vec<std::net::SocketAddr> =
+            http_listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<_>>().map_err(Error::internal)?;
         let mut listeners = Vec::new();
         for _ in 0..options.nodes {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -120,11 +134,13 @@ impl Demo {
             .collect::<std::io::Result<_>>()
             .map_err(Error::internal)?;
         let mut nodes = Vec::new();
-        for (i, (listener, sql_listener)) in listeners.into_iter().zip(sql_listeners).enumerate() {
+        for (i, ((listener, sql_listener), http_listener)) in
+            listeners.into_iter().zip(sql_listeners).zip(http_listeners).enumerate()
+        {
             let config = NodeConfig {
                 advertise_addr: addrs[i].clone(),
                 sql_addr: sql_addrs[i].to_string(),
-                http_addr: format!("127.0.0.1:{}", options.http_port as usize + i),
+                http_addr: http_addrs[i].to_string(),
                 join: addrs.clone(),
                 store: dir.path().join(format!("node{}", i + 1)),
                 locality: vec![("region".into(), "local".into()), ("zone".into(), format!("zone-{}", i + 1))],
@@ -136,8 +152,11 @@ impl Demo {
                 join_timeout: node::DEFAULT_JOIN_TIMEOUT,
                 closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
                 closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
+                fanout_timeout: crate::gateway::fanout::DEFAULT_TIMEOUT,
+                web_session_timeout: crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT,
             };
-            nodes.push(Node::start(config, listener, Some(sql_listener)).await?);
+            let listeners = Listeners { rpc: listener, sql: Some(sql_listener), http: Some(http_listener) };
+            nodes.push(Node::start(config, listeners).await?);
         }
         let (cluster_id, _) = nodes[0].core().init(None).await?;
         let password = match (&options.password, options.insecure) {
@@ -166,8 +185,21 @@ impl Demo {
                 None => format!("postgresql://{user}@{addr}/defaultdb?sslmode=disable"),
             })
             .collect::<Vec<_>>();
-        let mut demo =
-            Demo { nodes, dir, certs_dir, cluster_id, sql_urls, user, password, workload_stop: None, workload: None };
+        let scheme = if certs_dir.is_some() { "https" } else { "http" };
+        // Certificates name localhost, so the printed URLs use it (curl checks the name).
+        let http_urls = http_addrs.iter().map(|a| format!("{scheme}://localhost:{}/api/v2", a.port())).collect();
+        let mut demo = Demo {
+            nodes,
+            dir,
+            certs_dir,
+            cluster_id,
+            sql_urls,
+            http_urls,
+            user,
+            password,
+            workload_stop: None,
+            workload: None,
+        };
         demo.wait_ready().await?;
         crate::workload::init(&demo.sql_urls[0]).await.map_err(Error::FailedPrecondition)?;
         if !options.no_workload {
@@ -239,10 +271,28 @@ impl Demo {
             text.push_str(&format!("Admin user: {} password: {}\n", self.user, self.password));
         }
         text.push_str(&format!("Connect: psql \"{}\"\n", self.sql_urls[0]));
+        text.push_str(&format!("HTTP API: {}/\n", self.http_urls[0]));
+        match &self.certs_dir {
+            Some(dir) => {
+                let ca = dir.join(CA_CERT);
+                text.push_str(&format!(
+                    "Log in: curl -d \"username={}&password={}\" -H 'Content-Type: application/x-www-form-urlencoded' --cacert {} {}/login/\n",
+                    self.user,
+                    self.password,
+                    ca.display(),
+                    self.http_urls[0]
+                ));
+                text.push_str(&format!(
+                    "Then:   curl -H \"X-Cockroach-API-Session: <session>\" --cacert {} {}/nodes/\n",
+                    ca.display(),
+                    self.http_urls[0]
+                ));
+            }
+            None => text.push_str(&format!("Try:    curl {}/nodes/\n", self.http_urls[0])),
+        }
         text.push_str(&format!(
             "Try:\n  ranged node status --host {first} {security}\n  ranged kv put hello world --host {first} {security}\n  ranged node ranges --host {first} {security}\n"
         ));
-        text.push_str("The HTTP API (issue #4) is not served yet.\n");
         text.push_str("Press Ctrl-C to stop; the demo removes its temporary stores.\n");
         text
     }

@@ -233,7 +233,9 @@ impl SimpleQueryHandler for Queries {
         let session = self.shared.session(client)?;
         let query_id = session.begin_statement(query);
         session.executing(query_id, 0);
+        let started = std::time::Instant::now();
         let outputs = self.shared.engine.execute(&session, query, &[]).await;
+        self.shared.core().sql_stats().record(started.elapsed());
         session.end_statement(query_id);
         let mut responses = Vec::with_capacity(outputs.len());
         for output in outputs {
@@ -344,6 +346,7 @@ impl ExtendedQueryHandler for Queries {
         let session = self.shared.session(client)?;
         let sql = &portal.statement.statement;
         let query_id = session.begin_statement(sql);
+        let started = std::time::Instant::now();
         let result = async {
             let description = self.shared.engine.describe(&session, sql).await?;
             let params = decode_params(portal, &description).map_err(|err| SqlError::new("22P02", err.to_string()))?;
@@ -355,6 +358,7 @@ impl ExtendedQueryHandler for Queries {
             outputs.remove(0)
         }
         .await;
+        self.shared.core().sql_stats().record(started.elapsed());
         session.end_statement(query_id);
         match result {
             Ok(output) => response(output, &portal.result_column_format),

@@ -1,0 +1,144 @@
+//! The gateway's one error type. CockroachDB answers errors as `text/plain` bodies (Go's
+//! `http.Error`: message plus newline); we do the same by default and answer a JSON object
+//! `{"error": .., "code": ..}` when the client sends `Accept: application/json` (a deliberate
+//! improvement: typed clients get a parseable error). 5xx bodies never carry internals.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// CockroachDB's fixed text for internal errors.
+pub const INTERNAL_ERROR_TEXT: &str =
+    "An internal server error has occurred. Please check your CockroachDB logs for more details.";
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// Status code.
+    pub status: StatusCode,
+    /// Text shown to the client.
+    pub message: String,
+}
+
+/// Marks a response as an [`ApiError`] so the JSON-errors layer can rewrite it.
+#[derive(Debug, Clone)]
+pub struct ErrorMarker(pub String);
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403 with CockroachDB's text.
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "user not allowed to access this endpoint")
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 405 (login/logout with another method: CockroachDB answers 404 and runs the handler
+    /// anyway; we refuse without side effects).
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    }
+
+    /// 503: a node the request needs cannot be reached.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// 500 with CockroachDB's fixed text; `detail` goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(detail = %detail, "internal error in the HTTP API");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT)
+    }
+}
+
+impl From<crate::services::error::Error> for ApiError {
+    fn from(err: crate::services::error::Error) -> Self {
+        use crate::services::error::Error as E;
+        match err {
+            E::InvalidArgument(m) => Self::bad_request(m),
+            E::NotFound(m) => Self::not_found(m),
+            E::Unauthenticated(m) => Self::unauthorized(m),
+            E::PermissionDenied(_) => Self::forbidden(),
+            E::Unavailable(m) | E::DeadlineExceeded(m) => Self::unavailable(m),
+            E::NotLeaseholder { .. } => Self::unavailable("no leaseholder could be reached"),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // A 404 or 401 is the client's business, not an error worth a log line.
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, message = %self.message, "HTTP API error");
+        }
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        response.extensions_mut().insert(ErrorMarker(self.message));
+        response
+    }
+}
+
+/// Whether the request asked for JSON.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|part| part.trim().starts_with("application/json")))
+}
+
+/// Middleware: rewrites error responses as JSON for clients that accept JSON.
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let json = wants_json(request.headers());
+    let response = next.run(request).await;
+    if !json {
+        return response;
+    }
+    let Some(ErrorMarker(message)) = response.extensions().get::<ErrorMarker>().cloned() else {
+        return response;
+    };
+    let status = response.status();
+    let body = serde_json::json!({ "error": message, "code": status.as_u16() });
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_header_selects_json() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_json(&headers));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/html, application/json;q=0.9"));
+        assert!(wants_json(&headers));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert!(!wants_json(&headers));
+    }
+
+    #[test]
+    fn internal_errors_hide_details() {
+        let err = ApiError::internal("disk /secret/path failed");
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.message, INTERNAL_ERROR_TEXT);
+    }
+}

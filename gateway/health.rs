@@ -1,0 +1,83 @@
+//! `GET /api/v2/health/[?ready=true]`: no authentication. Without `ready` the process answers
+//! 200 `{}` as long as it serves HTTP; with `ready=true` it asks its node (the first seed)
+//! whether it can serve: initialized, a Raft member with a leader, not draining. Not ready is
+//! a 500 with CockroachDB's generic text (never 503: clients treat only 200/500).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+
+use crate::gateway::Gateway;
+use crate::gateway::error::{ApiError, INTERNAL_ERROR_TEXT};
+use crate::pb;
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `GET /health/`.
+pub async fn health_get(
+    State(gateway): State<Arc<Gateway>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ready = match query.get("ready").map(String::as_str) {
+        None | Some("") => false,
+        Some(text) => parse_go_bool(text).ok_or_else(|| ApiError::bad_request("invalid ready value"))?,
+    };
+    if ready {
+        let Some(seed) = gateway.seeds.first() else {
+            return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT));
+        };
+        let answer = match gateway.fanout.channel(seed) {
+            Ok(channel) => {
+                let mut client = pb::node_service_client::NodeServiceClient::new(channel);
+                tokio::time::timeout(
+                    crate::gateway::fanout::SINGLE_CALL_TIMEOUT,
+                    client.handshake(pb::HandshakeRequest { cluster_name: String::new() }),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|r| r.into_inner())
+            }
+            Err(_) => None,
+        };
+        match answer {
+            Some(reply) if reply.ready => {}
+            Some(reply) => {
+                // The reason stays in the log, as in CockroachDB.
+                tracing::info!(reason = %reply.not_ready_reason, "health check: not ready");
+                return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT));
+            }
+            None => {
+                tracing::info!(node = %seed, "health check: node unreachable");
+                return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT));
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bools_parse_like_go() {
+        for t in ["1", "t", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true));
+        }
+        for f in ["0", "f", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false));
+        }
+        assert_eq!(parse_go_bool("yes"), None);
+        assert_eq!(parse_go_bool("tRUE"), None);
+    }
+}

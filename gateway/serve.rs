@@ -1,0 +1,82 @@
+//! The HTTP server under the gateway: HTTP/1.1 and HTTP/2 (ALPN over TLS, prior knowledge in
+//! plaintext) through hyper's auto builder, HTTPS with the node certificate in secure mode
+//! (client certificates never required), and a readable HTTP 400 for a TLS handshake sent to
+//! a plaintext port instead of a silent reset.
+
+use std::sync::Arc;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The first byte of a TLS record carrying a handshake.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+const PLAINTEXT_ONLY: &str =
+    "This port serves plain HTTP (the node runs with --insecure); use http://, not https://.\n";
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting an HTTP connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (router, acceptor) = (router.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Err(err) = connection(tcp, router, acceptor).await {
+                    tracing::debug!(peer = %peer, error = %err, "HTTP connection ended with an error");
+                }
+            });
+        }
+    })
+}
+
+async fn connection(
+    tcp: TcpStream,
+    router: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let service = TowerToHyperService::new(router);
+    let builder = Builder::new(TokioExecutor::new());
+    match acceptor {
+        Some(acceptor) => {
+            let tls = acceptor.accept(tcp).await?;
+            builder.serve_connection(TokioIo::new(tls), service).await
+        }
+        None => {
+            let mut first = [0u8; 1];
+            let mut tcp = tcp;
+            if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
+                let response = format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{PLAINTEXT_ONLY}",
+                    PLAINTEXT_ONLY.len()
+                );
+                tcp.write_all(response.as_bytes()).await?;
+                tcp.shutdown().await?;
+                return Ok(());
+            }
+            builder.serve_connection(TokioIo::new(tcp), service).await
+        }
+    }
+}
