@@ -27,6 +27,10 @@ pub const NODE_PREFIX: &[u8] = b"\x04node/";
 pub const STATUS_PREFIX: &[u8] = b"\x04status/";
 /// Prefix of web sessions (`/System/websession/<id>`).
 pub const WEB_SESSION_PREFIX: &[u8] = b"\x04websession/";
+/// Prefixes of the SQL catalog (databases, table names, table descriptors). A write under
+/// any of them bumps the state machine's catalog version, which invalidates cached descriptors.
+pub const CATALOG_PREFIXES: [&[u8]; 3] = [b"\x04db/", b"\x04ns/", b"\x04desc/"];
+
 /// Prefix of user records (`/System/user/<name>`).
 pub const USER_PREFIX: &[u8] = b"\x04user/";
 

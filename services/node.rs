@@ -136,6 +136,7 @@ pub struct NodeCore {
     cpu: CpuSampler,
     lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
     table_names: std::sync::Mutex<HashMap<u64, TableNames>>,
+    table_cache: std::sync::Mutex<HashMap<(String, String), (u64, crate::services::sql::catalog::TableDescriptor)>>,
 }
 
 /// A leader (leaseholder) this node observed, and from when.
@@ -281,6 +282,45 @@ impl NodeCore {
             return Some("node is not healthy: not yet a member".into());
         }
         None
+    }
+
+    /// The catalog version this node's state machine has applied (0 before activation).
+    pub fn catalog_version(&self) -> u64 {
+        self.active.get().map(|a| a.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
+    }
+
+    /// A cached table descriptor (or cached absence) still valid at `version`.
+    pub fn cached_table(
+        &self,
+        database: &str,
+        table: &str,
+        version: u64,
+    ) -> Option<crate::services::sql::catalog::TableDescriptor> {
+        let cache = self.table_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(&(database.to_string(), table.to_string()))
+            .filter(|(cached_at, _)| *cached_at == version && version != 0)
+            .map(|(_, table)| table.clone())
+    }
+
+    /// Forgets every cached descriptor (after this node's own DDL).
+    pub fn clear_table_cache(&self) {
+        self.table_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Caches a descriptor read at catalog `version`.
+    pub fn cache_table(
+        &self,
+        database: &str,
+        table: &str,
+        version: u64,
+        descriptor: crate::services::sql::catalog::TableDescriptor,
+    ) {
+        let mut cache = self.table_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert((database.to_string(), table.to_string()), (version, descriptor));
     }
 
     /// Statement counters of this node's SQL layer.
@@ -1146,6 +1186,7 @@ impl Node {
             cpu: CpuSampler::default(),
             lease_history: Default::default(),
             table_names: Default::default(),
+            table_cache: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;

@@ -13,7 +13,7 @@ use common::*;
 fn demo_starts_a_secure_cluster_and_cleans_up() {
     setup();
     let mut child = Command::new(RANGED)
-        .args(["demo", "--sql-port", "0", "--password", "demo-pass-1", "--no-workload"])
+        .args(["demo", "--sql-port", "0", "--http-port", "0", "--password", "demo-pass-1", "--no-workload"])
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -47,6 +47,18 @@ fn demo_starts_a_secure_cluster_and_cleans_up() {
     let (ok, out, err) = psql(url, &["SELECT current_user", "SELECT count(*) FROM kv.kv"]);
     assert!(ok, "psql over TLS failed: {err}");
     assert!(out.starts_with("demo\n"), "{out}");
+
+    // The documented API commands, verbatim (CockroachDB's curl lines): log in, list nodes.
+    let login = banner.iter().find_map(|l| l.strip_prefix("Log in: ")).expect(&text);
+    assert!(login.contains("--cacert") && login.contains("application/x-www-form-urlencoded"), "{login}");
+    let out = Command::new("sh").args(["-c", login]).output().expect("curl is installed");
+    let body = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && body.starts_with("{\"session\":\""), "{login}: {body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["session"].as_str().unwrap().to_string();
+    let then = banner.iter().find_map(|l| l.strip_prefix("Then:   ")).expect(&text).replace("<session>", &token);
+    let out = Command::new("sh").args(["-c", &then]).output().unwrap();
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from /nodes/");
+    assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3), "{nodes}");
 
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

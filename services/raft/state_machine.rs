@@ -45,6 +45,8 @@ pub struct SmShared {
     pub last_applied: Option<LogId<NodeId>>,
     /// The last applied membership.
     pub membership: StoredMembership<NodeId, BasicNode>,
+    /// Bumped by every applied write to the SQL catalog (see [`keys::CATALOG_PREFIXES`]).
+    pub catalog_version: u64,
 }
 
 /// The state machine of one node; clones share the same database and memory.
@@ -123,6 +125,9 @@ fn put_tracked(
         Some(value) => data.insert(key, value).map_err(storage_error)?.map(|old| old.value().len()),
         None => data.remove(key).map_err(storage_error)?.map(|old| old.value().len()),
     };
+    if keys::CATALOG_PREFIXES.iter().any(|prefix| key.starts_with(prefix)) {
+        shared.catalog_version += 1;
+    }
     // A descriptor enters the index first, so the bootstrap's own descriptor keys are
     // counted in range 1 exactly as a restart's recount will count them.
     if key.starts_with(keys::META_PREFIX)

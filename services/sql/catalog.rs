@@ -25,9 +25,9 @@ pub const DEFAULT_DATABASE: &str = "defaultdb";
 pub const PUBLIC_SCHEMA: &str = "public";
 /// The descriptor ID allocator.
 pub const DESCRIPTOR_ID_ALLOCATOR: &[u8] = b"\x04idalloc/desc";
-const DATABASE_PREFIX: &[u8] = b"\x04db/";
-const NAMESPACE_PREFIX: &[u8] = b"\x04ns/";
-const DESCRIPTOR_PREFIX: &[u8] = b"\x04desc/";
+const DATABASE_PREFIX: &[u8] = keys::CATALOG_PREFIXES[0];
+const NAMESPACE_PREFIX: &[u8] = keys::CATALOG_PREFIXES[1];
+const DESCRIPTOR_PREFIX: &[u8] = keys::CATALOG_PREFIXES[2];
 /// The id of `defaultdb` (as in CockroachDB); user tables start after it.
 const DEFAULT_DATABASE_ID: u64 = 100;
 const FIRST_USER_ID: u64 = 104;
@@ -194,7 +194,9 @@ impl<'a> Catalog<'a> {
             value: json(&DatabaseDescriptor { id, name: name.to_string() }),
             expected: None,
         };
-        match self.core.kv_batch(vec![op], false).await {
+        let result = self.core.kv_batch(vec![op], false).await;
+        self.core.clear_table_cache();
+        match result {
             Ok(_) => Ok(true),
             Err(Error::ConditionFailed { .. }) if if_not_exists => Ok(false),
             Err(Error::ConditionFailed { .. }) => {
@@ -204,9 +206,22 @@ impl<'a> Catalog<'a> {
         }
     }
 
-    /// The table `name` of `database`, if it exists.
+    /// The table `name` of `database`, if it exists. A found descriptor is served from the
+    /// node's cache while the catalog version this node has applied is unchanged, so statements
+    /// do not read range 1. Absence is never cached, and this node's own DDL clears the cache,
+    /// so a node always sees its own catalog changes; a change made through another node is
+    /// seen once this node applies it (milliseconds).
     pub async fn table(&self, database: &str, name: &str) -> Result<Option<TableDescriptor>, SqlError> {
-        self.get(namespace_key(database, name)).await?.map(|bytes| parse(&bytes)).transpose()
+        let version = self.core.catalog_version();
+        if let Some(cached) = self.core.cached_table(database, name, version) {
+            return Ok(Some(cached));
+        }
+        let table: Option<TableDescriptor> =
+            self.get(namespace_key(database, name)).await?.map(|bytes| parse(&bytes)).transpose()?;
+        if let Some(table) = &table {
+            self.core.cache_table(database, name, version, table.clone());
+        }
+        Ok(table)
     }
 
     /// The table with id `id`, if it exists.
@@ -241,7 +256,9 @@ impl<'a> Catalog<'a> {
             },
             Op::Put { key: descriptor_key(table.id), value: json(&table) },
         ];
-        match self.core.kv_batch(ops, false).await {
+        let result = self.core.kv_batch(ops, false).await;
+        self.core.clear_table_cache();
+        match result {
             Ok(_) => {}
             Err(Error::ConditionFailed { .. }) if if_not_exists => return Ok(None),
             Err(Error::ConditionFailed { .. }) => {
@@ -273,7 +290,9 @@ impl<'a> Catalog<'a> {
             Op::Delete { key: descriptor_key(table.id) },
             Op::DeleteRange { start, end },
         ];
-        match self.core.kv_batch(ops, false).await {
+        let result = self.core.kv_batch(ops, false).await;
+        self.core.clear_table_cache();
+        match result {
             Ok(_) => Ok(true),
             Err(Error::ConditionFailed { .. }) => Err(SqlError::new("40001", "table changed concurrently; retry")),
             Err(err) => Err(err.into()),

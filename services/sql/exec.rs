@@ -107,8 +107,35 @@ fn name_parts(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-/// Splits a SQL string into statements with sqlparser and maps the CockroachDB-only forms.
+/// Splits a SQL string into statements with sqlparser's tokenizer and parses each, mapping
+/// the CockroachDB-only forms first.
 fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens =
+        Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().map_err(|err| SqlError::syntax(err.to_string()))?;
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for token in tokens {
+        if token == Token::SemiColon {
+            statements.push(std::mem::take(&mut current));
+        } else {
+            current.push_str(&token.to_string());
+        }
+    }
+    statements.push(current);
+    let mut parsed = Vec::new();
+    for statement in statements.iter().filter(|s| !s.trim().is_empty()) {
+        parsed.extend(parse_one(statement)?);
+    }
+    if parsed.is_empty() {
+        // Let sqlparser report what an empty statement is.
+        return parse_with(sql, Flavor::Plain);
+    }
+    Ok(parsed)
+}
+
+/// Parses one statement (no `;` at top level).
+fn parse_one(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     let dialect = PostgreSqlDialect {};
     let trimmed = sql.trim_start();
     let words: Vec<String> = trimmed.split_whitespace().take(2).map(|w| w.to_ascii_uppercase()).collect();
@@ -126,7 +153,7 @@ fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
             let table_text = trimmed["ALTER".len()..at].trim_start()["TABLE".len()..].trim();
             let mut parser = Parser::new(&dialect).try_with_sql(table_text).map_err(syntax)?;
             let table = parser.parse_object_name(false).map_err(syntax)?;
-            let query_text = trimmed[at + " SPLIT AT ".len()..].trim().trim_end_matches(';');
+            let query_text = trimmed[at + " SPLIT AT ".len()..].trim();
             let mut parser = Parser::new(&dialect).try_with_sql(query_text).map_err(syntax)?;
             let rows = parser.parse_query().map_err(syntax)?;
             return Ok(vec![Parsed::Split { table, rows }]);
@@ -1809,6 +1836,10 @@ mod tests {
             Parsed::Statement(_, Flavor::CreateUser)
         ));
         assert!(matches!(&parse("ALTER TABLE kv SPLIT AT VALUES (5), (10)").unwrap()[0], Parsed::Split { .. }));
+        let both = parse("CREATE USER a WITH PASSWORD 'x;y'; UPSERT INTO t VALUES (1); SELECT 1").unwrap();
+        assert_eq!(both.len(), 3);
+        assert!(matches!(&both[0], Parsed::Statement(_, Flavor::CreateUser)));
+        assert!(matches!(&both[1], Parsed::Statement(_, Flavor::Upsert)));
         assert_eq!(parse("SELEC 1").err().unwrap().code, "42601");
     }
 }

@@ -3,6 +3,8 @@
 //! for readiness).
 #![allow(dead_code)]
 
+pub mod swagger;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,6 +71,8 @@ pub struct NodeProc {
     pub addr: String,
     /// The PostgreSQL address.
     pub sql_addr: String,
+    /// The HTTP API address.
+    pub http_addr: String,
     pub store: PathBuf,
     pub args: Vec<String>,
     pub log: PathBuf,
@@ -103,6 +107,7 @@ impl Cluster {
         for (i, addr) in addrs.iter().enumerate() {
             let store = dir.path().join(format!("n{}", i + 1));
             let sql_addr = format!("127.0.0.1:{}", free_port());
+            let http_addr = format!("127.0.0.1:{}", free_port());
             let mut args: Vec<String> = vec![
                 "start".into(),
                 "--listen-addr".into(),
@@ -114,12 +119,12 @@ impl Cluster {
                 "--sql-addr".into(),
                 sql_addr.clone(),
                 "--http-addr".into(),
-                "127.0.0.1:0".into(),
+                http_addr.clone(),
             ];
             args.extend(security.iter().cloned());
             args.extend(extra.iter().map(|s| s.to_string()));
             let log = dir.path().join(format!("n{}.log", i + 1));
-            nodes.push(NodeProc { child: None, addr: addr.clone(), sql_addr, store, args, log });
+            nodes.push(NodeProc { child: None, addr: addr.clone(), sql_addr, http_addr, store, args, log });
         }
         let mut cluster = Cluster { dir, nodes, security };
         for i in 0..n {
@@ -315,6 +320,12 @@ impl Cluster {
     /// An insecure PostgreSQL URL for node `i` as `user`.
     pub fn pg_url(&self, i: usize, user: &str) -> String {
         format!("postgresql://{user}@{}/defaultdb?sslmode=disable", self.nodes[i].sql_addr)
+    }
+
+    /// The HTTP API base URL of node `i` (`http://` unless `scheme` says otherwise).
+    pub fn api(&self, i: usize, scheme: &str) -> String {
+        let port = self.nodes[i].http_addr.split(':').nth(1).unwrap_or_default();
+        format!("{scheme}://localhost:{port}/api/v2")
     }
 
     /// The store path of node `i`.
