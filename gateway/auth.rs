@@ -196,6 +196,9 @@ pub fn url_decode(text: &str) -> String {
 }
 
 /// `POST /api/v2/login/`.
+#[utoipa::path(post, path = "/login/", tag = "auth",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "username=..&password=.. (or the same as query parameters)"),
+    responses((status = 200, body = LoginResponse), (status = 400), (status = 401), (status = 405)))]
 pub async fn login(
     State(gateway): State<Arc<Gateway>>,
     method: axum::http::Method,
@@ -249,6 +252,8 @@ pub async fn login(
 }
 
 /// `POST /api/v2/logout/`.
+#[utoipa::path(post, path = "/logout/", tag = "auth", security(("api_session" = [])),
+    responses((status = 200, body = LogoutResponse), (status = 400), (status = 401), (status = 405)))]
 pub async fn logout(
     State(gateway): State<Arc<Gateway>>,
     method: axum::http::Method,

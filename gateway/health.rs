@@ -23,6 +23,9 @@ pub fn parse_go_bool(text: &str) -> Option<bool> {
 }
 
 /// `GET /health/`.
+#[utoipa::path(get, path = "/health/", tag = "health",
+    params(("ready" = Option<bool>, Query, description = "Check readiness (initialized, Raft member, not draining)")),
+    responses((status = 200, description = "`{}`"), (status = 400, description = "invalid ready value"), (status = 500, description = "not ready")))]
 pub async fn health_get(
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,

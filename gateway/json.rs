@@ -13,6 +13,19 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct GoFloat(pub f64);
 
+impl utoipa::PartialSchema for GoFloat {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+            .description(Some("A float written the way Go writes it: integral values without a fraction."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for GoFloat {}
+
 impl Serialize for GoFloat {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let v = if self.0.is_finite() { self.0 } else { 0.0 };
@@ -48,7 +61,7 @@ pub fn uuid(bytes: &[u8]) -> String {
 }
 
 /// `util.UnresolvedAddr`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Address {
     /// Always `tcp`.
     pub network_field: String,
@@ -64,7 +77,7 @@ impl Address {
 }
 
 /// A locality tier.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Tier {
     /// Tier key.
     pub key: String,
@@ -73,21 +86,21 @@ pub struct Tier {
 }
 
 /// Locality (`tiers` is `[]`, never null).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Locality {
     /// Tiers, most general first.
     pub tiers: Vec<Tier>,
 }
 
 /// `roachpb.Attributes` (always empty here).
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema, Default)]
 pub struct Attributes {
     /// Store attributes.
     pub attrs: Vec<String>,
 }
 
 /// `roachpb.Version`, with both the newer and the older field names.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ServerVersion {
     /// Major version.
     pub major: i32,
@@ -113,7 +126,7 @@ impl ServerVersion {
 }
 
 /// One node in `/nodes/`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeStatus {
     /// Node id.
     pub node_id: i32,
@@ -149,7 +162,7 @@ pub struct NodeStatus {
 }
 
 /// `/nodes/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct NodesResponse {
     /// Nodes in id order.
     pub nodes: Vec<NodeStatus>,
@@ -159,7 +172,7 @@ pub struct NodesResponse {
 }
 
 /// `rangeDescriptorInfo`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RangeDescriptorInfo {
     /// Range id.
     pub range_id: i64,
@@ -176,7 +189,7 @@ pub struct RangeDescriptorInfo {
 }
 
 /// Pretty-printed span.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema, Default)]
 pub struct Span {
     /// Start key.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -187,7 +200,7 @@ pub struct Span {
 }
 
 /// HLC timestamp.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Timestamp {
     /// Wall time, ns.
     pub wall_time: i64,
@@ -196,7 +209,7 @@ pub struct Timestamp {
 }
 
 /// `roachpb.ReplicaDescriptor`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ReplicaDescriptor {
     /// Node.
     pub node_id: i32,
@@ -210,7 +223,7 @@ pub struct ReplicaDescriptor {
 }
 
 /// `roachpb.Lease` as seen here: a Raft leader and its term.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Lease {
     /// When this node first saw the leader.
     pub start: Timestamp,
@@ -223,7 +236,7 @@ pub struct Lease {
 }
 
 /// `RangeProblems` (false fields omitted, as Go does).
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema, Default)]
 pub struct RangeProblems {
     /// No quorum or leader.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -243,7 +256,7 @@ pub struct RangeProblems {
 }
 
 /// `RangeStatistics`, measured at the leaseholder.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema, Default)]
 pub struct RangeStatistics {
     /// Batch requests per second.
     pub queries_per_second: GoFloat,
@@ -262,7 +275,7 @@ pub struct RangeStatistics {
 }
 
 /// Raft state of a replica (an addition to CockroachDB's shape).
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema, Default)]
 pub struct RaftState {
     /// Term.
     pub term: u64,
@@ -277,7 +290,7 @@ pub struct RaftState {
 }
 
 /// `rangeInfo`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RangeInfo {
     /// Descriptor.
     pub desc: RangeDescriptorInfo,
@@ -347,7 +360,7 @@ impl RangeInfo {
 }
 
 /// `/nodes/{id}/ranges/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeRangesResponse {
     /// Ranges in range-id order.
     pub ranges: Vec<RangeInfo>,
@@ -357,7 +370,7 @@ pub struct NodeRangesResponse {
 }
 
 /// Who answered a fan-out.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, utoipa::ToSchema, Default)]
 pub struct FanOutSummary {
     /// Nodes asked (decommissioned ones are not).
     pub total: u32,
@@ -368,7 +381,7 @@ pub struct FanOutSummary {
 }
 
 /// One node's failure in `/ranges/hot/`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HotRangesError {
     /// Message.
     pub error_message: String,
@@ -377,7 +390,7 @@ pub struct HotRangesError {
 }
 
 /// One hot range: the newest shape, the v21.2–v23 singular names, and the rates.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HotRange {
     /// Range id.
     pub range_id: i64,
@@ -418,7 +431,7 @@ pub struct HotRange {
 }
 
 /// `/ranges/hot/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HotRangesResponse {
     /// The cluster-wide top ranges, sorted by the requested metric.
     pub ranges: Vec<HotRange>,
@@ -434,7 +447,7 @@ pub struct HotRangesResponse {
 }
 
 /// One node's answer in `/ranges/{id}/`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeRangeResponse {
     /// The replica.
     pub range_info: RangeInfo,
@@ -444,7 +457,7 @@ pub struct NodeRangeResponse {
 }
 
 /// `/ranges/{id}/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RangeResponse {
     /// By node id.
     pub responses_by_node_id: BTreeMap<String, NodeRangeResponse>,
@@ -453,7 +466,7 @@ pub struct RangeResponse {
 }
 
 /// `ActiveQuery`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ActiveQuery {
     /// Hex id.
     pub id: String,
@@ -474,7 +487,7 @@ pub struct ActiveQuery {
 }
 
 /// `TxnInfo`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TxnInfo {
     /// Transaction id (UUID).
     pub id: String,
@@ -489,7 +502,7 @@ pub struct TxnInfo {
 }
 
 /// `serverpb.Session`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Session {
     /// Node.
     pub node_id: i32,
@@ -526,7 +539,7 @@ pub struct Session {
 }
 
 /// One node's failure in `/sessions/`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ListSessionsError {
     /// Node.
     pub node_id: i32,
@@ -535,7 +548,7 @@ pub struct ListSessionsError {
 }
 
 /// `/sessions/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ListSessionsResponse {
     /// Sessions ordered by start.
     pub sessions: Vec<Session>,
@@ -551,14 +564,14 @@ pub struct ListSessionsResponse {
 }
 
 /// `/login/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LoginResponse {
     /// The session token.
     pub session: String,
 }
 
 /// `/logout/` response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LogoutResponse {
     /// Always true.
     pub logged_out: bool,

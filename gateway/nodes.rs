@@ -42,6 +42,9 @@ pub fn node_status(entry: pb::NodeEntry) -> NodeStatus {
 }
 
 /// `GET /nodes/`.
+#[utoipa::path(get, path = "/nodes/", tag = "nodes", security(("api_session" = [])),
+    params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = NodesResponse), (status = 401), (status = 403)))]
 pub async fn nodes_list(
     _admin: Admin,
     State(gateway): State<Arc<Gateway>>,

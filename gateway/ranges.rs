@@ -137,6 +137,9 @@ fn parse_range_ids(text: Option<&String>) -> Result<Vec<u64>, ApiError> {
 }
 
 /// `GET /nodes/{node_id}/ranges/`.
+#[utoipa::path(get, path = "/nodes/{node_id}/ranges/", tag = "ranges", security(("api_session" = [])),
+    params(("node_id" = String, Path, description = "`local` or a node id"), ("ranges" = Option<String>, Query, description = "comma-separated range ids"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = NodeRangesResponse), (status = 400), (status = 401), (status = 403), (status = 503)))]
 pub async fn node_ranges_list(
     _admin: Admin,
     State(gateway): State<Arc<Gateway>>,
@@ -213,6 +216,9 @@ fn hot_range(node_id: u64, info: &pb::RangeInfo) -> HotRange {
 }
 
 /// `GET /ranges/hot/`.
+#[utoipa::path(get, path = "/ranges/hot/", tag = "ranges", security(("api_session" = [])),
+    params(("node_id" = Option<String>, Query), ("limit" = Option<i64>, Query), ("start" = Option<String>, Query, description = "pagination token from `next`"), ("sort_by" = Option<String>, Query, description = "qps (default), cpu, reads, writes, read_bytes, write_bytes")),
+    responses((status = 200, body = HotRangesResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn hot_ranges_list(
     _admin: Admin,
     State(gateway): State<Arc<Gateway>>,
@@ -299,6 +305,9 @@ async fn local_node_id(gateway: &Gateway) -> Result<u64, ApiError> {
 }
 
 /// `GET /ranges/{range_id}/`.
+#[utoipa::path(get, path = "/ranges/{range_id}/", tag = "ranges", security(("api_session" = [])),
+    params(("range_id" = i64, Path)),
+    responses((status = 200, body = RangeResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn range_get(
     _admin: Admin,
     State(gateway): State<Arc<Gateway>>,

@@ -63,6 +63,9 @@ pub fn session(s: pb::Session, now: i64) -> Session {
 }
 
 /// `GET /sessions/`.
+#[utoipa::path(get, path = "/sessions/", tag = "sessions", security(("api_session" = [])),
+    params(("username" = Option<String>, Query), ("exclude_closed_sessions" = Option<bool>, Query), ("limit" = Option<i64>, Query), ("start" = Option<String>, Query, description = "pagination token from `next`")),
+    responses((status = 200, body = ListSessionsResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn sessions_list(
     _admin: Admin,
     State(gateway): State<Arc<Gateway>>,

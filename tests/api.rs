@@ -55,6 +55,8 @@ async fn api_reports_sessions_hot_ranges_and_pages() {
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 3);
     let bare = client.get(format!("{}/nodes", api(1))).send().await.unwrap();
     assert_eq!(bare.status(), 200);
+    let doc: Value = client.get(format!("{}/openapi.json", api(0))).send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/ranges/hot/"]["get"].is_object(), "{doc}");
     for node in nodes["nodes"].as_array().unwrap() {
         assert_eq!(node["liveness_status"], 3, "{node}");
         for field in ["num_cpus", "total_system_memory", "updated_at", "metrics", "store_metrics"] {
