@@ -55,6 +55,26 @@ async fn api_reports_sessions_hot_ranges_and_pages() {
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 3);
     let bare = client.get(format!("{}/nodes", api(1))).send().await.unwrap();
     assert_eq!(bare.status(), 200);
+    // Transport: a TLS handshake on the plaintext port gets an HTTP 400; `Upgrade: h2c` is
+    // ignored, not rejected.
+    {
+        use std::io::{Read, Write};
+        let addr = &cluster.nodes[0].http_addr;
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00]).unwrap();
+        let mut answer = String::new();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = tcp.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        let request = "GET /api/v2/health/ HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = tcp.read(&mut buf).unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
     let doc: Value = client.get(format!("{}/openapi.json", api(0))).send().await.unwrap().json().await.unwrap();
     assert!(doc["paths"]["/ranges/hot/"]["get"].is_object(), "{doc}");
     for node in nodes["nodes"].as_array().unwrap() {
@@ -123,11 +143,14 @@ async fn api_reports_sessions_hot_ranges_and_pages() {
     let bad = client.get(format!("{}/nodes/abc/ranges/", api(0))).send().await.unwrap();
     assert_eq!((bad.status().as_u16(), bad.text().await.unwrap()), (400, "invalid node ID\n".to_string()));
 
-    // A psql-like session with an application name and a running pg_sleep shows up, on its node.
-    let sleeper = ranged::workload::connect(&format!("{}&application_name=api-sleeper", cluster.pg_url(2, "root")))
-        .await
-        .unwrap();
-    let sleeping = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(4)").await.map(|_| ()) });
+    // A psql session with an application name and a running pg_sleep shows up, on its node.
+    let mut sleeper = std::process::Command::new("psql")
+        .arg(cluster.pg_url(2, "root"))
+        .args(["-X", "-c", "SELECT pg_sleep(4)"])
+        .env("PGAPPNAME", "api-sleeper")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql is installed");
     let sessions = wait_for(Duration::from_secs(10), "the sleeping session", || {
         let client = client.clone();
         let url = format!("{}/sessions/?username=root", api(0));
@@ -156,7 +179,7 @@ async fn api_reports_sessions_hot_ranges_and_pages() {
     get_valid(&client, &format!("{}/sessions/?username=root", api(0)), "/sessions/", None).await;
     let nobody = get_valid(&client, &format!("{}/sessions/?username=nobody", api(0)), "/sessions/", None).await;
     assert!(nobody["sessions"].as_array().unwrap().is_empty());
-    sleeping.await.unwrap().unwrap();
+    assert!(sleeper.wait().unwrap().success());
 
     // Walking /sessions/?limit=2 by next visits every session exactly once.
     let mut clients = Vec::new();

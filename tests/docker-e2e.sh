@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# End-to-end test of docker-compose.yml: a real secure 3-node cluster in containers, driven from
+# the host with curl, psql and `ranged workload`, through node1's published ports on 127.0.0.1.
+# Kills a node, cuts one off the network, restarts the whole cluster on its volumes.
+#
+#   bash tests/docker-e2e.sh
+#
+# Skips (exit 0, with the reason) when no Docker engine answers or no Compose is installed.
+# Builds debian:bookworm-slim with debootstrap if the engine lacks it (docker/build-base-image.sh),
+# the release binary, and the image ranged:local. Every wait has a deadline; the project (its
+# containers, network and volumes) and the temporary files are removed on any exit.
+# Needs on the host: curl, psql, python3 (JSON), cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+START=$SECONDS
+say() { printf '[docker-e2e %4ds] %s\n' "$((SECONDS - START))" "$*"; }
+CHECKS=0
+ok() { CHECKS=$((CHECKS + 1)); say "ok $CHECKS: $*"; }
+fail() { say "FAIL: $*"; exit 1; }
+
+# --- can this machine run it at all? ---------------------------------------------------------
+if ! command -v docker >/dev/null 2>&1; then
+    say "SKIPPED: no docker command on this machine"
+    exit 0
+fi
+if ! timeout 30 docker info >/dev/null 2>&1; then
+    say "SKIPPED: no Docker engine answers ('docker info' failed)"
+    exit 0
+fi
+if docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1; then
+    COMPOSE=(docker-compose)
+else
+    say "SKIPPED: a Docker engine answers but neither 'docker compose' nor 'docker-compose' is installed"
+    exit 0
+fi
+for tool in curl psql python3 cargo; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is needed on the host"
+done
+say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
+
+# --- the project and its cleanup -------------------------------------------------------------
+export COMPOSE_PROJECT_NAME="ranged-e2e-$$"
+TMP=$(mktemp -d /tmp/ranged-e2e.XXXXXX)
+SLEEPER_PID=""
+compose() { "${COMPOSE[@]}" "$@"; }
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    if [ -n "$SLEEPER_PID" ]; then kill "$SLEEPER_PID" 2>/dev/null || true; fi
+    if [ "$rc" -ne 0 ]; then
+        say "failed (exit $rc): container states and logs follow"
+        compose ps 2>&1 || true
+        compose logs --no-color --tail 80 2>&1 || true
+    fi
+    say "cleanup: down -v"
+    timeout 120 "${COMPOSE[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+    rm -rf "$TMP"
+    if [ "$rc" -eq 0 ]; then say "PASSED: $CHECKS checks in $((SECONDS - START))s"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Host ports: node1's defaults, or the next free pair (something else may hold 8080/26257).
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for offset in 0 10000 20000 30000 1 2 3; do
+    HOST_HTTP_PORT=$((8080 + offset)) HOST_SQL_PORT=$((26257 + offset))
+    if ! port_busy "$HOST_HTTP_PORT" && ! port_busy "$HOST_SQL_PORT"; then break; fi
+done
+export HOST_HTTP_PORT HOST_SQL_PORT
+API="https://127.0.0.1:$HOST_HTTP_PORT/api/v2"
+PASSWORD=$(head -n 1 docker/root-password)
+CA="$TMP/ca.crt"
+PGURL="postgresql://root:$PASSWORD@127.0.0.1:$HOST_SQL_PORT/defaultdb?sslmode=verify-full&sslrootcert=$CA&connect_timeout=10"
+
+# --- helpers ---------------------------------------------------------------------------------
+# json EXPR: evaluates a Python expression over the JSON document on stdin, bound to `d`.
+json() { python3 -c 'import json,sys; d=json.load(sys.stdin); r=eval(sys.argv[1]); print(json.dumps(r) if isinstance(r,(dict,list)) else r)' "$1"; }
+# get PATH: the body of an authenticated GET (fails on a non-2xx answer).
+get() { curl -fsS --max-time 20 --cacert "$CA" -H "X-Cockroach-API-Session: $TOKEN" "$API$1"; }
+sql() { psql "$PGURL" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+# retry SECONDS WHAT COMMAND...: runs COMMAND every 2 s until it succeeds or the deadline passes.
+retry() {
+    local limit=$1 what=$2 deadline=$((SECONDS + $1))
+    shift 2
+    until "$@" >"$TMP/retry.out" 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            cat "$TMP/retry.out"
+            fail "$what: not within ${limit}s"
+        fi
+        sleep 2
+    done
+}
+cid() { compose ps -q "$1"; }
+health() { docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(cid "$1")"; }
+all_healthy() {
+    local n
+    for n in node1 node2 node3 gateway; do [ "$(health "$n")" = healthy ] || return 1; done
+}
+init_done() {
+    [ "$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$(cid init)")" = "exited 0" ]
+}
+# Node ids by service name, from /nodes/ (address_field is the advertised node1:26357).
+node_id() { get /nodes/ | json "[n['node_id'] for n in d['nodes'] if n['address']['address_field'] == '$1:26357'][0]"; }
+liveness() { get /nodes/ | json "[n['liveness_status'] for n in d['nodes'] if n['address']['address_field'] == '$1:26357'][0]"; }
+live_count() { get /nodes/ | json "sum(1 for n in d['nodes'] if n['liveness_status'] == 3)"; }
+three_live() { [ "$(live_count)" = 3 ]; }
+not_live() { [ "$(liveness "$1")" != 3 ]; }
+count_rows() { sql "SELECT count(*) FROM e2e"; }
+
+# --- build -----------------------------------------------------------------------------------
+bash docker/build-base-image.sh
+say "cargo build --release"
+cargo build --release --locked --quiet
+docker build --quiet -t ranged:local . >/dev/null
+ok "image ranged:local built from target/release/ranged ($(docker image inspect --format '{{.Size}}' ranged:local) bytes)"
+[ "$(docker run --rm --entrypoint id ranged:local -u)" != 0 ] || fail "the image runs as root"
+ok "the image runs as a non-root user ($(docker run --rm --entrypoint id ranged:local -un))"
+compose config -q
+ok "'${COMPOSE[*]} config' accepts docker-compose.yml"
+
+# --- up --------------------------------------------------------------------------------------
+say "up -d (project $COMPOSE_PROJECT_NAME, host ports $HOST_HTTP_PORT and $HOST_SQL_PORT)"
+compose up -d --no-build 2>&1 | sed 's/^/    /'
+retry 180 "node1..3 and gateway healthy" all_healthy
+retry 60 "init exited 0" init_done
+ok "node1, node2, node3 and gateway are healthy; init exited 0 ($(docker logs "$(cid init)" 2>&1 | tail -n 1))"
+
+docker cp "$(cid node1):/var/lib/ranged/certs/ca.crt" "$CA"
+[ -z "$(compose exec -T node1 sh -c 'ls /var/lib/ranged/certs/ca.key 2>/dev/null')" ] || fail "ca.key reached the nodes"
+ok "CA copied from the certs volume; ca.key is not on the nodes"
+
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$CA" "$API/health/?ready=true")
+[ "$code" = 200 ] || fail "health/?ready=true from the host: $code"
+ok "GET /health/?ready=true over HTTPS from the host, verified against the CA: 200"
+
+TOKEN=$(curl -fsS --max-time 20 --cacert "$CA" -d "username=root&password=$PASSWORD" \
+    -H 'Content-Type: application/x-www-form-urlencoded' "$API/login/" | json "d['session']")
+[ -n "$TOKEN" ] || fail "no session token"
+ok "POST /login/ as root: session token received"
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$CA" "$API/nodes/")
+[ "$code" = 401 ] || fail "/nodes/ without a token answered $code"
+ok "/nodes/ without a token: 401"
+
+retry 60 "3 LIVE nodes" three_live
+ok "/nodes/ lists 3 LIVE nodes: $(get /nodes/ | json "', '.join(f\"n{n['node_id']}={n['address']['address_field']}\" for n in d['nodes'])")"
+N1=$(node_id node1) N2=$(node_id node2) N3=$(node_id node3)
+
+# --- SQL, workload, hot ranges, sessions -----------------------------------------------------
+sql "CREATE TABLE e2e (k INT PRIMARY KEY, v STRING)"
+values=$(for i in $(seq 1 100); do printf "(%d, 'row %d')," "$i" "$i"; done)
+sql "INSERT INTO e2e VALUES ${values%,}"
+ROWS=100
+[ "$(count_rows)" = $ROWS ] || fail "count after insert: $(count_rows)"
+ok "psql over TLS (verify-full) on 127.0.0.1:$HOST_SQL_PORT: CREATE TABLE e2e, INSERT 100 rows, count(*) = 100"
+
+PGAPPNAME=e2e-sleeper psql "$PGURL" -X -q -c "SELECT pg_sleep(45)" >/dev/null 2>&1 &
+SLEEPER_PID=$!
+
+target/release/ranged workload run kv --url "$PGURL" --duration 8s --concurrency 2 >"$TMP/workload.out" 2>&1 \
+    || { cat "$TMP/workload.out"; fail "ranged workload"; }
+ok "ranged workload run kv for 8s through node1: $(tail -n 1 "$TMP/workload.out")"
+
+hot_names() { get "/ranges/hot/" | json "sorted({r.get('table_name') for r in d['ranges'] if r.get('table_name')})"; }
+names_kv() { hot_names | grep -q '"kv"'; }
+retry 30 "/ranges/hot/ names kv" names_kv
+ok "/ranges/hot/ names the workload's table: $(hot_names) (top: $(get /ranges/hot/ | json "d['ranges'][0]['table_name']"))"
+
+sleeper_seen() {
+    get /sessions/ | json "[s for s in d['sessions'] if s.get('application_name') == 'e2e-sleeper'][0]['active_queries'][0]['sql']" \
+        | grep -q pg_sleep
+}
+retry 20 "/sessions/ shows the psql session" sleeper_seen
+ok "/sessions/ shows the psql session (application_name e2e-sleeper, running pg_sleep); summary $(get /sessions/ | json "d['summary']")"
+kill "$SLEEPER_PID" 2>/dev/null || true
+wait "$SLEEPER_PID" 2>/dev/null || true
+SLEEPER_PID=""
+
+# --- kill node3 ------------------------------------------------------------------------------
+docker kill "$(cid node3)" >/dev/null
+say "docker kill node3 (node id $N3)"
+retry 60 "node3 not LIVE" not_live node3
+ok "/nodes/: node3 liveness_status $(liveness node3) (not LIVE 3), still listed"
+node3_failed() {
+    local body
+    body=$(get /sessions/)
+    [ "$(json "d['summary']['failed']" <<<"$body")" -ge 1 ] && grep -q "node $N3" <<<"$body"
+}
+retry 30 "/sessions/ reports node3 failed" node3_failed
+ok "/sessions/: node $N3 in errors, summary $(get /sessions/ | json "d['summary']")"
+body=$(get /ranges/hot/)
+grep -q "node $N3" <<<"$body" || json "d['response_error']" <<<"$body" | grep -q "$N3" || fail "/ranges/hot/ without node3's error: $body"
+ok "/ranges/hot/: response_error $(json "d['response_error']" <<<"$body" | cut -c1-160)"
+values=$(for i in $(seq 101 150); do printf "(%d, 'row %d')," "$i" "$i"; done)
+sql "INSERT INTO e2e VALUES ${values%,}"
+sql "UPSERT INTO e2e VALUES (1, 'row 1 again')"
+ROWS=150
+[ "$(count_rows)" = $ROWS ] || fail "count with node3 down: $(count_rows)"
+[ "$(sql "SELECT v FROM e2e WHERE k = 1")" = "row 1 again" ] || fail "upsert lost"
+ok "with node3 down: INSERT 50 rows and an UPSERT through node1; count(*) = $ROWS"
+
+# --- node3 rejoins ---------------------------------------------------------------------------
+compose start node3 >/dev/null 2>&1
+retry 90 "node3 LIVE again" three_live
+node3_healthy() { [ "$(health node3)" = healthy ]; }
+retry 90 "node3 healthy" node3_healthy
+ok "compose start node3: LIVE again (3 LIVE) and healthy, same node id $(node_id node3)"
+# node3's own replica has applied every committed entry: its applied index reaches the leader's
+# commit index as read after the last write.
+range_index() { # SERVICE FIELD: the highest FIELD over the replicas SERVICE holds
+    compose exec -T "$1" ranged node ranges --host "$1:26357" --format json \
+        | json "max(int(r.get('$2', 0)) for r in (d if isinstance(d, list) else d.get('ranges', d.get('replicas', []))))"
+}
+compose exec -T node3 ranged node ranges --host node3:26357 --format json >"$TMP/ranges3.json"
+say "node3 replicas: $(cut -c1-300 "$TMP/ranges3.json")"
