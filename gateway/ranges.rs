@@ -34,17 +34,6 @@ fn replica(node_id: u64, voter: bool) -> ReplicaDescriptor {
     }
 }
 
-fn rates(load: &pb::LoadStats) -> LoadRates {
-    LoadRates {
-        queries_per_second: load.queries_per_second,
-        reads_per_second: load.reads_per_second,
-        writes_per_second: load.writes_per_second,
-        read_bytes_per_second: load.read_bytes_per_second,
-        write_bytes_per_second: load.write_bytes_per_second,
-        cpu_time_per_second: load.cpu_time_per_second,
-    }
-}
-
 /// Converts a node's replica to CockroachDB's `rangeInfo`.
 pub fn range_info(info: pb::RangeInfo) -> RangeInfo {
     let desc = info.descriptor.unwrap_or_default();
@@ -261,7 +250,7 @@ pub async fn hot_ranges_list(
                     candidates.push(HotCandidate {
                         node_id: reply.node_id,
                         range_id,
-                        rates: rates(&info.load.unwrap_or_default()),
+                        rates: LoadRates::from(&info.load.unwrap_or_default()),
                         payload: info,
                     });
                 }

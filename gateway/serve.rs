@@ -24,30 +24,15 @@ pub fn spawn(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting an HTTP connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let (router, acceptor) = (router.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                if let Err(err) = connection(tcp, router, acceptor).await {
-                    tracing::debug!(peer = %peer, error = %err, "HTTP connection ended with an error");
-                }
-            });
+    crate::services::accept::spawn(listener, shutdown, "http", move |tcp, peer| {
+        let (router, acceptor) = (router.clone(), acceptor.clone());
+        async move {
+            if let Err(err) = connection(tcp, router, acceptor).await {
+                tracing::debug!(peer = %peer, error = %err, "HTTP connection ended with an error");
+            }
         }
     })
 }

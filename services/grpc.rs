@@ -117,6 +117,19 @@ fn load_stats(load: &LoadRates) -> pb::LoadStats {
     }
 }
 
+impl From<&pb::LoadStats> for LoadRates {
+    fn from(load: &pb::LoadStats) -> Self {
+        LoadRates {
+            queries_per_second: load.queries_per_second,
+            reads_per_second: load.reads_per_second,
+            writes_per_second: load.writes_per_second,
+            read_bytes_per_second: load.read_bytes_per_second,
+            write_bytes_per_second: load.write_bytes_per_second,
+            cpu_time_per_second: load.cpu_time_per_second,
+        }
+    }
+}
+
 fn range_info(replica: ReplicaStatus) -> pb::RangeInfo {
     pb::RangeInfo {
         descriptor: Some(pb::RangeDescriptor {

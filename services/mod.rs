@@ -1,4 +1,5 @@
 //! Everything a node runs. One line per module:
+//! - [`accept`] — the accept loop shared by the SQL and HTTP servers.
 //! - [`error`] — the one error vocabulary, mapped to gRPC codes in one table.
 //! - [`keys`] — the layout of the ordered keyspace (system keys, range boundaries) and key printing.
 //! - [`engine`] — the embedded crash-safe storage (redb): Raft log, state machine, store identity.
@@ -15,6 +16,7 @@
 //! - [`node`] — a running node: start, init, join, drain.
 //! - [`sql`] — SQL over the PostgreSQL wire protocol: catalog, users, sessions, execution.
 
+pub mod accept;
 pub mod certs;
 pub mod dialer;
 pub mod engine;

@@ -208,11 +208,86 @@ retry 90 "node3 LIVE again" three_live
 node3_healthy() { [ "$(health node3)" = healthy ]; }
 retry 90 "node3 healthy" node3_healthy
 ok "compose start node3: LIVE again (3 LIVE) and healthy, same node id $(node_id node3)"
-# node3's own replica has applied every committed entry: its applied index reaches the leader's
-# commit index as read after the last write.
-range_index() { # SERVICE FIELD: the highest FIELD over the replicas SERVICE holds
+# node3's own replica holds every row: the key count of e2e's range in node3's store (read
+# inside its container: node3's SQL port is not published) reaches the row count.
+E2E_RANGE=$(sql "SHOW RANGES FROM TABLE e2e" | head -n 1 | cut -d '|' -f 1)
+say "table e2e lives in range $E2E_RANGE"
+node_keys() { # SERVICE: keys of e2e's range in that node's replica
     compose exec -T "$1" ranged node ranges --host "$1:26357" --format json \
-        | json "max(int(r.get('$2', 0)) for r in (d if isinstance(d, list) else d.get('ranges', d.get('replicas', []))))"
+        | json "[r['keys'] for r in d if r['range_id'] == $E2E_RANGE][0]"
 }
-compose exec -T node3 ranged node ranges --host node3:26357 --format json >"$TMP/ranges3.json"
-say "node3 replicas: $(cut -c1-300 "$TMP/ranges3.json")"
+node3_has_rows() { [ "$(node_keys node3)" = "$ROWS" ]; }
+retry 60 "node3's replica holds $ROWS rows" node3_has_rows
+[ "$(count_rows)" = $ROWS ] || fail "count after node3 rejoined: $(count_rows)"
+ok "node3's replica of range $E2E_RANGE holds $(node_keys node3) keys (node1: $(node_keys node1)); count(*) = $ROWS"
+
+# --- cut node2 off the network ---------------------------------------------------------------
+NET=$(docker inspect --format '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$(cid node2)" | awk '{print $1}')
+FANOUT=4 # ranged's default --fanout-timeout
+docker network disconnect "$NET" "$(cid node2)"
+say "docker network disconnect $NET node2 (node id $N2)"
+# Every /sessions/ call must answer 200 within the fan-out deadline (+2 s), and soon name node2.
+node2_unreachable() {
+    local t0 t1 body ms
+    t0=$(date +%s%N)
+    body=$(get /sessions/)
+    t1=$(date +%s%N)
+    ms=$(((t1 - t0) / 1000000))
+    [ "$ms" -le $(((FANOUT + 2) * 1000)) ] || { echo "/sessions/ took ${ms}ms"; return 2; }
+    if [ "$(json "d['summary']['failed']" <<<"$body")" -ge 1 ] && grep -q "node $N2" <<<"$body"; then
+        echo "$ms $(json "d['summary']" <<<"$body")" >"$TMP/partition"
+        return 0
+    fi
+    return 1
+}
+deadline=$((SECONDS + 30))
+while :; do
+    rc=0
+    node2_unreachable >"$TMP/why" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] && break
+    [ "$rc" -eq 2 ] && fail "$(cat "$TMP/why")"
+    [ "$SECONDS" -lt "$deadline" ] || fail "/sessions/ did not report node2 within 30s: $(get /sessions/ | json "d['summary']")"
+    sleep 1
+done
+read -r ms summary <"$TMP/partition"
+ok "/sessions/ with node2 cut off: 200 in ${ms}ms (fan-out deadline ${FANOUT}s), node $N2 in errors, summary $summary"
+retry 60 "node2 not LIVE" not_live node2
+ok "/nodes/: node2 liveness_status $(liveness node2) (not LIVE)"
+sql "INSERT INTO e2e VALUES (1001, 'during partition')"
+ROWS=$((ROWS + 1))
+[ "$(count_rows)" = $ROWS ] || fail "count with node2 cut off: $(count_rows)"
+ok "with node2 cut off: a write and count(*) = $ROWS through node1"
+
+docker network connect --alias node2 "$NET" "$(cid node2)"
+say "docker network connect $NET node2"
+retry 90 "node2 LIVE again" three_live
+node2_back() { [ "$(get /sessions/ | json "d['summary']['failed']")" = 0 ]; }
+retry 60 "/sessions/ without failures" node2_back
+node2_has_rows() { [ "$(node_keys node2)" = "$ROWS" ]; }
+retry 60 "node2's replica holds $ROWS rows" node2_has_rows
+ok "node2 reconnected: 3 LIVE, /sessions/ summary $(get /sessions/ | json "d['summary']"), node2's replica holds $ROWS keys"
+
+# --- down (volumes kept) and up again --------------------------------------------------------
+compose down --timeout 30 2>&1 | sed 's/^/    /'
+[ -z "$(compose ps -q)" ] || fail "containers left after down"
+ok "down: containers and network removed, volumes kept ($(docker volume ls -q --filter "name=${COMPOSE_PROJECT_NAME}_" | wc -l) volumes)"
+compose up -d --no-build 2>&1 | sed 's/^/    /'
+retry 180 "healthy after up" all_healthy
+retry 60 "init exited 0" init_done
+docker logs "$(cid init)" 2>&1 | grep -q "already initialized" || fail "init on the second up: $(docker logs "$(cid init)" 2>&1)"
+ok "up again: all healthy; init exited 0 ($(docker logs "$(cid init)" 2>&1 | tail -n 1))"
+retry 60 "3 LIVE nodes after restart" three_live
+code=$(curl -sS -o "$TMP/nodes.json" -w '%{http_code}' --max-time 20 --cacert "$CA" -H "X-Cockroach-API-Session: $TOKEN" "$API/nodes/")
+[ "$code" = 200 ] || fail "the old token after down/up: $code $(cat "$TMP/nodes.json")"
+ok "the login token from before down/up still works: /nodes/ 200, $(json "len(d['nodes'])" <"$TMP/nodes.json") nodes"
+retry 60 "SQL after restart" count_rows
+[ "$(count_rows)" = $ROWS ] || fail "count after down/up: $(count_rows)"
+[ "$(sql "SELECT v FROM e2e WHERE k = 1001")" = "during partition" ] || fail "row 1001 lost"
+[ "$(sql "SELECT count(*) FROM kv.kv")" -gt 0 ] || fail "kv.kv empty after restart"
+ok "after down/up: count(*) = $ROWS, the partition-time row and $(sql "SELECT count(*) FROM kv.kv") kv.kv rows are there"
+
+# --- down -v ---------------------------------------------------------------------------------
+compose down -v --timeout 30 2>&1 | sed 's/^/    /'
+left=$(docker volume ls -q --filter "name=${COMPOSE_PROJECT_NAME}_" | wc -l)
+[ "$left" = 0 ] || fail "$left volumes left after down -v"
+ok "down -v: containers, network and volumes removed"

@@ -33,7 +33,7 @@ pub fn spawn_server(
     core: Arc<NodeCore>,
     listener: TcpListener,
     tls: Option<&TlsMaterials>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     // PostgreSQL 17 clients negotiating TLS directly offer ALPN "postgresql".
     let acceptor =
@@ -41,30 +41,15 @@ pub fn spawn_server(
     let insecure = acceptor.is_none();
     let shared = Arc::new(wire::Shared { engine: exec::SqlEngine::new(core.clone()), insecure });
     let handlers = Arc::new(wire::Handlers::new(shared));
-    Ok(tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let (socket, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting a SQL connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = socket.set_nodelay(true);
-            let (core, handlers, acceptor) = (core.clone(), handlers.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let node_id = core.active().map(|a| a.node_id).unwrap_or(0);
-                core.sessions().open(node_id, peer);
-                if let Err(err) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
-                    tracing::debug!(error = %err, peer = %peer, "SQL connection ended with an error");
-                }
-                core.sessions().close(&peer);
-            });
+    Ok(crate::services::accept::spawn(listener, shutdown, "sql", move |socket, peer| {
+        let (core, handlers, acceptor) = (core.clone(), handlers.clone(), acceptor.clone());
+        async move {
+            let node_id = core.active().map(|a| a.node_id).unwrap_or(0);
+            core.sessions().open(node_id, peer);
+            if let Err(err) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+                tracing::debug!(error = %err, peer = %peer, "SQL connection ended with an error");
+            }
+            core.sessions().close(&peer);
         }
     }))
 }

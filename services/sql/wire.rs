@@ -248,12 +248,22 @@ impl SimpleQueryHandler for Queries {
     }
 }
 
+/// The type of placeholder `i`: the one the client declared in Parse, else the one inferred
+/// from the statement, else text (the type the Describe answer told the client to send).
+fn parameter_type(declared: &[Option<Type>], description: &Description, i: usize) -> Type {
+    declared
+        .get(i)
+        .cloned()
+        .flatten()
+        .filter(|t| *t != Type::UNKNOWN)
+        .or_else(|| description.params.get(i).copied().flatten().map(SqlType::pg_type))
+        .unwrap_or(Type::TEXT)
+}
+
 fn decode_params(portal: &Portal<String>, description: &Description) -> PgWireResult<Vec<Value>> {
     let mut params = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
-        let declared = portal.statement.parameter_types.get(i).cloned().flatten().filter(|t| *t != Type::UNKNOWN);
-        let inferred = description.params.get(i).copied().flatten().map(SqlType::pg_type);
-        let ty = declared.or(inferred).unwrap_or(Type::TEXT);
+        let ty = parameter_type(&portal.statement.parameter_types, description, i);
         let value = match ty {
             Type::INT2 => portal.parameter::<i16>(i, &ty)?.map(|v| Value::Int(v as i64)),
             Type::INT4 => portal.parameter::<i32>(i, &ty)?.map(|v| Value::Int(v as i64)),
@@ -299,18 +309,7 @@ impl ExtendedQueryHandler for Queries {
         let session = self.shared.session(client)?;
         let description = self.shared.engine.describe(&session, &statement.statement).await.map_err(sql_error)?;
         let count = description.params.len().max(statement.parameter_types.len());
-        let params = (0..count)
-            .map(|i| {
-                statement
-                    .parameter_types
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .filter(|t| *t != Type::UNKNOWN)
-                    .or_else(|| description.params.get(i).copied().flatten().map(SqlType::pg_type))
-                    .unwrap_or(Type::TEXT)
-            })
-            .collect();
+        let params = (0..count).map(|i| parameter_type(&statement.parameter_types, &description, i)).collect();
         Ok(DescribeStatementResponse::new(params, field_infos(&description.fields, &Format::UnifiedText)))
     }
 

@@ -233,7 +233,7 @@ impl Cluster {
     /// as seen from node 0.
     pub async fn wait_ready(&self) {
         let n = self.nodes.len();
-        wait_for(Duration::from_secs(30), "all nodes LIVE and replicating", || async {
+        wait_for(Duration::from_secs(60), "all nodes LIVE and replicating", || async {
             let nodes = self.status_nodes(0).await.ok()?;
             let live = nodes.iter().filter(|n| n.liveness == pb::Liveness::Live as i32).count();
             let ranges = self.ranges(0).await.ok()?;
