@@ -26,8 +26,18 @@ const MAX_DEPTH: usize = 128;
 /// Reads the Swagger spec from `$RANGED_SWAGGER_SPEC`, or from `../shared/crdb-swagger-spec.json`
 /// relative to the crate root.
 pub fn load_spec() -> Value {
-    let path = std::env::var("RANGED_SWAGGER_SPEC")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crdb-swagger-spec.json").to_string());
+    // The spec lives in the workplace's shared folder beside the checkout (or wherever
+    // RANGED_SWAGGER_SPEC points); a clone elsewhere finds it at the workplace's fixed path.
+    let candidates = [
+        std::env::var("RANGED_SWAGGER_SPEC").ok(),
+        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crdb-swagger-spec.json").to_string()),
+        Some("/work/shared/crdb-swagger-spec.json".to_string()),
+    ];
+    let path = candidates
+        .into_iter()
+        .flatten()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| panic!("crdb-swagger-spec.json not found: set RANGED_SWAGGER_SPEC to its path"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read swagger spec {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse swagger spec {path}: {e}"))
 }
