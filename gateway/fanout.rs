@@ -22,6 +22,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
 pub const MAX_CONCURRENCY: usize = 100;
 /// How long the gateway waits for one node when it needs a single answer (node list, login).
 pub const SINGLE_CALL_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long all attempts of a single-answer call may take together, so that every request
+/// answers well under 15 s whatever nodes are down.
+pub const SINGLE_CALL_DEADLINE: Duration = Duration::from_secs(6);
 
 /// A node to ask.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +154,12 @@ impl FanOut {
         Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let mut last = Error::Unavailable("no node address configured".into());
+        let deadline = tokio::time::Instant::now() + SINGLE_CALL_DEADLINE;
         for address in addresses {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
             let client = match self.client(address) {
                 Ok(client) => client,
                 Err(err) => {
@@ -159,7 +167,7 @@ impl FanOut {
                     continue;
                 }
             };
-            match tokio::time::timeout(SINGLE_CALL_TIMEOUT, call(client)).await {
+            match tokio::time::timeout(SINGLE_CALL_TIMEOUT.min(remaining), call(client)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(status)) => last = Error::from(status),
                 Err(_) => last = Error::Unavailable(format!("node {address} did not answer")),

@@ -67,7 +67,12 @@ impl Gateway {
     /// Runs a KV batch through the first seed that answers.
     pub async fn kv_raw(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let mut last = Error::Unavailable("no node address configured".into());
+        let deadline = tokio::time::Instant::now() + fanout::SINGLE_CALL_DEADLINE;
         for seed in &self.seeds {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
             let channel = match self.fanout.channel(seed) {
                 Ok(channel) => channel,
                 Err(err) => {
@@ -80,8 +85,16 @@ impl Gateway {
                 ops: ops.iter().cloned().map(Into::into).collect(),
                 forwarded: false,
             });
-            request.set_timeout(fanout::SINGLE_CALL_TIMEOUT * 3);
-            match client.batch(request).await {
+            request.set_timeout(fanout::SINGLE_CALL_TIMEOUT.min(remaining));
+            let reply =
+                match tokio::time::timeout(fanout::SINGLE_CALL_TIMEOUT.min(remaining), client.batch(request)).await {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        last = Error::Unavailable(format!("node {seed} did not answer"));
+                        continue;
+                    }
+                };
+            match reply {
                 Ok(reply) => return Ok(reply.into_inner().results.into_iter().map(Into::into).collect()),
                 Err(status) => {
                     let err = Error::from(status);
