@@ -30,6 +30,9 @@ pub const DEFAULT_STORE: &str = "ranged-data";
 pub const DEFAULT_CERTS_DIR: &str = "certs";
 /// Default node address for client commands.
 pub const DEFAULT_HOST: &str = "localhost:26357";
+/// Default log filter of `ranged start` (override with RANGED_LOG). openraft logs every failed
+/// attempt to reach a down peer at ERROR, twice a second; liveness already reports that.
+const DEFAULT_NODE_LOG: &str = "info,openraft=off,chitchat=warn";
 /// How long a client command waits for its node.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -530,7 +533,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Start(args) => {
-            install_tracing("info,openraft=error,chitchat=warn");
+            install_tracing(DEFAULT_NODE_LOG);
             match start(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => fail(message),
@@ -901,8 +904,8 @@ fn print_ranges(ranges: &[pb::RangeInfo], format: Format) {
             let load = info.load.unwrap_or_default();
             serde_json::json!({
                 "range_id": d.range_id,
-                "start_key": keys::pretty(&d.start_key),
-                "end_key": keys::pretty_end(&d.end_key),
+                "start_key": crate::services::sql::exec::pretty_any(&d.start_key),
+                "end_key": if d.end_key.is_empty() { "/Max".to_string() } else { crate::services::sql::exec::pretty_any(&d.end_key) },
                 "replicas": d.replicas.iter().map(|r| r.node_id).collect::<Vec<_>>(),
                 "leaseholder": raft.leader_id,
                 "term": raft.term,

@@ -45,24 +45,32 @@ say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || ec
 export COMPOSE_PROJECT_NAME="ranged-e2e-$$"
 TMP=$(mktemp -d /tmp/ranged-e2e.XXXXXX)
 SLEEPER_PID=""
+WATCHDOG_PID=""
 compose() { "${COMPOSE[@]}" "$@"; }
 cleanup() {
     local rc=$?
     trap - EXIT
     if [ -n "$SLEEPER_PID" ]; then kill "$SLEEPER_PID" 2>/dev/null || true; fi
+    if [ -n "$WATCHDOG_PID" ]; then kill "$WATCHDOG_PID" 2>/dev/null || true; fi
     if [ "$rc" -ne 0 ]; then
         say "failed (exit $rc): container states and logs follow"
-        compose ps 2>&1 || true
-        compose logs --no-color --tail 80 2>&1 || true
+        timeout 60 "${COMPOSE[@]}" ps 2>&1 || true
+        timeout 60 "${COMPOSE[@]}" logs --no-color --tail 80 2>&1 || true
     fi
     say "cleanup: down -v"
     timeout 120 "${COMPOSE[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
     rm -rf "$TMP"
-    if [ "$rc" -eq 0 ]; then say "PASSED: $CHECKS checks in $((SECONDS - START))s"; fi
+    if [ "$rc" -eq 0 ]; then
+        say "PASSED: $CHECKS checks in $((SECONDS - START))s"
+        echo "docker-e2e: $CHECKS passed, 0 failed"
+    else
+        echo "docker-e2e: $CHECKS passed, 1 failed"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_signal() { exit 130; }
+trap on_signal INT TERM
 
 # Host ports: node1's defaults, or the next free pair (something else may hold 8080/26257).
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -81,7 +89,7 @@ PGURL="postgresql://root:$PASSWORD@127.0.0.1:$HOST_SQL_PORT/defaultdb?sslmode=ve
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); r=eval(sys.argv[1]); print(json.dumps(r) if isinstance(r,(dict,list)) else r)' "$1"; }
 # get PATH: the body of an authenticated GET (fails on a non-2xx answer).
 get() { curl -fsS --max-time 20 --cacert "$CA" -H "X-Cockroach-API-Session: $TOKEN" "$API$1"; }
-sql() { psql "$PGURL" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+sql() { timeout 60 psql "$PGURL" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
 # retry SECONDS WHAT COMMAND...: runs COMMAND every 2 s until it succeeds or the deadline passes.
 retry() {
     local limit=$1 what=$2 deadline=$((SECONDS + $1))
@@ -94,7 +102,17 @@ retry() {
         sleep 2
     done
 }
-cid() { compose ps -q "$1"; }
+# The container of a service, running or exited (`ps -q` of Compose v2 omits exited ones).
+cid() {
+    docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+        --filter "label=com.docker.compose.service=$1" | head -n 1
+}
+# quiet: runs a compose command with its output in a file, shown only if it fails.
+quiet() { timeout 300 "${COMPOSE[@]}" "$@" >"$TMP/compose.out" 2>&1 || { cat "$TMP/compose.out"; fail "${COMPOSE[*]} $*"; }; }
+# failed_nodes PATH: the node ids a fan-out reports in errors (or response_error).
+failed_nodes() {
+    get "$1" | json "sorted({e['node_id'] for e in (d.get('errors') or []) + (d.get('response_error') or [])})"
+}
 health() { docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(cid "$1")"; }
 all_healthy() {
     local n
@@ -115,22 +133,34 @@ count_rows() { sql "SELECT count(*) FROM e2e"; }
 bash docker/build-base-image.sh
 say "cargo build --release"
 cargo build --release --locked --quiet
-docker build --quiet -t ranged:local . >/dev/null
+docker build -t ranged:local . >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log"; fail "docker build"; }
 ok "image ranged:local built from target/release/ranged ($(docker image inspect --format '{{.Size}}' ranged:local) bytes)"
 [ "$(docker run --rm --entrypoint id ranged:local -u)" != 0 ] || fail "the image runs as root"
 ok "the image runs as a non-root user ($(docker run --rm --entrypoint id ranged:local -un))"
 compose config -q
 ok "'${COMPOSE[*]} config' accepts docker-compose.yml"
 
+# The cluster part is bounded as a whole too: past 10 minutes (E2E_CLUSTER_LIMIT seconds) the script stops (and cleans up).
+# Every command in it has its own timeout, so the TERM is acted on promptly.
+(
+    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+    sleep "${E2E_CLUSTER_LIMIT:-600}" &
+    nap=$!
+    wait "$nap"
+    echo "[docker-e2e] FAIL: the cluster checks took over ${E2E_CLUSTER_LIMIT:-600}s"
+    kill -TERM $$
+) 2>/dev/null &
+WATCHDOG_PID=$!
+
 # --- up --------------------------------------------------------------------------------------
 say "up -d (project $COMPOSE_PROJECT_NAME, host ports $HOST_HTTP_PORT and $HOST_SQL_PORT)"
-compose up -d --no-build 2>&1 | sed 's/^/    /'
+quiet up -d --no-build
 retry 180 "node1..3 and gateway healthy" all_healthy
 retry 60 "init exited 0" init_done
 ok "node1, node2, node3 and gateway are healthy; init exited 0 ($(docker logs "$(cid init)" 2>&1 | tail -n 1))"
 
 docker cp "$(cid node1):/var/lib/ranged/certs/ca.crt" "$CA"
-[ -z "$(compose exec -T node1 sh -c 'ls /var/lib/ranged/certs/ca.key 2>/dev/null')" ] || fail "ca.key reached the nodes"
+[ -z "$(timeout 60 "${COMPOSE[@]}" exec -T node1 sh -c 'ls /var/lib/ranged/certs/ca.key 2>/dev/null')" ] || fail "ca.key reached the nodes"
 ok "CA copied from the certs volume; ca.key is not on the nodes"
 
 code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$CA" "$API/health/?ready=true")
@@ -148,6 +178,10 @@ ok "/nodes/ without a token: 401"
 retry 60 "3 LIVE nodes" three_live
 ok "/nodes/ lists 3 LIVE nodes: $(get /nodes/ | json "', '.join(f\"n{n['node_id']}={n['address']['address_field']}\" for n in d['nodes'])")"
 N1=$(node_id node1) N2=$(node_id node2) N3=$(node_id node3)
+gateway_nodes=$(timeout 60 "${COMPOSE[@]}" exec -T gateway curl -fsS --max-time 20 --cacert /var/lib/ranged/certs/ca.crt \
+    -H "X-Cockroach-API-Session: $TOKEN" https://gateway:8080/api/v2/nodes/ | json "len(d['nodes'])")
+[ "$gateway_nodes" = 3 ] || fail "the gateway lists $gateway_nodes nodes"
+ok "the standalone gateway (https://gateway:8080, inside the network) accepts the token and lists 3 nodes"
 
 # --- SQL, workload, hot ranges, sessions -----------------------------------------------------
 sql "CREATE TABLE e2e (k INT PRIMARY KEY, v STRING)"
@@ -157,10 +191,10 @@ ROWS=100
 [ "$(count_rows)" = $ROWS ] || fail "count after insert: $(count_rows)"
 ok "psql over TLS (verify-full) on 127.0.0.1:$HOST_SQL_PORT: CREATE TABLE e2e, INSERT 100 rows, count(*) = 100"
 
-PGAPPNAME=e2e-sleeper psql "$PGURL" -X -q -c "SELECT pg_sleep(45)" >/dev/null 2>&1 &
+PGAPPNAME=e2e-sleeper timeout 60 psql "$PGURL" -X -q -c "SELECT pg_sleep(45)" >/dev/null 2>&1 &
 SLEEPER_PID=$!
 
-target/release/ranged workload run kv --url "$PGURL" --duration 8s --concurrency 2 >"$TMP/workload.out" 2>&1 \
+timeout 60 target/release/ranged workload run kv --url "$PGURL" --duration 8s --concurrency 2 >"$TMP/workload.out" 2>&1 \
     || { cat "$TMP/workload.out"; fail "ranged workload"; }
 ok "ranged workload run kv for 8s through node1: $(tail -n 1 "$TMP/workload.out")"
 
@@ -184,16 +218,13 @@ docker kill "$(cid node3)" >/dev/null
 say "docker kill node3 (node id $N3)"
 retry 60 "node3 not LIVE" not_live node3
 ok "/nodes/: node3 liveness_status $(liveness node3) (not LIVE 3), still listed"
-node3_failed() {
-    local body
-    body=$(get /sessions/)
-    [ "$(json "d['summary']['failed']" <<<"$body")" -ge 1 ] && grep -q "node $N3" <<<"$body"
+node3_failed() { # PATH
+    [ "$(get "$1" | json "d['summary']['failed']")" -ge 1 ] && [ "$(failed_nodes "$1")" = "[$N3]" ]
 }
-retry 30 "/sessions/ reports node3 failed" node3_failed
-ok "/sessions/: node $N3 in errors, summary $(get /sessions/ | json "d['summary']")"
-body=$(get /ranges/hot/)
-grep -q "node $N3" <<<"$body" || json "d['response_error']" <<<"$body" | grep -q "$N3" || fail "/ranges/hot/ without node3's error: $body"
-ok "/ranges/hot/: response_error $(json "d['response_error']" <<<"$body" | cut -c1-160)"
+retry 30 "/sessions/ reports node3 failed" node3_failed /sessions/
+ok "/sessions/: errors name node3 (id $N3) only: $(get /sessions/ | json "d['errors'][0]['message']"); summary $(get /sessions/ | json "d['summary']")"
+retry 30 "/ranges/hot/ reports node3 failed" node3_failed /ranges/hot/
+ok "/ranges/hot/: response_error names node3 only: $(get /ranges/hot/ | json "d['response_error'][0]['error_message']"); summary $(get /ranges/hot/ | json "d['summary']")"
 values=$(for i in $(seq 101 150); do printf "(%d, 'row %d')," "$i" "$i"; done)
 sql "INSERT INTO e2e VALUES ${values%,}"
 sql "UPSERT INTO e2e VALUES (1, 'row 1 again')"
@@ -203,17 +234,18 @@ ROWS=150
 ok "with node3 down: INSERT 50 rows and an UPSERT through node1; count(*) = $ROWS"
 
 # --- node3 rejoins ---------------------------------------------------------------------------
-compose start node3 >/dev/null 2>&1
+quiet start node3
 retry 90 "node3 LIVE again" three_live
 node3_healthy() { [ "$(health node3)" = healthy ]; }
 retry 90 "node3 healthy" node3_healthy
 ok "compose start node3: LIVE again (3 LIVE) and healthy, same node id $(node_id node3)"
 # node3's own replica holds every row: the key count of e2e's range in node3's store (read
 # inside its container: node3's SQL port is not published) reaches the row count.
-E2E_RANGE=$(sql "SHOW RANGES FROM TABLE e2e" | head -n 1 | cut -d '|' -f 1)
+# SHOW RANGES: start_key | end_key | range_id | range_size_mb | lease_holder | replicas
+E2E_RANGE=$(sql "SHOW RANGES FROM TABLE e2e" | head -n 1 | cut -d '|' -f 3)
 say "table e2e lives in range $E2E_RANGE"
 node_keys() { # SERVICE: keys of e2e's range in that node's replica
-    compose exec -T "$1" ranged node ranges --host "$1:26357" --format json \
+    timeout 30 "${COMPOSE[@]}" exec -T "$1" ranged node ranges --host "$1:26357" --format json \
         | json "[r['keys'] for r in d if r['range_id'] == $E2E_RANGE][0]"
 }
 node3_has_rows() { [ "$(node_keys node3)" = "$ROWS" ]; }
@@ -234,7 +266,8 @@ node2_unreachable() {
     t1=$(date +%s%N)
     ms=$(((t1 - t0) / 1000000))
     [ "$ms" -le $(((FANOUT + 2) * 1000)) ] || { echo "/sessions/ took ${ms}ms"; return 2; }
-    if [ "$(json "d['summary']['failed']" <<<"$body")" -ge 1 ] && grep -q "node $N2" <<<"$body"; then
+    if [ "$(json "d['summary']['failed']" <<<"$body")" -ge 1 ] \
+        && [ "$(json "sorted({e['node_id'] for e in d['errors']})" <<<"$body")" = "[$N2]" ]; then
         echo "$ms $(json "d['summary']" <<<"$body")" >"$TMP/partition"
         return 0
     fi
@@ -250,7 +283,7 @@ while :; do
     sleep 1
 done
 read -r ms summary <"$TMP/partition"
-ok "/sessions/ with node2 cut off: 200 in ${ms}ms (fan-out deadline ${FANOUT}s), node $N2 in errors, summary $summary"
+ok "/sessions/ with node2 cut off: 200 in ${ms}ms (fan-out deadline ${FANOUT}s), errors name node2 (id $N2) only, summary $summary"
 retry 60 "node2 not LIVE" not_live node2
 ok "/nodes/: node2 liveness_status $(liveness node2) (not LIVE)"
 sql "INSERT INTO e2e VALUES (1001, 'during partition')"
@@ -268,10 +301,10 @@ retry 60 "node2's replica holds $ROWS rows" node2_has_rows
 ok "node2 reconnected: 3 LIVE, /sessions/ summary $(get /sessions/ | json "d['summary']"), node2's replica holds $ROWS keys"
 
 # --- down (volumes kept) and up again --------------------------------------------------------
-compose down --timeout 30 2>&1 | sed 's/^/    /'
+quiet down --timeout 30
 [ -z "$(compose ps -q)" ] || fail "containers left after down"
 ok "down: containers and network removed, volumes kept ($(docker volume ls -q --filter "name=${COMPOSE_PROJECT_NAME}_" | wc -l) volumes)"
-compose up -d --no-build 2>&1 | sed 's/^/    /'
+quiet up -d --no-build
 retry 180 "healthy after up" all_healthy
 retry 60 "init exited 0" init_done
 docker logs "$(cid init)" 2>&1 | grep -q "already initialized" || fail "init on the second up: $(docker logs "$(cid init)" 2>&1)"
@@ -287,7 +320,7 @@ retry 60 "SQL after restart" count_rows
 ok "after down/up: count(*) = $ROWS, the partition-time row and $(sql "SELECT count(*) FROM kv.kv") kv.kv rows are there"
 
 # --- down -v ---------------------------------------------------------------------------------
-compose down -v --timeout 30 2>&1 | sed 's/^/    /'
+quiet down -v --timeout 30
 left=$(docker volume ls -q --filter "name=${COMPOSE_PROJECT_NAME}_" | wc -l)
 [ "$left" = 0 ] || fail "$left volumes left after down -v"
 ok "down -v: containers, network and volumes removed"
