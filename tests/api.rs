@@ -281,11 +281,8 @@ async fn a_dead_node_is_reported_not_waited_for() {
 async fn authentication_and_authorization() {
     setup();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+    let certs = create_certs(dir.path());
     let certs_text = certs.display().to_string();
-    ranged_ok(&["cert", "create-ca", "--certs-dir", &certs_text]);
-    ranged_ok(&["cert", "create-node", "localhost", "127.0.0.1", "--certs-dir", &certs_text]);
-    ranged_ok(&["cert", "create-client", "root", "--certs-dir", &certs_text]);
     let password_file = dir.path().join("root-password");
     std::fs::write(&password_file, "rootpw\n").unwrap();
     let cluster =

@@ -386,10 +386,7 @@ async fn bad_input_gets_one_clear_line_and_corrupts_nothing() {
 async fn secure_cluster_uses_mutual_tls() {
     setup();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs").display().to_string();
-    ranged_ok(&["cert", "create-ca", "--certs-dir", &certs]);
-    ranged_ok(&["cert", "create-node", "localhost", "127.0.0.1", "--certs-dir", &certs]);
-    ranged_ok(&["cert", "create-client", "root", "--certs-dir", &certs]);
+    let certs = create_certs(dir.path()).display().to_string();
     let out = ranged(&["cert", "create-ca", "--certs-dir", &certs]);
     assert_eq!(out.status.code(), Some(1), "create-ca must not overwrite");
 

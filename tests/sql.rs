@@ -207,11 +207,8 @@ async fn sessions_registry_shows_connections_and_running_queries() {
 async fn auth_failures_and_statement_errors_have_sqlstates() {
     setup();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+    let certs = create_certs(dir.path());
     let certs_text = certs.display().to_string();
-    ranged_ok(&["cert", "create-ca", "--certs-dir", &certs_text]);
-    ranged_ok(&["cert", "create-node", "localhost", "127.0.0.1", "--certs-dir", &certs_text]);
-    ranged_ok(&["cert", "create-client", "root", "--certs-dir", &certs_text]);
     let password_file = dir.path().join("root-password");
     let root_password = "correct horse battery staple";
     std::fs::write(&password_file, format!("{root_password}\n")).unwrap();

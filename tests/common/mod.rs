@@ -382,3 +382,14 @@ pub fn psql(url: &str, commands: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// Creates a CA, a node certificate for localhost/127.0.0.1 and root's client certificate in
+/// `dir/certs` with the CLI; returns that directory.
+pub fn create_certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    let text = certs.display().to_string();
+    ranged_ok(&["cert", "create-ca", "--certs-dir", &text]);
+    ranged_ok(&["cert", "create-node", "localhost", "127.0.0.1", "--certs-dir", &text]);
+    ranged_ok(&["cert", "create-client", "root", "--certs-dir", &text]);
+    certs
+}
