@@ -50,7 +50,12 @@ pub struct Gateway {
     pub web_session_timeout: Duration,
     /// The fan-out client.
     pub fanout: fanout::FanOut,
+    node_list: std::sync::Mutex<Option<(std::time::Instant, Vec<pb::NodeEntry>)>>,
 }
+
+/// How long a fetched node list serves fan-outs before it is asked for again: liveness and
+/// membership change on a scale of seconds, requests on a scale of milliseconds.
+const NODE_LIST_REUSE: Duration = Duration::from_millis(500);
 
 impl Gateway {
     /// A gateway asking `seeds`, dialing through `dialer`.
@@ -61,7 +66,13 @@ impl Gateway {
         fanout_timeout: Duration,
         web_session_timeout: Duration,
     ) -> Self {
-        Self { seeds, insecure, web_session_timeout, fanout: fanout::FanOut::new(dialer, fanout_timeout) }
+        Self {
+            seeds,
+            insecure,
+            web_session_timeout,
+            fanout: fanout::FanOut::new(dialer, fanout_timeout),
+            node_list: Default::default(),
+        }
     }
 
     /// Runs a KV batch through the first seed that answers.
@@ -117,17 +128,30 @@ impl Gateway {
 
     /// Every node with its liveness and last status, from the first seed that answers.
     pub async fn nodes(&self) -> Result<Vec<pb::NodeEntry>> {
-        self.fanout
+        let nodes = self
+            .fanout
             .first(&self.seeds, |mut client| async move {
                 client.nodes(pb::NodesRequest {}).await.map(|r| r.into_inner().nodes)
             })
-            .await
+            .await?;
+        *self.node_list.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+
+    /// The node list for fan-outs: reused for [`NODE_LIST_REUSE`], else fetched.
+    async fn recent_nodes(&self) -> Result<Vec<pb::NodeEntry>> {
+        if let Some((at, nodes)) = self.node_list.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && at.elapsed() < NODE_LIST_REUSE
+        {
+            return Ok(nodes.clone());
+        }
+        self.nodes().await
     }
 
     /// The fan-out targets: every node the cluster knows.
     pub async fn targets(&self) -> Result<Vec<fanout::Target>> {
         Ok(self
-            .nodes()
+            .recent_nodes()
             .await?
             .into_iter()
             .filter_map(|n| {

@@ -137,7 +137,12 @@ pub struct NodeCore {
     lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
     table_names: std::sync::Mutex<HashMap<u64, TableNames>>,
     table_cache: std::sync::Mutex<HashMap<(String, String), (u64, crate::services::sql::catalog::TableDescriptor)>>,
+    own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
 }
+
+/// How long this node's own measured status is reused when asked for the node list: the
+/// measurement walks the store directory and the file systems, too slow to do per request.
+const OWN_STATUS_REUSE: Duration = Duration::from_secs(1);
 
 /// A leader (leaseholder) this node observed, and from when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,6 +659,18 @@ impl NodeCore {
         }
     }
 
+    /// This node's status, measured at most [`OWN_STATUS_REUSE`] ago.
+    async fn own_status(&self, active: &Active) -> StatusRecord {
+        if let Some((at, record)) = self.own_status.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && at.elapsed() < OWN_STATUS_REUSE
+        {
+            return record.clone();
+        }
+        let record = self.status_record(active).await;
+        *self.own_status.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), record.clone()));
+        record
+    }
+
     /// Measures this node's metrics now.
     pub async fn status_record(&self, active: &Active) -> StatusRecord {
         let cpu = self.cpu.sample();
@@ -963,8 +980,7 @@ impl NodeCore {
             );
             let last_seen = peer.last_seen.map(membership::unix_nanos).unwrap_or(0);
             // This node's own status is measured now rather than read back from its last write.
-            let status =
-                if id == active.node_id { Some(self.status_record(&active).await) } else { statuses.remove(&id) };
+            let status = if id == active.node_id { Some(self.own_status(&active).await) } else { statuses.remove(&id) };
             views.push(NodeView { descriptor, liveness, last_seen, status });
         }
         Ok(views)
@@ -1187,6 +1203,7 @@ impl Node {
             lease_history: Default::default(),
             table_names: Default::default(),
             table_cache: Default::default(),
+            own_status: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;
