@@ -74,6 +74,12 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkloadCommand,
     },
+    /// Benchmark tools (see bench/run).
+    Bench {
+        /// The benchmark tool.
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Create certificates for TLS and mutual TLS.
     Cert {
         /// The certificate operation.
@@ -308,6 +314,30 @@ pub struct KvArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub display_every: Duration,
+}
+
+/// `ranged bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Closed-loop latency of an HTTP GET or of a node's gRPC HotRanges; prints
+    /// `requests errors p50_ms p99_ms`.
+    Latency {
+        /// An http:// URL to GET.
+        #[arg(long, conflicts_with = "grpc_hot_ranges")]
+        url: Option<String>,
+        /// A node's --listen-addr: call StatusService.HotRanges there (insecure clusters).
+        #[arg(long)]
+        grpc_hot_ranges: Option<String>,
+        /// HotRanges limit.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// How long.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+    },
 }
 
 /// `ranged node` subcommands.
@@ -566,6 +596,21 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(message) => fail(message),
             }
         }
+        Command::Bench { command: BenchCommand::Latency { url, grpc_hot_ranges, limit, connections, duration } } => {
+            install_tracing("warn");
+            let target = match (url, grpc_hot_ranges) {
+                (Some(url), None) => crate::bench::Target::Http(url),
+                (None, Some(address)) => crate::bench::Target::GrpcHotRanges { address, limit },
+                _ => return fail("give one of --url or --grpc-hot-ranges"),
+            };
+            match crate::bench::latency(target, connections, duration).await {
+                Ok(l) => {
+                    println!("{} {} {:.3} {:.3}", l.requests, l.errors, l.p50_ms, l.p99_ms);
+                    ExitCode::SUCCESS
+                }
+                Err(message) => fail(message),
+            }
+        }
         Command::Demo(args) => {
             install_tracing("warn,openraft=error");
             match demo(args).await {
@@ -754,7 +799,11 @@ fn user_key(text: &str) -> Result<Vec<u8>, Error> {
 
 async fn client_command(command: Command) -> Result<(), Error> {
     match command {
-        Command::Start(_) | Command::Demo(_) | Command::Gateway(_) | Command::Workload { .. } => {
+        Command::Start(_)
+        | Command::Demo(_)
+        | Command::Gateway(_)
+        | Command::Workload { .. }
+        | Command::Bench { .. } => {
             unreachable!("handled by run")
         }
         Command::Init(args) => {

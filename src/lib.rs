@@ -6,6 +6,7 @@
 //! - [`services`] — everything a node runs: storage engine, Raft, ranges, KV, load statistics,
 //!   gossip membership, TLS, the gRPC adapters and the node that ties them together.
 //! - [`gateway`] — the REST surface (`/api/v2`) that fans out over the nodes' StatusService.
+//! - [`bench`] — `ranged bench latency`: the load client both sides of a latency comparison use.
 //! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 //! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
@@ -23,6 +24,7 @@ pub mod services;
 #[path = "../gateway/mod.rs"]
 pub mod gateway;
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod workload;

@@ -424,3 +424,22 @@ async fn authentication_and_authorization() {
     .await;
     assert!(minted.elapsed() >= Duration::from_secs(7), "expired after only {:?}", minted.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_latency_client_drives_http_and_grpc() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    let url = format!("{}/ranges/hot/?limit=10", cluster.api(0, "http"));
+    let grpc = cluster.nodes[0].addr.clone();
+    for args in [vec!["--url", url.as_str()], vec!["--grpc-hot-ranges", grpc.as_str()]] {
+        let mut command = vec!["bench", "latency", "--duration", "1s", "--connections", "2"];
+        command.extend(args.iter().copied());
+        let out = ranged_ok(&command);
+        let fields: Vec<f64> = out.split_whitespace().map(|f| f.parse().unwrap()).collect();
+        assert_eq!(fields.len(), 4, "{out}");
+        assert!(fields[0] > 0.0 && fields[1] == 0.0, "requests and errors: {out}");
+        assert!(fields[2] > 0.0 && fields[3] >= fields[2], "p50 and p99: {out}");
+    }
+    let out = ranged(&["bench", "latency", "--duration", "1s"]);
+    assert!(!out.status.success(), "a target is required");
+}
