@@ -66,12 +66,16 @@ pub fn decode_token(token: &str) -> Option<(i64, Vec<u8>)> {
     (cookie.id > 0 && !cookie.secret.is_empty()).then(|| (cookie.id, cookie.secret.to_vec()))
 }
 
-/// Whether `session` is valid for `secret` at `now` (ns).
-pub fn session_valid(session: &WebSession, secret: &[u8], now: i64) -> bool {
+/// Whether `secret` is the session's secret (compared in constant time).
+pub fn secret_matches(session: &WebSession, secret: &[u8]) -> bool {
     let presented = sha256_hex(secret);
-    let same = presented.len() == session.hashed_secret.len()
-        && presented.bytes().zip(session.hashed_secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    same && session.revoked_at.is_none() && now < session.expires_at
+    presented.len() == session.hashed_secret.len()
+        && presented.bytes().zip(session.hashed_secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Whether `session` is valid for `secret` at `now` (ns): right secret, not revoked, not expired.
+pub fn session_valid(session: &WebSession, secret: &[u8], now: i64) -> bool {
+    secret_matches(session, secret) && session.revoked_at.is_none() && now < session.expires_at
 }
 
 impl Gateway {
@@ -272,7 +276,7 @@ pub async fn logout(
         return Err(ApiError::bad_request("invalid session"));
     };
     // Unlike CockroachDB, knowing a session id is not enough to revoke it.
-    if !session_valid(&WebSession { revoked_at: None, ..session.clone() }, &secret, i64::MIN) {
+    if !secret_matches(&session, &secret) {
         return Err(ApiError::unauthorized(INVALID_SESSION));
     }
     if session.revoked_at.is_none() {
