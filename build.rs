@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ranged/v1/node.proto",
         "proto/ranged/v1/status.proto",
         "proto/ranged/v1/auth.proto",
+        "proto/etcd/kv.proto",
     ];
     tonic_prost_build::configure().build_server(true).build_client(true).compile_with_config(
         config,

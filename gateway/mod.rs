@@ -50,12 +50,16 @@ pub struct Gateway {
     pub web_session_timeout: Duration,
     /// The fan-out client.
     pub fanout: fanout::FanOut,
-    node_list: std::sync::Mutex<Option<(std::time::Instant, Vec<pb::NodeEntry>)>>,
+    node_list: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<pb::NodeEntry>>)>>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// How long a fetched node list serves fan-outs before it is asked for again: liveness and
-/// membership change on a scale of seconds, requests on a scale of milliseconds.
+/// How long a fetched node list serves fan-outs as it is: liveness and membership change on a
+/// scale of seconds, requests on a scale of milliseconds.
 const NODE_LIST_REUSE: Duration = Duration::from_millis(500);
+/// Up to this age a list still serves fan-outs while one background task fetches a new one,
+/// so that no request waits for the refresh; older lists are fetched inline.
+const NODE_LIST_STALE: Duration = Duration::from_secs(3);
 
 impl Gateway {
     /// A gateway asking `seeds`, dialing through `dialer`.
@@ -72,6 +76,7 @@ impl Gateway {
             web_session_timeout,
             fanout: fanout::FanOut::new(dialer, fanout_timeout),
             node_list: Default::default(),
+            refreshing: Default::default(),
         }
     }
 
@@ -128,35 +133,53 @@ impl Gateway {
 
     /// Every node with its liveness and last status, from the first seed that answers.
     pub async fn nodes(&self) -> Result<Vec<pb::NodeEntry>> {
-        let nodes = self
-            .fanout
-            .first(&self.seeds, |mut client| async move {
-                client.nodes(pb::NodesRequest {}).await.map(|r| r.into_inner().nodes)
-            })
-            .await?;
+        Ok(self.fetch_nodes().await?.as_ref().clone())
+    }
+
+    async fn fetch_nodes(&self) -> Result<Arc<Vec<pb::NodeEntry>>> {
+        let nodes = Arc::new(
+            self.fanout
+                .first(&self.seeds, |mut client| async move {
+                    client.nodes(pb::NodesRequest {}).await.map(|r| r.into_inner().nodes)
+                })
+                .await?,
+        );
         *self.node_list.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), nodes.clone()));
         Ok(nodes)
     }
 
-    /// The node list for fan-outs: reused for [`NODE_LIST_REUSE`], else fetched.
-    async fn recent_nodes(&self) -> Result<Vec<pb::NodeEntry>> {
-        if let Some((at, nodes)) = self.node_list.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && at.elapsed() < NODE_LIST_REUSE
-        {
-            return Ok(nodes.clone());
+    /// The node list for fan-outs: as it is for [`NODE_LIST_REUSE`], then while one
+    /// background task refreshes it until [`NODE_LIST_STALE`], else fetched inline.
+    async fn recent_nodes(self: &Arc<Self>) -> Result<Arc<Vec<pb::NodeEntry>>> {
+        let cached = self.node_list.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match cached {
+            Some((at, nodes)) if at.elapsed() < NODE_LIST_REUSE => Ok(nodes),
+            Some((at, nodes)) if at.elapsed() < NODE_LIST_STALE => {
+                // One refresh at a time; requests meanwhile keep using the list they have.
+                if let Ok(guard) = self.refreshing.clone().try_lock_owned() {
+                    let gateway = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = gateway.fetch_nodes().await {
+                            tracing::debug!(error = %err, "refreshing the node list");
+                        }
+                        drop(guard);
+                    });
+                }
+                Ok(nodes)
+            }
+            _ => self.fetch_nodes().await,
         }
-        self.nodes().await
     }
 
     /// The fan-out targets: every node the cluster knows.
-    pub async fn targets(&self) -> Result<Vec<fanout::Target>> {
+    pub async fn targets(self: &Arc<Self>) -> Result<Vec<fanout::Target>> {
         Ok(self
             .recent_nodes()
             .await?
-            .into_iter()
+            .iter()
             .filter_map(|n| {
-                let d = n.descriptor?;
-                Some(fanout::Target { node_id: d.node_id, address: d.address, liveness: n.liveness })
+                let d = n.descriptor.as_ref()?;
+                Some(fanout::Target { node_id: d.node_id, address: d.address.clone(), liveness: n.liveness })
             })
             .collect())
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::pb;
@@ -396,5 +395,9 @@ pub fn spawn_server(
         )
         .add_service(NodeServiceServer::new(NodeApi(core.clone())))
         .add_service(StatusServiceServer::new(StatusApi(core)));
-    Ok(tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)))
+    // TCP_NODELAY on every accepted connection: an HTTP/2 response is several small writes
+    // (headers, data, trailers), and with Nagle's algorithm the later ones wait for the
+    // peer's delayed ACK (40 ms), which is what Raft, forwarding and fan-out calls then take.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)))
 }

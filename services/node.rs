@@ -138,7 +138,25 @@ pub struct NodeCore {
     table_names: std::sync::Mutex<HashMap<u64, TableNames>>,
     table_cache: std::sync::Mutex<HashMap<(String, String), (u64, crate::services::sql::catalog::TableDescriptor)>>,
     own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
+    read_lease: std::sync::Mutex<Option<ReadLease>>,
 }
+
+/// A leaseholder's right to serve reads from its own state without a quorum round.
+///
+/// openraft's followers refuse votes for `leader_lease` (= `ELECTION_TIMEOUT_MAX`) after the
+/// last heartbeat they accepted, and do not campaign themselves for longer. So once a quorum
+/// has acknowledged a heartbeat sent after `t0` (what `ensure_linearizable` waits for), no
+/// other leader can exist before `t0 + ELECTION_TIMEOUT_MAX`; every write acknowledged before
+/// the read was applied here first. Reads may skip the round while the same term holds and
+/// the lease, shortened by a margin for scheduling delays, has not run out.
+#[derive(Debug, Clone, Copy)]
+struct ReadLease {
+    term: u64,
+    expires: Instant,
+}
+
+/// The part of `ELECTION_TIMEOUT_MAX` a read lease uses; the rest is margin.
+const READ_LEASE: Duration = Duration::from_millis(crate::services::raft::ELECTION_TIMEOUT_MAX.as_millis() as u64 / 2);
 
 /// How long this node's own measured status is reused when asked for the node list: the
 /// measurement walks the store directory and the file systems, too slow to do per request.
@@ -862,19 +880,45 @@ impl NodeCore {
                 Err(err) => Err(Error::Unavailable(format!("write failed: {err}"))),
             }
         } else {
-            let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable())
-                .await
-                .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
-            match check {
-                Ok(_) => {}
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                    return Err(Error::NotLeaseholder { leader: forward.leader_id });
-                }
-                Err(err) => return Err(Error::Unavailable(format!("read failed: {err}"))),
-            }
+            self.confirm_read_lease(active).await?;
             let (results, cpu_nanos) = active.state.read(ops.clone()).await?;
             self.record_load(active, &ops, &results, cpu_nanos);
             Ok(results)
+        }
+    }
+
+    /// Returns once this node may serve a linearizable read from its own state: at once while
+    /// its read lease holds, otherwise after a quorum round that renews the lease.
+    async fn confirm_read_lease(&self, active: &Active) -> Result<()> {
+        let (leader, term) = {
+            let metrics = active.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.current_term)
+        };
+        if leader == Some(active.node_id) {
+            let lease = *self.read_lease.lock().unwrap_or_else(|p| p.into_inner());
+            if lease.is_some_and(|lease| lease.term == term && Instant::now() < lease.expires) {
+                return Ok(());
+            }
+        }
+        let sent = Instant::now();
+        let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable())
+            .await
+            .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
+        match check {
+            Ok(_) => {
+                // The term read before the round: if leadership changed meanwhile, the lease
+                // recorded under the old term is never used.
+                if leader == Some(active.node_id) {
+                    *self.read_lease.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(ReadLease { term, expires: sent + READ_LEASE });
+                }
+                Ok(())
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(Error::NotLeaseholder { leader: forward.leader_id })
+            }
+            Err(err) => Err(Error::Unavailable(format!("read failed: {err}"))),
         }
     }
 
@@ -1204,6 +1248,7 @@ impl Node {
             table_names: Default::default(),
             table_cache: Default::default(),
             own_status: Default::default(),
+            read_lease: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;

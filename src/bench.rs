@@ -1,7 +1,15 @@
-//! `ranged bench latency`: the one load client used for both sides of a latency comparison
-//! (issue #6), so that the client is never the difference. It keeps `--connections` requests
-//! in flight for `--duration` against either an HTTP URL (GET, keep-alive HTTP/1.1) or a
-//! node's gRPC `StatusService.HotRanges`, and prints `requests p50_ms p99_ms`.
+//! `ranged bench`: the benchmark tools of issue #6.
+//!
+//! - [`latency`] is the one closed-loop load client used for both sides of a comparison, so
+//!   that the client is never the difference: `--connections` loops, each on its own
+//!   connection, for `--duration`, against an HTTP URL (GET, keep-alive HTTP/1.1), a node's
+//!   gRPC `StatusService.HotRanges`, a prepared `UPSERT` over PostgreSQL wire, or etcd's gRPC
+//!   `KV.Put`. It prints `requests errors p50_ms p99_ms ops_per_s`.
+//! - [`fanout`] starts `--nodes` real nodes in this process on loopback and measures the
+//!   embedded gateway's cluster-wide fan-out over them (comparison 3).
+//! - [`hot_ranges`] starts three real nodes in this process, splits the keyspace into
+//!   `--ranges` ranges, loads every one of them, and measures `/ranges/hot/?limit=10`
+//!   (comparison 4).
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +28,18 @@ pub enum Target {
     Http(String),
     /// `StatusService.HotRanges(limit)` on this node address.
     GrpcHotRanges { address: String, limit: u32 },
+    /// `UPSERT INTO bench_kv (k, v) VALUES ($1, $2)` (prepared) over PostgreSQL wire at this
+    /// URL, with uniformly random keys below `keys` and [`VALUE_BYTES`]-byte values.
+    PgUpsert { url: String, keys: u64 },
+    /// etcd `KV.Put` at this `host:port`, same keys and values as [`Target::PgUpsert`].
+    EtcdPut { address: String, keys: u64 },
 }
+
+/// Size of the values written by [`Target::PgUpsert`] and [`Target::EtcdPut`].
+pub const VALUE_BYTES: usize = 64;
+
+/// The table [`Target::PgUpsert`] writes (created if missing).
+pub const UPSERT_TABLE: &str = "CREATE TABLE IF NOT EXISTS bench_kv (k INT PRIMARY KEY, v BYTES)";
 
 /// The outcome of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,11 +52,17 @@ pub struct Latency {
     pub p50_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// Completed requests per second of the run.
+    pub ops_per_s: f64,
 }
 
 /// Runs `connections` closed loops against `target` for `duration`.
 pub async fn latency(target: Target, connections: usize, duration: Duration) -> Result<Latency, String> {
-    let deadline = Instant::now() + duration;
+    if let Target::PgUpsert { url, .. } = &target {
+        crate::workload::connect(url).await?.batch_execute(UPSERT_TABLE).await.map_err(|e| e.to_string())?;
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections.max(1) {
         let target = target.clone();
@@ -58,6 +83,36 @@ pub async fn latency(target: Target, connections: usize, duration: Duration) -> 
                                 micros.push(started.elapsed().as_micros() as u64);
                             }
                             _ => errors += 1,
+                        }
+                    }
+                }
+                Target::PgUpsert { url, keys } => {
+                    let client = crate::workload::connect(&url).await?;
+                    let statement = client
+                        .prepare("UPSERT INTO bench_kv (k, v) VALUES ($1, $2)")
+                        .await
+                        .map_err(|e| format!("preparing the UPSERT: {e}"))?;
+                    let value = vec![b'v'; VALUE_BYTES];
+                    while Instant::now() < deadline {
+                        let key = rand::random_range(0..keys.max(1)) as i64;
+                        let started = Instant::now();
+                        match client.execute(&statement, &[&key, &value]).await {
+                            Ok(_) => micros.push(started.elapsed().as_micros() as u64),
+                            Err(err) if client.is_closed() => return Err(format!("connection lost: {err}")),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                }
+                Target::EtcdPut { address, keys } => {
+                    let channel = Dialer::new(None).endpoint(&address).map_err(|e| e.to_string())?.connect_lazy();
+                    let mut client = crate::etcdpb::kv_client::KvClient::new(channel);
+                    let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
+                    while Instant::now() < deadline {
+                        let key = Bytes::from(format!("bench_kv/{:019}", rand::random_range(0..keys.max(1))));
+                        let started = Instant::now();
+                        match client.put(crate::etcdpb::PutRequest { key, value: value.clone() }).await {
+                            Ok(_) => micros.push(started.elapsed().as_micros() as u64),
+                            Err(_) => errors += 1,
                         }
                     }
                 }
@@ -83,8 +138,170 @@ pub async fn latency(target: Target, connections: usize, duration: Duration) -> 
         all.extend(micros);
         errors += failed;
     }
+    let elapsed = started.elapsed().as_secs_f64();
     let requests = all.len() as u64;
     let p50 = crate::services::metrics::percentile(&mut all, 50.0);
     let p99 = crate::services::metrics::percentile(&mut all, 99.0);
-    Ok(Latency { requests, errors, p50_ms: p50 as f64 / 1000.0, p99_ms: p99 as f64 / 1000.0 })
+    Ok(Latency {
+        requests,
+        errors,
+        p50_ms: p50 as f64 / 1000.0,
+        p99_ms: p99 as f64 / 1000.0,
+        ops_per_s: requests as f64 / elapsed.max(f64::EPSILON),
+    })
+}
+
+/// One measured path of an in-process harness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathLatency {
+    /// The path asked, under `/api/v2`.
+    pub path: String,
+    /// The closed-loop result.
+    pub latency: Latency,
+}
+
+/// Starts `count` insecure nodes in this process on loopback under `dir` (HTTP API on the
+/// first only), initializes the cluster and waits until every node is a Raft member and LIVE.
+/// Returns the nodes and the first node's HTTP address.
+pub async fn start_in_process(
+    count: usize,
+    dir: &std::path::Path,
+    ready_timeout: Duration,
+) -> Result<(Vec<crate::services::node::Node>, std::net::SocketAddr), String> {
+    use crate::services::node::{self, Listeners, Node, NodeConfig};
+    use crate::services::{load, membership};
+    if count == 0 {
+        return Err("at least one node is needed".into());
+    }
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string()) };
+    let mut rpc = Vec::new();
+    for _ in 0..count {
+        rpc.push(bind().await?);
+    }
+    let addrs: Vec<String> =
+        rpc.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<std::io::Result<_>>().map_err(|e| e.to_string())?;
+    let http = bind().await?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let mut http = Some(http);
+    let mut nodes = Vec::new();
+    for (i, listener) in rpc.into_iter().enumerate() {
+        let config = NodeConfig {
+            advertise_addr: addrs[i].clone(),
+            sql_addr: String::new(),
+            http_addr: if i == 0 { http_addr.to_string() } else { String::new() },
+            // Every node joins through the first three: join lists stay short at 100 nodes.
+            join: addrs.iter().take(3).cloned().collect(),
+            store: dir.join(format!("node{}", i + 1)),
+            locality: Vec::new(),
+            cluster_name: String::new(),
+            tls: None,
+            time_until_dead: membership::DEFAULT_TIME_UNTIL_DEAD,
+            range_max_bytes: node::DEFAULT_RANGE_MAX_BYTES,
+            stats_half_life: load::DEFAULT_HALF_LIFE,
+            join_timeout: node::DEFAULT_JOIN_TIMEOUT,
+            closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
+            closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
+            fanout_timeout: crate::gateway::fanout::DEFAULT_TIMEOUT,
+            web_session_timeout: crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT,
+        };
+        let listeners = Listeners { rpc: listener, sql: None, http: http.take() };
+        nodes.push(Node::start(config, listeners).await.map_err(|e| format!("starting node {}: {e}", i + 1))?);
+    }
+    nodes[0].core().init(None).await.map_err(|e| format!("init: {e}"))?;
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        let core = nodes[0].core();
+        let members = core.ranges(&[1]).await.ok().and_then(|r| r.first().map(|r| r.replicas.len()));
+        let live = core
+            .nodes()
+            .await
+            .map(|nodes| nodes.iter().filter(|n| n.liveness == membership::Liveness::Live).count())
+            .unwrap_or(0);
+        if members == Some(count) && live == count {
+            return Ok((nodes, http_addr));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{count} nodes did not form a cluster within {ready_timeout:?} ({} members, {live} live)",
+                members.unwrap_or(0)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Comparison 3: `nodes` real nodes in this process; closed-loop latency of the embedded
+/// gateway's fan-outs (`/sessions/` asks every node for its sessions, `/ranges/hot/` for its
+/// hottest ranges) with `connections` requests in flight for `duration` each.
+pub async fn fanout(nodes: usize, connections: usize, duration: Duration) -> Result<Vec<PathLatency>, String> {
+    let dir = tempfile::Builder::new().prefix("ranged-bench-fanout-").tempdir().map_err(|e| e.to_string())?;
+    let ready = Duration::from_secs(60) + Duration::from_millis(500) * nodes as u32;
+    let (cluster, http) = start_in_process(nodes, dir.path(), ready).await?;
+    let mut out = Vec::new();
+    for path in ["/sessions/", "/ranges/hot/?limit=10"] {
+        let latency = latency(Target::Http(format!("http://{http}/api/v2{path}")), connections, duration).await;
+        match latency {
+            Ok(latency) => out.push(PathLatency { path: path.to_string(), latency }),
+            Err(err) => {
+                stop_all(cluster).await;
+                return Err(err);
+            }
+        }
+    }
+    stop_all(cluster).await;
+    Ok(out)
+}
+
+/// The user key of the `i`th range of [`hot_ranges`].
+fn hot_key(i: usize) -> Vec<u8> {
+    format!("bench/hot/{i:06}").into_bytes()
+}
+
+/// Comparison 4: three real nodes in this process, the user keyspace split into `ranges`
+/// ranges, every range read (range `i` gets `1 + i % 10` reads, so the top ten is a real
+/// choice among thousands of loaded ranges), then closed-loop latency of
+/// `/ranges/hot/?limit=10` with `connections` in flight for `duration`.
+pub async fn hot_ranges(ranges: usize, connections: usize, duration: Duration) -> Result<PathLatency, String> {
+    use futures::StreamExt;
+    let dir = tempfile::Builder::new().prefix("ranged-bench-hot-").tempdir().map_err(|e| e.to_string())?;
+    let (cluster, http) = start_in_process(3, dir.path(), Duration::from_secs(60)).await?;
+    let core = cluster[0].core().clone();
+    let result = async {
+        let splits = futures::stream::iter(1..ranges)
+            .map(|i| {
+                let core = core.clone();
+                async move { core.split(hot_key(i), false).await.map_err(|e| format!("split {i}: {e}")) }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        splits.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let reads = futures::stream::iter((0..ranges).flat_map(|i| std::iter::repeat_n(i, 1 + i % 10)))
+            .map(|i| {
+                let core = core.clone();
+                async move {
+                    let mut key = hot_key(i);
+                    key.extend_from_slice(b"/row");
+                    core.kv_batch(vec![crate::services::kv::Op::Get { key }], false)
+                        .await
+                        .map_err(|e| format!("read in range {i}: {e}"))
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        reads.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let path = "/ranges/hot/?limit=10";
+        let latency = latency(Target::Http(format!("http://{http}/api/v2{path}")), connections, duration).await?;
+        Ok(PathLatency { path: path.to_string(), latency })
+    }
+    .await;
+    stop_all(cluster).await;
+    result
+}
+
+async fn stop_all(nodes: Vec<crate::services::node::Node>) {
+    for node in nodes {
+        node.shutdown().await;
+    }
 }

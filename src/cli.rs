@@ -316,23 +316,65 @@ pub struct KvArgs {
     pub display_every: Duration,
 }
 
+fn print_path_latency(p: &crate::bench::PathLatency) {
+    let l = &p.latency;
+    println!("{} {} {} {:.3} {:.3} {:.1}", p.path, l.requests, l.errors, l.p50_ms, l.p99_ms, l.ops_per_s);
+}
+
 /// `ranged bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Closed-loop latency of an HTTP GET or of a node's gRPC HotRanges; prints
-    /// `requests errors p50_ms p99_ms`.
+    /// Closed-loop load from one client against an HTTP URL, a node's gRPC HotRanges, a
+    /// prepared UPSERT over PostgreSQL wire, or etcd's gRPC Put; prints
+    /// `requests errors p50_ms p99_ms ops_per_s`.
     Latency {
         /// An http:// URL to GET.
-        #[arg(long, conflicts_with = "grpc_hot_ranges")]
+        #[arg(long, group = "target")]
         url: Option<String>,
         /// A node's --listen-addr: call StatusService.HotRanges there (insecure clusters).
-        #[arg(long)]
+        #[arg(long, group = "target")]
         grpc_hot_ranges: Option<String>,
+        /// A postgresql:// URL: run `UPSERT INTO bench_kv` (created if missing) there.
+        #[arg(long, group = "target")]
+        pg_upsert: Option<String>,
+        /// An etcd member's client `host:port`: call KV.Put there.
+        #[arg(long, group = "target")]
+        etcd_put: Option<String>,
         /// HotRanges limit.
         #[arg(long, default_value_t = 10)]
         limit: u32,
-        /// Requests in flight.
+        /// Distinct keys written by --pg-upsert and --etcd-put.
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Requests in flight, one connection each.
         #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// How long.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+    },
+    /// Comparison 3: start --nodes real nodes in this process and measure the gateway's
+    /// fan-out; prints `path requests errors p50_ms p99_ms ops_per_s` per path.
+    Fanout {
+        /// Nodes to start.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// How long per path.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+    },
+    /// Comparison 4: start three real nodes in this process, split into --ranges ranges, read
+    /// every range, and measure `/ranges/hot/?limit=10`; prints
+    /// `path requests errors p50_ms p99_ms ops_per_s`.
+    HotRanges {
+        /// Ranges to create.
+        #[arg(long, default_value_t = 10_000)]
+        ranges: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 1)]
         connections: usize,
         /// How long.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -596,16 +638,43 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(message) => fail(message),
             }
         }
-        Command::Bench { command: BenchCommand::Latency { url, grpc_hot_ranges, limit, connections, duration } } => {
+        Command::Bench {
+            command:
+                BenchCommand::Latency { url, grpc_hot_ranges, pg_upsert, etcd_put, limit, keys, connections, duration },
+        } => {
             install_tracing("warn");
-            let target = match (url, grpc_hot_ranges) {
-                (Some(url), None) => crate::bench::Target::Http(url),
-                (None, Some(address)) => crate::bench::Target::GrpcHotRanges { address, limit },
-                _ => return fail("give one of --url or --grpc-hot-ranges"),
+            let target = match (url, grpc_hot_ranges, pg_upsert, etcd_put) {
+                (Some(url), None, None, None) => crate::bench::Target::Http(url),
+                (None, Some(address), None, None) => crate::bench::Target::GrpcHotRanges { address, limit },
+                (None, None, Some(url), None) => crate::bench::Target::PgUpsert { url, keys },
+                (None, None, None, Some(address)) => crate::bench::Target::EtcdPut { address, keys },
+                _ => return fail("give one of --url, --grpc-hot-ranges, --pg-upsert or --etcd-put"),
             };
             match crate::bench::latency(target, connections, duration).await {
                 Ok(l) => {
-                    println!("{} {} {:.3} {:.3}", l.requests, l.errors, l.p50_ms, l.p99_ms);
+                    println!("{} {} {:.3} {:.3} {:.1}", l.requests, l.errors, l.p50_ms, l.p99_ms, l.ops_per_s);
+                    ExitCode::SUCCESS
+                }
+                Err(message) => fail(message),
+            }
+        }
+        Command::Bench { command: BenchCommand::Fanout { nodes, connections, duration } } => {
+            install_tracing("error");
+            match crate::bench::fanout(nodes, connections, duration).await {
+                Ok(paths) => {
+                    for p in paths {
+                        print_path_latency(&p);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(message) => fail(message),
+            }
+        }
+        Command::Bench { command: BenchCommand::HotRanges { ranges, connections, duration } } => {
+            install_tracing("error");
+            match crate::bench::hot_ranges(ranges, connections, duration).await {
+                Ok(p) => {
+                    print_path_latency(&p);
                     ExitCode::SUCCESS
                 }
                 Err(message) => fail(message),

@@ -6,7 +6,8 @@
 //! - [`services`] — everything a node runs: storage engine, Raft, ranges, KV, load statistics,
 //!   gossip membership, TLS, the gRPC adapters and the node that ties them together.
 //! - [`gateway`] — the REST surface (`/api/v2`) that fans out over the nodes' StatusService.
-//! - [`bench`] — `ranged bench latency`: the load client both sides of a latency comparison use.
+//! - [`bench`] — `ranged bench`: the load clients both sides of a comparison use, and the
+//!   in-process fan-out and hot-range harnesses.
 //! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 //! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
@@ -16,6 +17,12 @@
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("ranged.v1");
+}
+
+/// The client half of etcd's `KV.Put` (`proto/etcd/kv.proto`), for `ranged bench` only.
+pub mod etcdpb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("etcdserverpb");
 }
 
 #[path = "../services/mod.rs"]
