@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::pb;
@@ -398,6 +400,10 @@ pub fn spawn_server(
     // TCP_NODELAY on every accepted connection: an HTTP/2 response is several small writes
     // (headers, data, trailers), and with Nagle's algorithm the later ones wait for the
     // peer's delayed ACK (40 ms), which is what Raft, forwarding and fan-out calls then take.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|socket| {
+            let _ = socket.set_nodelay(true);
+        })
+    });
     Ok(tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)))
 }

@@ -1048,28 +1048,35 @@ impl NodeCore {
             ServerState::Learner => "StateLearner",
             ServerState::Shutdown => "StateShutdown",
         };
-        let (index, sizes) = active.state.with_shared(|shared| (shared.ranges.clone(), shared.sizes.clone()));
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
+        // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
+        // possibly thousands.
+        let selected: Vec<(RangeDescriptor, RangeSize)> = active.state.with_shared(|shared| {
+            shared
+                .ranges
+                .iter()
+                .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
+                .map(|desc| (desc.clone(), shared.sizes.get(&desc.range_id).copied().unwrap_or_default()))
+                .collect()
+        });
         let lease_history: Vec<LeaseRecord> =
             self.lease_history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
         let voters = members.iter().filter(|(_, voter)| *voter).count();
         let underreplicated = voters < members.len().min(MAX_VOTERS);
-        let mut names_by_range = HashMap::new();
-        for desc in index.iter().filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id)) {
-            if let Some(table_id) = crate::services::sql::value::table_id_of_key(&desc.start_key) {
-                names_by_range.insert(desc.range_id, self.table_names(table_id).await);
-            }
-        }
-        Ok(index
-            .iter()
-            .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
-            .map(|desc| ReplicaStatus {
-                names: names_by_range.remove(&desc.range_id).unwrap_or_default(),
+        let mut out = Vec::with_capacity(selected.len());
+        for (descriptor, size) in selected {
+            let names = match crate::services::sql::value::table_id_of_key(&descriptor.start_key) {
+                Some(table_id) => self.table_names(table_id).await,
+                None => Default::default(),
+            };
+            out.push(ReplicaStatus {
+                names,
                 lease_history: lease_history.clone(),
                 no_raft_leader: metrics.current_leader.is_none(),
                 underreplicated,
                 reporting_node: active.node_id,
-                descriptor: desc.clone(),
+                load: if is_leaseholder { self.load.rates(descriptor.range_id) } else { LoadRates::default() },
+                descriptor,
                 replicas: members.clone(),
                 term: metrics.current_term,
                 commit_index: committed.map(|id| id.index).unwrap_or(0),
@@ -1078,10 +1085,10 @@ impl NodeCore {
                 leader_id: metrics.current_leader.unwrap_or(0),
                 raft_state: raft_state.to_string(),
                 is_leaseholder,
-                load: if is_leaseholder { self.load.rates(desc.range_id) } else { LoadRates::default() },
-                size: sizes.get(&desc.range_id).copied().unwrap_or_default(),
-            })
-            .collect())
+                size,
+            });
+        }
+        Ok(out)
     }
 
     /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).
@@ -1090,7 +1097,7 @@ impl NodeCore {
         if active.raft.metrics().borrow().current_leader != Some(active.node_id) {
             return Ok(Vec::new());
         }
-        let top = crate::services::load::top_k(self.load.all_rates(), metric, limit);
+        let top = self.load.top(metric, limit);
         let ids: Vec<u64> = top.iter().map(|(id, _)| *id).collect();
         let mut by_id: HashMap<u64, ReplicaStatus> =
             self.ranges(&ids).await?.into_iter().map(|r| (r.descriptor.range_id, r)).collect();

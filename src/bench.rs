@@ -292,12 +292,28 @@ pub async fn hot_ranges(ranges: usize, connections: usize, duration: Duration) -
             .await;
         reads.into_iter().collect::<Result<Vec<_>, _>>()?;
         let path = "/ranges/hot/?limit=10";
-        let latency = latency(Target::Http(format!("http://{http}/api/v2{path}")), connections, duration).await?;
+        let url = format!("http://{http}/api/v2{path}");
+        // The measured answer must be the real one: ten ranges, the first of them loaded.
+        let body = get_json(&url).await?;
+        let listed = body["ranges"].as_array().map(Vec::len).unwrap_or(0);
+        let top_qps = body["ranges"][0]["qps"].as_f64().unwrap_or(0.0);
+        if listed != 10.min(ranges) || top_qps <= 0.0 {
+            return Err(format!("unexpected hot ranges answer ({listed} ranges, top qps {top_qps}): {body}"));
+        }
+        let latency = latency(Target::Http(url), connections, duration).await?;
         Ok(PathLatency { path: path.to_string(), latency })
     }
     .await;
     stop_all(cluster).await;
     result
+}
+
+async fn get_json(url: &str) -> Result<serde_json::Value, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+    let response = client.get(uri).await.map_err(|e| format!("GET {url}: {e}"))?;
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
 }
 
 async fn stop_all(nodes: Vec<crate::services::node::Node>) {
