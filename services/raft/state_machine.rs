@@ -49,12 +49,23 @@ pub struct SmShared {
     pub catalog_version: u64,
 }
 
+/// Most point reads of one batch served on the calling task (see [`StateMachine::read`]).
+const INLINE_READ_OPS: usize = 16;
+
 /// The state machine of one node; clones share the same database and memory.
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     shared: Arc<RwLock<SmShared>>,
+    last_durable_apply: Arc<std::sync::Mutex<std::time::Instant>>,
 }
+
+/// How often an apply is made durable (fsync). Applies in between commit without fsync: the
+/// Raft log already holds every applied entry durably, so after a crash the state returns
+/// to its last durable apply and openraft re-applies the rest from the log. The log is never
+/// purged past a durable apply, since purging follows a snapshot and a snapshot's commit is
+/// durable (a durable redb commit also persists every commit before it).
+pub const APPLY_FSYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 struct TableView<'a, T>(&'a T);
 
@@ -218,7 +229,11 @@ impl StateMachine {
     /// index and sizes from the applied data.
     pub fn open(db: Arc<Database>) -> Result<Self> {
         let shared = Self::load_shared(&db)?;
-        Ok(Self { db, shared: Arc::new(RwLock::new(shared)) })
+        Ok(Self {
+            db,
+            shared: Arc::new(RwLock::new(shared)),
+            last_durable_apply: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+        })
     }
 
     fn load_shared(db: &Database) -> Result<SmShared> {
@@ -261,17 +276,24 @@ impl StateMachine {
 
     /// Evaluates a read-only batch on the applied data; returns the results and the CPU time.
     pub async fn read(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64)> {
+        // A few point reads come from redb's page cache in microseconds: running them on the
+        // calling task saves the hand-off to a blocking thread and back, whose two context
+        // switches were the largest single cost of a point SELECT (issue #6 profile). Scans
+        // may touch many pages and go to a blocking thread.
+        if ops.len() <= INLINE_READ_OPS && ops.iter().all(|op| matches!(op, Op::Get { .. })) {
+            return Self::read_blocking(&self.db, &ops);
+        }
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let cpu = cpu_time::ThreadTime::now();
-            let txn = db.begin_read().map_err(storage_error)?;
-            let table = txn.open_table(DATA).map_err(storage_error)?;
-            let (results, pending) = kv::evaluate(&TableView(&table), &ops)?;
-            debug_assert!(pending.is_empty(), "read-only batch produced writes");
-            Ok((results, cpu.elapsed().as_nanos() as u64))
-        })
-        .await
-        .map_err(Error::internal)?
+        tokio::task::spawn_blocking(move || Self::read_blocking(&db, &ops)).await.map_err(Error::internal)?
+    }
+
+    fn read_blocking(db: &Database, ops: &[Op]) -> Result<(Vec<OpResult>, u64)> {
+        let cpu = cpu_time::ThreadTime::now();
+        let txn = db.begin_read().map_err(storage_error)?;
+        let table = txn.open_table(DATA).map_err(storage_error)?;
+        let (results, pending) = kv::evaluate(&TableView(&table), ops)?;
+        debug_assert!(pending.is_empty(), "read-only batch produced writes");
+        Ok((results, cpu.elapsed().as_nanos() as u64))
     }
 
     /// For every range above `max_bytes` (other than range 1), the key that splits its bytes
@@ -315,9 +337,18 @@ impl StateMachine {
     fn apply_blocking(
         db: &Database,
         shared: &RwLock<SmShared>,
+        last_durable: &std::sync::Mutex<std::time::Instant>,
         entries: Vec<openraft::Entry<TypeConfig>>,
     ) -> Result<Vec<CommandResponse>> {
-        let txn = db.begin_write().map_err(storage_error)?;
+        let mut txn = db.begin_write().map_err(storage_error)?;
+        {
+            let mut last = last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= APPLY_FSYNC_INTERVAL {
+                *last = std::time::Instant::now();
+            } else {
+                txn.set_durability(redb::Durability::None).map_err(storage_error)?;
+            }
+        }
         let mut responses = Vec::with_capacity(entries.len());
         {
             let mut data = txn.open_table(DATA).map_err(storage_error)?;
@@ -455,8 +486,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let (db, shared) = (self.db.clone(), self.shared.clone());
-        blocking(ErrorVerb::Write, move || Self::apply_blocking(&db, &shared, entries)).await
+        let (db, shared, last_durable) = (self.db.clone(), self.shared.clone(), self.last_durable_apply.clone());
+        blocking(ErrorVerb::Write, move || Self::apply_blocking(&db, &shared, &last_durable, entries)).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

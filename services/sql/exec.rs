@@ -79,8 +79,15 @@ pub struct Description {
 /// Executes SQL for the sessions of one node.
 pub struct SqlEngine {
     core: Arc<NodeCore>,
+    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Parsed>>>>,
 }
 
+/// Most statement texts whose parse is kept. Clients repeat a few texts (prepared statements,
+/// ORMs), and the extended protocol asks to describe and to execute the same text: parsing
+/// each once took a tenth of a point read's CPU time (issue #6). Full: forget them all.
+const PARSE_CACHE_ENTRIES: usize = 1024;
+
+#[derive(Clone)]
 enum Parsed {
     Statement(Box<Statement>, Flavor),
     Split { table: ObjectName, rows: Box<Query> },
@@ -683,7 +690,21 @@ fn plan_access(table: &TableDescriptor, selection: Option<&Expr>, params: &[Valu
 impl SqlEngine {
     /// An engine running statements through `core`.
     pub fn new(core: Arc<NodeCore>) -> Self {
-        Self { core }
+        Self { core, parsed: Default::default() }
+    }
+
+    /// [`parse`], remembered by statement text (parsing is a pure function of the text).
+    fn parse(&self, sql: &str) -> Result<Arc<Vec<Parsed>>, SqlError> {
+        if let Some(parsed) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+            return Ok(parsed.clone());
+        }
+        let parsed = Arc::new(parse(sql)?);
+        let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PARSE_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.to_string(), parsed.clone());
+        Ok(parsed)
     }
 
     /// The node this engine runs on.
@@ -767,12 +788,12 @@ impl SqlEngine {
 
     /// Runs every statement of `sql` (simple protocol); stops at the first error.
     pub async fn execute(&self, session: &SessionHandle, sql: &str, params: &[Value]) -> Vec<Result<Output, SqlError>> {
-        let parsed = match parse(sql) {
+        let parsed = match self.parse(sql) {
             Ok(parsed) => parsed,
             Err(err) => return vec![Err(err)],
         };
         let mut outputs = Vec::new();
-        for statement in parsed {
+        for statement in parsed.iter().cloned() {
             let result = self.run(session, statement, params).await;
             let failed = result.is_err();
             outputs.push(result);
@@ -785,9 +806,9 @@ impl SqlEngine {
 
     /// Describes a single statement for the extended protocol.
     pub async fn describe(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
-        let parsed = parse(sql)?;
+        let parsed = self.parse(sql)?;
         let mut description = Description::default();
-        let statement = match parsed.into_iter().next() {
+        let statement = match parsed.first().cloned() {
             Some(Parsed::Statement(statement, _)) => statement,
             Some(Parsed::Split { .. }) => {
                 description.fields = split_fields();
