@@ -5,8 +5,10 @@
 //!   the store's identity (cluster id, node id).
 //!
 //! Two files let log appends and state-machine applies commit without waiting on one writer
-//! lock. Every commit uses redb's default `Durability::Immediate` (fsync before return), so a
-//! write acknowledged by Raft is on disk on a quorum.
+//! lock. Log appends, votes, snapshots and the identity commit with redb's default
+//! `Durability::Immediate` (fsync before return), so a write acknowledged by Raft is on disk on
+//! a quorum. Applies fsync at most every `APPLY_FSYNC_INTERVAL` (see the state machine): after
+//! a crash the state is replayed from the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -297,7 +297,10 @@ mod tests {
         // Range i sees i queries of (i * 7) % 41 written keys each: two different orders.
         for i in 1..=40u64 {
             for _ in 0..i {
-                tracker.record(i, LoadSample { reads: 0, writes: (i * 7) % 41, read_bytes: 0, write_bytes: 0, cpu_nanos: 0 });
+                tracker.record(
+                    i,
+                    LoadSample { reads: 0, writes: (i * 7) % 41, read_bytes: 0, write_bytes: 0, cpu_nanos: 0 },
+                );
             }
         }
         let ids = |v: Vec<(u64, LoadRates)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();

@@ -149,6 +149,11 @@ pub struct NodeCore {
 /// other leader can exist before `t0 + ELECTION_TIMEOUT_MAX`; every write acknowledged before
 /// the read was applied here first. Reads may skip the round while the same term holds and
 /// the lease, shortened by a margin for scheduling delays, has not run out.
+///
+/// Assumptions, as for any lease: clocks on the nodes advance at about the same rate; and this
+/// leader, if it grants a newer candidate its vote (openraft lets a leader whose own vote is
+/// older than the lease do so), publishes the newer term in its metrics before that candidate
+/// can be elected and commit a write, which takes it at least two more network round trips.
 #[derive(Debug, Clone, Copy)]
 struct ReadLease {
     term: u64,

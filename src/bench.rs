@@ -178,8 +178,11 @@ pub async fn start_in_process(
     for _ in 0..count {
         rpc.push(bind().await?);
     }
-    let addrs: Vec<String> =
-        rpc.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<std::io::Result<_>>().map_err(|e| e.to_string())?;
+    let addrs: Vec<String> = rpc
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| e.to_string())?;
     let http = bind().await?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let mut http = Some(http);

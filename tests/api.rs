@@ -431,15 +431,89 @@ async fn bench_latency_client_drives_http_and_grpc() {
     cluster.init().await;
     let url = format!("{}/ranges/hot/?limit=10", cluster.api(0, "http"));
     let grpc = cluster.nodes[0].addr.clone();
-    for args in [vec!["--url", url.as_str()], vec!["--grpc-hot-ranges", grpc.as_str()]] {
+    let pg = cluster.pg_url(0, "root");
+    for args in
+        [vec!["--url", url.as_str()], vec!["--grpc-hot-ranges", grpc.as_str()], vec!["--pg-upsert", pg.as_str()]]
+    {
         let mut command = vec!["bench", "latency", "--duration", "1s", "--connections", "2"];
         command.extend(args.iter().copied());
-        let out = ranged_ok(&command);
-        let fields: Vec<f64> = out.split_whitespace().map(|f| f.parse().unwrap()).collect();
-        assert_eq!(fields.len(), 4, "{out}");
-        assert!(fields[0] > 0.0 && fields[1] == 0.0, "requests and errors: {out}");
-        assert!(fields[2] > 0.0 && fields[3] >= fields[2], "p50 and p99: {out}");
+        check_latency_line(&ranged_ok(&command));
     }
+    // The UPSERTs were real, replicated writes.
+    let (ok, rows, err) = psql(&pg, &["SELECT count(*) FROM bench_kv"]);
+    assert!(ok && rows.trim().parse::<u64>().unwrap() > 0, "{rows} {err}");
     let out = ranged(&["bench", "latency", "--duration", "1s"]);
     assert!(!out.status.success(), "a target is required");
+}
+
+/// `requests errors p50_ms p99_ms ops_per_s`, with requests made, none failed, and ordered
+/// percentiles.
+fn check_latency_line(out: &str) {
+    let fields: Vec<f64> = out.split_whitespace().map(|f| f.parse().unwrap()).collect();
+    assert_eq!(fields.len(), 5, "{out}");
+    assert!(fields[0] > 0.0 && fields[1] == 0.0, "requests and errors: {out}");
+    assert!(fields[2] > 0.0 && fields[3] >= fields[2] && fields[4] > 0.0, "p50, p99, ops/s: {out}");
+}
+
+#[tokio::test]
+async fn bench_harnesses_run_small() {
+    // Comparisons 3 and 4 at a size that runs in seconds: real nodes, real answers.
+    let out = ranged_ok(&["bench", "fanout", "--nodes", "4", "--duration", "1s"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, path) in lines.iter().zip(["/sessions/", "/ranges/hot/?limit=10"]) {
+        let (first, rest) = line.split_once(' ').unwrap();
+        assert_eq!(first, path);
+        check_latency_line(rest);
+    }
+    let out = ranged_ok(&["bench", "hot-ranges", "--ranges", "50", "--duration", "1s"]);
+    let (first, rest) = out.trim().split_once(' ').unwrap();
+    assert_eq!(first, "/ranges/hot/?limit=10");
+    check_latency_line(rest);
+    let out = ranged(&["bench", "fanout", "--nodes", "0"]);
+    assert!(!out.status.success(), "zero nodes is refused");
+}
+
+#[tokio::test]
+async fn bench_etcd_put_client_writes_to_etcd() {
+    // Comparison 6's other side. CI installs etcd-server; elsewhere the test says why it skips.
+    if std::process::Command::new("etcd").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no etcd binary (apt-get install etcd-server)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let mut etcd = std::process::Command::new("etcd")
+        .args(["--name", "bench", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("bench=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("127.0.0.1:{client}");
+    let out = wait_for(Duration::from_secs(30), "etcd to take writes", || {
+        let address = address.clone();
+        async move {
+            let out = ranged(&["bench", "latency", "--etcd-put", &address, "--duration", "1s", "--keys", "10"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            // Until etcd serves, every Put fails: wait for a run without errors.
+            (out.status.success() && text.split_whitespace().nth(1) == Some("0")).then_some(text)
+        }
+    })
+    .await;
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    check_latency_line(&out);
 }
