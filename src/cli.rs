@@ -137,6 +137,17 @@ pub struct StartArgs {
     pub closed_session_ttl: Duration,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Runtime flags shared by `ranged start` and `ranged gateway`.
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// Threads running requests (default: one per CPU). Where several nodes share a few cores,
+    /// one each avoids handing work between threads (see BENCHMARKS.md).
+    #[arg(long, env = "RANGED_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 /// HTTP API flags shared by `ranged start` and `ranged gateway`.
@@ -163,6 +174,8 @@ pub struct GatewayArgs {
     pub security: SecurityArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Flags of `ranged demo`.
@@ -595,7 +608,16 @@ pub fn main() -> ExitCode {
         }
     };
     crate::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = match &cli.command {
+        Command::Start(args) => args.runtime.worker_threads,
+        Command::Gateway(args) => args.runtime.worker_threads,
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers as usize);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start the runtime: {err}")),
     };
