@@ -5,6 +5,7 @@
 //! - [`session`] — the registry of client sessions on a node.
 //! - [`exec`] — statement execution over the KV layer.
 //! - [`wire`] — pgwire handlers: authentication, simple and extended query protocols.
+//! - [`conn`] — one connection's message loop over a socket that coalesces writes.
 //! - [`error`] — SQLSTATE errors.
 //!
 //! [`spawn_server`] accepts connections on `--sql-addr`: TLS with the node certificate in
@@ -12,6 +13,7 @@
 //! `--insecure` mode (any existing user with LOGIN, as in CockroachDB).
 
 pub mod catalog;
+pub mod conn;
 pub mod error;
 pub mod exec;
 pub mod session;
@@ -46,7 +48,7 @@ pub fn spawn_server(
         async move {
             let node_id = core.active().map(|a| a.node_id).unwrap_or(0);
             core.sessions().open(node_id, peer);
-            if let Err(err) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+            if let Err(err) = conn::serve(socket, acceptor, handlers).await {
                 tracing::debug!(error = %err, peer = %peer, "SQL connection ended with an error");
             }
             core.sessions().close(&peer);
