@@ -793,7 +793,7 @@ impl SqlEngine {
             Err(err) => return vec![Err(err)],
         };
         let mut outputs = Vec::new();
-        for statement in parsed.iter().cloned() {
+        for statement in parsed.iter() {
             let result = self.run(session, statement, params).await;
             let failed = result.is_err();
             outputs.push(result);
@@ -822,7 +822,7 @@ impl SqlEngine {
             | Statement::ShowDatabases { .. }
             | Statement::ShowTables { .. }) => {
                 if let Output::Rows { fields, .. } =
-                    self.run(session, Parsed::Statement(Box::new(show.clone()), Flavor::Plain), &[]).await?
+                    self.run(session, &Parsed::Statement(Box::new(show.clone()), Flavor::Plain), &[]).await?
                 {
                     description.fields = fields;
                 }
@@ -944,12 +944,12 @@ impl SqlEngine {
             .collect()
     }
 
-    async fn run(&self, session: &SessionHandle, parsed: Parsed, params: &[Value]) -> Result<Output, SqlError> {
+    async fn run(&self, session: &SessionHandle, parsed: &Parsed, params: &[Value]) -> Result<Output, SqlError> {
         let (statement, flavor) = match parsed {
-            Parsed::Split { table, rows } => return self.split_at(session, &table, &rows, params).await,
-            Parsed::Statement(statement, flavor) => (statement, flavor),
+            Parsed::Split { table, rows } => return self.split_at(session, table, rows, params).await,
+            Parsed::Statement(statement, flavor) => (statement, *flavor),
         };
-        match *statement {
+        match &**statement {
             Statement::Query(query) => self.select(session, &query, params).await,
             Statement::Insert(insert) => {
                 for attempt in 0.. {
@@ -981,18 +981,18 @@ impl SqlEngine {
             Statement::CreateTable(create) => self.create_table(session, &create).await,
             Statement::CreateDatabase { db_name, if_not_exists, .. } => {
                 let name = name_parts(&db_name).pop().unwrap_or_default();
-                self.catalog().create_database(&name, if_not_exists).await?;
+                self.catalog().create_database(&name, *if_not_exists).await?;
                 Ok(Output::Command { tag: "CREATE DATABASE", rows: None })
             }
             Statement::Drop { object_type, if_exists, names, .. } => {
-                self.drop(session, object_type, if_exists, &names).await
+                self.drop(session, *object_type, *if_exists, names).await
             }
             Statement::Use(ast::Use::Object(name)) | Statement::Use(ast::Use::Database(name)) => {
                 let database = name_parts(&name).pop().unwrap_or_default();
                 self.use_database(session, &database).await?;
                 Ok(Output::Command { tag: "SET", rows: None })
             }
-            Statement::Set(set) => self.set(session, set, params).await,
+            Statement::Set(set) => self.set(session, set.clone(), params).await,
             Statement::ShowVariable { variable } => self.show(session, &variable).await,
             Statement::ShowDatabases { .. } => {
                 let rows = self
