@@ -808,7 +808,7 @@ impl SqlEngine {
     pub async fn describe(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
         let parsed = self.parse(sql)?;
         let mut description = Description::default();
-        let statement = match parsed.first().cloned() {
+        let statement = match parsed.first() {
             Some(Parsed::Statement(statement, _)) => statement,
             Some(Parsed::Split { .. }) => {
                 description.fields = split_fields();
@@ -816,9 +816,9 @@ impl SqlEngine {
             }
             None => return Ok(description),
         };
-        match *statement {
+        match &**statement {
             // SHOW statements only read, so running one is the simplest way to learn its columns.
-            ref show @ (Statement::ShowVariable { .. }
+            show @ (Statement::ShowVariable { .. }
             | Statement::ShowDatabases { .. }
             | Statement::ShowTables { .. }) => {
                 if let Output::Rows { fields, .. } =
