@@ -818,9 +818,8 @@ impl SqlEngine {
         };
         match &**statement {
             // SHOW statements only read, so running one is the simplest way to learn its columns.
-            show @ (Statement::ShowVariable { .. }
-            | Statement::ShowDatabases { .. }
-            | Statement::ShowTables { .. }) => {
+            show
+            @ (Statement::ShowVariable { .. } | Statement::ShowDatabases { .. } | Statement::ShowTables { .. }) => {
                 if let Output::Rows { fields, .. } =
                     self.run(session, &Parsed::Statement(Box::new(show.clone()), Flavor::Plain), &[]).await?
                 {

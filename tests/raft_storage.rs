@@ -1,0 +1,27 @@
+//! openraft's own storage conformance suite (`openraft::testing::Suite`) run against the
+//! node's Raft log (with its group-commit writer) and state machine, each test on a fresh
+//! store directory.
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+use ranged::services::engine::Engine;
+use ranged::services::raft::log_store::LogStore;
+use ranged::services::raft::state_machine::StateMachine;
+use ranged::services::raft::{NodeId, TypeConfig};
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = Engine::open(&dir.path().join("store")).expect("opening a fresh store");
+        let log = LogStore::new(engine.log.clone());
+        let state = StateMachine::open(engine.state.clone()).expect("opening the state machine");
+        Ok((dir, log, state))
+    }
+}
+
+#[test]
+fn log_store_and_state_machine_pass_openraft_suite() {
+    Suite::test_all(Builder).unwrap();
+}
