@@ -897,7 +897,7 @@ impl SqlEngine {
                 }
             }
             Statement::Delete(delete) => {
-                if let Some(name) = delete_table_name(&delete) {
+                if let Some(name) = delete_table_name(delete) {
                     let table = self.table(session, &name).await?;
                     if let Some(selection) = &delete.selection {
                         infer_params(selection, Some(&table), &mut description.params);
@@ -949,10 +949,10 @@ impl SqlEngine {
             Parsed::Statement(statement, flavor) => (statement, *flavor),
         };
         match &**statement {
-            Statement::Query(query) => self.select(session, &query, params).await,
+            Statement::Query(query) => self.select(session, query, params).await,
             Statement::Insert(insert) => {
                 for attempt in 0.. {
-                    match self.insert(session, &insert, flavor, params).await {
+                    match self.insert(session, insert, flavor, params).await {
                         Err(err) if err.code == "40001" && attempt < STATEMENT_RETRIES => continue,
                         other => return other,
                     }
@@ -961,7 +961,7 @@ impl SqlEngine {
             }
             Statement::Update(update) => {
                 for attempt in 0.. {
-                    match self.update(session, &update, params).await {
+                    match self.update(session, update, params).await {
                         Err(err) if err.code == "40001" && attempt < STATEMENT_RETRIES => continue,
                         other => return other,
                     }
@@ -970,16 +970,16 @@ impl SqlEngine {
             }
             Statement::Delete(delete) => {
                 for attempt in 0.. {
-                    match self.delete(session, &delete, params).await {
+                    match self.delete(session, delete, params).await {
                         Err(err) if err.code == "40001" && attempt < STATEMENT_RETRIES => continue,
                         other => return other,
                     }
                 }
                 unreachable!("the loop returns")
             }
-            Statement::CreateTable(create) => self.create_table(session, &create).await,
+            Statement::CreateTable(create) => self.create_table(session, create).await,
             Statement::CreateDatabase { db_name, if_not_exists, .. } => {
-                let name = name_parts(&db_name).pop().unwrap_or_default();
+                let name = name_parts(db_name).pop().unwrap_or_default();
                 self.catalog().create_database(&name, *if_not_exists).await?;
                 Ok(Output::Command { tag: "CREATE DATABASE", rows: None })
             }
@@ -987,12 +987,12 @@ impl SqlEngine {
                 self.drop(session, *object_type, *if_exists, names).await
             }
             Statement::Use(ast::Use::Object(name)) | Statement::Use(ast::Use::Database(name)) => {
-                let database = name_parts(&name).pop().unwrap_or_default();
+                let database = name_parts(name).pop().unwrap_or_default();
                 self.use_database(session, &database).await?;
                 Ok(Output::Command { tag: "SET", rows: None })
             }
             Statement::Set(set) => self.set(session, set.clone(), params).await,
-            Statement::ShowVariable { variable } => self.show(session, &variable).await,
+            Statement::ShowVariable { variable } => self.show(session, variable).await,
             Statement::ShowDatabases { .. } => {
                 let rows = self
                     .catalog()
@@ -1026,8 +1026,8 @@ impl SqlEngine {
                     rows,
                 ))
             }
-            Statement::CreateRole(create) => self.create_role(session, &create, flavor).await,
-            Statement::AlterRole { name, operation } => self.alter_role(session, &name, &operation).await,
+            Statement::CreateRole(create) => self.create_role(session, create, flavor).await,
+            Statement::AlterRole { name, operation } => self.alter_role(session, name, operation).await,
             Statement::GrantRole(grant) => {
                 self.set_admin(session, &grant.roles, grant.grantees.iter().map(|g| g.to_string()).collect(), true)
                     .await
