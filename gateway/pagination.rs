@@ -26,11 +26,17 @@ pub fn paginate<T>(items: Vec<T>, limit: usize, offset: usize) -> (Vec<T>, Optio
     if limit == 0 {
         return (items, None);
     }
-    let total = items.len();
+    let next = next_offset(items.len(), limit, offset);
+    (items.into_iter().skip(offset).take(limit).collect(), next)
+}
+
+/// `next` for a page of `limit` from `offset` out of `total` items (limit 0: one page).
+pub fn next_offset(total: usize, limit: usize, offset: usize) -> Option<usize> {
+    if limit == 0 {
+        return None;
+    }
     let end = offset.saturating_add(limit).min(total);
-    let page: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
-    let next = (end < total).then_some(end);
-    (page, next)
+    (end < total).then_some(end)
 }
 
 /// What a fan-out token points at.
@@ -91,6 +97,9 @@ mod tests {
         assert_eq!(paginate(vec![1, 2, 3, 4, 5], 2, 4), (vec![5], None));
         assert_eq!(paginate(vec![1, 2, 3], 2, 9), (vec![], None));
         assert_eq!(paginate(vec![1, 2, 3], 0, 0), (vec![1, 2, 3], None));
+        assert_eq!(next_offset(5, 2, 2), Some(4));
+        assert_eq!(next_offset(5, 2, 4), None);
+        assert_eq!(next_offset(5, 0, 0), None);
     }
 
     #[test]

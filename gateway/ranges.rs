@@ -150,7 +150,11 @@ pub async fn node_ranges_list(
             .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?,
     };
     let mut client = gateway.fanout.client(&address)?;
-    let request = pb::RangesRequest { range_ids };
+    let request = pb::RangesRequest {
+        range_ids,
+        limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        offset: u32::try_from(offset).unwrap_or(u32::MAX),
+    };
     let reply = tokio::time::timeout(gateway.fanout.timeout(), client.ranges(request))
         .await
         .map_err(|_| {
@@ -158,9 +162,9 @@ pub async fn node_ranges_list(
         })?
         .map_err(|status| ApiError::unavailable(format!("node {node_id} is unavailable: {}", status.message())))?
         .into_inner();
-    let mut ranges: Vec<RangeInfo> = reply.ranges.into_iter().map(range_info).collect();
-    ranges.sort_by_key(|r| r.desc.range_id);
-    let (ranges, next) = pagination::paginate(ranges, limit, offset);
+    // The node pages by range id; `total` says whether more follow.
+    let ranges: Vec<RangeInfo> = reply.ranges.into_iter().map(range_info).collect();
+    let next = pagination::next_offset(reply.total as usize, limit, offset);
     Ok(Json(NodeRangesResponse { ranges, next: next.map(|n| n as i64) }))
 }
 
@@ -310,7 +314,10 @@ pub async fn range_get(
     let outcomes = gateway
         .fanout
         .call(&targets, "range info", move |mut client| async move {
-            client.ranges(pb::RangesRequest { range_ids: vec![range_id] }).await.map(|r| r.into_inner())
+            client
+                .ranges(pb::RangesRequest { range_ids: vec![range_id], ..Default::default() })
+                .await
+                .map(|r| r.into_inner())
         })
         .await;
     let summary = summarize(&outcomes);

@@ -309,8 +309,14 @@ impl StatusService for StatusApi {
 
     async fn ranges(&self, request: Request<pb::RangesRequest>) -> Result<Response<pb::RangesResponse>, Status> {
         let node_id = self.0.active()?.node_id;
-        let ranges = self.0.ranges(&request.into_inner().range_ids).await?;
-        Ok(Response::new(pb::RangesResponse { node_id, ranges: ranges.into_iter().map(range_info).collect() }))
+        let request = request.into_inner();
+        let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
+        let (ranges, total) = self.0.ranges_page(&request.range_ids, request.offset as usize, limit).await?;
+        Ok(Response::new(pb::RangesResponse {
+            node_id,
+            ranges: ranges.into_iter().map(range_info).collect(),
+            total: total as u64,
+        }))
     }
 
     async fn hot_ranges(

@@ -1037,6 +1037,17 @@ impl NodeCore {
 
     /// The replicas this node holds (all ranges: one group), optionally only `range_ids`.
     pub async fn ranges(&self, range_ids: &[u64]) -> Result<Vec<ReplicaStatus>> {
+        Ok(self.ranges_page(range_ids, 0, usize::MAX).await?.0)
+    }
+
+    /// [`NodeCore::ranges`] ordered by range id, `limit` of them from `offset`, and how many
+    /// matched before paging.
+    pub async fn ranges_page(
+        &self,
+        range_ids: &[u64],
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
         let metrics = active.raft.metrics().borrow().clone();
         let committed = active.raft.with_raft_state(|st| st.committed).await.map_err(Error::internal)?;
@@ -1056,13 +1067,18 @@ impl NodeCore {
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
         // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
         // possibly thousands.
-        let selected: Vec<(RangeDescriptor, RangeSize)> = active.state.with_shared(|shared| {
-            shared
-                .ranges
-                .iter()
-                .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
+        let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = active.state.with_shared(|shared| {
+            let mut matching: Vec<&RangeDescriptor> =
+                shared.ranges.iter().filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id)).collect();
+            matching.sort_unstable_by_key(|desc| desc.range_id);
+            let total = matching.len();
+            let page = matching
+                .into_iter()
+                .skip(offset)
+                .take(limit)
                 .map(|desc| (desc.clone(), shared.sizes.get(&desc.range_id).copied().unwrap_or_default()))
-                .collect()
+                .collect();
+            (page, total)
         });
         let lease_history: Vec<LeaseRecord> =
             self.lease_history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
@@ -1093,7 +1109,7 @@ impl NodeCore {
                 size,
             });
         }
-        Ok(out)
+        Ok((out, total))
     }
 
     /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).

@@ -964,7 +964,13 @@ async fn client_command(command: Command) -> Result<(), Error> {
                         let request = pb::HotRangesRequest { limit, sort_by: sort_by as i32 };
                         status.hot_ranges(request).await?.into_inner().ranges
                     }
-                    None => status.ranges(pb::RangesRequest { range_ids: Vec::new() }).await?.into_inner().ranges,
+                    None => {
+                        status
+                            .ranges(pb::RangesRequest { range_ids: Vec::new(), ..Default::default() })
+                            .await?
+                            .into_inner()
+                            .ranges
+                    }
                 };
                 print_ranges(&ranges, format);
             }

@@ -142,6 +142,28 @@ async fn api_reports_sessions_hot_ranges_and_pages() {
     assert_eq!(range["responses_by_node_id"].as_object().unwrap().len(), 3);
     let bad = client.get(format!("{}/nodes/abc/ranges/", api(0))).send().await.unwrap();
     assert_eq!((bad.status().as_u16(), bad.text().await.unwrap()), (400, "invalid node ID\n".to_string()));
+    // Pages of two (sliced on the node) walk every range once, in range id order.
+    let ids = |body: &Value| -> Vec<i64> {
+        body["ranges"].as_array().unwrap().iter().map(|r| r["desc"]["range_id"].as_i64().unwrap()).collect()
+    };
+    let all = ids(&get_valid(&client, &format!("{}/nodes/1/ranges/", api(0)), "/nodes/{node_id}/ranges/", None).await);
+    assert!(all.len() >= 3 && all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    let (mut walked, mut offset) = (Vec::new(), 0);
+    for _ in 0..all.len() + 1 {
+        let page = get_valid(
+            &client,
+            &format!("{}/nodes/1/ranges/?limit=2&offset={offset}", api(1)),
+            "/nodes/{node_id}/ranges/",
+            None,
+        )
+        .await;
+        walked.extend(ids(&page));
+        match page["next"].as_i64() {
+            Some(next) if next > 0 => offset = next,
+            _ => break,
+        }
+    }
+    assert_eq!(walked, all);
 
     // A psql session with an application name and a running pg_sleep shows up, on its node.
     let mut sleeper = std::process::Command::new("psql")

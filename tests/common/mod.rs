@@ -269,7 +269,10 @@ impl Cluster {
     pub async fn ranges(&self, i: usize) -> Result<Vec<pb::RangeInfo>, String> {
         let channel = self.channel(i).await.map_err(|e| e.to_string())?;
         let mut client = pb::status_service_client::StatusServiceClient::new(channel);
-        let reply = client.ranges(pb::RangesRequest { range_ids: vec![] }).await.map_err(|e| e.to_string())?;
+        let reply = client
+            .ranges(pb::RangesRequest { range_ids: vec![], ..Default::default() })
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(reply.into_inner().ranges)
     }
 
