@@ -163,7 +163,8 @@ pub async fn node_ranges_list(
         .map_err(|status| ApiError::unavailable(format!("node {node_id} is unavailable: {}", status.message())))?
         .into_inner();
     // The node pages by range id; `total` says whether more follow.
-    let ranges: Vec<RangeInfo> = reply.ranges.into_iter().map(range_info).collect();
+    let mut ranges: Vec<RangeInfo> = reply.ranges.into_iter().map(range_info).collect();
+    ranges.sort_by_key(|r| r.desc.range_id);
     let next = pagination::next_offset(reply.total as usize, limit, offset);
     Ok(Json(NodeRangesResponse { ranges, next: next.map(|n| n as i64) }))
 }

@@ -1040,8 +1040,8 @@ impl NodeCore {
         Ok(self.ranges_page(range_ids, 0, usize::MAX).await?.0)
     }
 
-    /// [`NodeCore::ranges`] ordered by range id, `limit` of them from `offset`, and how many
-    /// matched before paging.
+    /// [`NodeCore::ranges`] paged: `limit` of them from `offset` in range id order (unpaged:
+    /// key order), and how many matched before paging.
     pub async fn ranges_page(
         &self,
         range_ids: &[u64],
@@ -1070,7 +1070,11 @@ impl NodeCore {
         let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = active.state.with_shared(|shared| {
             let mut matching: Vec<&RangeDescriptor> =
                 shared.ranges.iter().filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id)).collect();
-            matching.sort_unstable_by_key(|desc| desc.range_id);
+            // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order of
+            // the HTTP API's pages, so that pages are stable while ranges split.
+            if offset > 0 || limit < matching.len() {
+                matching.sort_unstable_by_key(|desc| desc.range_id);
+            }
             let total = matching.len();
             let page = matching
                 .into_iter()
