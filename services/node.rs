@@ -91,6 +91,31 @@ pub struct NodeConfig {
     pub web_session_timeout: Duration,
 }
 
+impl NodeConfig {
+    /// An insecure node at `advertise_addr` storing in `store`, joining `join`, with every
+    /// other setting at its default (no SQL or HTTP address); for in-process clusters.
+    pub fn with_defaults(advertise_addr: String, join: Vec<String>, store: PathBuf) -> Self {
+        Self {
+            advertise_addr,
+            sql_addr: String::new(),
+            http_addr: String::new(),
+            join,
+            store,
+            locality: Vec::new(),
+            cluster_name: String::new(),
+            tls: None,
+            time_until_dead: crate::services::membership::DEFAULT_TIME_UNTIL_DEAD,
+            range_max_bytes: DEFAULT_RANGE_MAX_BYTES,
+            stats_half_life: crate::services::load::DEFAULT_HALF_LIFE,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
+            closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
+            closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
+            fanout_timeout: crate::gateway::fanout::DEFAULT_TIMEOUT,
+            web_session_timeout: crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT,
+        }
+    }
+}
+
 /// The listeners a node serves on, bound by the caller (port 0 in tests).
 pub struct Listeners {
     /// Internal gRPC (and, by port number, gossip).

@@ -168,8 +168,8 @@ pub async fn start_in_process(
     dir: &std::path::Path,
     ready_timeout: Duration,
 ) -> Result<(Vec<crate::services::node::Node>, std::net::SocketAddr), String> {
-    use crate::services::node::{self, Listeners, Node, NodeConfig};
-    use crate::services::{load, membership};
+    use crate::services::membership;
+    use crate::services::node::{Listeners, Node, NodeConfig};
     if count == 0 {
         return Err("at least one node is needed".into());
     }
@@ -189,23 +189,13 @@ pub async fn start_in_process(
     let mut nodes = Vec::new();
     for (i, listener) in rpc.into_iter().enumerate() {
         let config = NodeConfig {
-            advertise_addr: addrs[i].clone(),
-            sql_addr: String::new(),
             http_addr: if i == 0 { http_addr.to_string() } else { String::new() },
             // Every node joins through the first three: join lists stay short at 100 nodes.
-            join: addrs.iter().take(3).cloned().collect(),
-            store: dir.join(format!("node{}", i + 1)),
-            locality: Vec::new(),
-            cluster_name: String::new(),
-            tls: None,
-            time_until_dead: membership::DEFAULT_TIME_UNTIL_DEAD,
-            range_max_bytes: node::DEFAULT_RANGE_MAX_BYTES,
-            stats_half_life: load::DEFAULT_HALF_LIFE,
-            join_timeout: node::DEFAULT_JOIN_TIMEOUT,
-            closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
-            closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
-            fanout_timeout: crate::gateway::fanout::DEFAULT_TIMEOUT,
-            web_session_timeout: crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT,
+            ..NodeConfig::with_defaults(
+                addrs[i].clone(),
+                addrs.iter().take(3).cloned().collect(),
+                dir.join(format!("node{}", i + 1)),
+            )
         };
         let listeners = Listeners { rpc: listener, sql: None, http: http.take() };
         nodes.push(Node::start(config, listeners).await.map_err(|e| format!("starting node {}: {e}", i + 1))?);

@@ -10,7 +10,7 @@ use crate::services::error::{Error, Result};
 use crate::services::node::{Listeners, Node, NodeConfig};
 use crate::services::sql::users::{self, ScramVerifier, UserRecord, Users};
 use crate::services::tls::{CA_CERT, CA_KEY, TlsMaterials};
-use crate::services::{certs, load, membership, node};
+use crate::services::{certs, membership};
 
 /// What `ranged demo` was asked for.
 #[derive(Debug, Clone)]
@@ -138,22 +138,11 @@ impl Demo {
             listeners.into_iter().zip(sql_listeners).zip(http_listeners).enumerate()
         {
             let config = NodeConfig {
-                advertise_addr: addrs[i].clone(),
                 sql_addr: sql_addrs[i].to_string(),
                 http_addr: http_addrs[i].to_string(),
-                join: addrs.clone(),
-                store: dir.path().join(format!("node{}", i + 1)),
                 locality: vec![("region".into(), "local".into()), ("zone".into(), format!("zone-{}", i + 1))],
-                cluster_name: String::new(),
                 tls: tls.clone(),
-                time_until_dead: membership::DEFAULT_TIME_UNTIL_DEAD,
-                range_max_bytes: node::DEFAULT_RANGE_MAX_BYTES,
-                stats_half_life: load::DEFAULT_HALF_LIFE,
-                join_timeout: node::DEFAULT_JOIN_TIMEOUT,
-                closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
-                closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
-                fanout_timeout: crate::gateway::fanout::DEFAULT_TIMEOUT,
-                web_session_timeout: crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT,
+                ..NodeConfig::with_defaults(addrs[i].clone(), addrs.clone(), dir.path().join(format!("node{}", i + 1)))
             };
             let listeners = Listeners { rpc: listener, sql: Some(sql_listener), http: Some(http_listener) };
             nodes.push(Node::start(config, listeners).await?);
