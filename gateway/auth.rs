@@ -1,9 +1,9 @@
 //! `POST /login/`, `POST /logout/` and the session check every other endpoint (but health)
 //! runs. A session token is CockroachDB's: standard base64 of the protobuf `SessionCookie{id,
-//! secret}`. The session is stored in range 1 (`/System/websession/<id>`) with SHA-256 of the
-//! secret, the user, and an expiry (`--web-session-timeout`, default 168h), so a token minted
-//! by any node is valid on every node. Unlike CockroachDB, logout checks the secret, and
-//! login/logout answer 405 to other methods without side effects.
+//! secret}`. Sessions live in range 1 ([`crate::services::web_sessions`]) with an expiry of
+//! `--web-session-timeout` (default 168h), so a token minted by any node is valid on every
+//! node. Unlike CockroachDB, logout checks the secret, and login/logout answer 405 to other
+//! methods without side effects.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,17 +15,15 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prost::Message;
-use ring::digest;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::gateway::Gateway;
 use crate::gateway::error::ApiError;
 use crate::gateway::json::{LoginResponse, LogoutResponse};
 use crate::pb;
-use crate::services::keys;
-use crate::services::kv::Op;
-use crate::services::membership::unix_nanos;
-use crate::services::sql::users::{self, UserRecord};
+use crate::services::clock::unix_nanos;
+use crate::services::sql::users::{self, Users};
+use crate::services::web_sessions::{WebSession, WebSessions};
 
 /// The header carrying the token.
 pub const SESSION_HEADER: &str = "x-cockroach-api-session";
@@ -34,25 +32,6 @@ pub const COOKIE_MAGIC: &str = "cookie";
 
 const INVALID_CREDENTIALS: &str = "the provided credentials did not match any account on the server";
 const INVALID_SESSION: &str = "the provided authentication session could not be validated";
-
-/// A web session as stored in range 1.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebSession {
-    /// SHA-256 of the secret, hex.
-    pub hashed_secret: String,
-    /// The user.
-    pub username: String,
-    /// Creation, ns.
-    pub created_at: i64,
-    /// Expiry, ns.
-    pub expires_at: i64,
-    /// Revocation, ns.
-    pub revoked_at: Option<i64>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    digest::digest(&digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Encodes a token.
 pub fn encode_token(id: i64, secret: &[u8]) -> String {
@@ -66,37 +45,18 @@ pub fn decode_token(token: &str) -> Option<(i64, Vec<u8>)> {
     (cookie.id > 0 && !cookie.secret.is_empty()).then(|| (cookie.id, cookie.secret.to_vec()))
 }
 
-/// Whether `secret` is the session's secret (compared in constant time).
-pub fn secret_matches(session: &WebSession, secret: &[u8]) -> bool {
-    let presented = sha256_hex(secret);
-    presented.len() == session.hashed_secret.len()
-        && presented.bytes().zip(session.hashed_secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// Whether `session` is valid for `secret` at `now` (ns): right secret, not revoked, not expired.
-pub fn session_valid(session: &WebSession, secret: &[u8], now: i64) -> bool {
-    secret_matches(session, secret) && session.revoked_at.is_none() && now < session.expires_at
-}
-
 impl Gateway {
-    async fn user(&self, name: &str) -> Result<Option<UserRecord>, ApiError> {
-        let key = keys::user_key(&users::normalize(name));
-        let value = self.kv(vec![Op::Get { key }]).await?.remove(0).value;
-        value.map(|v| serde_json::from_slice(&v).map_err(ApiError::internal)).transpose()
+    fn users(&self) -> Users<'_> {
+        Users::new(self.cluster.as_ref())
     }
 
-    async fn web_session(&self, id: i64) -> Result<Option<(WebSession, Vec<u8>)>, ApiError> {
-        let key = keys::web_session_key(id as u64);
-        let value = self.kv(vec![Op::Get { key }]).await?.remove(0).value;
-        match value {
-            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes).map_err(ApiError::internal)?, bytes))),
-            None => Ok(None),
-        }
+    fn web_sessions(&self) -> WebSessions<'_> {
+        WebSessions::new(self.cluster.as_ref())
     }
 
     /// The user a request is made by: `root` in insecure mode, else the valid session's user.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        if self.insecure {
+        if self.config.insecure {
             return Ok(users::ROOT_USER.to_string());
         }
         let Some(value) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
@@ -108,10 +68,10 @@ impl Gateway {
             value.trim().to_string()
         };
         let (id, secret) = decode_token(&token).ok_or_else(|| ApiError::bad_request("invalid session header"))?;
-        let Some((session, _)) = self.web_session(id).await? else {
+        let Some((session, _)) = self.web_sessions().get(id as u64).await? else {
             return Err(ApiError::unauthorized(INVALID_SESSION));
         };
-        if !session_valid(&session, &secret, unix_nanos(SystemTime::now())) {
+        if !session.is_valid(&secret, unix_nanos(SystemTime::now())) {
             return Err(ApiError::unauthorized(INVALID_SESSION));
         }
         Ok(session.username)
@@ -122,7 +82,7 @@ impl Gateway {
         if username == users::ROOT_USER {
             return Ok(());
         }
-        match self.user(username).await? {
+        match self.users().get(username).await? {
             Some(record) if record.is_admin => Ok(()),
             _ => Err(ApiError::forbidden()),
         }
@@ -138,16 +98,17 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .find_map(|pair| pair.trim().strip_prefix("session=").map(|t| t.trim_matches('"').to_string()))
 }
 
-/// An authenticated admin (every endpoint but health, login and logout needs one).
-pub struct Admin(#[allow(dead_code)] pub String);
+/// An authenticated admin (every endpoint but health, login and logout needs one); the
+/// extractor runs the session check and the admin check.
+pub struct AdminUser;
 
-impl FromRequestParts<Arc<Gateway>> for Admin {
+impl FromRequestParts<Arc<Gateway>> for AdminUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
         let user = gateway.authenticate(&parts.headers).await?;
         gateway.authorize_admin(&user).await?;
-        Ok(Admin(user))
+        Ok(AdminUser)
     }
 }
 
@@ -223,7 +184,7 @@ pub async fn login(
     if username.is_empty() {
         return Err(ApiError::bad_request("username not specified"));
     }
-    let record = gateway.user(&username).await?;
+    let record = gateway.users().get(&username).await?;
     let verified = {
         let password = password.clone();
         let record = record.clone();
@@ -235,23 +196,11 @@ pub async fn login(
     if !verified {
         return Err(ApiError::unauthorized(INVALID_CREDENTIALS));
     }
-    let username = users::normalize(&username);
     let id = (rand::random::<u64>() >> 1).max(1) as i64;
     let secret: [u8; 16] = rand::random();
-    let now = unix_nanos(SystemTime::now());
-    let session = WebSession {
-        hashed_secret: sha256_hex(&secret),
-        username,
-        created_at: now,
-        expires_at: now.saturating_add(gateway.web_session_timeout.as_nanos() as i64),
-        revoked_at: None,
-    };
-    let op = Op::ConditionalPut {
-        key: keys::web_session_key(id as u64),
-        value: serde_json::to_vec(&session).map_err(ApiError::internal)?,
-        expected: None,
-    };
-    gateway.kv(vec![op]).await?;
+    let lifetime = gateway.config.web_session_timeout.as_nanos().min(i64::MAX as u128) as i64;
+    let session = WebSession::new(users::normalize(&username), &secret, unix_nanos(SystemTime::now()), lifetime);
+    gateway.web_sessions().create(id as u64, &session).await?;
     Ok(axum::Json(LoginResponse { session: encode_token(id, &secret) }).into_response())
 }
 
@@ -272,26 +221,14 @@ pub async fn logout(
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("invalid or unspecified session"))?;
     let (id, secret) = decode_token(token).ok_or_else(|| ApiError::bad_request("invalid session"))?;
-    let Some((mut session, old)) = gateway.web_session(id).await? else {
+    let Some(stored) = gateway.web_sessions().get(id as u64).await? else {
         return Err(ApiError::bad_request("invalid session"));
     };
     // Unlike CockroachDB, knowing a session id is not enough to revoke it.
-    if !secret_matches(&session, &secret) {
+    if !stored.0.secret_matches(&secret) {
         return Err(ApiError::unauthorized(INVALID_SESSION));
     }
-    if session.revoked_at.is_none() {
-        session.revoked_at = Some(unix_nanos(SystemTime::now()));
-        let op = Op::ConditionalPut {
-            key: keys::web_session_key(id as u64),
-            value: serde_json::to_vec(&session).map_err(ApiError::internal)?,
-            expected: Some(old),
-        };
-        match gateway.kv_raw(vec![op]).await {
-            // Revoked concurrently by another logout: the outcome is the same.
-            Ok(_) | Err(crate::services::error::Error::ConditionFailed { .. }) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
+    gateway.web_sessions().revoke(id as u64, stored, unix_nanos(SystemTime::now())).await?;
     Ok(axum::Json(LogoutResponse { logged_out: true }).into_response())
 }
 
@@ -307,21 +244,6 @@ mod tests {
         assert_eq!(decode_token(&token), Some((917842233186271233, secret)));
         assert_eq!(decode_token("not base64!"), None);
         assert_eq!(decode_token(""), None);
-    }
-
-    #[test]
-    fn sessions_check_secret_expiry_and_revocation() {
-        let session = WebSession {
-            hashed_secret: sha256_hex(b"secret"),
-            username: "u".into(),
-            created_at: 0,
-            expires_at: 100,
-            revoked_at: None,
-        };
-        assert!(session_valid(&session, b"secret", 50));
-        assert!(!session_valid(&session, b"forged", 50));
-        assert!(!session_valid(&session, b"secret", 100));
-        assert!(!session_valid(&WebSession { revoked_at: Some(10), ..session }, b"secret", 50));
     }
 
     #[test]

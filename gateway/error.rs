@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Text shown to the client.
     pub message: String,
+    /// What went wrong inside, for the log only (5xx).
+    pub detail: Option<String>,
 }
 
 /// Marks a response as an [`ApiError`] so the JSON-errors layer can rewrite it.
@@ -26,7 +28,7 @@ pub struct ErrorMarker(pub String);
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), detail: None }
     }
 
     /// 400.
@@ -62,30 +64,36 @@ impl ApiError {
 
     /// 500 with CockroachDB's fixed text; `detail` goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(detail = %detail, "internal error in the HTTP API");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT)
+        Self { detail: Some(detail.to_string()), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT) }
     }
 }
 
 impl From<crate::services::error::Error> for ApiError {
+    /// The status comes from the error vocabulary's one table; 5xx texts hide internals (the
+    /// log keeps them, once, in `into_response`), 403 carries CockroachDB's fixed text.
     fn from(err: crate::services::error::Error) -> Self {
-        use crate::services::error::Error as E;
+        use crate::services::error::Error as ServiceError;
+        let status = err.http_status();
         match err {
-            E::InvalidArgument(m) => Self::bad_request(m),
-            E::NotFound(m) => Self::not_found(m),
-            E::Unauthenticated(m) => Self::unauthorized(m),
-            E::PermissionDenied(_) => Self::forbidden(),
-            E::Unavailable(m) | E::DeadlineExceeded(m) => Self::unavailable(m),
-            E::NotLeaseholder { .. } => Self::unavailable("no leaseholder could be reached"),
-            other => Self::internal(other),
+            ServiceError::Internal(detail) => {
+                let mut api = Self::new(status, INTERNAL_ERROR_TEXT);
+                api.detail = Some(detail);
+                api
+            }
+            ServiceError::PermissionDenied(_) => Self::forbidden(),
+            ServiceError::NotLeaseholder { .. } => Self::new(status, "no leaseholder could be reached"),
+            other => Self::new(status, other.to_string()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // A 404 or 401 is the client's business, not an error worth a log line.
-        if self.status.is_server_error() {
+        // A 404 or 401 is the client's business, not an error worth a log line; a node that
+        // cannot serve now is worth a warning; only our own failures are errors.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(detail = self.detail.as_deref().unwrap_or_default(), "internal error in the HTTP API");
+        } else if self.status.is_server_error() {
             tracing::warn!(status = %self.status, message = %self.message, "HTTP API error");
         }
         let mut response = (self.status, format!("{}\n", self.message)).into_response();

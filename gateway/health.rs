@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 
 use crate::gateway::Gateway;
 use crate::gateway::error::{ApiError, INTERNAL_ERROR_TEXT};
-use crate::pb;
 
 /// Go's `strconv.ParseBool`.
 pub fn parse_go_bool(text: &str) -> Option<bool> {
@@ -35,32 +34,15 @@ pub async fn health_get(
         Some(text) => parse_go_bool(text).ok_or_else(|| ApiError::bad_request("invalid ready value"))?,
     };
     if ready {
-        let Some(seed) = gateway.seeds.first() else {
-            return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT));
-        };
-        let answer = match gateway.fanout.channel(seed) {
-            Ok(channel) => {
-                let mut client = pb::node_service_client::NodeServiceClient::new(channel);
-                tokio::time::timeout(
-                    crate::gateway::fanout::SINGLE_CALL_TIMEOUT,
-                    client.handshake(pb::HandshakeRequest { cluster_name: String::new() }),
-                )
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .map(|r| r.into_inner())
-            }
-            Err(_) => None,
-        };
-        match answer {
-            Some(reply) if reply.ready => {}
-            Some(reply) => {
+        match gateway.cluster().local_handshake().await {
+            Ok(reply) if reply.ready => {}
+            Ok(reply) => {
                 // The reason stays in the log, as in CockroachDB.
                 tracing::info!(reason = %reply.not_ready_reason, "health check: not ready");
                 return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT));
             }
-            None => {
-                tracing::info!(node = %seed, "health check: node unreachable");
+            Err(err) => {
+                tracing::info!(error = %err, "health check: node unreachable");
                 return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR_TEXT));
             }
         }

@@ -380,6 +380,14 @@ pub struct FanOutSummary {
     pub failed: u32,
 }
 
+impl FanOutSummary {
+    /// The summary of a fan-out's outcomes.
+    pub fn of<T>(outcomes: &[crate::gateway::cluster::Outcome<T>]) -> Self {
+        let (total, successful) = crate::gateway::cluster::count_successes(outcomes);
+        Self { total: total as u32, successful: successful as u32, failed: (total - successful) as u32 }
+    }
+}
+
 /// One node's failure in `/ranges/hot/`.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HotRangesError {

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use crate::gateway::Gateway;
-use crate::gateway::auth::Admin;
+use crate::gateway::auth::AdminUser;
 use crate::gateway::error::ApiError;
 use crate::gateway::json::{Address, Attributes, GoFloat, Locality, NodeStatus, NodesResponse, ServerVersion, Tier};
 use crate::gateway::pagination;
@@ -46,13 +46,13 @@ pub fn node_status(entry: pb::NodeEntry) -> NodeStatus {
     params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
     responses((status = 200, body = NodesResponse), (status = 401), (status = 403)))]
 pub async fn nodes_list(
-    _admin: Admin,
+    _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<NodesResponse>, ApiError> {
     let (limit, offset) =
         pagination::simple_values(query.get("limit").map(String::as_str), query.get("offset").map(String::as_str));
-    let mut nodes: Vec<NodeStatus> = gateway.nodes().await?.into_iter().map(node_status).collect();
+    let mut nodes: Vec<NodeStatus> = gateway.cluster().nodes().await?.into_iter().map(node_status).collect();
     nodes.sort_by_key(|n| n.node_id);
     let (nodes, next) = pagination::paginate(nodes, limit, offset);
     Ok(Json(NodesResponse { nodes, next: next.map(|n| n as i64) }))

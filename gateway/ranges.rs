@@ -8,19 +8,19 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 
 use crate::gateway::Gateway;
-use crate::gateway::auth::Admin;
+use crate::gateway::auth::AdminUser;
+use crate::gateway::cluster::NodeRef;
 use crate::gateway::error::ApiError;
-use crate::gateway::fanout::summarize;
 use crate::gateway::json::{
-    self, GoFloat, HotRange, HotRangesError, HotRangesResponse, Lease, NodeRangeResponse, NodeRangesResponse,
-    RaftState, RangeDescriptorInfo, RangeInfo, RangeProblems, RangeResponse, RangeStatistics, ReplicaDescriptor, Span,
-    Timestamp,
+    self, FanOutSummary, GoFloat, HotRange, HotRangesError, HotRangesResponse, Lease, NodeRangeResponse,
+    NodeRangesResponse, RaftState, RangeDescriptorInfo, RangeInfo, RangeProblems, RangeResponse, RangeStatistics,
+    ReplicaDescriptor, Span, Timestamp,
 };
 use crate::gateway::merge::{HotCandidate, merge_hot_ranges};
 use crate::gateway::pagination::{self, Cursor};
 use crate::pb;
 use crate::services::load::{LoadMetric, LoadRates};
-use crate::services::sql::exec::pretty_any;
+use crate::services::sql::value::{pretty_any, pretty_any_end};
 
 /// At most this many hot ranges are asked of each node (CockroachDB tracks 128 per store).
 pub const MAX_HOT_PER_NODE: usize = 128;
@@ -48,10 +48,7 @@ pub fn range_info(info: pb::RangeInfo) -> RangeInfo {
             store_id: 0,
             queries_per_second: GoFloat(0.0),
         },
-        span: Span {
-            start_key: pretty_any(&desc.start_key),
-            end_key: if desc.end_key.is_empty() { "/Max".into() } else { pretty_any(&desc.end_key) },
-        },
+        span: Span { start_key: pretty_any(&desc.start_key), end_key: pretty_any_end(&desc.end_key) },
         source_node_id: info.node_id as i32,
         source_store_id: info.node_id as i32,
         error_message: String::new(),
@@ -104,15 +101,6 @@ pub fn parse_node_id(text: &str) -> Option<NodeRef> {
     text.parse::<i32>().ok().filter(|id| *id > 0).map(|id| NodeRef::Id(id as u64))
 }
 
-/// A node named in a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeRef {
-    /// The gateway's own node.
-    Local,
-    /// A node id.
-    Id(u64),
-}
-
 fn parse_range_ids(text: Option<&String>) -> Result<Vec<u64>, ApiError> {
     let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
     let mut ids: Vec<u64> = text
@@ -130,7 +118,7 @@ fn parse_range_ids(text: Option<&String>) -> Result<Vec<u64>, ApiError> {
     params(("node_id" = String, Path, description = "`local` or a node id"), ("ranges" = Option<String>, Query, description = "comma-separated range ids"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
     responses((status = 200, body = NodeRangesResponse), (status = 400), (status = 401), (status = 403), (status = 503)))]
 pub async fn node_ranges_list(
-    _admin: Admin,
+    _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     Path(node_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -139,29 +127,20 @@ pub async fn node_ranges_list(
     let range_ids = parse_range_ids(query.get("ranges"))?;
     let (limit, offset) =
         pagination::simple_values(query.get("limit").map(String::as_str), query.get("offset").map(String::as_str));
-    let address = match node {
-        NodeRef::Local => gateway.seeds.first().cloned().ok_or_else(|| ApiError::unavailable("no local node"))?,
-        NodeRef::Id(id) => gateway
-            .targets()
-            .await?
-            .into_iter()
-            .find(|t| t.node_id == id)
-            .map(|t| t.address)
-            .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?,
-    };
-    let mut client = gateway.fanout.client(&address)?;
+    let target = gateway.cluster().target(node).await?.ok_or_else(|| match node {
+        NodeRef::Id(id) => ApiError::not_found(format!("node {id} not found")),
+        NodeRef::Local => ApiError::unavailable("no local node"),
+    })?;
     let request = pb::RangesRequest {
         range_ids,
         limit: u32::try_from(limit).unwrap_or(u32::MAX),
         offset: u32::try_from(offset).unwrap_or(u32::MAX),
     };
-    let reply = tokio::time::timeout(gateway.fanout.timeout(), client.ranges(request))
+    let reply = gateway
+        .cluster()
+        .call_node(&target, |client| async move { client.ranges(request).await })
         .await
-        .map_err(|_| {
-            ApiError::unavailable(format!("node {node_id} did not answer within {:?}", gateway.fanout.timeout()))
-        })?
-        .map_err(|status| ApiError::unavailable(format!("node {node_id} is unavailable: {}", status.message())))?
-        .into_inner();
+        .map_err(|err| ApiError::unavailable(format!("node {node_id} is unavailable: {err}")))?;
     // The node pages by range id; `total` says whether more follow.
     let mut ranges: Vec<RangeInfo> = reply.ranges.into_iter().map(range_info).collect();
     ranges.sort_by_key(|r| r.desc.range_id);
@@ -214,7 +193,7 @@ fn hot_range(node_id: u64, info: &pb::RangeInfo) -> HotRange {
     params(("node_id" = Option<String>, Query), ("limit" = Option<i64>, Query), ("start" = Option<String>, Query, description = "pagination token from `next`"), ("sort_by" = Option<String>, Query, description = "qps (default), cpu, reads, writes, read_bytes, write_bytes")),
     responses((status = 200, body = HotRangesResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn hot_ranges_list(
-    _admin: Admin,
+    _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<HotRangesResponse>, ApiError> {
@@ -228,23 +207,21 @@ pub async fn hot_ranges_list(
             _ => return Err(ApiError::bad_request("invalid pagination token")),
         },
     };
-    let mut targets = gateway.targets().await?;
-    if let Some(node) = query.get("node_id").filter(|n| !n.is_empty()) {
-        let wanted = match parse_node_id(node).ok_or_else(|| ApiError::bad_request("invalid node ID"))? {
+    let only = match query.get("node_id").filter(|n| !n.is_empty()) {
+        None => None,
+        Some(node) => Some(match parse_node_id(node).ok_or_else(|| ApiError::bad_request("invalid node ID"))? {
             NodeRef::Id(id) => id,
-            NodeRef::Local => local_node_id(&gateway).await?,
-        };
-        targets.retain(|t| t.node_id == wanted);
-    }
+            NodeRef::Local => gateway.cluster().local_node_id().await?,
+        }),
+    };
     let per_node = if limit == 0 { MAX_HOT_PER_NODE } else { position.saturating_add(limit).min(MAX_HOT_PER_NODE * 8) };
     let outcomes = gateway
-        .fanout
-        .call(&targets, "hot ranges", move |mut client| async move {
-            let request = pb::HotRangesRequest { limit: per_node as u32, sort_by: sort as i32 };
-            client.hot_ranges(request).await.map(|r| r.into_inner())
+        .cluster()
+        .fan_out("hot ranges", only, move |client| async move {
+            client.hot_ranges(pb::HotRangesRequest { limit: per_node as u32, sort_by: sort as i32 }).await
         })
-        .await;
-    let summary = summarize(&outcomes);
+        .await?;
+    let summary = FanOutSummary::of(&outcomes);
     let mut candidates = Vec::new();
     let mut response_error = Vec::new();
     for outcome in outcomes {
@@ -285,25 +262,12 @@ pub async fn hot_ranges_list(
     Ok(Json(HotRangesResponse { ranges, ranges_by_node_id, response_error, next, summary }))
 }
 
-async fn local_node_id(gateway: &Gateway) -> Result<u64, ApiError> {
-    let seed = gateway.seeds.first().ok_or_else(|| ApiError::unavailable("no local node"))?;
-    let mut client = pb::node_service_client::NodeServiceClient::new(gateway.fanout.channel(seed)?);
-    let reply = tokio::time::timeout(
-        gateway.fanout.timeout(),
-        client.handshake(pb::HandshakeRequest { cluster_name: String::new() }),
-    )
-    .await
-    .map_err(|_| ApiError::unavailable("the local node did not answer"))?
-    .map_err(|s| ApiError::unavailable(s.message().to_string()))?;
-    Ok(reply.into_inner().node_id)
-}
-
 /// `GET /ranges/{range_id}/`.
 #[utoipa::path(get, path = "/ranges/{range_id}/", tag = "ranges", security(("api_session" = [])),
     params(("range_id" = i64, Path)),
     responses((status = 200, body = RangeResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn range_get(
-    _admin: Admin,
+    _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     Path(range_id): Path<String>,
 ) -> Result<Json<RangeResponse>, ApiError> {
@@ -311,17 +275,13 @@ pub async fn range_get(
         return Err(ApiError::not_found("404 page not found"));
     }
     let range_id: u64 = range_id.parse::<i64>().map_err(|_| ApiError::bad_request("invalid range ID"))? as u64;
-    let targets = gateway.targets().await?;
     let outcomes = gateway
-        .fanout
-        .call(&targets, "range info", move |mut client| async move {
-            client
-                .ranges(pb::RangesRequest { range_ids: vec![range_id], ..Default::default() })
-                .await
-                .map(|r| r.into_inner())
+        .cluster()
+        .fan_out("range info", None, move |client| async move {
+            client.ranges(pb::RangesRequest { range_ids: vec![range_id], ..Default::default() }).await
         })
-        .await;
-    let summary = summarize(&outcomes);
+        .await?;
+    let summary = FanOutSummary::of(&outcomes);
     let mut responses_by_node_id = BTreeMap::new();
     for outcome in outcomes {
         let key = outcome.node_id.to_string();

@@ -8,14 +8,15 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use crate::gateway::Gateway;
-use crate::gateway::auth::Admin;
+use crate::gateway::auth::AdminUser;
 use crate::gateway::error::ApiError;
-use crate::gateway::fanout::summarize;
-use crate::gateway::json::{self, ActiveQuery, GoFloat, ListSessionsError, ListSessionsResponse, Session, TxnInfo};
+use crate::gateway::json::{
+    self, ActiveQuery, FanOutSummary, GoFloat, ListSessionsError, ListSessionsResponse, Session, TxnInfo,
+};
 use crate::gateway::merge::{SessionKey, merge_sessions};
 use crate::gateway::pagination::{self, Cursor};
 use crate::pb;
-use crate::services::membership::unix_nanos;
+use crate::services::clock::unix_nanos;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -67,7 +68,7 @@ pub fn session(s: pb::Session, now: i64) -> Session {
     params(("username" = Option<String>, Query), ("exclude_closed_sessions" = Option<bool>, Query), ("limit" = Option<i64>, Query), ("start" = Option<String>, Query, description = "pagination token from `next`")),
     responses((status = 200, body = ListSessionsResponse), (status = 400), (status = 401), (status = 403)))]
 pub async fn sessions_list(
-    _admin: Admin,
+    _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<ListSessionsResponse>, ApiError> {
@@ -81,15 +82,14 @@ pub async fn sessions_list(
             _ => return Err(ApiError::bad_request("invalid pagination token")),
         },
     };
-    let targets = gateway.targets().await?;
     let outcomes = gateway
-        .fanout
-        .call(&targets, "session list", |mut client| {
+        .cluster()
+        .fan_out("session list", None, |client| {
             let request = pb::SessionsRequest { username: username.clone(), exclude_closed };
-            async move { client.sessions(request).await.map(|r| r.into_inner()) }
+            async move { client.sessions(request).await }
         })
-        .await;
-    let summary = summarize(&outcomes);
+        .await?;
+    let summary = FanOutSummary::of(&outcomes);
     let now = unix_nanos(std::time::SystemTime::now());
     let mut keyed = Vec::new();
     let mut errors = Vec::new();

@@ -1,6 +1,6 @@
-//! The one error vocabulary of a node. Every failure a caller can act on has a kind here, and
-//! [`Error::code`] is the single table that maps kinds to gRPC codes (the gateway maps the same
-//! kinds to HTTP statuses). Internal details stay in logs; callers see a short message.
+//! The one error vocabulary of a node. Every failure a caller can act on has a kind here;
+//! [`Error::code`] and [`Error::http_status`] are the one table that maps kinds to gRPC codes
+//! and HTTP statuses. Internal details stay in logs; callers see a short message.
 
 use tonic::Code;
 
@@ -76,6 +76,26 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unsupported(_) => Code::Unimplemented,
             Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The HTTP status of this error kind, beside its gRPC code. A node that cannot serve now
+    /// (not initialized, no leaseholder, unreachable, too slow) is a 503: the request may
+    /// succeed later or elsewhere, unlike a 500.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Error::InvalidArgument(_) => S::BAD_REQUEST,
+            Error::NotFound(_) => S::NOT_FOUND,
+            Error::AlreadyExists(_) | Error::ConditionFailed { .. } => S::CONFLICT,
+            Error::FailedPrecondition(_)
+            | Error::NotLeaseholder { .. }
+            | Error::Unavailable(_)
+            | Error::DeadlineExceeded(_) => S::SERVICE_UNAVAILABLE,
+            Error::Unauthenticated(_) => S::UNAUTHORIZED,
+            Error::PermissionDenied(_) => S::FORBIDDEN,
+            Error::Unsupported(_) => S::NOT_IMPLEMENTED,
+            Error::Internal(_) => S::INTERNAL_SERVER_ERROR,
         }
     }
 

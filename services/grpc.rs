@@ -1,6 +1,7 @@
-//! The tonic service adapters of a node: each method takes the prost request, converts it to
-//! domain types, calls [`NodeCore`], and converts back. prost types stop here; errors become
-//! `tonic::Status` through the one table in [`crate::services::error`].
+//! The tonic service adapters of a node and the pb ⇄ domain conversions: each method takes
+//! the prost request, converts it to domain types, calls [`NodeCore`], and converts back;
+//! errors become `tonic::Status` through the one table in [`crate::services::error`]. The
+//! gateway and the CLI, which speak to nodes in pb types, use the same conversions.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,9 +20,11 @@ use crate::pb::status_service_server::{StatusService, StatusServiceServer};
 use crate::services::error::{Error, Result};
 use crate::services::kv::{Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates};
-use crate::services::node::{NodeCore, NodeView, ReplicaStatus};
+use crate::services::node::NodeCore;
 use crate::services::raft::network::MAX_MESSAGE_BYTES;
+use crate::services::sql::catalog::Catalog;
 use crate::services::sql::session::{SessionInfo, SessionStatus};
+use crate::services::status::{NodeView, ReplicaStatus};
 
 // ---- conversions ---------------------------------------------------------------------------
 
@@ -91,6 +94,20 @@ impl From<pb::KvResult> for OpResult {
             new_value: result.new_value,
             existed: result.existed,
         }
+    }
+}
+
+impl pb::BatchRequest {
+    /// The wire form of a batch; `forwarded` batches run only on the node they reach.
+    pub fn from_ops(ops: Vec<Op>, forwarded: bool) -> Self {
+        pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded }
+    }
+}
+
+impl pb::BatchResponse {
+    /// The results of a batch's operations, in order.
+    pub fn into_results(self) -> Vec<OpResult> {
+        self.results.into_iter().map(Into::into).collect()
     }
 }
 
@@ -298,25 +315,44 @@ impl NodeService for NodeApi {
     }
 }
 
-struct StatusApi(Arc<NodeCore>);
+/// The StatusService of one node: what it knows of the cluster and of the replicas and
+/// sessions it holds. Served over gRPC, and called in-process by the node's own gateway.
+#[derive(Clone)]
+pub struct StatusApi {
+    core: Arc<NodeCore>,
+    catalog: Arc<Catalog>,
+}
+
+impl StatusApi {
+    /// The StatusService of `core`, naming table ranges through `catalog`.
+    pub fn new(core: Arc<NodeCore>, catalog: Arc<Catalog>) -> Self {
+        Self { core, catalog }
+    }
+
+    /// Converts replicas to their wire form with their SQL names.
+    async fn named(&self, replicas: Vec<ReplicaStatus>) -> Vec<pb::RangeInfo> {
+        let mut out = Vec::with_capacity(replicas.len());
+        for mut replica in replicas {
+            replica.names = self.catalog.range_names(&replica.descriptor.start_key).await;
+            out.push(range_info(replica));
+        }
+        out
+    }
+}
 
 #[tonic::async_trait]
 impl StatusService for StatusApi {
     async fn nodes(&self, _: Request<pb::NodesRequest>) -> Result<Response<pb::NodesResponse>, Status> {
-        let nodes = self.0.nodes().await?;
+        let nodes = self.core.nodes().await?;
         Ok(Response::new(pb::NodesResponse { nodes: nodes.into_iter().map(node_entry).collect() }))
     }
 
     async fn ranges(&self, request: Request<pb::RangesRequest>) -> Result<Response<pb::RangesResponse>, Status> {
-        let node_id = self.0.active()?.node_id;
+        let node_id = self.core.active()?.node_id;
         let request = request.into_inner();
         let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
-        let (ranges, total) = self.0.ranges_page(&request.range_ids, request.offset as usize, limit).await?;
-        Ok(Response::new(pb::RangesResponse {
-            node_id,
-            ranges: ranges.into_iter().map(range_info).collect(),
-            total: total as u64,
-        }))
+        let (ranges, total) = self.core.ranges_page(&request.range_ids, request.offset as usize, limit).await?;
+        Ok(Response::new(pb::RangesResponse { node_id, ranges: self.named(ranges).await, total: total as u64 }))
     }
 
     async fn hot_ranges(
@@ -324,24 +360,24 @@ impl StatusService for StatusApi {
         request: Request<pb::HotRangesRequest>,
     ) -> Result<Response<pb::HotRangesResponse>, Status> {
         let request = request.into_inner();
-        let node_id = self.0.active()?.node_id;
+        let node_id = self.core.active()?.node_id;
         let metric = LoadMetric::from(request.sort_by());
         let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
-        let ranges = self.0.hot_ranges(metric, limit).await?;
-        Ok(Response::new(pb::HotRangesResponse { node_id, ranges: ranges.into_iter().map(range_info).collect() }))
+        let ranges = self.core.hot_ranges(metric, limit).await?;
+        Ok(Response::new(pb::HotRangesResponse { node_id, ranges: self.named(ranges).await }))
     }
 
     async fn sessions(&self, request: Request<pb::SessionsRequest>) -> Result<Response<pb::SessionsResponse>, Status> {
         let request = request.into_inner();
-        let node_id = self.0.active()?.node_id;
+        let node_id = self.core.active()?.node_id;
         let username = Some(request.username.as_str()).filter(|u| !u.is_empty());
-        let sessions = self.0.sessions().list(username, !request.exclude_closed);
+        let sessions = self.core.sessions().list(username, !request.exclude_closed);
         Ok(Response::new(pb::SessionsResponse { node_id, sessions: sessions.into_iter().map(session).collect() }))
     }
 }
 
 fn nanos(time: std::time::SystemTime) -> i64 {
-    crate::services::membership::unix_nanos(time)
+    crate::services::clock::unix_nanos(time)
 }
 
 fn session(info: SessionInfo) -> pb::Session {
@@ -381,10 +417,11 @@ fn session(info: SessionInfo) -> pb::Session {
     }
 }
 
-/// Serves every gRPC service of `core` on `listener` until `shutdown` resolves; mutual TLS
+/// Serves every gRPC service of `core` (its StatusService being `status`) on `listener` until `shutdown` resolves; mutual TLS
 /// when the node has certificates.
 pub fn spawn_server(
     core: Arc<NodeCore>,
+    status: StatusApi,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
@@ -402,7 +439,7 @@ pub fn spawn_server(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(NodeServiceServer::new(NodeApi(core.clone())))
-        .add_service(StatusServiceServer::new(StatusApi(core)));
+        .add_service(StatusServiceServer::new(status));
     // TCP_NODELAY on every accepted connection: an HTTP/2 response is several small writes
     // (headers, data, trailers), and with Nagle's algorithm the later ones wait for the
     // peer's delayed ACK (40 ms), which is what Raft, forwarding and fan-out calls then take.

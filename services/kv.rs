@@ -1,5 +1,6 @@
 //! Key-value batches: the operations, their evaluation against a view of the data, and the
-//! [`KvLayer`] that routes a batch to the leaseholder. A batch with any write is one Raft
+//! [`Kv`] handle through which everything above the store (SQL, web sessions, the gateway)
+//! runs batches without knowing where the leaseholder is. A batch with any write is one Raft
 //! command, evaluated at apply time on every replica so its effect is atomic and identical
 //! everywhere; a read-only batch is evaluated by the leaseholder after openraft confirms it
 //! is still leader and has applied everything committed (a linearizable read).
@@ -11,6 +12,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::error::{Error, Result};
 use crate::services::keys;
+
+/// The KV layer as everything above the store sees it: atomic batches that reach their range's
+/// leaseholder wherever it is, and splits. The node implements it in-process; the gateway's
+/// cluster client implements it over gRPC.
+#[async_trait::async_trait]
+pub trait Kv: Send + Sync {
+    /// Runs `ops` as one atomic batch at the leaseholder, retrying while the lease moves.
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>>;
+
+    /// Splits the range containing `key` at `key` (a no-op at an existing boundary); returns
+    /// the left and right range ids.
+    async fn split(&self, key: Vec<u8>) -> Result<(u64, u64)>;
+
+    /// A number that grows whenever this process applies a write to the SQL catalog's keys, so
+    /// that catalog reads may be cached until it changes; 0 (the default) turns caching off.
+    fn catalog_version(&self) -> u64 {
+        0
+    }
+}
 
 /// One operation of a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use chitchat::transport::UdpTransport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
@@ -32,9 +32,12 @@ pub const DEFAULT_TIME_UNTIL_DEAD: Duration = Duration::from_secs(300);
 const DESCRIPTOR_KEY: &str = "descriptor";
 const DRAINING_KEY: &str = "draining";
 
-/// A node's liveness, with CockroachDB's `NodeLivenessStatus` numbering.
+/// A node's liveness, with CockroachDB's `NodeLivenessStatus` numbering (which
+/// `pb::Liveness` shares, so `as i32` is the wire value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Liveness {
+    /// A value this build does not know (from the wire only; never classified here).
+    Unknown = 0,
     /// Not heard from for `--time-until-dead`.
     Dead = 1,
     /// Recently not heard from.
@@ -50,16 +53,42 @@ pub enum Liveness {
 }
 
 impl Liveness {
-    /// The upper-case name printed by the CLI.
-    pub fn name(self) -> &'static str {
+    /// The one table of names: (CLI name, CockroachDB's API name).
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            Liveness::Dead => "DEAD",
-            Liveness::Unavailable => "UNAVAILABLE",
-            Liveness::Live => "LIVE",
-            Liveness::Decommissioning => "DECOMMISSIONING",
-            Liveness::Decommissioned => "DECOMMISSIONED",
-            Liveness::Draining => "DRAINING",
+            Liveness::Unknown => ("UNKNOWN", "NODE_STATUS_UNKNOWN"),
+            Liveness::Dead => ("DEAD", "NODE_STATUS_DEAD"),
+            Liveness::Unavailable => ("UNAVAILABLE", "NODE_STATUS_UNAVAILABLE"),
+            Liveness::Live => ("LIVE", "NODE_STATUS_LIVE"),
+            Liveness::Decommissioning => ("DECOMMISSIONING", "NODE_STATUS_DECOMMISSIONING"),
+            Liveness::Decommissioned => ("DECOMMISSIONED", "NODE_STATUS_DECOMMISSIONED"),
+            Liveness::Draining => ("DRAINING", "NODE_STATUS_DRAINING"),
         }
+    }
+
+    /// The upper-case name printed by the CLI (`LIVE`).
+    pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// CockroachDB's name, used in the API's error texts (`NODE_STATUS_LIVE`).
+    pub fn api_name(self) -> &'static str {
+        self.names().1
+    }
+
+    /// The liveness a wire value stands for (unknown values: [`Liveness::Unknown`]).
+    pub fn from_wire(value: i32) -> Self {
+        [
+            Liveness::Dead,
+            Liveness::Unavailable,
+            Liveness::Live,
+            Liveness::Decommissioning,
+            Liveness::Decommissioned,
+            Liveness::Draining,
+        ]
+        .into_iter()
+        .find(|l| *l as i32 == value)
+        .unwrap_or(Liveness::Unknown)
     }
 }
 
@@ -125,11 +154,6 @@ pub struct GossipPeer {
     pub last_seen: Option<SystemTime>,
     /// How long since it was last heard from (or since this node started).
     pub since_last_seen: Duration,
-}
-
-/// Nanoseconds since the epoch.
-pub fn unix_nanos(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// The gossip membership of one node.

@@ -1,5 +1,6 @@
 //! Everything a node runs. One line per module:
 //! - [`accept`] — the accept loop shared by the SQL and HTTP servers.
+//! - [`clock`] — wall-clock time as nanoseconds since the epoch.
 //! - [`error`] — the one error vocabulary, mapped to gRPC codes in one table.
 //! - [`keys`] — the layout of the ordered keyspace (system keys, range boundaries) and key printing.
 //! - [`engine`] — the embedded crash-safe storage (redb): Raft log, state machine, store identity.
@@ -12,12 +13,15 @@
 //! - [`tls`] — loading certificates and building rustls/tonic TLS configurations.
 //! - [`certs`] — creating CA, node and client certificates (rcgen).
 //! - [`dialer`] — pooled gRPC channels to other nodes.
-//! - [`grpc`] — tonic service adapters: prost types stop here.
+//! - [`grpc`] — tonic service adapters and the pb ⇄ domain conversions.
+//! - [`status`] — node and replica status as the StatusService reports them.
 //! - [`node`] — a running node: start, init, join, drain.
+//! - [`web_sessions`] — the HTTP API's login sessions, stored in range 1.
 //! - [`sql`] — SQL over the PostgreSQL wire protocol: catalog, users, sessions, execution.
 
 pub mod accept;
 pub mod certs;
+pub mod clock;
 pub mod dialer;
 pub mod engine;
 pub mod error;
@@ -31,4 +35,6 @@ pub mod node;
 pub mod raft;
 pub mod ranges;
 pub mod sql;
+pub mod status;
 pub mod tls;
+pub mod web_sessions;

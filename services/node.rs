@@ -28,9 +28,9 @@ use crate::services::dialer::Dialer;
 use crate::services::engine::{Engine, StoreIdentity};
 use crate::services::error::{Error, Result};
 use crate::services::keys;
-use crate::services::kv::{self, Op, OpResult};
+use crate::services::kv::{self, Kv, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
-use crate::services::membership::{self, Liveness, Membership, NodeDescriptor};
+use crate::services::membership::{self, Membership, NodeDescriptor};
 use crate::services::metrics::{self as node_metrics, CpuSampler, SqlStats, StatusRecord};
 use crate::services::raft::log_store::LogStore;
 use crate::services::raft::network::NetworkFactory;
@@ -39,6 +39,7 @@ use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTE
 use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
 use crate::services::sql::session::SessionRegistry;
 use crate::services::sql::{catalog, users};
+use crate::services::status::{LeaseRecord, NodeView, ReplicaStatus, TableNames};
 use crate::services::tls::TlsMaterials;
 
 /// Default `--range-max-bytes`: a range above this size splits in two (CockroachDB: 512 MiB).
@@ -59,9 +60,9 @@ const DRAIN_LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeConfig {
     /// `host:port` other nodes use to reach this node's gRPC listener.
     pub advertise_addr: String,
-    /// `host:port` clients use for SQL (advertised; served from #3).
+    /// `host:port` clients use for SQL (advertised in the node's descriptor).
     pub sql_addr: String,
-    /// `host:port` clients use for HTTP (advertised; served from #4).
+    /// `host:port` clients use for HTTP (advertised in the node's descriptor).
     pub http_addr: String,
     /// Other nodes' `--listen-addr` (this node's own address may appear and is skipped).
     pub join: Vec<String>,
@@ -85,10 +86,6 @@ pub struct NodeConfig {
     pub closed_session_capacity: usize,
     /// How long closed SQL sessions are kept.
     pub closed_session_ttl: Duration,
-    /// Per-node deadline of the HTTP API's fan-outs.
-    pub fanout_timeout: Duration,
-    /// Lifetime of HTTP API login sessions.
-    pub web_session_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -110,20 +107,8 @@ impl NodeConfig {
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
             closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
-            fanout_timeout: crate::gateway::fanout::DEFAULT_TIMEOUT,
-            web_session_timeout: crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT,
         }
     }
-}
-
-/// The listeners a node serves on, bound by the caller (port 0 in tests).
-pub struct Listeners {
-    /// Internal gRPC (and, by port number, gossip).
-    pub rpc: tokio::net::TcpListener,
-    /// PostgreSQL.
-    pub sql: Option<tokio::net::TcpListener>,
-    /// The HTTP API.
-    pub http: Option<tokio::net::TcpListener>,
 }
 
 /// The parts of a node that exist once it has a node id.
@@ -160,8 +145,6 @@ pub struct NodeCore {
     sql_stats: SqlStats,
     cpu: CpuSampler,
     lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
-    table_names: std::sync::Mutex<HashMap<u64, TableNames>>,
-    table_cache: std::sync::Mutex<HashMap<(String, String), (u64, crate::services::sql::catalog::TableDescriptor)>>,
     own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
     read_lease: std::sync::Mutex<Option<ReadLease>>,
 }
@@ -192,82 +175,8 @@ const READ_LEASE: Duration = Duration::from_millis(crate::services::raft::ELECTI
 /// measurement walks the store directory and the file systems, too slow to do per request.
 const OWN_STATUS_REUSE: Duration = Duration::from_secs(1);
 
-/// A leader (leaseholder) this node observed, and from when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseRecord {
-    /// Raft term.
-    pub term: u64,
-    /// The leader.
-    pub leader_id: NodeId,
-    /// When this node first saw it, nanoseconds since the epoch.
-    pub start: i64,
-}
-
 /// How many leader changes are kept.
 const LEASE_HISTORY: usize = 16;
-
-/// The SQL names of a table's range.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableNames {
-    /// Database.
-    pub database: String,
-    /// Schema.
-    pub schema: String,
-    /// Table.
-    pub table: String,
-    /// Index.
-    pub index: String,
-}
-
-/// A replica's full status, as the StatusService reports it.
-#[derive(Debug, Clone)]
-pub struct ReplicaStatus {
-    /// The range's descriptor.
-    pub descriptor: RangeDescriptor,
-    /// The group's members: (node id, voter).
-    pub replicas: Vec<(NodeId, bool)>,
-    /// Raft term.
-    pub term: u64,
-    /// Commit index known here.
-    pub commit_index: u64,
-    /// Applied index here.
-    pub applied_index: u64,
-    /// Last log index here.
-    pub last_log_index: u64,
-    /// The leader (leaseholder), 0 if unknown.
-    pub leader_id: NodeId,
-    /// This replica's Raft role.
-    pub raft_state: String,
-    /// Whether this node holds the lease.
-    pub is_leaseholder: bool,
-    /// Load counted here (zero unless leaseholder).
-    pub load: LoadRates,
-    /// Keys and bytes in the range.
-    pub size: RangeSize,
-    /// SQL names, for table ranges.
-    pub names: TableNames,
-    /// Leaders observed here.
-    pub lease_history: Vec<LeaseRecord>,
-    /// No leader known.
-    pub no_raft_leader: bool,
-    /// Fewer voters than the cluster could give it.
-    pub underreplicated: bool,
-    /// The node reporting this replica.
-    pub reporting_node: NodeId,
-}
-
-/// One node as the StatusService reports it.
-#[derive(Debug, Clone)]
-pub struct NodeView {
-    /// Its descriptor (last known).
-    pub descriptor: NodeDescriptor,
-    /// Its liveness as seen here.
-    pub liveness: Liveness,
-    /// When it was last heard from, nanoseconds since the epoch (0: never).
-    pub last_seen: i64,
-    /// Its last persisted status (metrics), if any.
-    pub status: Option<StatusRecord>,
-}
 
 impl NodeCore {
     /// This node's configuration.
@@ -296,7 +205,8 @@ impl NodeCore {
         addr == self.config.advertise_addr || addr == self.listen_addr.to_string()
     }
 
-    fn peers(&self) -> Vec<String> {
+    /// The `--join` addresses but this node's own.
+    pub fn peers(&self) -> Vec<String> {
         self.config.join.iter().filter(|addr| !self.is_self(addr)).cloned().collect()
     }
 
@@ -340,40 +250,6 @@ impl NodeCore {
     /// The catalog version this node's state machine has applied (0 before activation).
     pub fn catalog_version(&self) -> u64 {
         self.active.get().map(|a| a.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
-    }
-
-    /// A cached table descriptor (or cached absence) still valid at `version`.
-    pub fn cached_table(
-        &self,
-        database: &str,
-        table: &str,
-        version: u64,
-    ) -> Option<crate::services::sql::catalog::TableDescriptor> {
-        let cache = self.table_cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(&(database.to_string(), table.to_string()))
-            .filter(|(cached_at, _)| *cached_at == version && version != 0)
-            .map(|(_, table)| table.clone())
-    }
-
-    /// Forgets every cached descriptor (after this node's own DDL).
-    pub fn clear_table_cache(&self) {
-        self.table_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    /// Caches a descriptor read at catalog `version`.
-    pub fn cache_table(
-        &self,
-        database: &str,
-        table: &str,
-        version: u64,
-        descriptor: crate::services::sql::catalog::TableDescriptor,
-    ) {
-        let mut cache = self.table_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert((database.to_string(), table.to_string()), (version, descriptor));
     }
 
     /// Statement counters of this node's SQL layer.
@@ -679,7 +555,7 @@ impl NodeCore {
                     history.push_back(LeaseRecord {
                         term,
                         leader_id,
-                        start: membership::unix_nanos(SystemTime::now()),
+                        start: crate::services::clock::unix_nanos(SystemTime::now()),
                     });
                 }
             }
@@ -758,27 +634,7 @@ impl NodeCore {
             node_id: active.node_id,
             metrics,
             store_metrics: BTreeMap::from([(active.node_id, store)]),
-            updated_at: membership::unix_nanos(SystemTime::now()),
-        }
-    }
-
-    /// The SQL names of the table `table_id`, cached (ids are never reused).
-    async fn table_names(&self, table_id: u64) -> TableNames {
-        if let Some(names) = self.table_names.lock().unwrap_or_else(|p| p.into_inner()).get(&table_id) {
-            return names.clone();
-        }
-        match crate::services::sql::catalog::Catalog::new(self).table_by_id(table_id).await {
-            Ok(Some(table)) => {
-                let names = TableNames {
-                    index: table.primary_index_name(),
-                    database: table.database,
-                    schema: table.schema,
-                    table: table.name,
-                };
-                self.table_names.lock().unwrap_or_else(|p| p.into_inner()).insert(table_id, names.clone());
-                names
-            }
-            _ => TableNames::default(),
+            updated_at: crate::services::clock::unix_nanos(SystemTime::now()),
         }
     }
 
@@ -796,7 +652,7 @@ impl NodeCore {
             http_address: self.config.http_addr.clone(),
             locality: self.config.locality.clone(),
             build_tag: crate::BUILD_TAG.to_string(),
-            started_at: membership::unix_nanos(self.started_at),
+            started_at: crate::services::clock::unix_nanos(self.started_at),
             num_cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
             total_system_memory,
             cluster_name: self.config.cluster_name.clone(),
@@ -874,13 +730,10 @@ impl NodeCore {
             Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
                 let addr = self.member_addr(active, leader).ok_or(Error::NotLeaseholder { leader: None })?;
                 let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
-                let mut request = tonic::Request::new(pb::BatchRequest {
-                    ops: ops.into_iter().map(Into::into).collect(),
-                    forwarded: true,
-                });
+                let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, true));
                 request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
                 let reply = client.batch(request).await.map_err(Error::from)?;
-                Ok(reply.into_inner().results.into_iter().map(Into::into).collect())
+                Ok(reply.into_inner().into_results())
             }
             other => other,
         }
@@ -1052,7 +905,7 @@ impl NodeCore {
                 peer.since_last_seen,
                 self.config.time_until_dead,
             );
-            let last_seen = peer.last_seen.map(membership::unix_nanos).unwrap_or(0);
+            let last_seen = peer.last_seen.map(crate::services::clock::unix_nanos).unwrap_or(0);
             // This node's own status is measured now rather than read back from its last write.
             let status = if id == active.node_id { Some(self.own_status(&active).await) } else { statuses.remove(&id) };
             views.push(NodeView { descriptor, liveness, last_seen, status });
@@ -1115,12 +968,9 @@ impl NodeCore {
         let underreplicated = voters < members.len().min(MAX_VOTERS);
         let mut out = Vec::with_capacity(selected.len());
         for (descriptor, size) in selected {
-            let names = match crate::services::sql::value::table_id_of_key(&descriptor.start_key) {
-                Some(table_id) => self.table_names(table_id).await,
-                None => Default::default(),
-            };
             out.push(ReplicaStatus {
-                names,
+                // Filled in by the StatusService from the catalog.
+                names: TableNames::default(),
                 lease_history: lease_history.clone(),
                 no_raft_leader: metrics.current_leader.is_none(),
                 underreplicated,
@@ -1182,7 +1032,8 @@ impl NodeCore {
         tokio::time::sleep(membership::GOSSIP_INTERVAL * 2).await;
     }
 
-    async fn stop(&self) {
+    /// Stops Raft and gossip (without draining first).
+    pub async fn stop(&self) {
         if let Some(active) = self.active.get() {
             if let Err(err) = active.raft.shutdown().await {
                 tracing::warn!(error = %err, "raft shutdown");
@@ -1257,21 +1108,14 @@ fn new_cluster_id() -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-/// A started node. Dropping it does not stop it; call [`Node::shutdown`].
-pub struct Node {
-    core: Arc<NodeCore>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    server_stop: Option<tokio::sync::oneshot::Sender<()>>,
-    fatal: watch::Receiver<Option<String>>,
-    servers: Vec<tokio::task::JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-}
-
-impl Node {
-    /// Starts a node serving gRPC, and SQL and HTTP when given those listeners.
-    pub async fn start(config: NodeConfig, listeners: Listeners) -> Result<Node> {
-        let Listeners { rpc: listener, sql: sql_listener, http: http_listener } = listeners;
-        let listen_addr = listener.local_addr().map_err(Error::internal)?;
+impl NodeCore {
+    /// Opens the store of `config` for a node whose gRPC listener is bound to `listen_addr`.
+    /// Returns the core and a receiver that carries the first error the node cannot run past
+    /// (e.g. no `--join` node reachable). Call [`NodeCore::resume`] once its gRPC server runs.
+    pub async fn open(
+        config: NodeConfig,
+        listen_addr: SocketAddr,
+    ) -> Result<(Arc<NodeCore>, watch::Receiver<Option<String>>)> {
         let engine = Engine::open(&config.store)?;
         let identity = engine.identity()?;
         if let Some(stored) = &identity.cluster_name
@@ -1284,7 +1128,7 @@ impl Node {
             )));
         }
         let (fatal_tx, fatal) = watch::channel(None);
-        let (config_capacity, config_ttl) = (config.closed_session_capacity, config.closed_session_ttl);
+        let sessions = SessionRegistry::new(config.closed_session_capacity, config.closed_session_ttl);
         let core = Arc::new(NodeCore {
             dialer: Arc::new(Dialer::new(config.tls.as_ref())),
             load: LoadTracker::new(config.stats_half_life),
@@ -1297,55 +1141,31 @@ impl Node {
             draining: AtomicBool::new(false),
             fatal: fatal_tx,
             started_at: SystemTime::now(),
-            sessions: SessionRegistry::new(config_capacity, config_ttl),
+            sessions,
             started: Instant::now(),
             sql_stats: SqlStats::default(),
             cpu: CpuSampler::default(),
             lease_history: Default::default(),
-            table_names: Default::default(),
-            table_cache: Default::default(),
             own_status: Default::default(),
             read_lease: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;
         }
-        let (server_stop, stop_rx) = tokio::sync::oneshot::channel();
-        let server = crate::services::grpc::spawn_server(core.clone(), listener, async {
-            let _ = stop_rx.await;
-        })?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut servers = Vec::new();
-        if let Some(listener) = sql_listener {
-            servers.push(crate::services::sql::spawn_server(
-                core.clone(),
-                listener,
-                core.config.tls.as_ref(),
-                stop_rx.clone(),
-            )?);
-        }
-        if let Some(listener) = http_listener {
-            // The node's own gateway asks itself first, then the --join nodes.
-            let mut seeds = vec![core.config.advertise_addr.clone()];
-            seeds.extend(core.peers());
-            let gateway = crate::gateway::Gateway::new(
-                seeds,
-                core.dialer.clone(),
-                core.config.tls.is_none(),
-                core.config.fanout_timeout,
-                core.config.web_session_timeout,
-            );
-            let tls = core.config.tls.as_ref().map(|tls| tls.rustls_server(&[b"h2", b"http/1.1"])).transpose()?;
-            let router = crate::gateway::router(Arc::new(gateway));
-            servers.push(crate::gateway::serve::spawn(listener, router, tls, stop_rx.clone()));
-        }
-        let node = Node { core: core.clone(), server, server_stop: Some(server_stop), fatal, servers, stop: stop_tx };
+        Ok((core, fatal))
+    }
+
+    /// Takes up where the store left off: a node with an identity starts Raft and gossip at
+    /// once (finishing an interrupted bootstrap); a new one asks its `--join` nodes to join,
+    /// or waits for `ranged init`.
+    pub async fn resume(self: &Arc<Self>) -> Result<()> {
+        let identity = self.engine.identity()?;
         match (identity.cluster_id, identity.node_id) {
             (Some(cluster_id), Some(node_id)) => {
                 tracing::info!(node_id, cluster_id = %cluster_id, "restarting on existing store");
-                core.activate(node_id, cluster_id).await?;
+                self.activate(node_id, cluster_id).await?;
                 if identity.bootstrap_pending {
-                    let core = core.clone();
+                    let core = self.clone();
                     tokio::spawn(async move {
                         // The password given to `init` is not kept anywhere: after a crash in the
                         // middle of bootstrap, root has no password until ALTER USER sets one.
@@ -1356,62 +1176,23 @@ impl Node {
                 }
             }
             _ => {
-                if !core.peers().is_empty() {
-                    tokio::spawn(core.clone().join_loop());
+                if !self.peers().is_empty() {
+                    tokio::spawn(self.clone().join_loop());
                 }
                 tracing::info!("node started without a cluster: waiting for `ranged init` or a --join node");
             }
         }
-        Ok(node)
-    }
-
-    /// The shared core (for in-process tests and the gateway).
-    pub fn core(&self) -> &Arc<NodeCore> {
-        &self.core
+        Ok(())
     }
 
     /// The address the gRPC listener is bound to.
     pub fn listen_addr(&self) -> SocketAddr {
-        self.core.listen_addr
+        self.listen_addr
     }
 
-    /// Resolves when the node hits an error it cannot run past (e.g. no `--join` node reachable).
-    pub async fn fatal_error(&mut self) -> String {
-        loop {
-            if let Some(message) = self.fatal.borrow().clone() {
-                return message;
-            }
-            if self.fatal.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
-    }
-
-    /// Runs until `shutdown` resolves (then drains and stops) or a fatal error occurs.
-    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        let outcome = tokio::select! {
-            _ = shutdown => Ok(()),
-            message = self.fatal_error() => Err(Error::FailedPrecondition(message)),
-        };
-        if outcome.is_ok() {
-            tracing::info!("draining");
-            self.core.drain().await;
-        }
-        self.shutdown().await;
-        outcome
-    }
-
-    /// Stops serving and shuts Raft and gossip down (without draining first).
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.server_stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = self.stop.send(true);
-        for server in self.servers.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
-        }
-        self.core.stop().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+    /// The pooled gRPC channels this node dials other nodes with.
+    pub fn dialer(&self) -> &Arc<Dialer> {
+        &self.dialer
     }
 }
 
@@ -1431,6 +1212,21 @@ impl NodeCore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Kv for NodeCore {
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        self.kv_batch(ops, false).await
+    }
+
+    async fn split(&self, key: Vec<u8>) -> Result<(u64, u64)> {
+        NodeCore::split(self, key, false).await
+    }
+
+    fn catalog_version(&self) -> u64 {
+        NodeCore::catalog_version(self)
     }
 }
 

@@ -167,9 +167,10 @@ pub async fn start_in_process(
     count: usize,
     dir: &std::path::Path,
     ready_timeout: Duration,
-) -> Result<(Vec<crate::services::node::Node>, std::net::SocketAddr), String> {
+) -> Result<(Vec<crate::server::Node>, std::net::SocketAddr), String> {
+    use crate::server::{Listeners, Node};
     use crate::services::membership;
-    use crate::services::node::{Listeners, Node, NodeConfig};
+    use crate::services::node::NodeConfig;
     if count == 0 {
         return Err("at least one node is needed".into());
     }
@@ -198,7 +199,11 @@ pub async fn start_in_process(
             )
         };
         let listeners = Listeners { rpc: listener, sql: None, http: http.take() };
-        nodes.push(Node::start(config, listeners).await.map_err(|e| format!("starting node {}: {e}", i + 1))?);
+        nodes.push(
+            Node::start(config, crate::gateway::Config::default(), listeners)
+                .await
+                .map_err(|e| format!("starting node {}: {e}", i + 1))?,
+        );
     }
     nodes[0].core().init(None).await.map_err(|e| format!("init: {e}"))?;
     let deadline = Instant::now() + ready_timeout;
@@ -309,7 +314,7 @@ async fn get_json(url: &str) -> Result<serde_json::Value, String> {
     serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
 }
 
-async fn stop_all(nodes: Vec<crate::services::node::Node>) {
+async fn stop_all(nodes: Vec<crate::server::Node>) {
     for node in nodes {
         node.shutdown().await;
     }

@@ -10,11 +10,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tonic::transport::Channel;
 
+use crate::gateway::Gateway;
+use crate::gateway::cluster::ClusterClient;
+use crate::gateway::node_client::GrpcConnector;
 use crate::pb;
+use crate::server::{Listeners, Node};
 use crate::services::dialer::Dialer;
 use crate::services::error::Error;
 use crate::services::kv::{Op, OpResult};
-use crate::services::node::{Listeners, Node, NodeConfig};
+use crate::services::node::NodeConfig;
 use crate::services::tls::{CA_KEY, TlsMaterials};
 use crate::services::{certs, keys, membership};
 
@@ -159,6 +163,17 @@ pub struct ApiArgs {
     /// Lifetime of HTTP API login sessions.
     #[arg(long, env = "RANGED_WEB_SESSION_TIMEOUT", default_value = "168h", value_parser = parse_duration)]
     pub web_session_timeout: Duration,
+}
+
+impl ApiArgs {
+    /// The gateway settings these flags give (insecure is decided by the caller's TLS).
+    pub fn gateway_config(&self) -> crate::gateway::Config {
+        crate::gateway::Config {
+            fanout_timeout: self.fanout_timeout,
+            web_session_timeout: self.web_session_timeout,
+            ..Default::default()
+        }
+    }
 }
 
 /// Flags of `ranged gateway`.
@@ -752,8 +767,6 @@ async fn start(args: StartArgs) -> Result<(), String> {
         join_timeout: args.join_timeout,
         closed_session_capacity: args.closed_session_capacity,
         closed_session_ttl: args.closed_session_ttl,
-        fanout_timeout: args.api.fanout_timeout,
-        web_session_timeout: args.api.web_session_timeout,
     };
     let store = config.store.clone();
     let sql_listener = tokio::net::TcpListener::bind(bind_address(&args.sql_addr)?)
@@ -770,7 +783,7 @@ async fn start(args: StartArgs) -> Result<(), String> {
         ..config
     };
     let listeners = Listeners { rpc: listener, sql: Some(sql_listener), http: Some(http_listener) };
-    let node = Node::start(config, listeners).await.map_err(|err| err.to_string())?;
+    let node = Node::start(config, args.api.gateway_config(), listeners).await.map_err(|err| err.to_string())?;
     tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
     tracing::info!("node stopped");
@@ -787,24 +800,14 @@ async fn gateway(args: GatewayArgs) -> Result<(), String> {
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.http_addr))?;
     let seeds: Vec<String> = args.join.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    let dialer = std::sync::Arc::new(Dialer::new(tls.as_ref()));
-    let gateway = crate::gateway::Gateway::new(
-        seeds,
-        dialer,
-        tls.is_none(),
-        args.api.fanout_timeout,
-        args.api.web_session_timeout,
-    );
+    let connector = GrpcConnector::new(std::sync::Arc::new(Dialer::new(tls.as_ref())));
+    let cluster = ClusterClient::new(std::sync::Arc::new(connector), seeds, args.api.fanout_timeout);
+    let config = crate::gateway::Config { insecure: tls.is_none(), ..args.api.gateway_config() };
     let server_tls =
         tls.as_ref().map(|t| t.rustls_server(&[b"h2", b"http/1.1"])).transpose().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let server = crate::gateway::serve::spawn(
-        listener,
-        crate::gateway::router(std::sync::Arc::new(gateway)),
-        server_tls,
-        stop_rx,
-    );
+    let server = crate::gateway::run(listener, Gateway::new(cluster, config), server_tls, stop_rx);
     tracing::info!(http = %local, "gateway serving /api/v2");
     shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -991,18 +994,6 @@ async fn client_command(command: Command) -> Result<(), Error> {
     Ok(())
 }
 
-fn liveness_name(value: i32) -> &'static str {
-    match value {
-        1 => membership::Liveness::Dead.name(),
-        2 => membership::Liveness::Unavailable.name(),
-        3 => membership::Liveness::Live.name(),
-        4 => membership::Liveness::Decommissioning.name(),
-        5 => membership::Liveness::Decommissioned.name(),
-        6 => membership::Liveness::Draining.name(),
-        _ => "UNKNOWN",
-    }
-}
-
 fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
     let rows: Vec<serde_json::Value> = nodes
         .iter()
@@ -1019,7 +1010,7 @@ fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
                 "build": d.build_tag,
                 "started_at": d.started_at,
                 "locality": locality.join(","),
-                "liveness": liveness_name(node.liveness),
+                "liveness": membership::Liveness::from_wire(node.liveness).name(),
                 "is_live": node.liveness == membership::Liveness::Live as i32,
             })
         })
@@ -1052,8 +1043,8 @@ fn print_ranges(ranges: &[pb::RangeInfo], format: Format) {
             let load = info.load.unwrap_or_default();
             serde_json::json!({
                 "range_id": d.range_id,
-                "start_key": crate::services::sql::exec::pretty_any(&d.start_key),
-                "end_key": if d.end_key.is_empty() { "/Max".to_string() } else { crate::services::sql::exec::pretty_any(&d.end_key) },
+                "start_key": crate::services::sql::value::pretty_any(&d.start_key),
+                "end_key": crate::services::sql::value::pretty_any_end(&d.end_key),
                 "replicas": d.replicas.iter().map(|r| r.node_id).collect::<Vec<_>>(),
                 "leaseholder": raft.leader_id,
                 "term": raft.term,
@@ -1156,7 +1147,7 @@ mod tests {
     fn api_flag_defaults_match_the_library_constants() {
         let cli = Cli::try_parse_from(["ranged", "start", "--insecure"]).unwrap();
         let Command::Start(args) = cli.command else { panic!("not start") };
-        assert_eq!(args.api.fanout_timeout, crate::gateway::fanout::DEFAULT_TIMEOUT);
+        assert_eq!(args.api.fanout_timeout, crate::gateway::cluster::DEFAULT_TIMEOUT);
         assert_eq!(args.api.web_session_timeout, crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT);
     }
 

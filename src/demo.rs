@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::server::{Listeners, Node};
 use crate::services::error::{Error, Result};
-use crate::services::node::{Listeners, Node, NodeConfig};
+use crate::services::node::NodeConfig;
 use crate::services::sql::users::{self, ScramVerifier, UserRecord, Users};
 use crate::services::tls::{CA_CERT, CA_KEY, TlsMaterials};
 use crate::services::{certs, membership};
@@ -145,7 +146,7 @@ impl Demo {
                 ..NodeConfig::with_defaults(addrs[i].clone(), addrs.clone(), dir.path().join(format!("node{}", i + 1)))
             };
             let listeners = Listeners { rpc: listener, sql: Some(sql_listener), http: Some(http_listener) };
-            nodes.push(Node::start(config, listeners).await?);
+            nodes.push(Node::start(config, crate::gateway::Config::default(), listeners).await?);
         }
         let (cluster_id, _) = nodes[0].core().init(None).await?;
         let password = match (&options.password, options.insecure) {
@@ -163,7 +164,10 @@ impl Demo {
             can_login: true,
             scram: (!password.is_empty()).then(|| ScramVerifier::new(&password)),
         };
-        Users::new(nodes[0].core()).create(record, true).await.map_err(|err| Error::FailedPrecondition(err.message))?;
+        Users::new(nodes[0].core().as_ref())
+            .create(record, true)
+            .await
+            .map_err(|err| Error::FailedPrecondition(err.message))?;
         let sql_urls = sql_addrs
             .iter()
             .map(|addr| match &certs_dir {

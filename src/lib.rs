@@ -8,6 +8,7 @@
 //! - [`gateway`] — the REST surface (`/api/v2`) that fans out over the nodes' StatusService.
 //! - [`bench`] — `ranged bench`: the load clients both sides of a comparison use, and the
 //!   in-process fan-out and hot-range harnesses.
+//! - [`server`] — server assembly: wires a node's gRPC, SQL and HTTP listeners together.
 //! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 //! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
@@ -34,6 +35,7 @@ pub mod gateway;
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod server;
 pub mod workload;
 
 /// The version string every node reports in its descriptor.

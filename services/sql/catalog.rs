@@ -10,14 +10,17 @@
 //! Both copies of a table descriptor are written in one batch, so they never disagree. A new
 //! table gets its own range: its span is split off at creation.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
 
 use crate::services::error::Error;
 use crate::services::keys;
-use crate::services::kv::Op;
-use crate::services::node::NodeCore;
+use crate::services::kv::{Kv, Op};
 use crate::services::sql::error::SqlError;
 use crate::services::sql::value::{self, SqlType, Value};
+use crate::services::status::TableNames;
 
 /// The database of a connection that names none.
 pub const DEFAULT_DATABASE: &str = "defaultdb";
@@ -151,29 +154,86 @@ pub fn bootstrap_ops() -> Vec<Op> {
     ]
 }
 
-/// Catalog access through a node's KV layer.
-pub struct Catalog<'a> {
-    core: &'a NodeCore,
+/// Most table descriptors kept by name before the cache starts afresh.
+const TABLE_CACHE_ENTRIES: usize = 10_000;
+
+/// Catalog access through the KV layer, with the caches that keep statements from reading
+/// range 1: table descriptors by name (valid while the catalog version this process applied is
+/// unchanged) and range names by table id (ids are never reused). One per node, shared by its
+/// SQL engine and its StatusService.
+pub struct Catalog {
+    kv: Arc<dyn Kv>,
+    tables: Mutex<HashMap<(String, String), (u64, TableDescriptor)>>,
+    names: Mutex<HashMap<u64, TableNames>>,
 }
 
-impl<'a> Catalog<'a> {
-    /// The catalog as seen through `core`.
-    pub fn new(core: &'a NodeCore) -> Self {
-        Self { core }
+impl Catalog {
+    /// The catalog as seen through `kv`.
+    pub fn new(kv: Arc<dyn Kv>) -> Self {
+        Self { kv, tables: Default::default(), names: Default::default() }
+    }
+
+    /// The KV handle the catalog reads through.
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
     }
 
     async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, SqlError> {
-        Ok(self.core.kv_batch(vec![Op::Get { key }], false).await?.remove(0).value)
+        Ok(self.kv.batch(vec![Op::Get { key }]).await?.remove(0).value)
     }
 
     async fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SqlError> {
         let op = Op::Scan { start: prefix.to_vec(), end: keys::prefix_end(prefix), limit: 0 };
-        Ok(self.core.kv_batch(vec![op], false).await?.remove(0).rows)
+        Ok(self.kv.batch(vec![op]).await?.remove(0).rows)
     }
 
     async fn allocate_id(&self) -> Result<u64, SqlError> {
         let op = Op::Increment { key: DESCRIPTOR_ID_ALLOCATOR.to_vec(), delta: 1 };
-        Ok(self.core.kv_batch(vec![op], false).await?.remove(0).new_value as u64)
+        Ok(self.kv.batch(vec![op]).await?.remove(0).new_value as u64)
+    }
+
+    /// A cached descriptor still valid at `version` (0: caching off).
+    fn cached_table(&self, database: &str, table: &str, version: u64) -> Option<TableDescriptor> {
+        let cache = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(&(database.to_string(), table.to_string()))
+            .filter(|(cached_at, _)| *cached_at == version && version != 0)
+            .map(|(_, table)| table.clone())
+    }
+
+    fn cache_table(&self, database: &str, table: &str, version: u64, descriptor: TableDescriptor) {
+        let mut cache = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= TABLE_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert((database.to_string(), table.to_string()), (version, descriptor));
+    }
+
+    /// Forgets every cached descriptor (after this node's own DDL).
+    fn clear_table_cache(&self) {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The SQL names of the range starting at `start_key`: its table's, for table ranges;
+    /// empty for system ranges and for tables that no longer exist.
+    pub async fn range_names(&self, start_key: &[u8]) -> TableNames {
+        let Some(table_id) = value::table_id_of_key(start_key) else { return TableNames::default() };
+        if let Some(names) = self.names.lock().unwrap_or_else(|p| p.into_inner()).get(&table_id) {
+            return names.clone();
+        }
+        match self.table_by_id(table_id).await {
+            Ok(Some(table)) => {
+                let names = TableNames {
+                    index: table.primary_index_name(),
+                    database: table.database,
+                    schema: table.schema,
+                    table: table.name,
+                };
+                self.names.lock().unwrap_or_else(|p| p.into_inner()).insert(table_id, names.clone());
+                names
+            }
+            _ => TableNames::default(),
+        }
     }
 
     /// The database `name`, if it exists.
@@ -194,8 +254,8 @@ impl<'a> Catalog<'a> {
             value: json(&DatabaseDescriptor { id, name: name.to_string() }),
             expected: None,
         };
-        let result = self.core.kv_batch(vec![op], false).await;
-        self.core.clear_table_cache();
+        let result = self.kv.batch(vec![op]).await;
+        self.clear_table_cache();
         match result {
             Ok(_) => Ok(true),
             Err(Error::ConditionFailed { .. }) if if_not_exists => Ok(false),
@@ -207,19 +267,19 @@ impl<'a> Catalog<'a> {
     }
 
     /// The table `name` of `database`, if it exists. A found descriptor is served from the
-    /// node's cache while the catalog version this node has applied is unchanged, so statements
+    /// cache while the catalog version this node has applied is unchanged, so statements
     /// do not read range 1. Absence is never cached, and this node's own DDL clears the cache,
     /// so a node always sees its own catalog changes; a change made through another node is
     /// seen once this node applies it (milliseconds).
     pub async fn table(&self, database: &str, name: &str) -> Result<Option<TableDescriptor>, SqlError> {
-        let version = self.core.catalog_version();
-        if let Some(cached) = self.core.cached_table(database, name, version) {
+        let version = self.kv.catalog_version();
+        if let Some(cached) = self.cached_table(database, name, version) {
             return Ok(Some(cached));
         }
         let table: Option<TableDescriptor> =
             self.get(namespace_key(database, name)).await?.map(|bytes| parse(&bytes)).transpose()?;
         if let Some(table) = &table {
-            self.core.cache_table(database, name, version, table.clone());
+            self.cache_table(database, name, version, table.clone());
         }
         Ok(table)
     }
@@ -256,8 +316,8 @@ impl<'a> Catalog<'a> {
             },
             Op::Put { key: descriptor_key(table.id), value: json(&table) },
         ];
-        let result = self.core.kv_batch(ops, false).await;
-        self.core.clear_table_cache();
+        let result = self.kv.batch(ops).await;
+        self.clear_table_cache();
         match result {
             Ok(_) => {}
             Err(Error::ConditionFailed { .. }) if if_not_exists => return Ok(None),
@@ -268,8 +328,8 @@ impl<'a> Catalog<'a> {
         }
         // Each table in its own ranges: split at both ends of its span.
         let (start, end) = value::table_span(table.id);
-        self.core.split(start, false).await?;
-        self.core.split(end, false).await?;
+        self.kv.split(start).await?;
+        self.kv.split(end).await?;
         Ok(Some(table))
     }
 
@@ -290,8 +350,8 @@ impl<'a> Catalog<'a> {
             Op::Delete { key: descriptor_key(table.id) },
             Op::DeleteRange { start, end },
         ];
-        let result = self.core.kv_batch(ops, false).await;
-        self.core.clear_table_cache();
+        let result = self.kv.batch(ops).await;
+        self.clear_table_cache();
         match result {
             Ok(_) => Ok(true),
             Err(Error::ConditionFailed { .. }) => Err(SqlError::new("40001", "table changed concurrently; retry")),

@@ -25,12 +25,12 @@ use sqlparser::parser::Parser;
 use crate::services::error::Error;
 use crate::services::keys;
 use crate::services::kv::{Op, OpResult};
-use crate::services::node::NodeCore;
+use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::{Catalog, Column, PUBLIC_SCHEMA, TableDescriptor};
 use crate::services::sql::error::SqlError;
 use crate::services::sql::session::SessionHandle;
 use crate::services::sql::users::{self, ADMIN_ROLE, ScramVerifier, UserRecord, Users};
-use crate::services::sql::value::{SqlType, Value};
+use crate::services::sql::value::{SqlType, Value, pretty_any, pretty_any_end};
 
 /// How many times a statement whose guarded rows changed underneath is retried.
 const STATEMENT_RETRIES: usize = 5;
@@ -78,7 +78,8 @@ pub struct Description {
 
 /// Executes SQL for the sessions of one node.
 pub struct SqlEngine {
-    core: Arc<NodeCore>,
+    host: Arc<dyn SqlHost>,
+    catalog: Arc<Catalog>,
     parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Parsed>>>>,
 }
 
@@ -688,9 +689,9 @@ fn plan_access(table: &TableDescriptor, selection: Option<&Expr>, params: &[Valu
 }
 
 impl SqlEngine {
-    /// An engine running statements through `core`.
-    pub fn new(core: Arc<NodeCore>) -> Self {
-        Self { core, parsed: Default::default() }
+    /// An engine running statements on `host`, reading the catalog through `catalog`.
+    pub fn new(host: Arc<dyn SqlHost>, catalog: Arc<Catalog>) -> Self {
+        Self { host, catalog, parsed: Default::default() }
     }
 
     /// [`parse`], remembered by statement text (parsing is a pure function of the text).
@@ -708,16 +709,20 @@ impl SqlEngine {
     }
 
     /// The node this engine runs on.
-    pub fn core(&self) -> &Arc<NodeCore> {
-        &self.core
+    pub fn host(&self) -> &Arc<dyn SqlHost> {
+        &self.host
     }
 
-    fn catalog(&self) -> Catalog<'_> {
-        Catalog::new(&self.core)
+    fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn users(&self) -> Users<'_> {
+        Users::new(self.catalog.kv().as_ref())
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
-        self.core.kv_batch(ops, false).await
+        self.host.batch(ops).await
     }
 
     /// Resolves a table name against the session's database.
@@ -1051,7 +1056,7 @@ impl SqlEngine {
 
     async fn table_size(&self, table: &TableDescriptor) -> Result<u64, SqlError> {
         let (start, end) = table.index_span();
-        let ranges = self.core.ranges(&[]).await?;
+        let ranges = self.host.replicas().await?;
         Ok(ranges.iter().filter(|r| r.descriptor.overlaps(&start, &end)).map(|r| r.size.keys).sum())
     }
 
@@ -1458,7 +1463,7 @@ impl SqlEngine {
                 self.require_admin(session).await?;
                 for name in names {
                     let user = name_parts(name).pop().unwrap_or_default();
-                    Users::new(&self.core).drop(&user, if_exists).await?;
+                    self.users().drop(&user, if_exists).await?;
                 }
                 Ok(Output::Command {
                     tag: if object_type == ObjectType::User { "DROP USER" } else { "DROP ROLE" },
@@ -1547,7 +1552,8 @@ impl SqlEngine {
     }
 
     async fn show_users(&self) -> Result<Output, SqlError> {
-        let rows = Users::new(&self.core)
+        let rows = self
+            .users()
             .list()
             .await?
             .into_iter()
@@ -1567,7 +1573,7 @@ impl SqlEngine {
         let table = self.table(session, name).await?;
         let (start, end) = crate::services::sql::value::table_span(table.id);
         let mut rows = Vec::new();
-        for replica in self.core.ranges(&[]).await? {
+        for replica in self.host.replicas().await? {
             let desc = &replica.descriptor;
             if !desc.overlaps(&start, &end) {
                 continue;
@@ -1575,7 +1581,7 @@ impl SqlEngine {
             let replicas: Vec<String> = replica.replicas.iter().map(|(id, _)| id.to_string()).collect();
             rows.push(vec![
                 Value::String(pretty_any(&desc.start_key)),
-                Value::String(if desc.end_key.is_empty() { "/Max".into() } else { pretty_any(&desc.end_key) }),
+                Value::String(pretty_any_end(&desc.end_key)),
                 Value::Int(desc.range_id as i64),
                 Value::Float(replica.size.bytes as f64 / 1_048_576.0),
                 Value::Int(replica.leader_id as i64),
@@ -1616,14 +1622,14 @@ impl SqlEngine {
                 prefix.push(eval(expr, &Ctx::constant(params))?.coerce(table.columns[col].ty)?);
             }
             let key = table.key_for_pk(&prefix);
-            self.core.split(key.clone(), false).await?;
+            self.host.split(key.clone()).await?;
             out.push(vec![Value::Bytes(key.clone()), Value::String(pretty_any(&key))]);
         }
         Ok(Output::Rows { fields: split_fields(), rows: out })
     }
 
     async fn require_admin(&self, session: &SessionHandle) -> Result<(), SqlError> {
-        let user = Users::new(&self.core).get(&session.username()).await?;
+        let user = self.users().get(&session.username()).await?;
         if user.is_some_and(|u| u.is_admin) {
             Ok(())
         } else {
@@ -1658,7 +1664,7 @@ impl SqlEngine {
                 can_login: create.login.unwrap_or(is_user),
                 scram: password.as_deref().map(ScramVerifier::new),
             };
-            Users::new(&self.core).create(record, create.if_not_exists).await?;
+            self.users().create(record, create.if_not_exists).await?;
         }
         Ok(Output::Command { tag: if is_user { "CREATE USER" } else { "CREATE ROLE" }, rows: None })
     }
@@ -1698,7 +1704,7 @@ impl SqlEngine {
                 other => return Err(SqlError::unsupported(format!("role option {other} is not supported"))),
             }
         }
-        Users::new(&self.core)
+        self.users()
             .update(&target, |record| {
                 if let Some(p) = &password {
                     record.scram = p.clone();
@@ -1729,7 +1735,7 @@ impl SqlEngine {
             if name == users::ROOT_USER && !admin {
                 return Err(SqlError::insufficient_privilege("root must remain an admin"));
             }
-            Users::new(&self.core).update(&name, |record| record.is_admin = admin).await?;
+            self.users().update(&name, |record| record.is_admin = admin).await?;
         }
         Ok(Output::Command { tag: if admin { "GRANT" } else { "REVOKE" }, rows: None })
     }
@@ -1760,11 +1766,6 @@ fn split_fields() -> Vec<Field> {
 
 fn rows_output(columns: &[(&str, SqlType)], rows: Vec<Vec<Value>>) -> Output {
     Output::Rows { fields: columns.iter().map(|(name, ty)| Field { name: name.to_string(), ty: *ty }).collect(), rows }
-}
-
-/// Prints any key: table keys as `/Table/..`, others as the KV layer prints them.
-pub fn pretty_any(key: &[u8]) -> String {
-    crate::services::sql::value::pretty_table_key(key).unwrap_or_else(|| keys::pretty(key))
 }
 
 #[cfg(test)]

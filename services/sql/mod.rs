@@ -27,12 +27,31 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::services::error::Result;
-use crate::services::node::NodeCore;
+use crate::services::kv::Kv;
+use crate::services::metrics::SqlStats;
+use crate::services::status::ReplicaStatus;
 use crate::services::tls::TlsMaterials;
 
-/// Accepts PostgreSQL connections on `listener` until `shutdown` turns true.
+/// What the SQL layer needs from the node it runs on: the KV layer, plus the node's identity,
+/// its replicas (SHOW RANGES, table sizes), its session registry and statement counters. The
+/// node implements it; nothing in this module knows the node's type.
+#[async_trait::async_trait]
+pub trait SqlHost: Kv {
+    /// This node's id, `None` until it belongs to a cluster (connections are then refused).
+    fn node_id(&self) -> Option<u64>;
+    /// The replicas this node holds, in key order.
+    async fn replicas(&self) -> Result<Vec<ReplicaStatus>>;
+    /// The SQL sessions of this node.
+    fn sessions(&self) -> &session::SessionRegistry;
+    /// Statement counters of this node.
+    fn sql_stats(&self) -> &SqlStats;
+}
+
+/// Accepts PostgreSQL connections on `listener` until `shutdown` turns true, running statements
+/// on `host` with the node's shared `catalog`.
 pub fn spawn_server(
-    core: Arc<NodeCore>,
+    host: Arc<dyn SqlHost>,
+    catalog: Arc<catalog::Catalog>,
     listener: TcpListener,
     tls: Option<&TlsMaterials>,
     shutdown: watch::Receiver<bool>,
@@ -41,17 +60,17 @@ pub fn spawn_server(
     let acceptor =
         tls.map(|tls| tls.rustls_server(&[b"postgresql"]).map(tokio_rustls::TlsAcceptor::from)).transpose()?;
     let insecure = acceptor.is_none();
-    let shared = Arc::new(wire::Shared { engine: exec::SqlEngine::new(core.clone()), insecure });
+    let shared = Arc::new(wire::Shared { engine: exec::SqlEngine::new(host.clone(), catalog), insecure });
     let handlers = Arc::new(wire::Handlers::new(shared));
     Ok(crate::services::accept::spawn(listener, shutdown, "sql", move |socket, peer| {
-        let (core, handlers, acceptor) = (core.clone(), handlers.clone(), acceptor.clone());
+        let (host, handlers, acceptor) = (host.clone(), handlers.clone(), acceptor.clone());
         async move {
-            let node_id = core.active().map(|a| a.node_id).unwrap_or(0);
-            core.sessions().open(node_id, peer);
+            let node_id = host.node_id().unwrap_or(0);
+            host.sessions().open(node_id, peer);
             if let Err(err) = conn::serve(socket, acceptor, handlers).await {
                 tracing::debug!(error = %err, peer = %peer, "SQL connection ended with an error");
             }
-            core.sessions().close(&peer);
+            host.sessions().close(&peer);
         }
     }))
 }

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::error::Error;
 use crate::services::keys;
-use crate::services::kv::Op;
-use crate::services::node::NodeCore;
+use crate::services::kv::{Kv, Op};
 use crate::services::sql::error::SqlError;
 
 /// PBKDF2 iterations of new verifiers (PostgreSQL's default).
@@ -106,28 +105,29 @@ pub fn put_op(record: &UserRecord) -> Op {
     Op::Put { key: keys::user_key(&record.username), value: serde_json::to_vec(record).unwrap_or_default() }
 }
 
-/// User storage through a node's KV layer.
+/// User storage through the KV layer (SQL, pgwire authentication and the HTTP API's login all
+/// read users through it).
 pub struct Users<'a> {
-    core: &'a NodeCore,
+    kv: &'a dyn Kv,
 }
 
 impl<'a> Users<'a> {
-    /// Users as seen through `core`.
-    pub fn new(core: &'a NodeCore) -> Self {
-        Self { core }
+    /// Users as seen through `kv`.
+    pub fn new(kv: &'a dyn Kv) -> Self {
+        Self { kv }
     }
 
     /// The user `name`, if it exists.
     pub async fn get(&self, name: &str) -> Result<Option<UserRecord>, Error> {
         let key = keys::user_key(&normalize(name));
-        let value = self.core.kv_batch(vec![Op::Get { key }], false).await?.remove(0).value;
+        let value = self.kv.batch(vec![Op::Get { key }]).await?.remove(0).value;
         value.map(|bytes| serde_json::from_slice(&bytes).map_err(Error::internal)).transpose()
     }
 
     /// Every user, by name.
     pub async fn list(&self) -> Result<Vec<UserRecord>, Error> {
         let op = Op::Scan { start: keys::USER_PREFIX.to_vec(), end: keys::prefix_end(keys::USER_PREFIX), limit: 0 };
-        let rows = self.core.kv_batch(vec![op], false).await?.remove(0).rows;
+        let rows = self.kv.batch(vec![op]).await?.remove(0).rows;
         rows.iter().map(|(_, v)| serde_json::from_slice(v).map_err(Error::internal)).collect()
     }
 
@@ -141,7 +141,7 @@ impl<'a> Users<'a> {
             value: serde_json::to_vec(&record).map_err(Error::internal)?,
             expected: None,
         };
-        match self.core.kv_batch(vec![op], false).await {
+        match self.kv.batch(vec![op]).await {
             Ok(_) => Ok(()),
             Err(Error::ConditionFailed { .. }) if if_not_exists => Ok(()),
             Err(Error::ConditionFailed { .. }) => {
@@ -164,7 +164,7 @@ impl<'a> Users<'a> {
                 value: serde_json::to_vec(&new).map_err(Error::internal)?,
                 expected: Some(serde_json::to_vec(&old).map_err(Error::internal)?),
             };
-            match self.core.kv_batch(vec![op], false).await {
+            match self.kv.batch(vec![op]).await {
                 Ok(_) => return Ok(()),
                 Err(Error::ConditionFailed { .. }) => continue,
                 Err(err) => return Err(err.into()),
@@ -180,7 +180,7 @@ impl<'a> Users<'a> {
             return Err(SqlError::new("42501", format!("cannot drop role/user {name}")));
         }
         let op = Op::Delete { key: keys::user_key(&name) };
-        let existed = self.core.kv_batch(vec![op], false).await?.remove(0).existed;
+        let existed = self.kv.batch(vec![op]).await?.remove(0).existed;
         if !existed && !if_exists {
             return Err(SqlError::new("42704", format!("role/user \"{name}\" does not exist")));
         }

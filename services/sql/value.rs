@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pgwire::api::Type;
 use serde::{Deserialize, Serialize};
 
+use crate::services::keys;
 use crate::services::sql::error::SqlError;
 
 /// First byte of every table key.
@@ -390,6 +391,16 @@ pub fn table_id_of_key(key: &[u8]) -> Option<u64> {
     let rest = key.strip_prefix(&[TABLE_PREFIX])?;
     let (id, _) = rest.split_first_chunk::<4>()?;
     Some(u32::from_be_bytes(*id) as u64)
+}
+
+/// Prints any key: table keys as `/Table/..`, others as the KV layer prints them.
+pub fn pretty_any(key: &[u8]) -> String {
+    pretty_table_key(key).unwrap_or_else(|| keys::pretty(key))
+}
+
+/// Prints the end of a span: an empty end is the end of the keyspace (`/Max`).
+pub fn pretty_any_end(key: &[u8]) -> String {
+    if key.is_empty() { keys::pretty_end(key) } else { pretty_any(key) }
 }
 
 #[cfg(test)]

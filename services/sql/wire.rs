@@ -23,7 +23,8 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireSe
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::services::node::NodeCore;
+use crate::services::kv::Kv;
+use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::DEFAULT_DATABASE;
 use crate::services::sql::error::SqlError;
 use crate::services::sql::exec::{Description, Field, Output, SERVER_VERSION, SqlEngine};
@@ -50,24 +51,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn core(&self) -> &Arc<NodeCore> {
-        self.engine.core()
+    fn host(&self) -> &Arc<dyn SqlHost> {
+        self.engine.host()
     }
 
     fn session<C: ClientInfo>(&self, client: &C) -> PgWireResult<SessionHandle> {
-        self.core().sessions().get(&client.socket_addr()).ok_or_else(|| user_error("08006", "session not registered"))
+        self.host().sessions().get(&client.socket_addr()).ok_or_else(|| user_error("08006", "session not registered"))
     }
 }
 
 /// Looks up SCRAM verifiers; every failure is the same 28P01, as PostgreSQL does.
-#[derive(Debug)]
 struct ScramSource {
-    core: Arc<NodeCore>,
+    kv: Arc<dyn Kv>,
 }
 
-impl std::fmt::Debug for NodeCore {
+impl std::fmt::Debug for ScramSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NodeCore")
+        f.write_str("ScramSource")
     }
 }
 
@@ -79,7 +79,7 @@ impl AuthSource for ScramSource {
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
         let user = login.user().unwrap_or_default().to_owned();
-        let record = Users::new(&self.core).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
+        let record = Users::new(self.kv.as_ref()).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
         match record {
             Some(users::UserRecord { can_login: true, scram: Some(verifier), .. }) => {
                 Ok((verifier.scram_secret(), None))
@@ -104,7 +104,7 @@ pub struct Startup {
 impl Startup {
     fn new(shared: Arc<Shared>) -> Self {
         let scram = (!shared.insecure).then(|| {
-            let mut scram = ScramAuth::new(Arc::new(ScramSource { core: shared.core().clone() }));
+            let mut scram = ScramAuth::new(Arc::new(ScramSource { kv: shared.host().clone() }));
             scram.set_iterations(users::SCRAM_ITERATIONS as usize);
             SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram)
         });
@@ -130,7 +130,7 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let PgWireFrontendMessage::Startup(startup) = &message {
-            if self.shared.core().active().is_err() {
+            if self.shared.host().node_id().is_none() {
                 return Err(fatal("57P03", "node is not initialized: run `ranged init` or wait for it to join"));
             }
             if !self.shared.insecure && !client.is_secure() {
@@ -141,8 +141,10 @@ impl StartupHandler for Startup {
                 save_startup_parameters_to_metadata(client, startup);
                 let user = users::normalize(client.metadata().get("user").map(String::as_str).unwrap_or_default());
                 // As in CockroachDB's insecure mode: any existing user with LOGIN, no password.
-                let record =
-                    Users::new(self.shared.core()).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
+                let record = Users::new(self.shared.host().as_ref())
+                    .get(&user)
+                    .await
+                    .map_err(|err| fatal("57P03", err.to_string()))?;
                 if !record.is_some_and(|r| r.can_login) {
                     return Err(fatal("28000", format!("password authentication failed for user {user}")));
                 }
@@ -235,7 +237,7 @@ impl SimpleQueryHandler for Queries {
         session.executing(query_id, 0);
         let started = std::time::Instant::now();
         let outputs = self.shared.engine.execute(&session, query, &[]).await;
-        self.shared.core().sql_stats().record(started.elapsed());
+        self.shared.host().sql_stats().record(started.elapsed());
         session.end_statement(query_id);
         let mut responses = Vec::with_capacity(outputs.len());
         for output in outputs {
@@ -357,7 +359,7 @@ impl ExtendedQueryHandler for Queries {
             outputs.remove(0)
         }
         .await;
-        self.shared.core().sql_stats().record(started.elapsed());
+        self.shared.host().sql_stats().record(started.elapsed());
         session.end_statement(query_id);
         match result {
             Ok(output) => response(output, &portal.result_column_format),
