@@ -148,17 +148,12 @@ pub async fn node_ranges_list(
     Ok(Json(NodeRangesResponse { ranges, next: next.map(|n| n as i64) }))
 }
 
-/// Parses `sort_by`.
-pub fn parse_sort(text: Option<&str>) -> Option<(LoadMetric, pb::HotRangesSort)> {
-    Some(match text.unwrap_or("qps") {
-        "" | "qps" => (LoadMetric::Queries, pb::HotRangesSort::Qps),
-        "cpu" => (LoadMetric::Cpu, pb::HotRangesSort::Cpu),
-        "reads" => (LoadMetric::Reads, pb::HotRangesSort::Reads),
-        "writes" => (LoadMetric::Writes, pb::HotRangesSort::Writes),
-        "read_bytes" => (LoadMetric::ReadBytes, pb::HotRangesSort::ReadBytes),
-        "write_bytes" => (LoadMetric::WriteBytes, pb::HotRangesSort::WriteBytes),
-        _ => return None,
-    })
+/// Parses `sort_by` (empty or absent: `qps`).
+pub fn parse_sort(text: Option<&str>) -> Option<LoadMetric> {
+    match text.unwrap_or_default() {
+        "" => Some(LoadMetric::Queries),
+        name => name.parse().ok(),
+    }
 }
 
 fn hot_range(node_id: u64, info: &pb::RangeInfo) -> HotRange {
@@ -197,8 +192,9 @@ pub async fn hot_ranges_list(
     State(gateway): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<HotRangesResponse>, ApiError> {
-    let (metric, sort) =
+    let metric =
         parse_sort(query.get("sort_by").map(String::as_str)).ok_or_else(|| ApiError::bad_request("invalid sort_by"))?;
+    let sort = pb::HotRangesSort::from(metric);
     let (limit, _) = pagination::simple_values(query.get("limit").map(String::as_str), None);
     let position = match query.get("start").filter(|s| !s.is_empty()) {
         None => 0,
@@ -314,7 +310,8 @@ mod tests {
         assert_eq!(parse_range_ids(Some(&"5,1,5".to_string())).unwrap(), vec![1, 5]);
         assert!(parse_range_ids(Some(&"1,x".to_string())).is_err());
         assert!(parse_range_ids(None).unwrap().is_empty());
-        assert_eq!(parse_sort(Some("cpu")).unwrap().0, LoadMetric::Cpu);
+        assert_eq!(parse_sort(Some("cpu")), Some(LoadMetric::Cpu));
+        assert_eq!(parse_sort(None), Some(LoadMetric::Queries));
         assert!(parse_sort(Some("bogus")).is_none());
     }
 }

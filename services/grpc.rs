@@ -111,6 +111,19 @@ impl pb::BatchResponse {
     }
 }
 
+impl From<LoadMetric> for pb::HotRangesSort {
+    fn from(metric: LoadMetric) -> Self {
+        match metric {
+            LoadMetric::Queries => pb::HotRangesSort::Qps,
+            LoadMetric::Cpu => pb::HotRangesSort::Cpu,
+            LoadMetric::Reads => pb::HotRangesSort::Reads,
+            LoadMetric::Writes => pb::HotRangesSort::Writes,
+            LoadMetric::ReadBytes => pb::HotRangesSort::ReadBytes,
+            LoadMetric::WriteBytes => pb::HotRangesSort::WriteBytes,
+        }
+    }
+}
+
 impl From<pb::HotRangesSort> for LoadMetric {
     fn from(sort: pb::HotRangesSort) -> Self {
         match sort {

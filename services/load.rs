@@ -76,6 +76,34 @@ pub enum LoadMetric {
     WriteBytes,
 }
 
+impl LoadMetric {
+    /// Every metric with its name (the API's `sort_by` values and the CLI's `--hot` values).
+    pub const ALL: [(LoadMetric, &'static str); 6] = [
+        (LoadMetric::Queries, "qps"),
+        (LoadMetric::Cpu, "cpu"),
+        (LoadMetric::Reads, "reads"),
+        (LoadMetric::Writes, "writes"),
+        (LoadMetric::ReadBytes, "read_bytes"),
+        (LoadMetric::WriteBytes, "write_bytes"),
+    ];
+
+    /// The metric's name (`qps`, `cpu`, ...).
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(metric, _)| *metric == self).map(|(_, name)| *name).unwrap_or("qps")
+    }
+}
+
+impl std::str::FromStr for LoadMetric {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL.iter().find(|(_, name)| *name == text).map(|(metric, _)| *metric).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|(_, name)| *name).collect();
+            format!("unknown metric {text:?} (one of {})", names.join(", "))
+        })
+    }
+}
+
 /// One request's contribution to a range's load.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LoadSample {

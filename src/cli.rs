@@ -18,6 +18,7 @@ use crate::server::{Listeners, Node};
 use crate::services::dialer::Dialer;
 use crate::services::error::Error;
 use crate::services::kv::{Op, OpResult};
+use crate::services::load::LoadMetric;
 use crate::services::node::NodeConfig;
 use crate::services::tls::{CA_KEY, TlsMaterials};
 use crate::services::{certs, keys, membership};
@@ -426,9 +427,10 @@ pub enum NodeCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Only the hottest ranges by this metric (leaseholder ranges of this node).
-        #[arg(long, value_enum)]
-        hot: Option<HotMetric>,
+        /// Only the hottest ranges by this metric (leaseholder ranges of this node): qps, cpu,
+        /// reads, writes, read-bytes, write-bytes.
+        #[arg(long, value_parser = parse_hot_metric)]
+        hot: Option<LoadMetric>,
         /// With --hot: how many.
         #[arg(long, default_value_t = 10)]
         limit: u32,
@@ -446,21 +448,9 @@ pub enum Format {
     Json,
 }
 
-/// Metrics `--hot` ranks by.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum HotMetric {
-    /// Queries per second.
-    Qps,
-    /// CPU time per second.
-    Cpu,
-    /// Reads per second.
-    Reads,
-    /// Writes per second.
-    Writes,
-    /// Read bytes per second.
-    ReadBytes,
-    /// Write bytes per second.
-    WriteBytes,
+/// Parses `--hot`: the API's `sort_by` names, with `-` or `_` between words.
+fn parse_hot_metric(text: &str) -> Result<LoadMetric, String> {
+    text.replace('-', "_").parse()
 }
 
 /// `ranged cert` subcommands.
@@ -956,15 +946,7 @@ async fn client_command(command: Command) -> Result<(), Error> {
                 let mut status = pb::status_service_client::StatusServiceClient::new(connect(&client).await?);
                 let ranges = match hot {
                     Some(metric) => {
-                        let sort_by = match metric {
-                            HotMetric::Qps => pb::HotRangesSort::Qps,
-                            HotMetric::Cpu => pb::HotRangesSort::Cpu,
-                            HotMetric::Reads => pb::HotRangesSort::Reads,
-                            HotMetric::Writes => pb::HotRangesSort::Writes,
-                            HotMetric::ReadBytes => pb::HotRangesSort::ReadBytes,
-                            HotMetric::WriteBytes => pb::HotRangesSort::WriteBytes,
-                        };
-                        let request = pb::HotRangesRequest { limit, sort_by: sort_by as i32 };
+                        let request = pb::HotRangesRequest { limit, sort_by: pb::HotRangesSort::from(metric) as i32 };
                         status.hot_ranges(request).await?.into_inner().ranges
                     }
                     None => {
