@@ -71,14 +71,6 @@ pub enum NodeRef {
     Id(u64),
 }
 
-/// The text an error shows in per-node error fields: the message, without kind prefixes.
-fn message(err: &Error) -> String {
-    match err {
-        Error::Internal(_) => "internal error".into(),
-        other => other.to_string(),
-    }
-}
-
 /// The gateway's client of the cluster.
 pub struct ClusterClient {
     connector: Arc<dyn Connector>,
@@ -282,14 +274,16 @@ impl ClusterClient {
             Err(err) => {
                 return Outcome {
                     node_id,
-                    result: Err(format!("failed to dial into node {node_id} ({status}): {}", message(&err))),
+                    result: Err(format!("failed to dial into node {node_id} ({status}): {}", err.public_message())),
                 };
             }
         };
         let budget = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
         let result = match tokio::time::timeout(budget, call(client)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(format!("error requesting {what} from node {node_id} ({status}): {}", message(&err))),
+            Ok(Err(err)) => {
+                Err(format!("error requesting {what} from node {node_id} ({status}): {}", err.public_message()))
+            }
             Err(_) => {
                 Err(format!("error requesting {what} from node {node_id} ({status}): no answer within {budget:?}"))
             }

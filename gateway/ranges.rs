@@ -140,7 +140,7 @@ pub async fn node_ranges_list(
         .cluster()
         .call_node(&target, |client| async move { client.ranges(request).await })
         .await
-        .map_err(|err| ApiError::unavailable(format!("node {node_id} is unavailable: {err}")))?;
+        .map_err(|err| ApiError::unavailable(format!("node {node_id} is unavailable: {}", err.public_message())))?;
     // The node pages by range id; `total` says whether more follow.
     let mut ranges: Vec<RangeInfo> = reply.ranges.into_iter().map(range_info).collect();
     ranges.sort_by_key(|r| r.desc.range_id);

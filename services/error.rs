@@ -99,6 +99,15 @@ impl Error {
         }
     }
 
+    /// The text a caller outside this process may see: internal details become "internal
+    /// error" (they stay in logs), everything else is the error's own message.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// Shorthand for an internal error from anything displayable.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         Error::Internal(err.to_string())

@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::local_cluster::{Listen, LocalCluster, LocalClusterOptions};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -161,71 +162,30 @@ pub struct PathLatency {
 }
 
 /// Starts `count` insecure nodes in this process on loopback under `dir` (HTTP API on the
-/// first only), initializes the cluster and waits until every node is a Raft member and LIVE.
-/// Returns the nodes and the first node's HTTP address.
+/// first only, every node joining through the first three), initializes the cluster and waits
+/// until every node is a Raft member and LIVE. Returns the cluster and the first node's HTTP
+/// address.
 pub async fn start_in_process(
     count: usize,
     dir: &std::path::Path,
     ready_timeout: Duration,
-) -> Result<(Vec<crate::server::Node>, std::net::SocketAddr), String> {
-    use crate::server::{Listeners, Node};
-    use crate::services::membership;
-    use crate::services::node::NodeConfig;
-    if count == 0 {
-        return Err("at least one node is needed".into());
+) -> Result<(LocalCluster, std::net::SocketAddr), String> {
+    let options = LocalClusterOptions {
+        sql: Listen::Nowhere,
+        http: Listen::FirstNodeOnly,
+        ..LocalClusterOptions::new(count, dir)
+    };
+    let cluster = LocalCluster::start(&options).await.map_err(|e| e.to_string())?;
+    let http = cluster.http_addrs[0].ok_or("the first node serves no HTTP API")?;
+    let ready = async {
+        cluster.init().await?;
+        cluster.wait_ready(ready_timeout).await
+    };
+    if let Err(err) = ready.await {
+        cluster.stop().await;
+        return Err(err.to_string());
     }
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string()) };
-    let mut rpc = Vec::new();
-    for _ in 0..count {
-        rpc.push(bind().await?);
-    }
-    let addrs: Vec<String> = rpc
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| e.to_string())?;
-    let http = bind().await?;
-    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    let mut http = Some(http);
-    let mut nodes = Vec::new();
-    for (i, listener) in rpc.into_iter().enumerate() {
-        let config = NodeConfig {
-            http_addr: if i == 0 { http_addr.to_string() } else { String::new() },
-            // Every node joins through the first three: join lists stay short at 100 nodes.
-            ..NodeConfig::with_defaults(
-                addrs[i].clone(),
-                addrs.iter().take(3).cloned().collect(),
-                dir.join(format!("node{}", i + 1)),
-            )
-        };
-        let listeners = Listeners { rpc: listener, sql: None, http: http.take() };
-        nodes.push(
-            Node::start(config, crate::gateway::Config::default(), listeners)
-                .await
-                .map_err(|e| format!("starting node {}: {e}", i + 1))?,
-        );
-    }
-    nodes[0].core().init(None).await.map_err(|e| format!("init: {e}"))?;
-    let deadline = Instant::now() + ready_timeout;
-    loop {
-        let core = nodes[0].core();
-        let members = core.ranges(&[1]).await.ok().and_then(|r| r.first().map(|r| r.replicas.len()));
-        let live = core
-            .nodes()
-            .await
-            .map(|nodes| nodes.iter().filter(|n| n.liveness == membership::Liveness::Live).count())
-            .unwrap_or(0);
-        if members == Some(count) && live == count {
-            return Ok((nodes, http_addr));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{count} nodes did not form a cluster within {ready_timeout:?} ({} members, {live} live)",
-                members.unwrap_or(0)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Ok((cluster, http))
 }
 
 /// Comparison 3: `nodes` real nodes in this process; closed-loop latency of the embedded
@@ -241,12 +201,12 @@ pub async fn fanout(nodes: usize, connections: usize, duration: Duration) -> Res
         match latency {
             Ok(latency) => out.push(PathLatency { path: path.to_string(), latency }),
             Err(err) => {
-                stop_all(cluster).await;
+                cluster.stop().await;
                 return Err(err);
             }
         }
     }
-    stop_all(cluster).await;
+    cluster.stop().await;
     Ok(out)
 }
 
@@ -263,7 +223,7 @@ pub async fn hot_ranges(ranges: usize, connections: usize, duration: Duration) -
     use futures::StreamExt;
     let dir = tempfile::Builder::new().prefix("ranged-bench-hot-").tempdir().map_err(|e| e.to_string())?;
     let (cluster, http) = start_in_process(3, dir.path(), Duration::from_secs(60)).await?;
-    let core = cluster[0].core().clone();
+    let core = cluster.nodes[0].core().clone();
     let result = async {
         let splits = futures::stream::iter(1..ranges)
             .map(|i| {
@@ -302,7 +262,7 @@ pub async fn hot_ranges(ranges: usize, connections: usize, duration: Duration) -
         Ok(PathLatency { path: path.to_string(), latency })
     }
     .await;
-    stop_all(cluster).await;
+    cluster.stop().await;
     result
 }
 
@@ -312,10 +272,4 @@ async fn get_json(url: &str) -> Result<serde_json::Value, String> {
     let response = client.get(uri).await.map_err(|e| format!("GET {url}: {e}"))?;
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
-}
-
-async fn stop_all(nodes: Vec<crate::server::Node>) {
-    for node in nodes {
-        node.shutdown().await;
-    }
 }

@@ -4,14 +4,13 @@
 //! Ctrl-C stops every node and removes what it created.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::server::{Listeners, Node};
+use crate::local_cluster::{Listen, LocalCluster, LocalClusterOptions};
+use crate::services::certs;
 use crate::services::error::{Error, Result};
-use crate::services::node::NodeConfig;
 use crate::services::sql::users::{self, ScramVerifier, UserRecord, Users};
 use crate::services::tls::{CA_CERT, CA_KEY, TlsMaterials};
-use crate::services::{certs, membership};
 
 /// What `ranged demo` was asked for.
 #[derive(Debug, Clone)]
@@ -28,7 +27,7 @@ pub struct DemoOptions {
     pub password: Option<String>,
     /// SQL port of node 1; node N listens on this + N - 1 (0: any free port).
     pub sql_port: u16,
-    /// HTTP port of node 1 (the HTTP API arrives with issue #4).
+    /// HTTP port of node 1; node N listens on this + N - 1 (0: any free port).
     pub http_port: u16,
     /// Skip the background workload.
     pub no_workload: bool,
@@ -51,8 +50,8 @@ impl Default for DemoOptions {
 
 /// A running demo cluster.
 pub struct Demo {
-    /// The nodes, in start order.
-    pub nodes: Vec<Node>,
+    /// The nodes, in start order, and their addresses.
+    pub cluster: LocalCluster,
     /// The directory holding stores (and certificates unless `--certs-dir` was given).
     pub dir: tempfile::TempDir,
     /// The certificates directory, if secure.
@@ -100,55 +99,26 @@ impl Demo {
             Some(certs_dir)
         };
         let tls = certs_dir.as_deref().map(TlsMaterials::load_node).transpose()?;
-        let mut sql_listeners = Vec::new();
-        for i in 0..options.nodes {
-            let port = if options.sql_port == 0 { 0 } else { options.sql_port.saturating_add(i as u16) };
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|err| {
-                Error::FailedPrecondition(format!("cannot listen on 127.0.0.1:{port} for SQL: {err} (try --sql-port)"))
-            })?;
-            sql_listeners.push(listener);
-        }
-        let sql_addrs: Vec<std::net::SocketAddr> =
-            sql_listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<_>>().map_err(Error::internal)?;
-        let mut http_listeners = Vec::new();
-        for i in 0..options.nodes {
-            let port = if options.http_port == 0 { 0 } else { options.http_port.saturating_add(i as u16) };
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|err| {
-                Error::FailedPrecondition(format!(
-                    "cannot listen on 127.0.0.1:{port} for HTTP: {err} (try --http-port)"
-                ))
-            })?;
-            http_listeners.push(listener);
-        }
-        let http_addrs: Vec<std::net::SocketAddr> =
-            http_listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<_>>().map_err(Error::internal)?;
-        let mut listeners = Vec::new();
-        for _ in 0..options.nodes {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|err| Error::FailedPrecondition(format!("cannot listen on loopback: {err}")))?;
-            listeners.push(listener);
-        }
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.to_string()))
-            .collect::<std::io::Result<_>>()
-            .map_err(Error::internal)?;
-        let mut nodes = Vec::new();
-        for (i, ((listener, sql_listener), http_listener)) in
-            listeners.into_iter().zip(sql_listeners).zip(http_listeners).enumerate()
-        {
-            let config = NodeConfig {
-                sql_addr: sql_addrs[i].to_string(),
-                http_addr: http_addrs[i].to_string(),
-                locality: vec![("region".into(), "local".into()), ("zone".into(), format!("zone-{}", i + 1))],
-                tls: tls.clone(),
-                ..NodeConfig::with_defaults(addrs[i].clone(), addrs.clone(), dir.path().join(format!("node{}", i + 1)))
-            };
-            let listeners = Listeners { rpc: listener, sql: Some(sql_listener), http: Some(http_listener) };
-            nodes.push(Node::start(config, crate::gateway::Config::default(), listeners).await?);
-        }
-        let (cluster_id, _) = nodes[0].core().init(None).await?;
+        let base_port = |port: u16| if port == 0 { Listen::AnyPort } else { Listen::FromPort(port) };
+        let cluster_options = LocalClusterOptions {
+            tls,
+            sql: base_port(options.sql_port),
+            http: base_port(options.http_port),
+            zones: true,
+            ..LocalClusterOptions::new(options.nodes, dir.path())
+        };
+        let cluster = LocalCluster::start(&cluster_options).await.map_err(|err| match err {
+            Error::FailedPrecondition(m) if m.contains(" for SQL: ") => {
+                Error::FailedPrecondition(format!("{m} (try --sql-port)"))
+            }
+            Error::FailedPrecondition(m) if m.contains(" for HTTP: ") => {
+                Error::FailedPrecondition(format!("{m} (try --http-port)"))
+            }
+            other => other,
+        })?;
+        let cluster_id = cluster.init().await?;
+        let sql_addrs: Vec<std::net::SocketAddr> = cluster.sql_addrs.iter().flatten().copied().collect();
+        let http_addrs: Vec<std::net::SocketAddr> = cluster.http_addrs.iter().flatten().copied().collect();
         let password = match (&options.password, options.insecure) {
             (_, true) => String::new(),
             (Some(password), false) => password.clone(),
@@ -164,7 +134,7 @@ impl Demo {
             can_login: true,
             scram: (!password.is_empty()).then(|| ScramVerifier::new(&password)),
         };
-        Users::new(nodes[0].core().as_ref())
+        Users::new(cluster.nodes[0].core().as_ref())
             .create(record, true)
             .await
             .map_err(|err| Error::FailedPrecondition(err.message))?;
@@ -182,7 +152,7 @@ impl Demo {
         // Certificates name localhost, so the printed URLs use it (curl checks the name).
         let http_urls = http_addrs.iter().map(|a| format!("{scheme}://localhost:{}/api/v2", a.port())).collect();
         let mut demo = Demo {
-            nodes,
+            cluster,
             dir,
             certs_dir,
             cluster_id,
@@ -228,23 +198,10 @@ impl Demo {
     }
 
     async fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let core = self.nodes[0].core();
-            let members = core.ranges(&[1]).await.map(|r| r.first().map(|r| r.replicas.len()));
-            let live = core
-                .nodes()
-                .await
-                .map(|nodes| nodes.iter().filter(|n| n.liveness == membership::Liveness::Live).count());
-            if matches!(members, Ok(Some(n)) if n == self.nodes.len()) && matches!(live, Ok(n) if n == self.nodes.len())
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Unavailable("demo nodes did not form a cluster in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.cluster
+            .wait_ready(READY_TIMEOUT)
+            .await
+            .map_err(|_| Error::Unavailable("demo nodes did not form a cluster in time".into()))
     }
 
     /// The text printed once the cluster is up.
@@ -253,9 +210,10 @@ impl Demo {
             Some(dir) => format!("--certs-dir {}", dir.display()),
             None => "--insecure".to_string(),
         };
-        let first = self.nodes[0].listen_addr();
-        let mut text = format!("ranged demo: {} nodes on loopback, cluster {}\n", self.nodes.len(), self.cluster_id);
-        for (i, node) in self.nodes.iter().enumerate() {
+        let first = self.cluster.nodes[0].listen_addr();
+        let mut text =
+            format!("ranged demo: {} nodes on loopback, cluster {}\n", self.cluster.nodes.len(), self.cluster_id);
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
             text.push_str(&format!("  node {}: rpc {}\n", i + 1, node.listen_addr()));
             text.push_str(&format!("    sql: {}\n", self.sql_urls[i]));
         }
@@ -298,9 +256,7 @@ impl Demo {
         if let Some(workload) = self.workload.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), workload).await;
         }
-        for node in self.nodes {
-            node.shutdown().await;
-        }
+        self.cluster.stop().await;
         drop(self.dir);
     }
 }

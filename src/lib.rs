@@ -10,6 +10,7 @@
 //!   in-process fan-out and hot-range harnesses.
 //! - [`server`] — server assembly: wires a node's gRPC, SQL and HTTP listeners together.
 //! - [`cli`] — the `ranged` command line (flags and subcommands); `main.rs` only calls it.
+//! - [`local_cluster`] — in-process clusters on loopback (demo, benchmarks, tests).
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 //! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod gateway;
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod local_cluster;
 pub mod server;
 pub mod workload;
 

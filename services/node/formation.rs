@@ -1,0 +1,353 @@
+//! Cluster formation and membership: the handshake, `init` and bootstrap, joining through
+//! `--join` nodes, becoming a Raft learner then voter, and refusing a foreign cluster.
+
+use super::*;
+
+impl NodeCore {
+    /// Answers who this node is.
+    pub fn handshake(&self) -> pb::HandshakeResponse {
+        let identity = self.engine.identity().unwrap_or_default();
+        let not_ready_reason = self.not_ready_reason().unwrap_or_default();
+        pb::HandshakeResponse {
+            cluster_id: identity.cluster_id.unwrap_or_default(),
+            node_id: identity.node_id.unwrap_or_default(),
+            cluster_name: self.config.cluster_name.clone(),
+            ready: not_ready_reason.is_empty(),
+            not_ready_reason,
+        }
+    }
+
+    /// Why this node cannot serve now (CockroachDB's readiness reasons), `None` if it can.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let Some(active) = self.active.get() else {
+            return Some("node is waiting for cluster initialization".into());
+        };
+        if self.is_draining() {
+            return Some("node is shutting down".into());
+        }
+        let metrics = active.raft.metrics().borrow().clone();
+        if metrics.current_leader.is_none() {
+            return Some("node is not healthy: no Raft leader".into());
+        }
+        if !metrics.membership_config.membership().nodes().any(|(id, _)| *id == active.node_id) {
+            return Some("node is not healthy: not yet a member".into());
+        }
+        None
+    }
+
+    pub(super) async fn handshake_peer(&self, addr: &str) -> Result<pb::HandshakeResponse> {
+        let mut request = tonic::Request::new(pb::HandshakeRequest { cluster_name: self.config.cluster_name.clone() });
+        request.set_timeout(FORMATION_CALL_TIMEOUT);
+        let reply = tokio::time::timeout(FORMATION_CALL_TIMEOUT, self.node_client(addr)?.handshake(request))
+            .await
+            .map_err(|_| Error::Unavailable(format!("{addr} did not answer")))??;
+        Ok(reply.into_inner())
+    }
+
+    /// Bootstraps a new cluster with this node as node 1.
+    pub async fn init(self: &Arc<Self>, root_password: Option<&str>) -> Result<(String, NodeId)> {
+        let _formation = self.formation.lock().await;
+        if self.active.get().is_some() || self.engine.identity()?.cluster_id.is_some() {
+            return Err(Error::AlreadyExists("cluster has already been initialized".into()));
+        }
+        for peer in self.peers() {
+            if let Ok(reply) = self.handshake_peer(&peer).await
+                && !reply.cluster_id.is_empty()
+            {
+                return Err(Error::AlreadyExists(format!(
+                    "cluster has already been initialized (node at {peer} belongs to cluster {})",
+                    reply.cluster_id
+                )));
+            }
+        }
+        let cluster_id = new_cluster_id();
+        let identity = StoreIdentity {
+            cluster_id: Some(cluster_id.clone()),
+            node_id: Some(1),
+            cluster_name: Some(self.config.cluster_name.clone()).filter(|name| !name.is_empty()),
+            bootstrap_pending: true,
+        };
+        self.engine.set_identity(&identity)?;
+        self.activate(1, cluster_id.clone()).await?;
+        self.finish_bootstrap(users::root_record(root_password)).await?;
+        tracing::info!(cluster_id = %cluster_id, "cluster initialized");
+        Ok((cluster_id, 1))
+    }
+
+    /// Initializes the Raft group with this node alone and writes the system records. Safe to
+    /// repeat after a crash: the cluster id is written with a conditional put.
+    pub(super) async fn finish_bootstrap(self: &Arc<Self>, root: users::UserRecord) -> Result<()> {
+        let root = &root;
+        let active = self.active()?.clone();
+        let members = BTreeMap::from([(active.node_id, BasicNode::new(&self.config.advertise_addr))]);
+        if !active.raft.is_initialized().await.map_err(Error::internal)? {
+            active.raft.initialize(members).await.map_err(Error::internal)?;
+        }
+        let mut ops = vec![
+            Op::ConditionalPut {
+                key: keys::CLUSTER_ID.to_vec(),
+                value: active.cluster_id.as_bytes().to_vec(),
+                expected: None,
+            },
+            Op::Put { key: keys::NODE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(1) },
+            Op::Put { key: keys::RANGE_ID_ALLOCATOR.to_vec(), value: keys::encode_u64(2) },
+            users::put_op(root),
+        ];
+        ops.extend(catalog::bootstrap_ops());
+        for desc in ranges::bootstrap_descriptors() {
+            ops.push(Op::Put {
+                key: keys::range_descriptor_key(desc.range_id),
+                value: serde_json::to_vec(&desc).map_err(Error::internal)?,
+            });
+        }
+        match self.kv_batch(ops, false).await {
+            Ok(_) => {}
+            // A retried bootstrap finds its own cluster id already written.
+            Err(Error::ConditionFailed { actual: Some(actual), .. }) if actual == active.cluster_id.as_bytes() => {}
+            Err(err) => return Err(err),
+        }
+        let mut identity = self.engine.identity()?;
+        identity.bootstrap_pending = false;
+        self.engine.set_identity(&identity)
+    }
+
+    /// Allocates a node id for a joining node (any initialized node may answer).
+    pub async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
+        let active = self.active()?.clone();
+        self.check_cluster_name(&request.cluster_name)?;
+        let results =
+            self.kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], false).await?;
+        let node_id = results[0].new_value as NodeId;
+        tracing::info!(node_id, addr = %request.advertise_addr, "allocated node id to joining node");
+        Ok(pb::JoinResponse { cluster_id: active.cluster_id.clone(), node_id })
+    }
+
+    pub(super) fn check_cluster_name(&self, theirs: &str) -> Result<()> {
+        if theirs != self.config.cluster_name {
+            return Err(Error::FailedPrecondition(format!(
+                "cluster name mismatch: this node has --cluster-name {:?}, the other {:?}",
+                self.config.cluster_name, theirs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes a node a member of the Raft group: a learner, then a voter while fewer than
+    /// [`MAX_VOTERS`] exist. Runs on the leader; other nodes forward once.
+    pub async fn add_member(&self, request: pb::AddMemberRequest) -> Result<pb::AddMemberResponse> {
+        let active = self.active()?.clone();
+        if request.cluster_id != active.cluster_id {
+            return Err(Error::FailedPrecondition(format!(
+                "node belongs to cluster {}, this is cluster {}",
+                request.cluster_id, active.cluster_id
+            )));
+        }
+        let leader = active.raft.current_leader().await;
+        if leader != Some(active.node_id) {
+            if request.forwarded {
+                return Err(Error::NotLeaseholder { leader });
+            }
+            let addr = leader.and_then(|id| self.member_addr(&active, id)).ok_or(Error::NotLeaseholder { leader })?;
+            let mut forwarded = request.clone();
+            forwarded.forwarded = true;
+            return Ok(self.node_client(&addr)?.add_member(forwarded).await?.into_inner());
+        }
+        let _changes = self.membership_changes.lock().await;
+        let membership = active.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if voters.contains(&request.node_id) {
+            return Ok(pb::AddMemberResponse { voter: true });
+        }
+        let is_learner = membership.membership().learner_ids().any(|id| id == request.node_id);
+        if !is_learner {
+            active
+                .raft
+                .add_learner(request.node_id, BasicNode::new(&request.advertise_addr), true)
+                .await
+                .map_err(|err| Error::Unavailable(format!("adding node {} as learner: {err}", request.node_id)))?;
+        }
+        if voters.len() >= MAX_VOTERS {
+            return Ok(pb::AddMemberResponse { voter: false });
+        }
+        active
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), false)
+            .await
+            .map_err(|err| Error::Unavailable(format!("promoting node {} to voter: {err}", request.node_id)))?;
+        tracing::info!(node_id = request.node_id, "node became a voter");
+        Ok(pb::AddMemberResponse { voter: true })
+    }
+
+    pub(super) fn member_addr(&self, active: &Active, node_id: NodeId) -> Option<String> {
+        let membership = active.raft.metrics().borrow().membership_config.clone();
+        membership.membership().get_node(&node_id).map(|node| node.addr.clone())
+    }
+
+    /// Asks the `--join` nodes for a node id until one answers, then starts this node.
+    pub(super) async fn join_loop(self: Arc<Self>) {
+        let peers = self.peers();
+        let deadline = Instant::now() + self.config.join_timeout;
+        let mut reached = false;
+        loop {
+            if self.active.get().is_some() {
+                return;
+            }
+            for peer in &peers {
+                // A handshake tells a peer that is up (even if uninitialized) from one that is not.
+                let Ok(hello) = self.handshake_peer(peer).await else { continue };
+                reached = true;
+                if hello.cluster_name != self.config.cluster_name {
+                    let _ = self.fatal.send(Some(format!(
+                        "cannot join {peer}: it has --cluster-name {:?}, this node {:?}",
+                        hello.cluster_name, self.config.cluster_name
+                    )));
+                    return;
+                }
+                if hello.cluster_id.is_empty() {
+                    continue;
+                }
+                let request = pb::JoinRequest {
+                    advertise_addr: self.config.advertise_addr.clone(),
+                    cluster_name: self.config.cluster_name.clone(),
+                };
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(FORMATION_CALL_TIMEOUT * 3);
+                let outcome = match self.node_client(peer) {
+                    Ok(mut client) => client.join(request).await.map(|r| r.into_inner()).map_err(Error::from),
+                    Err(err) => Err(err),
+                };
+                match outcome {
+                    Ok(reply) => {
+                        if let Err(err) = self.adopt_identity(reply.cluster_id, reply.node_id).await {
+                            let _ = self.fatal.send(Some(format!("cannot join the cluster: {err}")));
+                        }
+                        return;
+                    }
+                    Err(err) => tracing::debug!(peer = %peer, error = %err, "join attempt failed"),
+                }
+            }
+            if !reached && Instant::now() > deadline {
+                let _ = self.fatal.send(Some(format!(
+                    "could not reach any --join node ({}) within {}s",
+                    peers.join(", "),
+                    self.config.join_timeout.as_secs()
+                )));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    pub(super) async fn adopt_identity(self: &Arc<Self>, cluster_id: String, node_id: NodeId) -> Result<()> {
+        let _formation = self.formation.lock().await;
+        if self.active.get().is_some() {
+            return Ok(());
+        }
+        self.engine.set_identity(&StoreIdentity {
+            cluster_id: Some(cluster_id.clone()),
+            node_id: Some(node_id),
+            cluster_name: Some(self.config.cluster_name.clone()).filter(|name| !name.is_empty()),
+            bootstrap_pending: false,
+        })?;
+        tracing::info!(node_id, cluster_id = %cluster_id, "joined cluster");
+        self.activate(node_id, cluster_id).await
+    }
+
+    /// Keeps asking the leader to make this node a member until it is one.
+    pub(super) async fn membership_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let membership = active.raft.metrics().borrow().membership_config.clone();
+            let is_voter = membership.membership().voter_ids().any(|id| id == active.node_id);
+            let is_learner = membership.membership().learner_ids().any(|id| id == active.node_id);
+            let voters = membership.membership().voter_ids().count();
+            if is_voter || (is_learner && voters >= MAX_VOTERS) || self.is_draining() {
+                return;
+            }
+            let request = pb::AddMemberRequest {
+                node_id: active.node_id,
+                advertise_addr: self.config.advertise_addr.clone(),
+                cluster_id: active.cluster_id.clone(),
+                forwarded: false,
+            };
+            // Any member can route the request to the leader; try the join list, then known members.
+            let mut targets = self.peers();
+            targets.extend(membership.membership().nodes().map(|(_, node)| node.addr.clone()));
+            for target in targets.iter().filter(|addr| !self.is_self(addr)) {
+                if let Ok(mut client) = self.node_client(target)
+                    && client.add_member(request.clone()).await.is_ok()
+                {
+                    break;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Starts Raft and gossip for node `node_id` and the background tasks.
+    pub(super) async fn activate(self: &Arc<Self>, node_id: NodeId, cluster_id: String) -> Result<()> {
+        let state = StateMachine::open(self.engine.state.clone())?;
+        let log = LogStore::new(self.engine.log.clone());
+        let config = Arc::new(raft_mod::config(&cluster_id)?);
+        let raft = Raft::new(node_id, config, NetworkFactory::new(self.dialer.clone()), log, state.clone())
+            .await
+            .map_err(Error::internal)?;
+        let descriptor = self.descriptor(node_id);
+        let gossip = Membership::start(
+            &descriptor,
+            &cluster_id,
+            self.listen_addr,
+            &self.config.advertise_addr,
+            &self.config.join,
+        )
+        .await?;
+        let active = Arc::new(Active { node_id, cluster_id, raft, state, gossip, descriptor });
+        if self.active.set(active).is_err() {
+            return Err(Error::Internal("node activated twice".into()));
+        }
+        tokio::spawn(self.clone().register_loop());
+        tokio::spawn(self.clone().membership_loop());
+        tokio::spawn(self.clone().maintenance_loop());
+        tokio::spawn(self.clone().status_loop());
+        tokio::spawn(self.clone().lease_watch());
+        Ok(())
+    }
+
+    /// Refuses to start on a store whose cluster differs from that of a reachable `--join` node.
+    pub(super) async fn check_foreign_cluster(&self, cluster_id: &str) -> Result<()> {
+        for peer in self.peers() {
+            if let Ok(reply) = self.handshake_peer(&peer).await
+                && !reply.cluster_id.is_empty()
+                && reply.cluster_id != cluster_id
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "store {} belongs to cluster {cluster_id}, but --join node {peer} belongs to cluster {}",
+                    self.config.store.display(),
+                    reply.cluster_id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_cluster_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn cluster_ids_are_uuid_shaped_and_distinct() {
+        let a = new_cluster_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+        assert_ne!(a, new_cluster_id());
+    }
+}

@@ -1,0 +1,277 @@
+//! KV routing: a batch runs here when this node holds the lease, otherwise it is forwarded to
+//! the leaseholder; reads skip the quorum round while a read lease holds; splits; and the
+//! attribution of each batch's load to the ranges it touched.
+
+use super::*;
+
+/// A leaseholder's right to serve reads from its own state without a quorum round.
+///
+/// openraft's followers refuse votes for `leader_lease` (= `ELECTION_TIMEOUT_MAX`) after the
+/// last heartbeat they accepted, and do not campaign themselves for longer. So once a quorum
+/// has acknowledged a heartbeat sent after `t0` (what `ensure_linearizable` waits for), no
+/// other leader can exist before `t0 + ELECTION_TIMEOUT_MAX`; every write acknowledged before
+/// the read was applied here first. Reads may skip the round while the same term holds and
+/// the lease, shortened by a margin for scheduling delays, has not run out.
+///
+/// Assumptions, as for any lease: clocks on the nodes advance at about the same rate; and this
+/// leader, if it grants a newer candidate its vote (openraft lets a leader whose own vote is
+/// older than the lease do so), publishes the newer term in its metrics before that candidate
+/// can be elected and commit a write, which takes it at least two more network round trips.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadLease {
+    term: u64,
+    expires: Instant,
+}
+
+/// The part of `ELECTION_TIMEOUT_MAX` a read lease uses; the rest is margin.
+const READ_LEASE: Duration = Duration::from_millis(crate::services::raft::ELECTION_TIMEOUT_MAX.as_millis() as u64 / 2);
+
+impl NodeCore {
+    /// Runs a batch: here if this node holds the lease, otherwise forwarded to the
+    /// leaseholder; retried while the lease moves. `forwarded` batches run only here.
+    pub async fn kv_batch(&self, ops: Vec<Op>, forwarded: bool) -> Result<Vec<OpResult>> {
+        kv::validate(&ops)?;
+        let active = self.active()?.clone();
+        if forwarded {
+            return self.kv_local(&active, ops).await;
+        }
+        kv::retry_batch(&ops, || self.kv_route(&active, ops.clone())).await
+    }
+
+    pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        match self.kv_local(active, ops.clone()).await {
+            Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
+                let addr = self.member_addr(active, leader).ok_or(Error::NotLeaseholder { leader: None })?;
+                let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
+                let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, true));
+                request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
+                let reply = client.batch(request).await.map_err(Error::from)?;
+                Ok(reply.into_inner().into_results())
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn kv_local(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        if self.is_draining() {
+            return Err(Error::NotLeaseholder { leader: None });
+        }
+        if ops.iter().any(Op::is_write) {
+            let reply =
+                tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.client_write(Command::Batch(ops.clone())))
+                    .await
+                    .map_err(|_| Error::DeadlineExceeded("timed out waiting for the write to commit".into()))?;
+            match reply {
+                Ok(response) => match response.data {
+                    CommandResponse::Batch { results, cpu_nanos } => {
+                        let results = results?;
+                        self.record_load(active, &ops, &results, cpu_nanos);
+                        Ok(results)
+                    }
+                    other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    Err(Error::NotLeaseholder { leader: forward.leader_id })
+                }
+                Err(err) => Err(Error::Unavailable(format!("write failed: {err}"))),
+            }
+        } else {
+            self.confirm_read_lease(active).await?;
+            let (results, cpu_nanos) = active.state.read(ops.clone()).await?;
+            self.record_load(active, &ops, &results, cpu_nanos);
+            Ok(results)
+        }
+    }
+
+    /// Returns once this node may serve a linearizable read from its own state: at once while
+    /// its read lease holds, otherwise after a quorum round that renews the lease.
+    pub(super) async fn confirm_read_lease(&self, active: &Active) -> Result<()> {
+        let (leader, term) = {
+            let metrics = active.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.current_term)
+        };
+        if leader == Some(active.node_id) {
+            let lease = *self.read_lease.lock().unwrap_or_else(|p| p.into_inner());
+            if lease.is_some_and(|lease| lease.term == term && Instant::now() < lease.expires) {
+                return Ok(());
+            }
+        }
+        let sent = Instant::now();
+        let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable())
+            .await
+            .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
+        match check {
+            Ok(_) => {
+                // The term read before the round: if leadership changed meanwhile, the lease
+                // recorded under the old term is never used.
+                if leader == Some(active.node_id) {
+                    *self.read_lease.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(ReadLease { term, expires: sent + READ_LEASE });
+                }
+                Ok(())
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(Error::NotLeaseholder { leader: forward.leader_id })
+            }
+            Err(err) => Err(Error::Unavailable(format!("read failed: {err}"))),
+        }
+    }
+
+    /// Attributes one batch's work to the ranges it touched: one query per range, keys and
+    /// bytes per operation, CPU time shared evenly.
+    pub(super) fn record_load(&self, active: &Active, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
+        let samples = active.state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
+        let share = cpu_nanos / samples.len().max(1) as u64;
+        for (range_id, mut sample) in samples {
+            sample.cpu_nanos = share;
+            self.load.record(range_id, sample);
+        }
+    }
+
+    /// Splits the range containing `split_key` at that key (a no-op at an existing boundary).
+    pub async fn split(&self, split_key: Vec<u8>, forwarded: bool) -> Result<(u64, u64)> {
+        if split_key.is_empty() {
+            return Err(Error::InvalidArgument("empty split key".into()));
+        }
+        let active = self.active()?.clone();
+        let attempt = || async {
+            let reply = tokio::time::timeout(
+                RAFT_REQUEST_TIMEOUT,
+                active.raft.client_write(Command::Split { split_key: split_key.clone() }),
+            )
+            .await
+            .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;
+            match reply {
+                Ok(response) => match response.data {
+                    CommandResponse::Split(result) => result,
+                    other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) if !forwarded => {
+                    let addr = forward
+                        .leader_id
+                        .and_then(|id| self.member_addr(&active, id))
+                        .ok_or(Error::NotLeaseholder { leader: forward.leader_id })?;
+                    let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
+                    let reply = client
+                        .admin_split(pb::AdminSplitRequest { split_key: split_key.clone().into(), forwarded: true })
+                        .await?
+                        .into_inner();
+                    Ok((reply.left_range_id, reply.right_range_id))
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    Err(Error::NotLeaseholder { leader: forward.leader_id })
+                }
+                Err(err) => Err(Error::Unavailable(format!("split failed: {err}"))),
+            }
+        };
+        // A split is idempotent (a repeat at the same key is a no-op), so it may be retried.
+        let mut backoff = Duration::from_millis(50);
+        let deadline = Instant::now() + kv::RETRY_DEADLINE;
+        loop {
+            match attempt().await {
+                Err(Error::NotLeaseholder { .. } | Error::Unavailable(_))
+                    if !forwarded && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Per-range load of one batch.
+fn load_samples(index: &RangeIndex, ops: &[Op], results: &[OpResult]) -> Vec<(u64, LoadSample)> {
+    let mut samples: BTreeMap<u64, LoadSample> = BTreeMap::new();
+    let mut add = |key: &[u8], f: &dyn Fn(&mut LoadSample)| {
+        if let Some(desc) = index.lookup(key) {
+            f(samples.entry(desc.range_id).or_default());
+        }
+    };
+    for (op, result) in ops.iter().zip(results) {
+        match op {
+            Op::Get { key } => {
+                let bytes = (key.len() + result.value.as_ref().map_or(0, Vec::len)) as u64;
+                add(key, &|s| {
+                    s.reads += 1;
+                    s.read_bytes += bytes;
+                });
+            }
+            Op::Scan { start, .. } => {
+                add(start, &|_| {});
+                for (k, v) in &result.rows {
+                    let bytes = (k.len() + v.len()) as u64;
+                    add(k, &|s| {
+                        s.reads += 1;
+                        s.read_bytes += bytes;
+                    });
+                }
+            }
+            Op::Put { key, value } | Op::ConditionalPut { key, value, .. } | Op::PutIfAbsent { key, value } => {
+                let bytes = (key.len() + value.len()) as u64;
+                add(key, &|s| {
+                    s.writes += 1;
+                    s.write_bytes += bytes;
+                });
+            }
+            Op::Delete { key } => {
+                let bytes = key.len() as u64;
+                add(key, &|s| {
+                    s.writes += 1;
+                    s.write_bytes += bytes;
+                });
+            }
+            Op::DeleteRange { start, .. } => {
+                let deleted = result.new_value.max(0) as u64;
+                add(start, &|s| {
+                    s.writes += deleted;
+                });
+            }
+            Op::Increment { key, .. } => {
+                let bytes = (key.len() + 8) as u64;
+                add(key, &|s| {
+                    s.writes += 1;
+                    s.write_bytes += bytes;
+                });
+            }
+        }
+    }
+    samples.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn load_is_attributed_to_the_ranges_touched() {
+        let mut index = RangeIndex::default();
+        for desc in ranges::bootstrap_descriptors() {
+            index.insert(desc);
+        }
+        let (left, right) = index.plan_split(b"m", 3).unwrap();
+        index.insert(left);
+        index.insert(right);
+        let ops = vec![
+            Op::Get { key: b"a".to_vec() },
+            Op::Put { key: b"n".to_vec(), value: b"12345".to_vec() },
+            Op::Scan { start: b"a".to_vec(), end: b"z".to_vec(), limit: 0 },
+        ];
+        let results = vec![
+            OpResult { value: Some(b"xy".to_vec()), ..Default::default() },
+            OpResult::default(),
+            OpResult {
+                rows: vec![(b"b".to_vec(), b"1".to_vec()), (b"p".to_vec(), b"22".to_vec())],
+                ..Default::default()
+            },
+        ];
+        let samples = load_samples(&index, &ops, &results);
+        assert_eq!(samples.len(), 2);
+        let (id2, s2) = samples[0];
+        let (id3, s3) = samples[1];
+        assert_eq!((id2, s2.reads, s2.read_bytes, s2.writes), (2, 2, 3 + 2, 0));
+        assert_eq!((id3, s3.reads, s3.read_bytes, s3.writes, s3.write_bytes), (3, 1, 3, 1, 6));
+    }
+}

@@ -1,0 +1,367 @@
+//! A running node: its store, its place in the cluster (init, join, membership), the KV layer
+//! that routes batches to the leaseholder, its view of the cluster for the StatusService, and
+//! drain. The gRPC adapters in [`crate::services::grpc`] call into [`NodeCore`].
+//!
+//! Life of a node:
+//! 1. open the store; if it has an identity (cluster id, node id) start Raft and gossip at once;
+//! 2. otherwise serve gRPC and either wait for `ranged init` (becoming node 1) or ask the
+//!    `--join` nodes for a node id, then become a Raft learner and, while fewer than three
+//!    voters exist, a voter;
+//! 3. register its descriptor in range 1, gossip it, and as leaseholder split ranges that grow
+//!    past `--range-max-bytes`;
+//! 4. on drain: gossip DRAINING, stop leading so another voter takes over, then stop.
+//!
+//! This file holds the configuration, the core's state, opening and resuming, drain and stop;
+//! the rest by job: [`formation`] (init, join, membership), [`kv_router`] (batches, read
+//! leases, splits, load attribution), [`views`] (status, node list, replicas) and [`tasks`]
+//! (background loops).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use tokio::sync::watch;
+
+use crate::pb;
+use crate::pb::node_service_client::NodeServiceClient;
+use crate::services::dialer::Dialer;
+use crate::services::engine::{Engine, StoreIdentity};
+use crate::services::error::{Error, Result};
+use crate::services::keys;
+use crate::services::kv::{self, Kv, Op, OpResult};
+use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
+use crate::services::membership::{self, Membership, NodeDescriptor};
+use crate::services::metrics::{self as node_metrics, CpuSampler, SqlStats, StatusRecord};
+use crate::services::raft::log_store::LogStore;
+use crate::services::raft::network::NetworkFactory;
+use crate::services::raft::state_machine::{RangeSize, StateMachine};
+use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
+use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
+use crate::services::sql::session::SessionRegistry;
+use crate::services::sql::{catalog, users};
+use crate::services::status::{LeaseRecord, NodeView, ReplicaStatus, TableNames};
+use crate::services::tls::TlsMaterials;
+
+mod formation;
+mod kv_router;
+mod tasks;
+mod views;
+
+use kv_router::ReadLease;
+
+/// Default `--range-max-bytes`: a range above this size splits in two (CockroachDB: 512 MiB).
+pub const DEFAULT_RANGE_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Default `--join-timeout`: how long a new node waits for any `--join` node to answer.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a KV request waits for Raft (commit or leadership check) before giving up.
+pub const RAFT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node-to-node formation call (handshake, join) may take.
+const FORMATION_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the leaseholder looks for ranges to split and voters to replace.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long drain waits for another voter to take over leadership.
+const DRAIN_LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a node needs to start, already validated (the CLI builds it from flags).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `host:port` other nodes use to reach this node's gRPC listener.
+    pub advertise_addr: String,
+    /// `host:port` clients use for SQL (advertised in the node's descriptor).
+    pub sql_addr: String,
+    /// `host:port` clients use for HTTP (advertised in the node's descriptor).
+    pub http_addr: String,
+    /// Other nodes' `--listen-addr` (this node's own address may appear and is skipped).
+    pub join: Vec<String>,
+    /// The store directory.
+    pub store: PathBuf,
+    /// `--locality` tiers.
+    pub locality: Vec<(String, String)>,
+    /// `--cluster-name`; nodes with different names refuse each other.
+    pub cluster_name: String,
+    /// TLS materials, `None` in `--insecure` mode.
+    pub tls: Option<TlsMaterials>,
+    /// After how long unheard a node counts as DEAD.
+    pub time_until_dead: Duration,
+    /// Size above which a range splits.
+    pub range_max_bytes: u64,
+    /// Half-life of load rates.
+    pub stats_half_life: Duration,
+    /// How long a new node waits for a `--join` node to answer before giving up.
+    pub join_timeout: Duration,
+    /// How many closed SQL sessions are kept for the Cluster API.
+    pub closed_session_capacity: usize,
+    /// How long closed SQL sessions are kept.
+    pub closed_session_ttl: Duration,
+}
+
+impl NodeConfig {
+    /// An insecure node at `advertise_addr` storing in `store`, joining `join`, with every
+    /// other setting at its default (no SQL or HTTP address); for in-process clusters.
+    pub fn with_defaults(advertise_addr: String, join: Vec<String>, store: PathBuf) -> Self {
+        Self {
+            advertise_addr,
+            sql_addr: String::new(),
+            http_addr: String::new(),
+            join,
+            store,
+            locality: Vec::new(),
+            cluster_name: String::new(),
+            tls: None,
+            time_until_dead: crate::services::membership::DEFAULT_TIME_UNTIL_DEAD,
+            range_max_bytes: DEFAULT_RANGE_MAX_BYTES,
+            stats_half_life: crate::services::load::DEFAULT_HALF_LIFE,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
+            closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
+            closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
+        }
+    }
+}
+
+/// The parts of a node that exist once it has a node id.
+pub struct Active {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The Raft instance of the (single) group.
+    pub raft: Raft<TypeConfig>,
+    /// The state machine, for local reads.
+    pub state: StateMachine,
+    /// Gossip membership.
+    pub gossip: Membership,
+    /// This node's descriptor.
+    pub descriptor: NodeDescriptor,
+}
+
+/// The state of one node shared by its gRPC services and background tasks.
+pub struct NodeCore {
+    config: NodeConfig,
+    /// The store: Raft log, state machine, identity.
+    engine: Engine,
+    /// Where the gRPC listener is bound (gossip uses the same port number over UDP).
+    listen_addr: SocketAddr,
+    /// Pooled channels to other nodes.
+    dialer: Arc<Dialer>,
+    /// Set once, when the node has a node id (init, join, or restart).
+    active: OnceLock<Arc<Active>>,
+    /// Serializes init and adopting a joined identity, so a node activates at most once.
+    formation: tokio::sync::Mutex<()>,
+    /// Serializes the Raft membership changes this node makes as leader.
+    membership_changes: tokio::sync::Mutex<()>,
+    draining: AtomicBool,
+    /// Load of the ranges this node holds the lease of.
+    load: LoadTracker,
+    /// The first error the node cannot run past; `server::Node` waits on it.
+    fatal: watch::Sender<Option<String>>,
+    /// Wall-clock start (reported as `started_at`).
+    started_at: SystemTime,
+    /// Monotonic start (uptime).
+    started: Instant,
+    sessions: SessionRegistry,
+    sql_stats: SqlStats,
+    cpu: CpuSampler,
+    /// Leaders this node observed, newest last (at most `LEASE_HISTORY`).
+    lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
+    /// This node's last measured status and when (reused for `OWN_STATUS_REUSE`).
+    own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
+    read_lease: std::sync::Mutex<Option<ReadLease>>,
+}
+
+/// How long this node's own measured status is reused when asked for the node list: the
+/// measurement walks the store directory and the file systems, too slow to do per request.
+const OWN_STATUS_REUSE: Duration = Duration::from_secs(1);
+
+/// How many leader changes are kept.
+const LEASE_HISTORY: usize = 16;
+
+impl NodeCore {
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The active part of the node, or an error while it has no node id.
+    pub fn active(&self) -> Result<&Arc<Active>> {
+        self.active.get().ok_or_else(|| {
+            Error::FailedPrecondition("node is not initialized: run `ranged init` or wait for it to join".into())
+        })
+    }
+
+    /// The SQL sessions of this node.
+    pub fn sessions(&self) -> &SessionRegistry {
+        &self.sessions
+    }
+
+    /// Whether this node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn is_self(&self, addr: &str) -> bool {
+        addr == self.config.advertise_addr || addr == self.listen_addr.to_string()
+    }
+
+    /// The `--join` addresses but this node's own.
+    pub fn peers(&self) -> Vec<String> {
+        self.config.join.iter().filter(|addr| !self.is_self(addr)).cloned().collect()
+    }
+
+    fn node_client(&self, addr: &str) -> Result<NodeServiceClient<tonic::transport::Channel>> {
+        Ok(NodeServiceClient::new(self.dialer.channel(addr)?))
+    }
+
+    /// The catalog version this node's state machine has applied (0 before activation).
+    pub fn catalog_version(&self) -> u64 {
+        self.active.get().map(|a| a.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
+    }
+
+    /// Statement counters of this node's SQL layer.
+    pub fn sql_stats(&self) -> &SqlStats {
+        &self.sql_stats
+    }
+
+    /// Drains: gossips DRAINING, refuses new leaseholder work, lets another voter take the
+    /// lease, then stops Raft and gossip.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let Some(active) = self.active.get().cloned() else { return };
+        active.gossip.set_draining().await;
+        active.raft.runtime_config().elect(false);
+        let voters = active.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        if voters > 1 && active.raft.metrics().borrow().current_leader == Some(active.node_id) {
+            // openraft 0.9 has no leadership transfer: silencing heartbeats makes the
+            // followers' election timers fire and elect one of them.
+            active.raft.runtime_config().heartbeat(false);
+            let handed = active
+                .raft
+                .wait(Some(DRAIN_LEADERSHIP_TIMEOUT))
+                .metrics(|m| m.current_leader.is_some_and(|leader| leader != m.id), "leadership handed away")
+                .await;
+            match handed {
+                Ok(metrics) => tracing::info!(leader = ?metrics.current_leader, "handed leadership away"),
+                Err(err) => tracing::warn!(error = %err, "no other node took leadership before shutdown"),
+            }
+        }
+        // Let gossip carry the draining flag before the node goes quiet.
+        tokio::time::sleep(membership::GOSSIP_INTERVAL * 2).await;
+    }
+
+    /// Stops Raft and gossip (without draining first).
+    pub async fn stop(&self) {
+        if let Some(active) = self.active.get() {
+            if let Err(err) = active.raft.shutdown().await {
+                tracing::warn!(error = %err, "raft shutdown");
+            }
+            active.gossip.shutdown();
+        }
+    }
+}
+
+impl NodeCore {
+    /// Opens the store of `config` for a node whose gRPC listener is bound to `listen_addr`.
+    /// Returns the core and a receiver that carries the first error the node cannot run past
+    /// (e.g. no `--join` node reachable). Call [`NodeCore::resume`] once its gRPC server runs.
+    pub async fn open(
+        config: NodeConfig,
+        listen_addr: SocketAddr,
+    ) -> Result<(Arc<NodeCore>, watch::Receiver<Option<String>>)> {
+        let engine = Engine::open(&config.store)?;
+        let identity = engine.identity()?;
+        if let Some(stored) = &identity.cluster_name
+            && stored != &config.cluster_name
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "store {} belongs to a cluster named {stored:?}, not {:?}",
+                config.store.display(),
+                config.cluster_name
+            )));
+        }
+        let (fatal_tx, fatal) = watch::channel(None);
+        let sessions = SessionRegistry::new(config.closed_session_capacity, config.closed_session_ttl);
+        let core = Arc::new(NodeCore {
+            dialer: Arc::new(Dialer::new(config.tls.as_ref())),
+            load: LoadTracker::new(config.stats_half_life),
+            config,
+            engine,
+            listen_addr,
+            active: OnceLock::new(),
+            formation: Default::default(),
+            membership_changes: Default::default(),
+            draining: AtomicBool::new(false),
+            fatal: fatal_tx,
+            started_at: SystemTime::now(),
+            sessions,
+            started: Instant::now(),
+            sql_stats: SqlStats::default(),
+            cpu: CpuSampler::default(),
+            lease_history: Default::default(),
+            own_status: Default::default(),
+            read_lease: Default::default(),
+        });
+        if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
+            core.check_foreign_cluster(cluster_id).await?;
+        }
+        Ok((core, fatal))
+    }
+
+    /// Takes up where the store left off: a node with an identity starts Raft and gossip at
+    /// once (finishing an interrupted bootstrap); a new one asks its `--join` nodes to join,
+    /// or waits for `ranged init`.
+    pub async fn resume(self: &Arc<Self>) -> Result<()> {
+        let identity = self.engine.identity()?;
+        match (identity.cluster_id, identity.node_id) {
+            (Some(cluster_id), Some(node_id)) => {
+                tracing::info!(node_id, cluster_id = %cluster_id, "restarting on existing store");
+                self.activate(node_id, cluster_id).await?;
+                if identity.bootstrap_pending {
+                    let core = self.clone();
+                    tokio::spawn(async move {
+                        // The password given to `init` is not kept anywhere: after a crash in the
+                        // middle of bootstrap, root has no password until ALTER USER sets one.
+                        if let Err(err) = core.finish_bootstrap(users::root_record(None)).await {
+                            let _ = core.fatal.send(Some(format!("cannot finish bootstrap: {err}")));
+                        }
+                    });
+                }
+            }
+            _ => {
+                if !self.peers().is_empty() {
+                    tokio::spawn(self.clone().join_loop());
+                }
+                tracing::info!("node started without a cluster: waiting for `ranged init` or a --join node");
+            }
+        }
+        Ok(())
+    }
+
+    /// The address the gRPC listener is bound to.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// The pooled gRPC channels this node dials other nodes with.
+    pub fn dialer(&self) -> &Arc<Dialer> {
+        &self.dialer
+    }
+}
+
+#[async_trait::async_trait]
+impl Kv for NodeCore {
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        self.kv_batch(ops, false).await
+    }
+
+    async fn split(&self, key: Vec<u8>) -> Result<(u64, u64)> {
+        NodeCore::split(self, key, false).await
+    }
+
+    fn catalog_version(&self) -> u64 {
+        NodeCore::catalog_version(self)
+    }
+}

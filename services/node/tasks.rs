@@ -1,0 +1,104 @@
+//! The background loops of an active node: lease history, persisted status, registration
+//! in the node registry, and the leaseholder's maintenance (size-based splits).
+
+use super::*;
+
+impl NodeCore {
+    /// Records every leader change this node sees (the lease history of its replicas).
+    pub(super) async fn lease_watch(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut metrics = active.raft.metrics();
+        loop {
+            let (term, leader) = {
+                let m = metrics.borrow_and_update();
+                (m.current_term, m.current_leader)
+            };
+            if let Some(leader_id) = leader {
+                let mut history = self.lease_history.lock().unwrap_or_else(|p| p.into_inner());
+                if history.back().is_none_or(|last| last.leader_id != leader_id || last.term != term) {
+                    if history.len() == LEASE_HISTORY {
+                        history.pop_front();
+                    }
+                    history.push_back(LeaseRecord {
+                        term,
+                        leader_id,
+                        start: crate::services::clock::unix_nanos(SystemTime::now()),
+                    });
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Persists this node's metrics in range 1 every [`node_metrics::STATUS_INTERVAL`].
+    pub(super) async fn status_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut ticker = tokio::time::interval(node_metrics::STATUS_INTERVAL);
+        loop {
+            ticker.tick().await;
+            if self.is_draining() {
+                return;
+            }
+            let record = self.status_record(&active).await;
+            let Ok(value) = serde_json::to_vec(&record) else { continue };
+            let op = Op::Put { key: keys::status_key(active.node_id), value };
+            if let Err(err) = self.kv_batch(vec![op], false).await {
+                tracing::debug!(error = %err, "persisting node status");
+            }
+        }
+    }
+
+    /// Writes this node's descriptor into the node registry of range 1 (retrying until done).
+    pub(super) async fn register_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let Ok(value) = serde_json::to_vec(&active.descriptor) else { return };
+        loop {
+            let op = Op::Put { key: keys::node_key(active.node_id), value: value.clone() };
+            match self.kv_batch(vec![op], false).await {
+                Ok(_) => return,
+                Err(err) => tracing::debug!(error = %err, "registering node descriptor"),
+            }
+            if self.is_draining() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Leaseholder duties: split oversized ranges; reset load counts on lease changes.
+    pub(super) async fn maintenance_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut was_leader = false;
+        let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
+        loop {
+            ticker.tick().await;
+            if self.is_draining() {
+                return;
+            }
+            let is_leader = active.raft.metrics().borrow().current_leader == Some(active.node_id);
+            if is_leader != was_leader {
+                // Load is counted only while holding the lease; a new holder starts afresh.
+                self.load.reset();
+                was_leader = is_leader;
+            }
+            if !is_leader {
+                continue;
+            }
+            match active.state.split_points(self.config.range_max_bytes).await {
+                Ok(points) => {
+                    for split_key in points {
+                        match self.split(split_key.clone(), true).await {
+                            Ok((left, right)) => {
+                                tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size")
+                            }
+                            Err(err) => tracing::warn!(error = %err, "size-based split failed"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "looking for split points"),
+            }
+        }
+    }
+}

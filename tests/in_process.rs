@@ -1,0 +1,60 @@
+//! The in-process tier: a real three-node cluster in this test process (the same builder the
+//! demo and the benchmarks use), every listener on a port the node bound itself, reached over
+//! HTTP. Node 1's embedded API answers for node 1 in-process and dials nodes 2 and 3.
+
+use std::time::Duration;
+
+use ranged::local_cluster::{LocalCluster, LocalClusterOptions};
+use serde_json::Value;
+
+async fn get(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {url}: not JSON ({err}): {body}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_api_answers_for_its_own_node_in_process_and_dials_the_others() {
+    ranged::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(&LocalClusterOptions::new(3, dir.path())).await.unwrap();
+    cluster.init().await.unwrap();
+    cluster.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let api = format!("http://{}/api/v2", cluster.http_addrs[0].expect("node 1 serves HTTP"));
+
+    let (status, body) = get(&format!("{api}/health/?ready=true")).await;
+    assert_eq!((status, body), (200, serde_json::json!({})));
+
+    let (status, nodes) = get(&format!("{api}/nodes/")).await;
+    assert_eq!(status, 200);
+    let nodes = nodes["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["liveness_status"] == 3), "every node LIVE: {nodes:?}");
+    // Each node reports the SQL and HTTP addresses it bound itself.
+    for (i, node) in nodes.iter().enumerate() {
+        let sql = cluster.sql_addrs[i].unwrap();
+        assert_eq!(node["sql_address"]["address_field"], sql.to_string());
+    }
+
+    // Every node answers the range fan-out: node 1 in-process, 2 and 3 over gRPC.
+    let (status, range) = get(&format!("{api}/ranges/1/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(range["summary"], serde_json::json!({"total": 3, "successful": 3, "failed": 0}));
+    let (status, local) = get(&format!("{api}/nodes/local/ranges/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(local["ranges"][0]["source_node_id"], 1);
+    let (status, hot) = get(&format!("{api}/ranges/hot/?node_id=local")).await;
+    assert_eq!(status, 200);
+    assert_eq!(hot["summary"]["total"], 1);
+
+    // A stopped node is reported, not waited for.
+    let mut nodes = cluster.nodes;
+    nodes.pop().unwrap().shutdown().await;
+    let (status, range) = get(&format!("{api}/ranges/1/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(range["summary"]["failed"], 1, "{range}");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
