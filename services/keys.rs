@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `0x02 "range/" <id:u64 BE>` | range descriptors (`/Meta/range/<id>`) | range 1 |
 //! | `0x04 <name>` | system data: cluster id, ID allocators, node registry, users, web sessions | range 1 |
-//! | `0x05 ..` | user data: raw KV keys and, from #3, table rows | range 2 and the ranges split from it |
+//! | `0x05 ..` | user data: raw KV keys and table rows | range 2 and the ranges split from it |
 //!
 //! Range 1 spans `["", 0x05)` and never splits; range 2 starts at [`USER_SPACE_START`].
 

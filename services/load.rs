@@ -238,7 +238,7 @@ impl LoadTracker {
     /// The `k` ranges with the highest `metric`, as [`top_k`] orders them. Only the ranked
     /// metric is evaluated for every range and only the winners' rates in full: with
     /// thousands of loaded ranges, evaluating all six decayed rates of each dominated the
-    /// hot-ranges call (issue #6, comparison 4).
+    /// hot-ranges call (BENCHMARKS.md, comparison 4).
     pub fn top(&self, metric: LoadMetric, k: usize) -> Vec<(u64, LoadRates)> {
         let now = Instant::now();
         let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

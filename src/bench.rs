@@ -1,4 +1,4 @@
-//! `ranged bench`: the benchmark tools of issue #6.
+//! `ranged bench`: the benchmark tools `bench/run` drives (see BENCHMARKS.md).
 //!
 //! - [`latency`] is the one closed-loop load client used for both sides of a comparison, so
 //!   that the client is never the difference: `--connections` loops, each on its own

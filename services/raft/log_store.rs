@@ -5,7 +5,7 @@
 //! writer takes every append queued meanwhile into one fsynced transaction and then reports
 //! each as flushed, in order. openraft counts an entry toward a quorum only once its flush is
 //! reported, and it keeps proposing and replicating while the disk works, so one fsync
-//! carries as many entries as arrived during the previous one (issue #6: a commit per append
+//! carries as many entries as arrived during the previous one (a commit per append
 //! held the Raft core for the whole fsync). Entries not yet written are kept in memory and
 //! read from there, as openraft requires of an append that has returned. Truncations and
 //! purges go through the same writer, after the appends before them.

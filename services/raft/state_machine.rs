@@ -278,7 +278,7 @@ impl StateMachine {
     pub async fn read(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64)> {
         // A few point reads come from redb's page cache in microseconds: running them on the
         // calling task saves the hand-off to a blocking thread and back, whose two context
-        // switches were the largest single cost of a point SELECT (issue #6 profile). Scans
+        // switches were the largest single cost of a point SELECT. Scans
         // may touch many pages and go to a blocking thread.
         if ops.len() <= INLINE_READ_OPS && ops.iter().all(|op| matches!(op, Op::Get { .. })) {
             return Self::read_blocking(&self.db, &ops);

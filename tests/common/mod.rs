@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 /// The `ranged` binary under test.
 pub const RANGED: &str = env!("CARGO_BIN_EXE_ranged");
 
-/// Installs the crypto provider and tracing once per test process.
+/// Installs the crypto provider once per test process.
 pub fn setup() {
     ranged::install_crypto_provider();
 }
