@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::gateway::node_client::{Connector, NodeClient};
 use crate::pb;
@@ -279,7 +280,8 @@ impl ClusterClient {
             }
         };
         let budget = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
-        let result = match tokio::time::timeout(budget, call(client)).await {
+        let span = tracing::debug_span!("node", node_id, what);
+        let result = match tokio::time::timeout(budget, call(client)).instrument(span).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
                 Err(format!("error requesting {what} from node {node_id} ({status}): {}", err.public_message()))

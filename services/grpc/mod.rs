@@ -33,7 +33,9 @@ pub fn spawn_server(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
-    let mut builder = tonic::transport::Server::builder();
+    // A span per call (the method's path), so that what a call logs says which call it was.
+    let mut builder = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::debug_span!("grpc", method = %request.uri().path()));
     if let Some(tls) = &core.config().tls {
         builder = builder
             .tls_config(tls.grpc_server())
