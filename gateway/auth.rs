@@ -18,8 +18,8 @@ use prost::Message;
 use serde::Deserialize;
 
 use crate::gateway::Gateway;
+use crate::gateway::dto::auth::{LoginResponse, LogoutResponse};
 use crate::gateway::error::ApiError;
-use crate::gateway::json::{LoginResponse, LogoutResponse};
 use crate::pb;
 use crate::services::clock::unix_nanos;
 use crate::services::sql::users::{self, Users};

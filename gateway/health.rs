@@ -3,14 +3,24 @@
 //! whether it can serve: initialized, a Raft member with a leader, not draining. Not ready is
 //! a 500 with CockroachDB's generic text (never 503: clients treat only 200/500).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use serde::Deserialize;
 
 use crate::gateway::Gateway;
 use crate::gateway::error::{ApiError, INTERNAL_ERROR_TEXT};
+use crate::gateway::query::TypedQuery;
+
+/// The query of `/health/`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HealthQuery {
+    /// Check readiness (initialized, Raft member, not draining)
+    #[param(value_type = Option<bool>)]
+    pub ready: Option<String>,
+}
 
 /// Go's `strconv.ParseBool`.
 pub fn parse_go_bool(text: &str) -> Option<bool> {
@@ -23,13 +33,13 @@ pub fn parse_go_bool(text: &str) -> Option<bool> {
 
 /// `GET /health/`.
 #[utoipa::path(get, path = "/health/", tag = "health",
-    params(("ready" = Option<bool>, Query, description = "Check readiness (initialized, Raft member, not draining)")),
+    params(HealthQuery),
     responses((status = 200, description = "`{}`"), (status = 400, description = "invalid ready value"), (status = 500, description = "not ready")))]
 pub async fn health_get(
     State(gateway): State<Arc<Gateway>>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<HealthQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let ready = match query.get("ready").map(String::as_str) {
+    let ready = match query.ready.as_deref() {
         None | Some("") => false,
         Some(text) => parse_go_bool(text).ok_or_else(|| ApiError::bad_request("invalid ready value"))?,
     };

@@ -2,7 +2,7 @@
 //! (CockroachDB concatenates per-node lists unsorted) and the start-ordered session list
 //! with keyset pagination (every session visited exactly once while the set is stable).
 
-use crate::gateway::pagination::Cursor;
+use crate::gateway::pagination::{Cursor, Limit, next_offset};
 use crate::services::load::{LoadMetric, LoadRates};
 
 /// One node's hot range before merging.
@@ -20,14 +20,14 @@ pub struct HotCandidate<T> {
 
 /// Merges every node's candidates into one list sorted by `metric` (descending; ties by range
 /// id, then node id, so pages are stable), then returns the page at `position` of `limit`
-/// entries (0: all) and whether more remain. A range appears once: if two nodes report the
+/// entries and the position of the next page while more remain. A range appears once: if two nodes report the
 /// same range (a lease moved between their answers), the higher rate wins.
 pub fn merge_hot_ranges<T>(
     mut candidates: Vec<HotCandidate<T>>,
     metric: LoadMetric,
     position: usize,
-    limit: usize,
-) -> (Vec<HotCandidate<T>>, bool) {
+    limit: Limit,
+) -> (Vec<HotCandidate<T>>, Option<usize>) {
     candidates.sort_by(|a, b| {
         b.rates
             .get(metric)
@@ -39,29 +39,27 @@ pub fn merge_hot_ranges<T>(
     candidates.retain(|c| seen.insert(c.range_id));
     debug_assert!(candidates.windows(2).all(|w| w[0].rates.get(metric) >= w[1].rates.get(metric)));
     let total = candidates.len();
-    let take = if limit == 0 { usize::MAX } else { limit };
-    let page: Vec<_> = candidates.into_iter().skip(position).take(take).collect();
-    let more = limit != 0 && position.saturating_add(limit) < total;
-    (page, more)
+    let page: Vec<_> = candidates.into_iter().skip(position).take(limit.get().unwrap_or(usize::MAX)).collect();
+    (page, next_offset(total, limit, position))
 }
 
 /// A session's sort key: start time (ns), then the id in hex.
 pub type SessionKey = (i64, String);
 
-/// Orders sessions by start, skips those at or before `after`, takes `limit` (0: all), and
+/// Orders sessions by start, skips those at or before `after`, takes `limit`, and
 /// returns the cursor of the last one taken when more remain.
 pub fn merge_sessions<T>(
     mut sessions: Vec<(SessionKey, T)>,
     after: Option<&SessionKey>,
-    limit: usize,
+    limit: Limit,
 ) -> (Vec<T>, Option<Cursor>) {
     sessions.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(after) = after {
         sessions.retain(|(key, _)| key > after);
     }
-    let more = limit != 0 && sessions.len() > limit;
-    if limit != 0 {
-        sessions.truncate(limit);
+    let more = limit.get().is_some_and(|rows| sessions.len() > rows);
+    if let Some(rows) = limit.get() {
+        sessions.truncate(rows);
     }
     let next = if more {
         sessions.last().map(|((start, id), _)| Cursor::Sessions { start: *start, id: id.clone() })
@@ -75,6 +73,10 @@ pub fn merge_sessions<T>(
 mod tests {
     use super::*;
 
+    fn rows(limit: usize) -> Limit {
+        Limit::at_most(std::num::NonZeroUsize::new(limit).unwrap())
+    }
+
     fn hot(node_id: u64, range_id: u64, qps: f64, cpu: f64) -> HotCandidate<()> {
         HotCandidate {
             node_id,
@@ -87,21 +89,23 @@ mod tests {
     #[test]
     fn hot_ranges_are_a_global_top_k() {
         let candidates = vec![hot(1, 10, 5.0, 1.0), hot(2, 20, 50.0, 0.0), hot(3, 30, 7.0, 9.0), hot(1, 11, 1.0, 5.0)];
-        let (page, more) = merge_hot_ranges(candidates.clone(), LoadMetric::Queries, 0, 2);
+        let (page, next) = merge_hot_ranges(candidates.clone(), LoadMetric::Queries, 0, rows(2));
         assert_eq!(page.iter().map(|c| c.range_id).collect::<Vec<_>>(), vec![20, 30]);
-        assert!(more);
-        let (page, more) = merge_hot_ranges(candidates.clone(), LoadMetric::Queries, 2, 2);
+        assert_eq!(next, Some(2));
+        let (page, next) = merge_hot_ranges(candidates.clone(), LoadMetric::Queries, 2, rows(2));
         assert_eq!(page.iter().map(|c| c.range_id).collect::<Vec<_>>(), vec![10, 11]);
-        assert!(!more);
-        let (page, _) = merge_hot_ranges(candidates.clone(), LoadMetric::Cpu, 0, 0);
+        assert_eq!(next, None);
+        let (page, next) = merge_hot_ranges(candidates.clone(), LoadMetric::Cpu, 0, Limit::all());
         assert_eq!(page.iter().map(|c| c.range_id).collect::<Vec<_>>(), vec![30, 11, 10, 20]);
-        let (page, more) = merge_hot_ranges(candidates, LoadMetric::Queries, 9, 2);
-        assert!(page.is_empty() && !more);
+        assert_eq!(next, None);
+        let (page, next) = merge_hot_ranges(candidates, LoadMetric::Queries, 9, rows(2));
+        assert!(page.is_empty() && next.is_none());
     }
 
     #[test]
     fn a_range_reported_twice_appears_once() {
-        let (page, _) = merge_hot_ranges(vec![hot(1, 10, 5.0, 0.0), hot(2, 10, 8.0, 0.0)], LoadMetric::Queries, 0, 0);
+        let (page, _) =
+            merge_hot_ranges(vec![hot(1, 10, 5.0, 0.0), hot(2, 10, 8.0, 0.0)], LoadMetric::Queries, 0, Limit::all());
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].node_id, 2);
     }
@@ -113,7 +117,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after: Option<SessionKey> = None;
         for _ in 0..10 {
-            let (page, next) = merge_sessions(sessions.clone(), after.as_ref(), 2);
+            let (page, next) = merge_sessions(sessions.clone(), after.as_ref(), rows(2));
             seen.extend(page);
             match next {
                 Some(Cursor::Sessions { start, id }) => after = Some((start, id)),
@@ -122,7 +126,7 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![1, 4, 2, 3]);
-        let (all, next) = merge_sessions(sessions, None, 0);
+        let (all, next) = merge_sessions(sessions, None, Limit::all());
         assert_eq!((all.len(), next), (4, None));
     }
 }

@@ -9,22 +9,27 @@
 //! - [`cluster`] — the cluster client, the only way to reach nodes, with the fan-out policy
 //!   (parallelism, deadlines, per-node errors); [`node_client`] — one node's calls, remote or
 //!   in-process;
-//! - [`merge`], [`pagination`] — pure merging and pagination;
-//! - [`json`] — the response types; [`error`] — the one error type;
+//! - [`merge`], [`pagination`] — pure merging and pagination (the [`pagination::Limit`] of a
+//!   page); [`query`] — the extractor of the handlers' typed queries;
+//! - [`dto`] — the response bodies, one module per area, with the conversions from the nodes'
+//!   protobuf answers; [`go_json`] — Go `encoding/json` compatibility (floats, base64, times);
+//! - [`error`] — the one error type;
 //! - [`openapi`] — the OpenAPI document generated from the handlers' types.
 //!
 //! Paths work with and without the trailing slash (CockroachDB 404s without it).
 
 pub mod auth;
 pub mod cluster;
+pub mod dto;
 pub mod error;
+pub mod go_json;
 pub mod health;
-pub mod json;
 pub mod merge;
 pub mod node_client;
 pub mod nodes;
 pub mod openapi;
 pub mod pagination;
+pub mod query;
 pub mod ranges;
 pub mod serve;
 pub mod sessions;

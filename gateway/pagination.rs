@@ -5,37 +5,63 @@
 //! restarts on a bad token), a token that does not decode is a 400; a well-formed token past
 //! the end is a 200 with no rows. `next` appears only while more rows remain.
 
+use std::num::NonZeroUsize;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 
+/// How many rows a page holds: a number of rows, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limit(Option<NonZeroUsize>);
+
+impl Limit {
+    /// Every row, in one page.
+    pub const fn all() -> Self {
+        Limit(None)
+    }
+
+    /// At most `rows` rows.
+    pub const fn at_most(rows: NonZeroUsize) -> Self {
+        Limit(Some(rows))
+    }
+
+    /// The number of rows, `None` for all.
+    pub fn get(self) -> Option<usize> {
+        self.0.map(NonZeroUsize::get)
+    }
+
+    /// The limit of the nodes' gRPC requests, where 0 means all.
+    pub fn to_wire(self) -> u32 {
+        self.get().map_or(0, |rows| u32::try_from(rows).unwrap_or(u32::MAX))
+    }
+}
+
 /// Reads `limit` and `offset` as CockroachDB does: a missing, unparsable or non-positive limit
-/// means "everything"; a bad or negative offset means 0.
-pub fn simple_values(limit: Option<&str>, offset: Option<&str>) -> (usize, usize) {
-    let limit = limit.and_then(|l| l.trim().parse::<i64>().ok()).filter(|l| *l > 0).unwrap_or(0) as usize;
-    let offset = if limit == 0 {
-        0
-    } else {
-        offset.and_then(|o| o.trim().parse::<i64>().ok()).filter(|o| *o > 0).unwrap_or(0) as usize
+/// means everything; a bad or negative offset means 0, and so does any offset without a limit.
+pub fn parse_limit_offset(limit: Option<&str>, offset: Option<&str>) -> (Limit, usize) {
+    let limit = limit
+        .and_then(|l| l.trim().parse::<i64>().ok())
+        .and_then(|l| usize::try_from(l).ok())
+        .and_then(NonZeroUsize::new)
+        .map_or(Limit::all(), Limit::at_most);
+    let offset = match limit.get() {
+        None => 0,
+        Some(_) => offset.and_then(|o| o.trim().parse::<i64>().ok()).filter(|o| *o > 0).unwrap_or(0) as usize,
     };
     (limit, offset)
 }
 
 /// Slices `items` by `limit`/`offset`; returns the page and `next` (the next offset, only if
 /// more items remain — always greater than `offset`).
-pub fn paginate<T>(items: Vec<T>, limit: usize, offset: usize) -> (Vec<T>, Option<usize>) {
-    if limit == 0 {
-        return (items, None);
-    }
+pub fn paginate<T>(items: Vec<T>, limit: Limit, offset: usize) -> (Vec<T>, Option<usize>) {
+    let Some(rows) = limit.get() else { return (items, None) };
     let next = next_offset(items.len(), limit, offset);
-    (items.into_iter().skip(offset).take(limit).collect(), next)
+    (items.into_iter().skip(offset).take(rows).collect(), next)
 }
 
-/// `next` for a page of `limit` from `offset` out of `total` items (limit 0: one page).
-pub fn next_offset(total: usize, limit: usize, offset: usize) -> Option<usize> {
-    if limit == 0 {
-        return None;
-    }
-    let end = offset.saturating_add(limit).min(total);
+/// `next` for a page of `limit` from `offset` out of `total` items (all: one page).
+pub fn next_offset(total: usize, limit: Limit, offset: usize) -> Option<usize> {
+    let end = offset.saturating_add(limit.get()?).min(total);
     (end < total).then_some(end)
 }
 
@@ -86,20 +112,26 @@ pub fn decode(token: &str) -> Option<Cursor> {
 mod tests {
     use super::*;
 
+    fn rows(limit: usize) -> Limit {
+        Limit::at_most(NonZeroUsize::new(limit).unwrap())
+    }
+
     #[test]
     fn simple_pagination_matches_cockroachdb() {
-        assert_eq!(simple_values(None, Some("5")), (0, 0));
-        assert_eq!(simple_values(Some("2"), Some("-1")), (2, 0));
-        assert_eq!(simple_values(Some("x"), None), (0, 0));
-        assert_eq!(simple_values(Some("2"), Some("3")), (2, 3));
-        assert_eq!(paginate(vec![1, 2, 3, 4, 5], 2, 0), (vec![1, 2], Some(2)));
-        assert_eq!(paginate(vec![1, 2, 3, 4, 5], 2, 2), (vec![3, 4], Some(4)));
-        assert_eq!(paginate(vec![1, 2, 3, 4, 5], 2, 4), (vec![5], None));
-        assert_eq!(paginate(vec![1, 2, 3], 2, 9), (vec![], None));
-        assert_eq!(paginate(vec![1, 2, 3], 0, 0), (vec![1, 2, 3], None));
-        assert_eq!(next_offset(5, 2, 2), Some(4));
-        assert_eq!(next_offset(5, 2, 4), None);
-        assert_eq!(next_offset(5, 0, 0), None);
+        assert_eq!(parse_limit_offset(None, Some("5")), (Limit::all(), 0));
+        assert_eq!(parse_limit_offset(Some("2"), Some("-1")), (rows(2), 0));
+        assert_eq!(parse_limit_offset(Some("x"), None), (Limit::all(), 0));
+        assert_eq!(parse_limit_offset(Some("-3"), Some("1")), (Limit::all(), 0));
+        assert_eq!(parse_limit_offset(Some("2"), Some("3")), (rows(2), 3));
+        assert_eq!(paginate(vec![1, 2, 3, 4, 5], rows(2), 0), (vec![1, 2], Some(2)));
+        assert_eq!(paginate(vec![1, 2, 3, 4, 5], rows(2), 2), (vec![3, 4], Some(4)));
+        assert_eq!(paginate(vec![1, 2, 3, 4, 5], rows(2), 4), (vec![5], None));
+        assert_eq!(paginate(vec![1, 2, 3], rows(2), 9), (vec![], None));
+        assert_eq!(paginate(vec![1, 2, 3], Limit::all(), 0), (vec![1, 2, 3], None));
+        assert_eq!(next_offset(5, rows(2), 2), Some(4));
+        assert_eq!(next_offset(5, rows(2), 4), None);
+        assert_eq!(next_offset(5, Limit::all(), 0), None);
+        assert_eq!((Limit::all().to_wire(), rows(7).to_wire()), (0, 7));
     }
 
     #[test]
