@@ -23,7 +23,9 @@ use crate::gateway::query::TypedQuery;
 use crate::pb;
 use crate::services::load::{LoadMetric, LoadRates};
 
-/// At most this many hot ranges are asked of each node (CockroachDB tracks 128 per store).
+/// How many hot ranges each node is asked for without a `limit` (CockroachDB tracks 128 per
+/// store); with one, a node is asked for the ranges up to the end of the requested page, at
+/// most eight times this many.
 pub const MAX_HOT_PER_NODE: usize = 128;
 
 /// The query of `/nodes/{node_id}/ranges/`.
