@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::services::error::Error;
 use crate::services::keys;
 use crate::services::kv::{Kv, Op};
-use crate::services::sql::error::SqlError;
+use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 use crate::services::sql::value::{self, SqlType, Value};
 use crate::services::status::TableNames;
 
@@ -354,7 +354,9 @@ impl Catalog {
         self.clear_table_cache();
         match result {
             Ok(_) => Ok(true),
-            Err(Error::ConditionFailed { .. }) => Err(SqlError::new("40001", "table changed concurrently; retry")),
+            Err(Error::ConditionFailed { .. }) => {
+                Err(SqlError::new(SERIALIZATION_FAILURE, "table changed concurrently; retry"))
+            }
             Err(err) => Err(err.into()),
         }
     }

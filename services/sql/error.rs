@@ -3,6 +3,9 @@
 
 use crate::services::error::Error;
 
+/// 40001: the statement conflicted with a concurrent one and may be retried as a whole.
+pub const SERIALIZATION_FAILURE: &str = "40001";
+
 /// An error answered to a SQL client; the session stays usable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqlError {
@@ -57,9 +60,9 @@ impl From<Error> for SqlError {
             Error::NotFound(_) => "42704",
             Error::AlreadyExists(_) => "42710",
             Error::FailedPrecondition(_) => "55000",
-            Error::ConditionFailed { .. } => "40001",
+            Error::ConditionFailed { .. } => SERIALIZATION_FAILURE,
             // The statement may be retried: nothing or everything of it was applied.
-            Error::NotLeaseholder { .. } | Error::Unavailable(_) => "40001",
+            Error::NotLeaseholder { .. } | Error::Unavailable(_) => SERIALIZATION_FAILURE,
             // The write may or may not have been applied.
             Error::DeadlineExceeded(_) => "40003",
             Error::Unauthenticated(_) => "28000",

@@ -3,7 +3,10 @@
 //! - [`catalog`] — databases and tables, stored in range 1.
 //! - [`users`] — users and roles with SCRAM-SHA-256 verifiers.
 //! - [`session`] — the registry of client sessions on a node.
-//! - [`exec`] — statement execution over the KV layer.
+//! - [`parse`] — statement text to sqlparser's AST, CockroachDB spellings mapped first.
+//! - [`expr`] — expression evaluation and the types of expressions and placeholders.
+//! - [`plan`] — access planning: point gets or one bounded scan for a WHERE clause.
+//! - [`exec`] — statement execution over the KV layer: the engine and statement dispatch.
 //! - [`wire`] — pgwire handlers: authentication, simple and extended query protocols.
 //! - [`conn`] — one connection's message loop over a socket that coalesces writes.
 //! - [`error`] — SQLSTATE errors.
@@ -16,6 +19,9 @@ pub mod catalog;
 pub mod conn;
 pub mod error;
 pub mod exec;
+pub mod expr;
+pub mod parse;
+pub mod plan;
 pub mod session;
 pub mod users;
 pub mod value;

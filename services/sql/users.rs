@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::services::error::Error;
 use crate::services::keys;
 use crate::services::kv::{Kv, Op};
-use crate::services::sql::error::SqlError;
+use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 
 /// PBKDF2 iterations of new verifiers (PostgreSQL's default).
 pub const SCRAM_ITERATIONS: u32 = 4096;
@@ -170,7 +170,7 @@ impl<'a> Users<'a> {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(SqlError::new("40001", "user changed concurrently; retry"))
+        Err(SqlError::new(SERIALIZATION_FAILURE, "user changed concurrently; retry"))
     }
 
     /// Drops a user; `root` cannot be dropped.

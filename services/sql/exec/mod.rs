@@ -1,0 +1,343 @@
+//! Statement execution: the engine, statement dispatch and describing statements for the
+//! extended protocol; the statements themselves run in [`dml`], [`ddl`] and [`admin`].
+//!
+//! Every statement is its own (implicit) transaction and is atomic: its writes go to the KV
+//! layer as one batch. Statements that read then write (UPDATE, DELETE) guard each row they
+//! change with a conditional put of the value they read, so a concurrent change aborts the
+//! batch and the statement is retried on fresh data.
+
+mod admin;
+mod ddl;
+mod dml;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, ObjectName, SelectItem, SetExpr, Statement, TableFactor, TableObject,
+};
+
+use crate::services::error::Error;
+use crate::services::kv::{Op, OpResult};
+use crate::services::sql::SqlHost;
+use crate::services::sql::catalog::{Catalog, PUBLIC_SCHEMA, TableDescriptor};
+use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
+use crate::services::sql::expr::infer_params;
+use crate::services::sql::parse::{Flavor, Parsed, name_parts, parse};
+use crate::services::sql::session::SessionHandle;
+use crate::services::sql::users::Users;
+use crate::services::sql::value::{SqlType, Value};
+
+use self::ddl::split_fields;
+use self::dml::delete_table_name;
+
+/// How many times a statement whose guarded rows changed underneath is retried.
+const STATEMENT_RETRIES: usize = 5;
+/// The server version clients see (PostgreSQL 13 wire semantics, as CockroachDB reports).
+pub const SERVER_VERSION: &str = "13.0.0";
+
+/// One result column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// Column name.
+    pub name: String,
+    /// Column type.
+    pub ty: SqlType,
+}
+
+/// What a statement produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Rows.
+    Rows {
+        /// The columns.
+        fields: Vec<Field>,
+        /// The rows.
+        rows: Vec<Vec<Value>>,
+    },
+    /// A command tag such as `INSERT 0 3` (`rows` appended when present).
+    Command {
+        /// The tag's verb.
+        tag: &'static str,
+        /// Rows affected.
+        rows: Option<usize>,
+    },
+}
+
+/// What the extended protocol needs to describe a statement before running it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Description {
+    /// Types of `$1..$n` (`None`: unknown, sent as text).
+    pub params: Vec<Option<SqlType>>,
+    /// Result columns (empty for commands).
+    pub fields: Vec<Field>,
+}
+
+/// Executes SQL for the sessions of one node.
+pub struct SqlEngine {
+    host: Arc<dyn SqlHost>,
+    catalog: Arc<Catalog>,
+    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Parsed>>>>,
+}
+
+/// Most statement texts whose parse is kept. Clients repeat a few texts (prepared statements,
+/// ORMs), and the extended protocol asks to describe and to execute the same text: parsing
+/// each once took a tenth of a point read's CPU time. Full: forget them all.
+const PARSE_CACHE_ENTRIES: usize = 1024;
+
+impl SqlEngine {
+    /// An engine running statements on `host`, reading the catalog through `catalog`.
+    pub fn new(host: Arc<dyn SqlHost>, catalog: Arc<Catalog>) -> Self {
+        Self { host, catalog, parsed: Default::default() }
+    }
+
+    /// [`parse`], remembered by statement text (parsing is a pure function of the text).
+    fn parse(&self, sql: &str) -> Result<Arc<Vec<Parsed>>, SqlError> {
+        if let Some(parsed) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+            return Ok(parsed.clone());
+        }
+        let parsed = Arc::new(parse(sql)?);
+        let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PARSE_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.to_string(), parsed.clone());
+        Ok(parsed)
+    }
+
+    /// The node this engine runs on.
+    pub fn host(&self) -> &Arc<dyn SqlHost> {
+        &self.host
+    }
+
+    fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn users(&self) -> Users<'_> {
+        Users::new(self.catalog.kv().as_ref())
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
+        self.host.batch(ops).await
+    }
+
+    /// Resolves a table name against the session's database.
+    async fn table(&self, session: &SessionHandle, name: &ObjectName) -> Result<TableDescriptor, SqlError> {
+        let (database, table) = self.resolve_name(session, name)?;
+        match self.catalog().table(&database, &table).await? {
+            Some(table) => Ok(table),
+            None => {
+                if self.catalog().database(&database).await?.is_none() {
+                    return Err(SqlError::new("3D000", format!("database \"{database}\" does not exist")));
+                }
+                Err(SqlError::undefined_table(&table))
+            }
+        }
+    }
+
+    fn resolve_name(&self, session: &SessionHandle, name: &ObjectName) -> Result<(String, String), SqlError> {
+        let parts = name_parts(name);
+        match parts.as_slice() {
+            [table] => Ok((session.database(), table.clone())),
+            [schema, table] if schema == PUBLIC_SCHEMA => Ok((session.database(), table.clone())),
+            [database, table] => Ok((database.clone(), table.clone())),
+            [database, schema, table] if schema == PUBLIC_SCHEMA => Ok((database.clone(), table.clone())),
+            _ => Err(SqlError::new("42602", format!("invalid name {name}"))),
+        }
+    }
+    /// Runs every statement of `sql` (simple protocol); stops at the first error.
+    pub async fn execute(&self, session: &SessionHandle, sql: &str, params: &[Value]) -> Vec<Result<Output, SqlError>> {
+        let parsed = match self.parse(sql) {
+            Ok(parsed) => parsed,
+            Err(err) => return vec![Err(err)],
+        };
+        let mut outputs = Vec::new();
+        for statement in parsed.iter() {
+            let result = self.run(session, statement, params).await;
+            let failed = result.is_err();
+            outputs.push(result);
+            if failed {
+                break;
+            }
+        }
+        outputs
+    }
+
+    /// Describes a single statement for the extended protocol.
+    pub async fn describe(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
+        let parsed = self.parse(sql)?;
+        let mut description = Description::default();
+        let statement = match parsed.first() {
+            Some(Parsed::Statement(statement, _)) => statement,
+            Some(Parsed::Split { .. }) => {
+                description.fields = split_fields();
+                return Ok(description);
+            }
+            None => return Ok(description),
+        };
+        match &**statement {
+            // SHOW statements only read, so running one is the simplest way to learn its columns.
+            show
+            @ (Statement::ShowVariable { .. } | Statement::ShowDatabases { .. } | Statement::ShowTables { .. }) => {
+                if let Output::Rows { fields, .. } =
+                    self.run(session, &Parsed::Statement(Box::new(show.clone()), Flavor::Plain), &[]).await?
+                {
+                    description.fields = fields;
+                }
+            }
+            Statement::Query(query) => {
+                let SetExpr::Select(select) = query.body.as_ref() else { return Ok(description) };
+                let table = match select.from.first().map(|f| &f.relation) {
+                    Some(TableFactor::Table { name, .. }) => Some(self.table(session, name).await?),
+                    _ => None,
+                };
+                if let Some(selection) = &select.selection {
+                    infer_params(selection, table.as_ref(), &mut description.params);
+                }
+                for item in &select.projection {
+                    if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                        infer_params(e, table.as_ref(), &mut description.params);
+                    }
+                }
+                if let Some(ast::LimitClause::LimitOffset { limit: Some(limit), .. }) = &query.limit_clause {
+                    infer_params(
+                        &Expr::BinaryOp {
+                            left: Box::new(Expr::Value(ast::Value::Number("0".into(), false).into())),
+                            op: BinaryOperator::Eq,
+                            right: Box::new(limit.clone()),
+                        },
+                        None,
+                        &mut description.params,
+                    );
+                }
+                description.fields = self.projection_fields(select, table.as_ref())?;
+            }
+            Statement::Insert(insert) => {
+                let TableObject::TableName(name) = &insert.table else { return Ok(description) };
+                let table = self.table(session, name).await?;
+                let columns = self.insert_columns(&table, &insert.columns)?;
+                if let Some(source) = &insert.source
+                    && let SetExpr::Values(values) = source.body.as_ref()
+                {
+                    for row in &values.rows {
+                        for (expr, &col) in row.iter().zip(&columns) {
+                            let column_ref = Expr::Identifier(ast::Ident::new(table.columns[col].name.clone()));
+                            infer_params(
+                                &Expr::BinaryOp {
+                                    left: Box::new(column_ref),
+                                    op: BinaryOperator::Eq,
+                                    right: Box::new(expr.clone()),
+                                },
+                                Some(&table),
+                                &mut description.params,
+                            );
+                        }
+                    }
+                }
+            }
+            Statement::Update(update) => {
+                if let TableFactor::Table { name, .. } = &update.table.relation {
+                    let table = self.table(session, name).await?;
+                    for assignment in &update.assignments {
+                        let target = Expr::Identifier(ast::Ident::new(assignment.target.to_string()));
+                        infer_params(
+                            &Expr::BinaryOp {
+                                left: Box::new(target),
+                                op: BinaryOperator::Eq,
+                                right: Box::new(assignment.value.clone()),
+                            },
+                            Some(&table),
+                            &mut description.params,
+                        );
+                    }
+                    if let Some(selection) = &update.selection {
+                        infer_params(selection, Some(&table), &mut description.params);
+                    }
+                }
+            }
+            Statement::Delete(delete) => {
+                if let Some(name) = delete_table_name(delete) {
+                    let table = self.table(session, &name).await?;
+                    if let Some(selection) = &delete.selection {
+                        infer_params(selection, Some(&table), &mut description.params);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(description)
+    }
+
+    async fn run(&self, session: &SessionHandle, parsed: &Parsed, params: &[Value]) -> Result<Output, SqlError> {
+        let (statement, flavor) = match parsed {
+            Parsed::Split { table, rows } => return self.split_at(session, table, rows, params).await,
+            Parsed::Statement(statement, flavor) => (statement, *flavor),
+        };
+        match &**statement {
+            Statement::Query(query) => self.select(session, query, params).await,
+            Statement::Insert(insert) => retry_on_conflict(move || self.insert(session, insert, flavor, params)).await,
+            Statement::Update(update) => retry_on_conflict(move || self.update(session, update, params)).await,
+            Statement::Delete(delete) => retry_on_conflict(move || self.delete(session, delete, params)).await,
+            Statement::CreateTable(create) => self.create_table(session, create).await,
+            Statement::CreateDatabase { db_name, if_not_exists, .. } => {
+                let name = name_parts(db_name).pop().unwrap_or_default();
+                self.catalog().create_database(&name, *if_not_exists).await?;
+                Ok(Output::Command { tag: "CREATE DATABASE", rows: None })
+            }
+            Statement::Drop { object_type, if_exists, names, .. } => {
+                self.drop(session, *object_type, *if_exists, names).await
+            }
+            Statement::Use(ast::Use::Object(name)) | Statement::Use(ast::Use::Database(name)) => {
+                let database = name_parts(name).pop().unwrap_or_default();
+                self.use_database(session, &database).await?;
+                Ok(Output::Command { tag: "SET", rows: None })
+            }
+            Statement::Set(set) => self.set(session, set.clone(), params).await,
+            Statement::ShowVariable { variable } => self.show(session, variable).await,
+            Statement::ShowDatabases { .. } => self.show_databases().await,
+            Statement::ShowTables { .. } => self.show_tables(session).await,
+            Statement::CreateRole(create) => self.create_role(session, create, flavor).await,
+            Statement::AlterRole { name, operation } => self.alter_role(session, name, operation).await,
+            Statement::GrantRole(grant) => {
+                self.set_admin(session, &grant.roles, grant.grantees.iter().map(|g| g.to_string()).collect(), true)
+                    .await
+            }
+            Statement::RevokeRole(revoke) => {
+                self.set_admin(session, &revoke.roles, revoke.grantees.iter().map(|g| g.to_string()).collect(), false)
+                    .await
+            }
+            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => {
+                Err(SqlError::unsupported(
+                    "explicit transactions are not supported: every statement is its own transaction",
+                ))
+            }
+            other => {
+                let text = other.to_string();
+                let verb: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                Err(SqlError::unsupported(format!("unimplemented: {verb} is not supported")))
+            }
+        }
+    }
+}
+
+/// Runs `attempt` until it does not fail with a serialization failure, at most
+/// [`STATEMENT_RETRIES`] more times: such a failure means the rows it read changed before its
+/// batch applied, so running it again on fresh data may succeed.
+async fn retry_on_conflict<F, Fut>(mut attempt: F) -> Result<Output, SqlError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Output, SqlError>>,
+{
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(err) if err.code == SERIALIZATION_FAILURE && retries < STATEMENT_RETRIES => retries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn rows_output(columns: &[(&str, SqlType)], rows: Vec<Vec<Value>>) -> Output {
+    Output::Rows { fields: columns.iter().map(|(name, ty)| Field { name: name.to_string(), ty: *ty }).collect(), rows }
+}
