@@ -4,7 +4,7 @@
 //! pgwire flushes after several messages of one exchange (BindComplete, CommandComplete,
 //! ReadyForQuery), so a point query cost three `send` calls where PostgreSQL makes one; on
 //! loopback each send also runs the receiver's wake-up, and together they were most of a
-//! node's CPU time under pgbench (issue #6 profile). [`Coalesce`] keeps what the server
+//! node's CPU time under pgbench (BENCHMARKS.md). [`Coalesce`] keeps what the server
 //! writes until the server next waits for the client (a read), has a lot to send, or closes
 //! the connection: a server only ever waits on its client after answering it, so nothing
 //! the client waits for is held back.

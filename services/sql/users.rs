@@ -1,7 +1,7 @@
 //! Users and roles, stored in range 1 (`/System/user/<name>`). Passwords are never stored:
 //! a user record keeps a SCRAM-SHA-256 verifier (random salt, iteration count, StoredKey,
 //! ServerKey), exactly what PostgreSQL keeps. The PostgreSQL wire protocol authenticates
-//! with SCRAM against it; the HTTP login (#4) checks a cleartext password by recomputing
+//! with SCRAM against it; the HTTP login checks a cleartext password by recomputing
 //! StoredKey.
 
 use pgwire::api::auth::sasl::scram::{ScramSecret, gen_salted_password};
