@@ -1,0 +1,198 @@
+//! The client commands: `init`, `kv`, `node` and `cert` talk to a node (or write certificate
+//! files); `workload` and `bench` hand their flags to the load generators.
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use super::args::{BenchCommand, CertArgs, CertCommand, ClientArgs, InitArgs, KvCommand, NodeCommand, WorkloadCommand};
+use super::args::{KvArgs, Workload};
+use super::output::{print_latency, print_nodes, print_path_latency, print_ranges};
+use super::shutdown_signal;
+use crate::pb;
+use crate::services::dialer::Dialer;
+use crate::services::error::Error;
+use crate::services::kv::{Op, OpResult};
+use crate::services::tls::{CA_KEY, TlsMaterials};
+use crate::services::{certs, keys};
+
+/// How long a client command waits for its node.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A channel to the node a client command names.
+pub async fn connect(client: &ClientArgs) -> Result<Channel, Error> {
+    let tls = if client.security.insecure {
+        None
+    } else {
+        Some(TlsMaterials::load_client(&client.security.certs_dir, "root")?)
+    };
+    let dialer = Dialer::new(tls.as_ref());
+    let endpoint = dialer.endpoint(&client.host)?.timeout(CLIENT_TIMEOUT);
+    endpoint
+        .connect()
+        .await
+        .map_err(|err| Error::Unavailable(format!("cannot reach node at {}: {}", client.host, error_chain(&err))))
+}
+
+/// An error with its causes, colon separated: tonic's own message alone hides why a dial failed.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Runs `ops` as one batch on the client's node.
+async fn batch(client: &ClientArgs, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
+    let mut kv = pb::kv_service_client::KvServiceClient::new(connect(client).await?);
+    let reply = kv.batch(pb::BatchRequest::from_ops(ops, false)).await?;
+    Ok(reply.into_inner().into_results())
+}
+
+fn user_key(text: &str) -> Result<Vec<u8>, Error> {
+    keys::parse_user_key(text).map_err(Error::InvalidArgument)
+}
+
+/// `ranged init`.
+pub async fn init(args: InitArgs) -> Result<(), Error> {
+    let root_password = match &args.root_password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|err| Error::InvalidArgument(format!("cannot read {}: {err}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => String::new(),
+    };
+    if args.root_password_file.is_some() && root_password.is_empty() {
+        return Err(Error::InvalidArgument("the root password file is empty".into()));
+    }
+    let mut client = pb::node_service_client::NodeServiceClient::new(connect(&args.client).await?);
+    let reply = client.init(pb::InitRequest { root_password }).await?.into_inner();
+    println!("Cluster successfully initialized (cluster id {})", reply.cluster_id);
+    Ok(())
+}
+
+/// `ranged kv ...`.
+pub async fn kv(client: ClientArgs, command: KvCommand) -> Result<(), Error> {
+    match command {
+        KvCommand::Put { key, value } => {
+            batch(&client, vec![Op::Put { key: user_key(&key)?, value: value.into_bytes() }]).await?;
+        }
+        KvCommand::Get { key } => {
+            let key = user_key(&key)?;
+            let mut results = batch(&client, vec![Op::Get { key: key.clone() }]).await?;
+            match results.pop().and_then(|r| r.value) {
+                Some(value) => println!("{}", String::from_utf8_lossy(&value)),
+                None => return Err(Error::NotFound(format!("key {} not found", keys::pretty(&key)))),
+            }
+        }
+        KvCommand::Scan { start, end, limit } => {
+            let op = Op::Scan { start: user_key(&start)?, end: user_key(&end)?, limit };
+            for (key, value) in batch(&client, vec![op]).await?.remove(0).rows {
+                println!("{}\t{}", keys::pretty(&key), String::from_utf8_lossy(&value));
+            }
+        }
+        KvCommand::Split { key } => {
+            let mut kv = pb::kv_service_client::KvServiceClient::new(connect(&client).await?);
+            let reply = kv
+                .admin_split(pb::AdminSplitRequest { split_key: user_key(&key)?.into(), forwarded: false })
+                .await?
+                .into_inner();
+            println!("split: r{} | r{}", reply.left_range_id, reply.right_range_id);
+        }
+    }
+    Ok(())
+}
+
+/// `ranged node ...`.
+pub async fn node(client: ClientArgs, command: NodeCommand) -> Result<(), Error> {
+    let mut status = pb::status_service_client::StatusServiceClient::new(connect(&client).await?);
+    match command {
+        NodeCommand::Status { format } => {
+            let nodes = status.nodes(pb::NodesRequest {}).await?.into_inner().nodes;
+            print_nodes(&nodes, format);
+        }
+        NodeCommand::Ranges { format, hot, limit } => {
+            let ranges = match hot {
+                Some(metric) => {
+                    let request = pb::HotRangesRequest { limit, sort_by: pb::HotRangesSort::from(metric) as i32 };
+                    status.hot_ranges(request).await?.into_inner().ranges
+                }
+                None => {
+                    status
+                        .ranges(pb::RangesRequest { range_ids: Vec::new(), ..Default::default() })
+                        .await?
+                        .into_inner()
+                        .ranges
+                }
+            };
+            print_ranges(&ranges, format);
+        }
+    }
+    Ok(())
+}
+
+/// `ranged cert ...`: writes certificate files; no node involved.
+pub fn cert(args: CertArgs, command: CertCommand) -> Result<(), Error> {
+    let ca_key = args.ca_key.clone().unwrap_or_else(|| args.certs_dir.join(CA_KEY));
+    match command {
+        CertCommand::CreateCa => certs::create_ca(&args.certs_dir, &ca_key, args.overwrite)?,
+        CertCommand::CreateNode { hosts } => certs::create_node(&args.certs_dir, &ca_key, &hosts, args.overwrite)?,
+        CertCommand::CreateClient { user } => certs::create_client(&args.certs_dir, &ca_key, &user, args.overwrite)?,
+    }
+    Ok(())
+}
+
+/// `ranged workload run ...`: runs until `--duration` or Ctrl-C; fails if any operation did.
+pub async fn workload(command: WorkloadCommand) -> Result<(), String> {
+    let WorkloadCommand::Run { workload: Workload::Kv(args) } = command;
+    let KvArgs { url, concurrency, duration, read_percent, distribution, max_rate, keys, value_bytes, display_every } =
+        args;
+    let options = crate::workload::KvOptions {
+        url,
+        concurrency,
+        duration,
+        read_percent,
+        distribution,
+        max_rate,
+        keys,
+        value_bytes,
+        display_every,
+        print: true,
+    };
+    let summary = crate::workload::run_kv(options, shutdown_signal()).await?;
+    if summary.errors > 0 {
+        return Err(format!("{} operations failed", summary.errors));
+    }
+    Ok(())
+}
+
+/// `ranged bench ...`.
+pub async fn bench(command: BenchCommand) -> Result<(), String> {
+    match command {
+        BenchCommand::Latency { url, grpc_hot_ranges, pg_upsert, etcd_put, limit, keys, connections, duration } => {
+            let target = match (url, grpc_hot_ranges, pg_upsert, etcd_put) {
+                (Some(url), None, None, None) => crate::bench::Target::Http(url),
+                (None, Some(address), None, None) => crate::bench::Target::GrpcHotRanges { address, limit },
+                (None, None, Some(url), None) => crate::bench::Target::PgUpsert { url, keys },
+                (None, None, None, Some(address)) => crate::bench::Target::EtcdPut { address, keys },
+                _ => return Err("give one of --url, --grpc-hot-ranges, --pg-upsert or --etcd-put".into()),
+            };
+            print_latency(&crate::bench::latency(target, connections, duration).await?);
+        }
+        BenchCommand::Fanout { nodes, connections, duration } => {
+            for p in crate::bench::fanout(nodes, connections, duration).await? {
+                print_path_latency(&p);
+            }
+        }
+        BenchCommand::HotRanges { ranges, connections, duration } => {
+            print_path_latency(&crate::bench::hot_ranges(ranges, connections, duration).await?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Printing of client and bench results: aligned tables, JSON, and the bench result lines.
+
+use super::args::Format;
+use crate::pb;
+use crate::services::membership;
+
+/// Prints a bench latency result as `requests errors p50_ms p99_ms ops_per_s`.
+pub fn print_latency(l: &crate::bench::Latency) {
+    println!("{} {} {:.3} {:.3} {:.1}", l.requests, l.errors, l.p50_ms, l.p99_ms, l.ops_per_s);
+}
+
+/// Prints a bench result for one API path as `path requests errors p50_ms p99_ms ops_per_s`.
+pub fn print_path_latency(p: &crate::bench::PathLatency) {
+    let l = &p.latency;
+    println!("{} {} {} {:.3} {:.3} {:.1}", p.path, l.requests, l.errors, l.p50_ms, l.p99_ms, l.ops_per_s);
+}
+
+/// Prints `ranged node status`: one row per node with its liveness.
+pub fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
+    let rows: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|node| {
+            let d = node.descriptor.clone().unwrap_or_default();
+            let locality: Vec<String> = d
+                .locality
+                .map(|l| l.tiers.into_iter().map(|t| format!("{}={}", t.key, t.value)).collect())
+                .unwrap_or_default();
+            serde_json::json!({
+                "id": d.node_id,
+                "address": d.address,
+                "sql_address": d.sql_address,
+                "build": d.build_tag,
+                "started_at": d.started_at,
+                "locality": locality.join(","),
+                "liveness": membership::Liveness::from_wire(node.liveness).name(),
+                "is_live": node.liveness == membership::Liveness::Live as i32,
+            })
+        })
+        .collect();
+    match format {
+        Format::Json => println!("{}", serde_json::Value::Array(rows)),
+        Format::Table => {
+            println!("{:<4} {:<24} {:<24} {:<10} {:<12} locality", "id", "address", "sql_address", "build", "liveness");
+            for row in rows {
+                println!(
+                    "{:<4} {:<24} {:<24} {:<10} {:<12} {}",
+                    row["id"].to_string(),
+                    row["address"].as_str().unwrap_or_default(),
+                    row["sql_address"].as_str().unwrap_or_default(),
+                    row["build"].as_str().unwrap_or_default(),
+                    row["liveness"].as_str().unwrap_or_default(),
+                    row["locality"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// Prints `ranged node ranges`: one row per range with its replicas, lease and load.
+pub fn print_ranges(ranges: &[pb::RangeInfo], format: Format) {
+    let rows: Vec<serde_json::Value> = ranges
+        .iter()
+        .map(|info| {
+            let d = info.descriptor.clone().unwrap_or_default();
+            let raft = info.raft.clone().unwrap_or_default();
+            let load = info.load.unwrap_or_default();
+            serde_json::json!({
+                "range_id": d.range_id,
+                "start_key": crate::services::sql::value::pretty_any(&d.start_key),
+                "end_key": crate::services::sql::value::pretty_any_end(&d.end_key),
+                "replicas": d.replicas.iter().map(|r| r.node_id).collect::<Vec<_>>(),
+                "leaseholder": raft.leader_id,
+                "term": raft.term,
+                "applied_index": raft.applied_index,
+                "commit_index": raft.commit_index,
+                "keys": info.key_count,
+                "bytes": info.live_bytes,
+                "qps": load.queries_per_second,
+                "reads_per_second": load.reads_per_second,
+                "writes_per_second": load.writes_per_second,
+                "read_bytes_per_second": load.read_bytes_per_second,
+                "write_bytes_per_second": load.write_bytes_per_second,
+                "cpu_time_per_second": load.cpu_time_per_second,
+            })
+        })
+        .collect();
+    match format {
+        Format::Json => println!("{}", serde_json::Value::Array(rows)),
+        Format::Table => {
+            println!(
+                "{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10}",
+                "range", "start", "end", "replicas", "lease", "keys", "bytes", "qps"
+            );
+            for row in rows {
+                println!(
+                    "{:<6} {:<24} {:<24} {:<10} {:<6} {:>8} {:>10} {:>10.1}",
+                    row["range_id"].to_string(),
+                    row["start_key"].as_str().unwrap_or_default(),
+                    row["end_key"].as_str().unwrap_or_default(),
+                    row["replicas"].to_string(),
+                    row["leaseholder"].to_string(),
+                    row["keys"].to_string(),
+                    row["bytes"].to_string(),
+                    row["qps"].as_f64().unwrap_or_default()
+                );
+            }
+        }
+    }
+}

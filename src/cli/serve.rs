@@ -1,0 +1,188 @@
+//! The server commands: `ranged start`, `ranged gateway` and `ranged demo`, and the
+//! translation of their flags into library configs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::{ApiArgs, DemoArgs, GatewayArgs, SecurityArgs, StartArgs};
+use super::parse::{advertised, bind_address, parse_locality};
+use super::shutdown_signal;
+use crate::gateway::Gateway;
+use crate::gateway::cluster::ClusterClient;
+use crate::gateway::node_client::GrpcConnector;
+use crate::server::{Listeners, Node};
+use crate::services::dialer::Dialer;
+use crate::services::node::NodeConfig;
+use crate::services::tls::TlsMaterials;
+
+impl ApiArgs {
+    /// The gateway settings these flags give (insecure is decided by the caller's TLS).
+    pub fn gateway_config(&self) -> crate::gateway::Config {
+        crate::gateway::Config {
+            fanout_timeout: self.fanout_timeout,
+            web_session_timeout: self.web_session_timeout,
+            ..Default::default()
+        }
+    }
+}
+
+/// Validates the flags of `ranged start` and loads its TLS materials, so that a typo fails
+/// before anything binds. Addresses are advertised as the flags give them; a flag asking for
+/// port 0 only gets its real port once `start` has bound the listener.
+impl TryFrom<&StartArgs> for NodeConfig {
+    type Error = String;
+
+    fn try_from(args: &StartArgs) -> Result<Self, String> {
+        let locality = parse_locality(&args.locality)?;
+        let tls = node_tls(&args.security)?;
+        bind_address(&args.listen_addr)?;
+        bind_address(&args.sql_addr)?;
+        bind_address(&args.http_addr)?;
+        Ok(NodeConfig {
+            advertise_addr: advertised(args.advertise_addr.as_deref().unwrap_or(&args.listen_addr), 0),
+            sql_addr: advertised(&args.sql_addr, 0),
+            http_addr: advertised(&args.http_addr, 0),
+            join: seeds(&args.join),
+            store: args.store.clone(),
+            locality,
+            cluster_name: args.cluster_name.clone(),
+            tls,
+            time_until_dead: args.time_until_dead,
+            range_max_bytes: args.range_max_bytes,
+            stats_half_life: args.stats_half_life,
+            join_timeout: args.join_timeout,
+            closed_session_capacity: args.closed_session_capacity,
+            closed_session_ttl: args.closed_session_ttl,
+        })
+    }
+}
+
+/// A server's TLS materials, `None` with `--insecure`.
+fn node_tls(security: &SecurityArgs) -> Result<Option<TlsMaterials>, String> {
+    if security.insecure {
+        return Ok(None);
+    }
+    TlsMaterials::load_node(&security.certs_dir).map(Some).map_err(|err| format!("{err} (or pass --insecure)"))
+}
+
+/// The `--join` list without blanks (`a,,b` and a trailing comma are easy to type).
+fn seeds(join: &[String]) -> Vec<String> {
+    join.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+/// Binds `flag`'s address; returns the listener and the port it got.
+async fn listen(flag: &str) -> Result<(tokio::net::TcpListener, u16), String> {
+    let listener = tokio::net::TcpListener::bind(bind_address(flag)?)
+        .await
+        .map_err(|err| format!("cannot listen on {flag}: {err}"))?;
+    let port = listener.local_addr().map_err(|err| err.to_string())?.port();
+    Ok((listener, port))
+}
+
+/// `ranged start`: runs a node until Ctrl-C or SIGTERM.
+pub async fn start(args: StartArgs) -> Result<(), String> {
+    let config = NodeConfig::try_from(&args)?;
+    let (rpc, rpc_port) = listen(&args.listen_addr).await?;
+    let (sql, sql_port) = listen(&args.sql_addr).await?;
+    let (http, http_port) = listen(&args.http_addr).await?;
+    let config = NodeConfig {
+        advertise_addr: advertised(args.advertise_addr.as_deref().unwrap_or(&args.listen_addr), rpc_port),
+        sql_addr: advertised(&args.sql_addr, sql_port),
+        http_addr: advertised(&args.http_addr, http_port),
+        ..config
+    };
+    let (bind, advertise_addr, store) =
+        (bind_address(&args.listen_addr)?, config.advertise_addr.clone(), config.store.clone());
+    let listeners = Listeners { rpc, sql: Some(sql), http: Some(http) };
+    let node = Node::start(config, args.api.gateway_config(), listeners).await.map_err(|err| err.to_string())?;
+    tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
+    node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// `ranged gateway`: serves the HTTP API in front of `--join` nodes until Ctrl-C or SIGTERM.
+pub async fn gateway(args: GatewayArgs) -> Result<(), String> {
+    let tls = node_tls(&args.security)?;
+    let (listener, _) = listen(&args.http_addr).await?;
+    let connector = GrpcConnector::new(Arc::new(Dialer::new(tls.as_ref())));
+    let cluster = ClusterClient::new(Arc::new(connector), seeds(&args.join), args.api.fanout_timeout);
+    let config = crate::gateway::Config { insecure: tls.is_none(), ..args.api.gateway_config() };
+    let server_tls =
+        tls.as_ref().map(|t| t.rustls_server(&[b"h2", b"http/1.1"])).transpose().map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = crate::gateway::run(listener, Gateway::new(cluster, config), server_tls, stop_rx);
+    tracing::info!(http = %local, "gateway serving /api/v2");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+/// `ranged demo`: runs an in-process cluster until Ctrl-C or SIGTERM, then cleans up.
+pub async fn demo(args: DemoArgs) -> Result<(), String> {
+    let options = crate::demo::DemoOptions {
+        nodes: args.nodes,
+        insecure: args.insecure,
+        certs_dir: args.certs_dir,
+        user: args.user,
+        password: args.password,
+        sql_port: args.sql_port,
+        http_port: args.http_port,
+        no_workload: args.no_workload,
+    };
+    let demo = crate::demo::Demo::start(&options).await.map_err(|err| err.to_string())?;
+    println!("{}", demo.banner());
+    shutdown_signal().await;
+    println!("stopping the demo cluster");
+    demo.stop().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+
+    fn start_args(flags: &[&str]) -> StartArgs {
+        let cli = Cli::try_parse_from(["ranged", "start"].iter().chain(flags)).unwrap();
+        let Command::Start(args) = cli.command else { panic!("not start") };
+        *args
+    }
+
+    #[test]
+    fn start_flags_become_a_node_config() {
+        let args = start_args(&[
+            "--insecure",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--advertise-addr",
+            "node1:26357",
+            "--join",
+            "a:1,, b:2 ,",
+            "--locality",
+            "region=r1,zone=z1",
+            "--cluster-name",
+            "c1",
+        ]);
+        let config = NodeConfig::try_from(&args).unwrap();
+        assert_eq!(config.advertise_addr, "node1:26357");
+        assert_eq!(config.join, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(config.locality, vec![("region".into(), "r1".into()), ("zone".into(), "z1".into())]);
+        assert_eq!(config.cluster_name, "c1");
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn bad_start_flags_fail_before_binding() {
+        assert!(NodeConfig::try_from(&start_args(&["--insecure", "--locality", "region"])).is_err());
+        assert!(NodeConfig::try_from(&start_args(&["--insecure", "--sql-addr", "nonsense"])).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().to_str().unwrap();
+        let err = NodeConfig::try_from(&start_args(&["--certs-dir", certs])).unwrap_err();
+        assert!(err.contains("--insecure"), "{err}");
+    }
+}
