@@ -316,7 +316,7 @@ async fn bad_input_gets_one_clear_line_and_corrupts_nothing() {
 
     // Unreachable --join: gives up after --join-timeout.
     let closed = format!("127.0.0.1:{}", free_port());
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = "127.0.0.1:0".to_string();
     let store = dir.path().join("lonely").display().to_string();
     let out = ranged(&[
         "start",
@@ -350,7 +350,7 @@ async fn bad_input_gets_one_clear_line_and_corrupts_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.trim().starts_with("ERROR: cannot listen on") && stderr.trim().lines().count() == 1, "{stderr}");
     // The store in use by a running node.
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = "127.0.0.1:0".to_string();
     let a_store = a.store(0).display().to_string();
     let out = ranged(&["start", "--insecure", "--listen-addr", &listen, "--store", &a_store]);
     assert_eq!(out.status.code(), Some(1));
@@ -360,7 +360,7 @@ async fn bad_input_gets_one_clear_line_and_corrupts_nothing() {
     // Cluster B; A's store may not join it.
     let b = Cluster::start(1, &[]);
     b.init().await;
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = "127.0.0.1:0".to_string();
     let out =
         ranged(&["start", "--insecure", "--listen-addr", &listen, "--join", &b.nodes[0].addr, "--store", &a_store]);
     assert_eq!(out.status.code(), Some(1));

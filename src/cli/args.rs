@@ -156,6 +156,11 @@ pub struct StartArgs {
     /// How long a node keeps closed SQL sessions.
     #[arg(long, env = "RANGED_CLOSED_SESSION_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
     pub closed_session_ttl: Duration,
+    /// Once serving, write the advertised addresses here as JSON (`rpc_addr`, `sql_addr`,
+    /// `http_addr`): with port 0 in the address flags, this is how a supervisor or a test
+    /// learns which ports the node got.
+    #[arg(long, env = "RANGED_LISTENING_ADDRS_FILE")]
+    pub listening_addrs_file: Option<PathBuf>,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]

@@ -79,10 +79,43 @@ async fn listen(flag: &str) -> Result<(tokio::net::TcpListener, u16), String> {
     Ok((listener, port))
 }
 
+/// How many kernel-chosen ports `--listen-addr` with port 0 tries before giving up.
+const RPC_PORT_ATTEMPTS: usize = 32;
+
+/// Binds `--listen-addr`. Gossip uses the same port number over UDP, so with port 0 the
+/// kernel's TCP port is kept only if that UDP port is free too (checked at once, in this
+/// process, so the window before gossip binds it is a few milliseconds).
+async fn listen_rpc(flag: &str) -> Result<(tokio::net::TcpListener, u16), String> {
+    let addr = bind_address(flag)?;
+    if addr.port() != 0 {
+        return listen(flag).await;
+    }
+    for _ in 0..RPC_PORT_ATTEMPTS {
+        let (listener, port) = listen(flag).await?;
+        if std::net::UdpSocket::bind((addr.ip(), port)).is_ok() {
+            return Ok((listener, port));
+        }
+    }
+    Err(format!("cannot listen on {flag}: no port free for both TCP and UDP (gossip) in {RPC_PORT_ATTEMPTS} tries"))
+}
+
+/// Writes the bound addresses to `path` as JSON, atomically (a reader never sees half a file).
+fn write_listening_addrs(path: &std::path::Path, config: &NodeConfig) -> Result<(), String> {
+    let json = serde_json::json!({
+        "rpc_addr": config.advertise_addr,
+        "sql_addr": config.sql_addr,
+        "http_addr": config.http_addr,
+    });
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, json.to_string())
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|err| format!("cannot write --listening-addrs-file {}: {err}", path.display()))
+}
+
 /// `ranged start`: runs a node until Ctrl-C or SIGTERM.
 pub async fn start(args: StartArgs) -> Result<(), String> {
     let config = NodeConfig::try_from(&args)?;
-    let (rpc, rpc_port) = listen(&args.listen_addr).await?;
+    let (rpc, rpc_port) = listen_rpc(&args.listen_addr).await?;
     let (sql, sql_port) = listen(&args.sql_addr).await?;
     let (http, http_port) = listen(&args.http_addr).await?;
     let config = NodeConfig {
@@ -94,7 +127,11 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
     let (bind, advertise_addr, store) =
         (bind_address(&args.listen_addr)?, config.advertise_addr.clone(), config.store.clone());
     let listeners = Listeners { rpc, sql: Some(sql), http: Some(http) };
+    let addrs = args.listening_addrs_file.as_ref().map(|path| (path.clone(), config.clone()));
     let node = Node::start(config, args.api.gateway_config(), listeners).await.map_err(|err| err.to_string())?;
+    if let Some((path, config)) = addrs {
+        write_listening_addrs(&path, &config)?;
+    }
     tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
     tracing::info!("node stopped");

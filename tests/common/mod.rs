@@ -76,6 +76,36 @@ pub struct NodeProc {
     pub store: PathBuf,
     pub args: Vec<String>,
     pub log: PathBuf,
+    /// Where the node reports the addresses it bound.
+    pub addrs_file: PathBuf,
+    /// The test's extra flags.
+    pub extra: Vec<String>,
+}
+
+impl NodeProc {
+    /// `ranged start` flags: this node's addresses (port 0 until it has reported its ports),
+    /// `join`, the security flags and the test's extra flags.
+    fn start_args(&self, join: &str, security: &[String]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "start".into(),
+            "--listen-addr".into(),
+            self.addr.clone(),
+            "--sql-addr".into(),
+            self.sql_addr.clone(),
+            "--http-addr".into(),
+            self.http_addr.clone(),
+            "--store".into(),
+            self.store.display().to_string(),
+            "--listening-addrs-file".into(),
+            self.addrs_file.display().to_string(),
+        ];
+        if !join.is_empty() {
+            args.extend(["--join".to_string(), join.to_string()]);
+        }
+        args.extend(security.iter().cloned());
+        args.extend(self.extra.iter().cloned());
+        args
+    }
 }
 
 /// A cluster of `ranged start` processes on loopback.
@@ -99,44 +129,65 @@ impl Cluster {
         Self::start_in(dir, n, extra, security)
     }
 
-    /// Starts `n` nodes whose stores live in `dir`.
+    /// Starts `n` nodes whose stores live in `dir`. Each node binds port 0 itself and reports
+    /// the ports it got (`--listening-addrs-file`); node `i` joins the nodes started before it,
+    /// and once all run, every node's join list (for restarts) names them all. A restart keeps
+    /// the node's ports.
     pub fn start_in(dir: tempfile::TempDir, n: usize, extra: &[&str], security: Vec<String>) -> Cluster {
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let join = addrs.join(",");
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let store = dir.path().join(format!("n{}", i + 1));
-            let sql_addr = format!("127.0.0.1:{}", free_port());
-            let http_addr = format!("127.0.0.1:{}", free_port());
-            let mut args: Vec<String> = vec![
-                "start".into(),
-                "--listen-addr".into(),
-                addr.clone(),
-                "--join".into(),
-                join.clone(),
-                "--store".into(),
-                store.display().to_string(),
-                "--sql-addr".into(),
-                sql_addr.clone(),
-                "--http-addr".into(),
-                http_addr.clone(),
-            ];
-            args.extend(security.iter().cloned());
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let log = dir.path().join(format!("n{}.log", i + 1));
-            nodes.push(NodeProc { child: None, addr: addr.clone(), sql_addr, http_addr, store, args, log });
-        }
-        let mut cluster = Cluster { dir, nodes, security };
+        let mut cluster = Cluster { dir, nodes: Vec::new(), security };
         for i in 0..n {
+            let store = cluster.dir.path().join(format!("n{}", i + 1));
+            let join: Vec<String> = cluster.nodes.iter().map(|node| node.addr.clone()).collect();
+            let log = cluster.dir.path().join(format!("n{}.log", i + 1));
+            let addrs_file = cluster.dir.path().join(format!("n{}.addrs", i + 1));
+            let mut node = NodeProc {
+                child: None,
+                addr: "127.0.0.1:0".into(),
+                sql_addr: "127.0.0.1:0".into(),
+                http_addr: "127.0.0.1:0".into(),
+                store,
+                args: Vec::new(),
+                log,
+                addrs_file,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            };
+            node.args = node.start_args(&join.join(","), &cluster.security);
+            cluster.nodes.push(node);
             cluster.restart(i);
+            let addrs = cluster.wait_listening(i);
+            let node = &mut cluster.nodes[i];
+            node.addr = addrs["rpc_addr"].as_str().unwrap().to_string();
+            node.sql_addr = addrs["sql_addr"].as_str().unwrap().to_string();
+            node.http_addr = addrs["http_addr"].as_str().unwrap().to_string();
+        }
+        let join = cluster.nodes.iter().map(|node| node.addr.clone()).collect::<Vec<_>>().join(",");
+        let security = cluster.security.clone();
+        for node in &mut cluster.nodes {
+            node.args = node.start_args(&join, &security);
         }
         cluster
+    }
+
+    /// Waits until node `i` has written the addresses it listens on; returns them.
+    fn wait_listening(&mut self, i: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&self.nodes[i].addrs_file) {
+                return serde_json::from_str(&text).expect("listening addresses are JSON");
+            }
+            if let Some(status) = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("node {i} exited ({status}) before listening\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "node {i} did not report its addresses\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// (Re)starts node `i` on its store.
     pub fn restart(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} is running");
+        let _ = std::fs::remove_file(&node.addrs_file);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
         let child = Command::new(RANGED)
             .args(&node.args)
