@@ -6,9 +6,9 @@ use std::time::SystemTime;
 
 use sqlparser::ast::{self, BinaryOperator, Expr, UnaryOperator};
 
+use crate::services::sql::SERVER_VERSION;
 use crate::services::sql::catalog::TableDescriptor;
 use crate::services::sql::error::SqlError;
-use crate::services::sql::exec::SERVER_VERSION;
 use crate::services::sql::parse::ident;
 use crate::services::sql::session::SessionHandle;
 use crate::services::sql::value::{SqlType, Value};

@@ -38,6 +38,9 @@ use crate::services::metrics::SqlStats;
 use crate::services::status::ReplicaStatus;
 use crate::services::tls::TlsMaterials;
 
+/// The server version clients see (PostgreSQL 13 wire semantics, as CockroachDB reports).
+pub const SERVER_VERSION: &str = "13.0.0";
+
 /// What the SQL layer needs from the node it runs on: the KV layer, plus the node's identity,
 /// its replicas (SHOW RANGES, table sizes), its session registry and statement counters. The
 /// node implements it; nothing in this module knows the node's type.

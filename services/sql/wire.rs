@@ -24,10 +24,11 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::services::kv::Kv;
+use crate::services::sql::SERVER_VERSION;
 use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::DEFAULT_DATABASE;
 use crate::services::sql::error::SqlError;
-use crate::services::sql::exec::{Description, Field, Output, SERVER_VERSION, SqlEngine};
+use crate::services::sql::exec::{Description, Field, Output, SqlEngine};
 use crate::services::sql::session::SessionHandle;
 use crate::services::sql::users::{self, Users};
 use crate::services::sql::value::{SqlType, Value};

@@ -3,7 +3,8 @@
 
 use sqlparser::ast::{self, AlterRoleOperation, Expr, ObjectName, ObjectNamePart, RoleOption};
 
-use super::{Output, SERVER_VERSION, SqlEngine, rows_output};
+use super::{Output, SqlEngine, rows_output};
+use crate::services::sql::SERVER_VERSION;
 use crate::services::sql::error::SqlError;
 use crate::services::sql::expr::{Ctx, eval};
 use crate::services::sql::parse::{Flavor, ident, name_parts};

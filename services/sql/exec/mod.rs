@@ -33,8 +33,6 @@ use self::dml::delete_table_name;
 
 /// How many times a statement whose guarded rows changed underneath is retried.
 const STATEMENT_RETRIES: usize = 5;
-/// The server version clients see (PostgreSQL 13 wire semantics, as CockroachDB reports).
-pub const SERVER_VERSION: &str = "13.0.0";
 
 /// One result column.
 #[derive(Debug, Clone, PartialEq)]
