@@ -7,10 +7,14 @@
 //!   `KV.Put`. It prints `requests errors p50_ms p99_ms ops_per_s`.
 //! - [`fanout`] starts `--nodes` real nodes in this process on loopback and measures the
 //!   embedded gateway's cluster-wide fan-out over them (comparison 3).
+//! - [`fanout_endpoints`] measures the same fan-out over `--endpoints` StatusService
+//!   endpoints in one process: `--nodes` real nodes, the rest empty status servers that are
+//!   not nodes (comparison 3 at 1,000 endpoints).
 //! - [`hot_ranges`] starts three real nodes in this process, splits the keyspace into
 //!   `--ranges` ranges, loads every one of them, and measures `/ranges/hot/?limit=10`
 //!   (comparison 4).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::local_cluster::{Listen, LocalCluster, LocalClusterOptions};
@@ -18,9 +22,16 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
 
+use crate::gateway::cluster::ClusterClient;
+use crate::gateway::node_client::{Connector, GrpcConnector, NodeClient};
 use crate::pb;
+use crate::pb::status_service_server::{StatusService, StatusServiceServer};
 use crate::services::dialer::Dialer;
+use crate::services::kv::{Op, OpResult};
+use crate::services::membership::Liveness;
 
 /// What to load.
 #[derive(Debug, Clone)]
@@ -208,6 +219,203 @@ pub async fn fanout(nodes: usize, connections: usize, duration: Duration) -> Res
     }
     cluster.stop().await;
     Ok(out)
+}
+
+/// Comparison 3 at more endpoints than nodes can run in one process: `nodes` real nodes (a
+/// [`LocalCluster`]) plus `endpoints - nodes` **empty StatusService servers, which are not
+/// nodes**: each is a tonic server on its own loopback port with its own node id that holds
+/// no ranges, leases or sessions, so it answers Ranges, HotRanges and Sessions with empty
+/// lists (what an endpoint holding nothing answers) and is never asked for Nodes. A thousand
+/// real nodes cannot run here: one Raft group would replicate to 999 learners.
+///
+/// The gateway under test is a real [`ClusterClient`] and [`crate::gateway::router`] served on
+/// a loopback port, reaching every endpoint (the real nodes included) over gRPC. Its node
+/// list is the first node's real list plus one LIVE entry per empty endpoint. Before
+/// measuring, each path is checked to have asked every endpoint and heard from all of them.
+pub async fn fanout_endpoints(
+    nodes: usize,
+    endpoints: usize,
+    connections: usize,
+    duration: Duration,
+) -> Result<Vec<PathLatency>, String> {
+    if nodes == 0 || endpoints < nodes {
+        return Err(format!(
+            "need at least one node and at least as many endpoints as nodes ({nodes} nodes, {endpoints} endpoints)"
+        ));
+    }
+    let dir = tempfile::Builder::new().prefix("ranged-bench-endpoints-").tempdir().map_err(|e| e.to_string())?;
+    let options = LocalClusterOptions {
+        sql: Listen::Nowhere,
+        http: Listen::Nowhere,
+        ..LocalClusterOptions::new(nodes, dir.path())
+    };
+    let cluster = LocalCluster::start(&options).await.map_err(|e| e.to_string())?;
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = Vec::new();
+    let result = async {
+        cluster.init().await.map_err(|e| e.to_string())?;
+        cluster
+            .wait_ready(Duration::from_secs(60) + Duration::from_millis(500) * nodes as u32)
+            .await
+            .map_err(|e| e.to_string())?;
+        let real = cluster.nodes[0].core().nodes().await.map_err(|e| e.to_string())?;
+        let first_id = real.iter().map(|n| n.descriptor.node_id).max().unwrap_or(0) + 1;
+        let mut extra = Vec::with_capacity(endpoints - nodes);
+        for node_id in first_id..first_id + (endpoints - nodes) as u64 {
+            let (address, server) = spawn_empty_status(node_id, stopped.clone()).await?;
+            servers.push(server);
+            extra.push(pb::NodeEntry {
+                descriptor: Some(pb::NodeDescriptor { node_id, address, ..Default::default() }),
+                liveness: Liveness::Live as i32,
+                ..Default::default()
+            });
+        }
+        let seed = cluster.nodes[0].listen_addr().to_string();
+        let connector = EndpointsConnector {
+            grpc: GrpcConnector::new(Arc::new(Dialer::new(None))),
+            seed: seed.clone(),
+            extra: Arc::new(extra),
+        };
+        let client = ClusterClient::new(Arc::new(connector), vec![seed], crate::gateway::cluster::DEFAULT_TIMEOUT);
+        let config = crate::gateway::Config { insecure: true, ..Default::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let http = listener.local_addr().map_err(|e| e.to_string())?;
+        servers.push(crate::gateway::run(
+            listener,
+            crate::gateway::Gateway::new(client, config),
+            None,
+            stopped.clone(),
+        ));
+        let mut out = Vec::new();
+        for path in ["/sessions/", "/ranges/hot/?limit=10"] {
+            let url = format!("http://{http}/api/v2{path}");
+            // The measured answer must be the real one: every endpoint asked, every one answered.
+            let body = get_json(&url).await?;
+            let summary = &body["summary"];
+            if summary["total"].as_u64() != Some(endpoints as u64)
+                || summary["successful"].as_u64() != Some(endpoints as u64)
+            {
+                return Err(format!("{path} did not hear from all {endpoints} endpoints: {summary}"));
+            }
+            let latency = latency(Target::Http(url), connections, duration).await?;
+            out.push(PathLatency { path: path.to_string(), latency });
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = stop.send(true);
+    for server in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
+    cluster.stop().await;
+    result
+}
+
+/// Starts an empty StatusService server (see [`fanout_endpoints`]) for `node_id` on a loopback
+/// port; returns its address.
+async fn spawn_empty_status(
+    node_id: u64,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(String, tokio::task::JoinHandle<()>), String> {
+    use tokio_stream::StreamExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen for an empty status endpoint: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    // TCP_NODELAY as the nodes' own gRPC server sets it: the comparison is of the fan-out, not
+    // of Nagle's algorithm.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|socket| {
+            let _ = socket.set_nodelay(true);
+        })
+    });
+    let server = tonic::transport::Server::builder().add_service(StatusServiceServer::new(EmptyStatus { node_id }));
+    let handle = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(err) = server.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!(node_id, error = %err, "empty status endpoint failed");
+        }
+    });
+    Ok((address, handle))
+}
+
+/// The StatusService of an endpoint that holds no ranges, leases or sessions.
+struct EmptyStatus {
+    node_id: u64,
+}
+
+#[tonic::async_trait]
+impl StatusService for EmptyStatus {
+    async fn nodes(&self, _: Request<pb::NodesRequest>) -> Result<Response<pb::NodesResponse>, Status> {
+        Err(Status::unimplemented("an empty status endpoint keeps no node list"))
+    }
+
+    async fn ranges(&self, _: Request<pb::RangesRequest>) -> Result<Response<pb::RangesResponse>, Status> {
+        Ok(Response::new(pb::RangesResponse { node_id: self.node_id, ranges: Vec::new(), total: 0 }))
+    }
+
+    async fn hot_ranges(&self, _: Request<pb::HotRangesRequest>) -> Result<Response<pb::HotRangesResponse>, Status> {
+        Ok(Response::new(pb::HotRangesResponse { node_id: self.node_id, ranges: Vec::new() }))
+    }
+
+    async fn sessions(&self, _: Request<pb::SessionsRequest>) -> Result<Response<pb::SessionsResponse>, Status> {
+        Ok(Response::new(pb::SessionsResponse { node_id: self.node_id, sessions: Vec::new() }))
+    }
+}
+
+/// Every endpoint over gRPC; the seed's node list gets one LIVE entry per empty endpoint, so
+/// that the gateway fans out over all of them.
+struct EndpointsConnector {
+    grpc: GrpcConnector,
+    seed: String,
+    extra: Arc<Vec<pb::NodeEntry>>,
+}
+
+impl Connector for EndpointsConnector {
+    fn connect(&self, address: &str) -> crate::services::error::Result<Arc<dyn NodeClient>> {
+        let client = self.grpc.connect(address)?;
+        if address != self.seed {
+            return Ok(client);
+        }
+        Ok(Arc::new(SeedWithEndpoints { inner: client, extra: self.extra.clone() }))
+    }
+}
+
+/// The seed node, whose node list also names the empty endpoints.
+struct SeedWithEndpoints {
+    inner: Arc<dyn NodeClient>,
+    extra: Arc<Vec<pb::NodeEntry>>,
+}
+
+#[async_trait::async_trait]
+impl NodeClient for SeedWithEndpoints {
+    async fn nodes(&self) -> crate::services::error::Result<Vec<pb::NodeEntry>> {
+        let mut nodes = self.inner.nodes().await?;
+        nodes.extend(self.extra.iter().cloned());
+        Ok(nodes)
+    }
+
+    async fn ranges(&self, request: pb::RangesRequest) -> crate::services::error::Result<pb::RangesResponse> {
+        self.inner.ranges(request).await
+    }
+
+    async fn hot_ranges(&self, request: pb::HotRangesRequest) -> crate::services::error::Result<pb::HotRangesResponse> {
+        self.inner.hot_ranges(request).await
+    }
+
+    async fn sessions(&self, request: pb::SessionsRequest) -> crate::services::error::Result<pb::SessionsResponse> {
+        self.inner.sessions(request).await
+    }
+
+    async fn handshake(&self) -> crate::services::error::Result<pb::HandshakeResponse> {
+        self.inner.handshake().await
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> crate::services::error::Result<Vec<OpResult>> {
+        self.inner.batch(ops).await
+    }
 }
 
 /// The user key of the `i`th range of [`hot_ranges`].

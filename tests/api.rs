@@ -497,6 +497,22 @@ async fn bench_harnesses_run_small() {
 }
 
 #[tokio::test]
+async fn bench_fanout_over_empty_status_endpoints_runs_small() {
+    // Comparison 3's 1,000-endpoint harness at 3 nodes + 17 empty endpoints; it refuses to
+    // measure unless every path heard from all 20.
+    let out = ranged_ok(&["bench", "fanout", "--nodes", "3", "--endpoints", "20", "--duration", "1s"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, path) in lines.iter().zip(["/sessions/", "/ranges/hot/?limit=10"]) {
+        let (first, rest) = line.split_once(' ').unwrap();
+        assert_eq!(first, path);
+        check_latency_line(rest);
+    }
+    let out = ranged(&["bench", "fanout", "--nodes", "3", "--endpoints", "2"]);
+    assert!(!out.status.success(), "fewer endpoints than nodes is refused");
+}
+
+#[tokio::test]
 async fn bench_etcd_put_client_writes_to_etcd() {
     // Comparison 6's other side. CI installs etcd-server; elsewhere the test says why it skips.
     if std::process::Command::new("etcd").arg("--version").output().is_err() {

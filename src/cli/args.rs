@@ -387,6 +387,11 @@ pub enum BenchCommand {
         /// Nodes to start.
         #[arg(long, default_value_t = 100)]
         nodes: usize,
+        /// Fan out over this many StatusService endpoints instead: --nodes real nodes plus
+        /// empty status servers (not nodes: they hold no ranges, leases or sessions), asked by
+        /// a gateway that dials every endpoint over gRPC.
+        #[arg(long)]
+        endpoints: Option<usize>,
         /// Requests in flight.
         #[arg(long, default_value_t = 1)]
         connections: usize,

@@ -185,8 +185,12 @@ pub async fn bench(command: BenchCommand) -> Result<(), String> {
             };
             print_latency(&crate::bench::latency(target, connections, duration).await?);
         }
-        BenchCommand::Fanout { nodes, connections, duration } => {
-            for p in crate::bench::fanout(nodes, connections, duration).await? {
+        BenchCommand::Fanout { nodes, endpoints, connections, duration } => {
+            let paths = match endpoints {
+                None => crate::bench::fanout(nodes, connections, duration).await?,
+                Some(endpoints) => crate::bench::fanout_endpoints(nodes, endpoints, connections, duration).await?,
+            };
+            for p in paths {
                 print_path_latency(&p);
             }
         }
