@@ -477,10 +477,8 @@ fn check_latency_line(out: &str) {
     assert!(fields[2] > 0.0 && fields[3] >= fields[2] && fields[4] > 0.0, "p50, p99, ops/s: {out}");
 }
 
-#[tokio::test]
-async fn bench_harnesses_run_small() {
-    // Comparisons 3 and 4 at a size that runs in seconds: real nodes, real answers.
-    let out = ranged_ok(&["bench", "fanout", "--nodes", "4", "--duration", "1s"]);
+/// `ranged bench fanout` prints one latency line per fanned-out path.
+fn check_fanout_lines(out: &str) {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     for (line, path) in lines.iter().zip(["/sessions/", "/ranges/hot/?limit=10"]) {
@@ -488,6 +486,13 @@ async fn bench_harnesses_run_small() {
         assert_eq!(first, path);
         check_latency_line(rest);
     }
+}
+
+#[tokio::test]
+async fn bench_harnesses_run_small() {
+    // Comparisons 3 and 4 at a size that runs in seconds: real nodes, real answers.
+    let out = ranged_ok(&["bench", "fanout", "--nodes", "4", "--duration", "1s"]);
+    check_fanout_lines(&out);
     let out = ranged_ok(&["bench", "hot-ranges", "--ranges", "50", "--duration", "1s"]);
     let (first, rest) = out.trim().split_once(' ').unwrap();
     assert_eq!(first, "/ranges/hot/?limit=10");
@@ -501,13 +506,7 @@ async fn bench_fanout_over_empty_status_endpoints_runs_small() {
     // Comparison 3's 1,000-endpoint harness at 3 nodes + 17 empty endpoints; it refuses to
     // measure unless every path heard from all 20.
     let out = ranged_ok(&["bench", "fanout", "--nodes", "3", "--endpoints", "20", "--duration", "1s"]);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    for (line, path) in lines.iter().zip(["/sessions/", "/ranges/hot/?limit=10"]) {
-        let (first, rest) = line.split_once(' ').unwrap();
-        assert_eq!(first, path);
-        check_latency_line(rest);
-    }
+    check_fanout_lines(&out);
     let out = ranged(&["bench", "fanout", "--nodes", "3", "--endpoints", "2"]);
     assert!(!out.status.success(), "fewer endpoints than nodes is refused");
 }
