@@ -99,15 +99,20 @@ async fn listen_rpc(flag: &str) -> Result<(tokio::net::TcpListener, u16), String
     Err(format!("cannot listen on {flag}: no port free for both TCP and UDP (gossip) in {RPC_PORT_ATTEMPTS} tries"))
 }
 
-/// Writes the bound addresses to `path` as JSON, atomically (a reader never sees half a file).
-fn write_listening_addrs(path: &std::path::Path, config: &NodeConfig) -> Result<(), String> {
-    let json = serde_json::json!({
+/// The advertised addresses of `config` as `--listening-addrs-file` holds them.
+fn listening_addrs(config: &NodeConfig) -> String {
+    serde_json::json!({
         "rpc_addr": config.advertise_addr,
         "sql_addr": config.sql_addr,
         "http_addr": config.http_addr,
-    });
+    })
+    .to_string()
+}
+
+/// Writes `json` to `path` atomically (a reader never sees half a file).
+fn write_listening_addrs(path: &std::path::Path, json: &str) -> Result<(), String> {
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, json.to_string())
+    std::fs::write(&partial, json)
         .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|err| format!("cannot write --listening-addrs-file {}: {err}", path.display()))
 }
@@ -127,10 +132,10 @@ pub async fn start(args: StartArgs) -> Result<(), String> {
     let (bind, advertise_addr, store) =
         (bind_address(&args.listen_addr)?, config.advertise_addr.clone(), config.store.clone());
     let listeners = Listeners { rpc, sql: Some(sql), http: Some(http) };
-    let addrs = args.listening_addrs_file.as_ref().map(|path| (path.clone(), config.clone()));
+    let addrs = listening_addrs(&config);
     let node = Node::start(config, args.api.gateway_config(), listeners).await.map_err(|err| err.to_string())?;
-    if let Some((path, config)) = addrs {
-        write_listening_addrs(&path, &config)?;
+    if let Some(path) = &args.listening_addrs_file {
+        write_listening_addrs(path, &addrs)?;
     }
     tracing::info!(listen = %bind, advertise = %advertise_addr, store = %store.display(), "node started");
     node.run_until(shutdown_signal()).await.map_err(|err| err.to_string())?;
