@@ -100,7 +100,9 @@ impl LocalCluster {
         }
         let mut bound = Vec::with_capacity(options.nodes);
         for i in 0..options.nodes {
-            let rpc = bind(Listen::AnyPort, i, "gRPC").await?.expect("always bound");
+            let rpc = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|err| Error::FailedPrecondition(format!("cannot listen on 127.0.0.1:0 for gRPC: {err}")))?;
             let sql = bind(options.sql, i, "SQL").await?;
             let http = bind(options.http, i, "HTTP").await?;
             bound.push((rpc, sql, http));
