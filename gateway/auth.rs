@@ -68,7 +68,7 @@ impl Gateway {
             value.trim().to_string()
         };
         let (id, secret) = decode_token(&token).ok_or_else(|| ApiError::bad_request("invalid session header"))?;
-        let Some((session, _)) = self.web_sessions().get(id as u64).await? else {
+        let Some(session) = self.web_sessions().get_applied_first(id as u64).await? else {
             return Err(ApiError::unauthorized(INVALID_SESSION));
         };
         if !session.is_valid(&secret, unix_nanos(SystemTime::now())) {
@@ -82,7 +82,7 @@ impl Gateway {
         if username == users::ROOT_USER {
             return Ok(());
         }
-        match self.users().get(username).await? {
+        match self.users().get_applied_first(username).await? {
             Some(record) if record.is_admin => Ok(()),
             _ => Err(ApiError::forbidden()),
         }

@@ -305,6 +305,14 @@ impl Kv for ClusterClient {
         .await
     }
 
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        self.first_answer(|client| {
+            let ops = ops.clone();
+            async move { client.read_applied(ops).await }
+        })
+        .await
+    }
+
     async fn split(&self, _key: Vec<u8>) -> Result<(u64, u64)> {
         Err(Error::Unsupported("the gateway does not split ranges".into()))
     }

@@ -32,6 +32,8 @@ pub trait NodeClient: Send + Sync {
     async fn handshake(&self) -> Result<pb::HandshakeResponse>;
     /// A KV batch routed by this node to the leaseholder (KvService.Batch).
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>>;
+    /// A read-only batch served from the node's applied copy ([`crate::services::kv::Kv::read_applied`]).
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>>;
 }
 
 /// Hands out a [`NodeClient`] for a node's gRPC address.
@@ -102,6 +104,12 @@ impl NodeClient for GrpcNode {
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let mut client = KvServiceClient::new(self.channel.clone());
         let reply = client.batch(pb::BatchRequest::from_ops(ops, false)).await.map_err(Error::from)?;
+        Ok(reply.into_inner().into_results())
+    }
+
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        let mut client = KvServiceClient::new(self.channel.clone());
+        let reply = client.batch(pb::BatchRequest::applied_copy(ops)).await.map_err(Error::from)?;
         Ok(reply.into_inner().into_results())
     }
 }

@@ -25,11 +25,36 @@ pub trait Kv: Send + Sync {
     /// the left and right range ids.
     async fn split(&self, key: Vec<u8>) -> Result<(u64, u64)>;
 
+    /// Runs read-only `ops` against the applied copy of the node that serves the call, without
+    /// asking the leaseholder: it may miss the newest writes, but it answers while the range
+    /// has no reachable leader (a frozen or partitioned leaseholder).
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>>;
+
     /// A number that grows whenever this process applies a write to the SQL catalog's keys, so
     /// that catalog reads may be cached until it changes; 0 (the default) turns caching off.
     fn catalog_version(&self) -> u64 {
         0
     }
+}
+
+/// The value at `key`: from the serving node's applied copy when it has one, else from the
+/// leaseholder. For records that are created once and then only change by later writes the
+/// caller tolerates seeing a moment late (web sessions, users): the common case then needs no
+/// leaseholder at all, and a record written a moment ago elsewhere is still found.
+pub async fn get_applied_first(kv: &dyn Kv, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    match kv.read_applied(vec![Op::Get { key: key.clone() }]).await {
+        Ok(mut results) if results.first().is_some_and(|r| r.value.is_some()) => Ok(results.remove(0).value),
+        _ => Ok(kv.batch(vec![Op::Get { key }]).await?.remove(0).value),
+    }
+}
+
+/// Refuses a batch meant for [`Kv::read_applied`] that writes.
+pub fn validate_read_only(ops: &[Op]) -> Result<()> {
+    validate(ops)?;
+    if ops.iter().any(Op::is_write) {
+        return Err(Error::InvalidArgument("a read from the applied copy cannot write".into()));
+    }
+    Ok(())
 }
 
 /// One operation of a batch.
@@ -272,6 +297,35 @@ mod tests {
 
     fn put(k: &str, v: &str) -> Op {
         Op::Put { key: k.into(), value: v.into() }
+    }
+
+    /// A leaseholder's data and a replica's applied copy that lags behind it.
+    struct Lagging {
+        leaseholder: BTreeMap<Vec<u8>, Vec<u8>>,
+        applied: BTreeMap<Vec<u8>, Vec<u8>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Kv for Lagging {
+        async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+            Ok(evaluate(&self.leaseholder, &ops)?.0)
+        }
+        async fn split(&self, _key: Vec<u8>) -> Result<(u64, u64)> {
+            Err(Error::Unsupported("split".into()))
+        }
+        async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+            validate_read_only(&ops)?;
+            Ok(evaluate(&self.applied, &ops)?.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn applied_copy_first_then_the_leaseholder() {
+        let kv = Lagging { leaseholder: data(&[("a", "new"), ("b", "only-there")]), applied: data(&[("a", "old")]) };
+        assert_eq!(get_applied_first(&kv, b"a".to_vec()).await.unwrap(), Some(b"old".to_vec()));
+        assert_eq!(get_applied_first(&kv, b"b".to_vec()).await.unwrap(), Some(b"only-there".to_vec()));
+        assert_eq!(get_applied_first(&kv, b"c".to_vec()).await.unwrap(), None);
+        assert!(matches!(kv.read_applied(vec![put("a", "x")]).await, Err(Error::InvalidArgument(_))));
     }
 
     #[test]

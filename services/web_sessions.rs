@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::error::{Error, Result};
 use crate::services::keys;
-use crate::services::kv::{Kv, Op};
+use crate::services::kv::{self, Kv, Op};
 
 /// A web session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,16 @@ impl<'a> WebSessions<'a> {
         let value = self.kv.batch(vec![Op::Get { key: keys::web_session_key(id) }]).await?.remove(0).value;
         match value {
             Some(bytes) => Ok(Some((serde_json::from_slice(&bytes).map_err(Error::internal)?, bytes))),
+            None => Ok(None),
+        }
+    }
+
+    /// The session `id` as the serving node's applied copy has it, else from the leaseholder
+    /// ([`kv::get_applied_first`]): the per-request session check, which must answer while
+    /// range 1 has no reachable leader. A logout elsewhere is seen once this node applies it.
+    pub async fn get_applied_first(&self, id: u64) -> Result<Option<WebSession>> {
+        match kv::get_applied_first(self.kv, keys::web_session_key(id)).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(Error::internal)?)),
             None => Ok(None),
         }
     }

@@ -416,6 +416,10 @@ impl NodeClient for SeedWithEndpoints {
     async fn batch(&self, ops: Vec<Op>) -> crate::services::error::Result<Vec<OpResult>> {
         self.inner.batch(ops).await
     }
+
+    async fn read_applied(&self, ops: Vec<Op>) -> crate::services::error::Result<Vec<OpResult>> {
+        self.inner.read_applied(ops).await
+    }
 }
 
 /// The user key of the `i`th range of [`hot_ranges`].

@@ -188,4 +188,8 @@ impl NodeClient for LocalNode {
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         self.core.kv_batch(ops, false).await
     }
+
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        self.core.read_applied(ops).await
+    }
 }

@@ -147,7 +147,7 @@ async fn acknowledged_writes_survive_killing_a_follower_and_the_leader() {
                 limit: 0,
             })),
         };
-        let reply = kv.batch(pb::BatchRequest { ops: vec![scan], forwarded: false }).await.unwrap().into_inner();
+        let reply = kv.batch(pb::BatchRequest { ops: vec![scan], ..Default::default() }).await.unwrap().into_inner();
         let found: std::collections::BTreeSet<Vec<u8>> = reply.results[0].rows.iter().map(|r| r.key.to_vec()).collect();
         for key in &keys {
             assert!(found.contains(key.as_bytes()), "acknowledged {key} lost (read via node {node})");

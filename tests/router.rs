@@ -147,6 +147,13 @@ impl NodeClient for FakeNode {
         }
         Ok(results)
     }
+
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        // The fake nodes share one copy of the data, so their applied copy is never behind.
+        self.behave().await?;
+        kv::validate_read_only(&ops)?;
+        Ok(kv::evaluate(&*self.cluster.data.lock().unwrap(), &ops)?.0)
+    }
 }
 
 struct FakeConnector {

@@ -82,7 +82,12 @@ impl From<pb::KvResult> for OpResult {
 impl pb::BatchRequest {
     /// The wire form of a batch; `forwarded` batches run only on the node they reach.
     pub fn from_ops(ops: Vec<Op>, forwarded: bool) -> Self {
-        pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded }
+        pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded, applied_copy: false }
+    }
+
+    /// The wire form of a read from the receiving node's applied copy ([`crate::services::kv::Kv::read_applied`]).
+    pub fn applied_copy(ops: Vec<Op>) -> Self {
+        pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded: false, applied_copy: true }
     }
 }
 

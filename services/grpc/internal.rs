@@ -22,7 +22,11 @@ impl KvService for KvApi {
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         let request = request.into_inner();
         let ops = request.ops.into_iter().map(Op::try_from).collect::<Result<Vec<_>>>()?;
-        let results = self.0.kv_batch(ops, request.forwarded).await?;
+        let results = if request.applied_copy {
+            self.0.read_applied(ops).await?
+        } else {
+            self.0.kv_batch(ops, request.forwarded).await?
+        };
         Ok(Response::new(pb::BatchResponse { results: results.into_iter().map(Into::into).collect() }))
     }
 

@@ -38,6 +38,14 @@ impl NodeCore {
         kv::retry_batch(&ops, || self.kv_route(&active, ops.clone())).await
     }
 
+    /// Runs read-only `ops` against this node's applied copy, without the leaseholder: what
+    /// this node knows, answered even while the range has no reachable leader.
+    pub async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        kv::validate_read_only(&ops)?;
+        let active = self.active()?.clone();
+        Ok(active.state.read(ops).await?.0)
+    }
+
     pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         match self.kv_local(active, ops.clone()).await {
             Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {

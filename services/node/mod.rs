@@ -361,6 +361,10 @@ impl Kv for NodeCore {
         NodeCore::split(self, key, false).await
     }
 
+    async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        NodeCore::read_applied(self, ops).await
+    }
+
     fn catalog_version(&self) -> u64 {
         NodeCore::catalog_version(self)
     }

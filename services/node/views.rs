@@ -87,7 +87,10 @@ impl NodeCore {
         let scan = Op::Scan { start: keys::NODE_PREFIX.to_vec(), end: keys::prefix_end(keys::NODE_PREFIX), limit: 0 };
         let status_scan =
             Op::Scan { start: keys::STATUS_PREFIX.to_vec(), end: keys::prefix_end(keys::STATUS_PREFIX), limit: 0 };
-        let mut results = self.kv_batch(vec![scan, status_scan], false).await?;
+        // The node list comes from this node's applied copy of range 1, as CockroachDB reads
+        // node descriptors from gossip: it must answer while range 1's leader is frozen or cut
+        // off, and a moment's lag does not matter to a list refreshed continually.
+        let mut results = self.read_applied(vec![scan, status_scan]).await?;
         let status_rows = results.pop().map(|r| r.rows).unwrap_or_default();
         let rows = results.pop().map(|r| r.rows).unwrap_or_default();
         let mut statuses: HashMap<NodeId, StatusRecord> = HashMap::new();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::error::Error;
 use crate::services::keys;
-use crate::services::kv::{Kv, Op};
+use crate::services::kv::{self, Kv, Op};
 use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 use crate::services::sql::value::{self, SqlType, Value};
 use crate::services::status::TableNames;
@@ -221,7 +221,13 @@ impl Catalog {
         if let Some(names) = self.names.lock().unwrap_or_else(|p| p.into_inner()).get(&table_id) {
             return names.clone();
         }
-        match self.table_by_id(table_id).await {
+        // Status views name ranges from this node's applied copy: table ids are never reused,
+        // and a hot-ranges answer must not wait for range 1's leader.
+        let found = kv::get_applied_first(self.kv.as_ref(), descriptor_key(table_id)).await;
+        match found
+            .map_err(SqlError::from)
+            .and_then(|bytes| bytes.map(|bytes| parse::<TableDescriptor>(&bytes)).transpose())
+        {
             Ok(Some(table)) => {
                 let names = TableNames {
                     index: table.primary_index_name(),

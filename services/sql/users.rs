@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::error::Error;
 use crate::services::keys;
-use crate::services::kv::{Kv, Op};
+use crate::services::kv::{self, Kv, Op};
 use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 
 /// PBKDF2 iterations of new verifiers (PostgreSQL's default).
@@ -121,6 +121,14 @@ impl<'a> Users<'a> {
     pub async fn get(&self, name: &str) -> Result<Option<UserRecord>, Error> {
         let key = keys::user_key(&normalize(name));
         let value = self.kv.batch(vec![Op::Get { key }]).await?.remove(0).value;
+        value.map(|bytes| serde_json::from_slice(&bytes).map_err(Error::internal)).transpose()
+    }
+
+    /// The user `name` as the serving node's applied copy has it, else from the leaseholder
+    /// ([`kv::get_applied_first`]): for the API's per-request admin check, which must answer
+    /// while range 1 has no reachable leader. A role change is seen once this node applies it.
+    pub async fn get_applied_first(&self, name: &str) -> Result<Option<UserRecord>, Error> {
+        let value = kv::get_applied_first(self.kv, keys::user_key(&normalize(name))).await?;
         value.map(|bytes| serde_json::from_slice(&bytes).map_err(Error::internal)).transpose()
     }
 

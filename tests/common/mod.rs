@@ -408,7 +408,7 @@ pub async fn put(
             value: value.as_bytes().to_vec().into(),
         })),
     };
-    client.batch(pb::BatchRequest { ops: vec![op], forwarded: false }).await.map(drop)
+    client.batch(pb::BatchRequest { ops: vec![op], ..Default::default() }).await.map(drop)
 }
 
 /// One get through a KV client.
@@ -417,7 +417,7 @@ pub async fn get(
     key: &str,
 ) -> Result<Option<String>, tonic::Status> {
     let op = pb::KvOp { op: Some(pb::kv_op::Op::Get(pb::GetRequest { key: key.as_bytes().to_vec().into() })) };
-    let reply = client.batch(pb::BatchRequest { ops: vec![op], forwarded: false }).await?.into_inner();
+    let reply = client.batch(pb::BatchRequest { ops: vec![op], ..Default::default() }).await?.into_inner();
     Ok(reply.results[0].value.as_ref().map(|v| String::from_utf8_lossy(v).to_string()))
 }
 
