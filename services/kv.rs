@@ -230,10 +230,39 @@ pub fn evaluate<R: KvRead>(base: &R, ops: &[Op]) -> Result<(Vec<OpResult>, Pendi
     Ok((results, overlay.pending))
 }
 
-/// Checks a batch before it is proposed: keys must be non-empty and scans well-formed.
+/// The most key and value bytes one batch may carry. A write batch becomes one Raft log entry,
+/// which followers must receive in one message (`raft::network::MAX_MESSAGE_BYTES`, 64 MiB)
+/// in today's JSON entry encoding (up to 4 bytes per data byte): an entry that cannot be sent
+/// would stall replication for every write behind it, so it is refused before proposal.
+pub const MAX_BATCH_BYTES: usize = 12 * 1024 * 1024;
+
+impl Op {
+    /// The key and value bytes the operation carries.
+    pub fn size(&self) -> usize {
+        match self {
+            Op::Get { key } | Op::Delete { key } | Op::Increment { key, .. } => key.len(),
+            Op::Put { key, value } | Op::PutIfAbsent { key, value } => key.len() + value.len(),
+            Op::ConditionalPut { key, value, expected } => {
+                key.len() + value.len() + expected.as_ref().map_or(0, Vec::len)
+            }
+            Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => start.len() + end.len(),
+        }
+    }
+}
+
+/// Checks a batch before it is proposed: keys must be non-empty, scans well-formed and the
+/// whole within [`MAX_BATCH_BYTES`].
 pub fn validate(ops: &[Op]) -> Result<()> {
     if ops.is_empty() {
         return Err(Error::InvalidArgument("empty batch".into()));
+    }
+    let bytes: usize = ops.iter().map(Op::size).sum();
+    if bytes > MAX_BATCH_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "a batch of {:.1} MiB exceeds the {} MiB limit of one write; split it into smaller statements",
+            bytes as f64 / (1024.0 * 1024.0),
+            MAX_BATCH_BYTES / (1024 * 1024)
+        )));
     }
     for op in ops {
         match op {
@@ -402,5 +431,9 @@ mod tests {
         assert!(validate(&[put("", "v")]).is_err());
         assert!(validate(&[Op::Scan { start: "b".into(), end: "a".into(), limit: 0 }]).is_err());
         assert!(validate(&[Op::Scan { start: Vec::new(), end: Vec::new(), limit: 0 }]).is_ok());
+        let half = Op::Put { key: b"k".to_vec(), value: vec![0; MAX_BATCH_BYTES / 2] };
+        assert!(validate(&[half.clone()]).is_ok());
+        let err = validate(&[half.clone(), half]).unwrap_err().to_string();
+        assert!(err.contains("exceeds the 12 MiB limit of one write"), "{err}");
     }
 }

@@ -42,7 +42,12 @@ pub fn spawn_server(
             .map_err(|err| Error::FailedPrecondition(format!("TLS configuration: {err}")))?;
     }
     let router = builder
-        .add_service(KvServiceServer::new(KvApi(core.clone())))
+        // Forwarded batches are as large as the writes they carry (up to kv::MAX_BATCH_BYTES).
+        .add_service(
+            KvServiceServer::new(KvApi(core.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(
             RaftServiceServer::new(RaftApi(core.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -50,7 +50,9 @@ impl NodeCore {
         match self.kv_local(active, ops.clone()).await {
             Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
                 let addr = self.member_addr(active, leader).ok_or(Error::NotLeaseholder { leader: None })?;
-                let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
+                let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?)
+                    .max_decoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES);
                 let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, true));
                 request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
                 let reply = client.batch(request).await.map_err(Error::from)?;
