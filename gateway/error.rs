@@ -60,7 +60,6 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-
     /// 503: a node the request needs cannot be reached.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)

@@ -148,7 +148,10 @@ mod tests {
             assert_eq!((limit["minimum"].as_i64(), limit["maximum"].as_i64()), (Some(0), Some(2147483647)), "{path}");
         }
         let sort_by = param("/ranges/hot/", "sort_by");
-        assert_eq!(sort_by["enum"], serde_json::json!(["", "qps", "cpu", "reads", "writes", "read_bytes", "write_bytes"]));
+        assert_eq!(
+            sort_by["enum"],
+            serde_json::json!(["", "qps", "cpu", "reads", "writes", "read_bytes", "write_bytes"])
+        );
         assert_eq!(param("/health/", "ready")["enum"].as_array().unwrap().len(), 13);
         assert_eq!(param("/sessions/", "exclude_closed_sessions")["enum"], serde_json::json!(["true", "false"]));
         assert_eq!(param("/ranges/{range_id}/", "range_id")["minimum"].as_i64(), Some(0));
