@@ -218,7 +218,7 @@ pub async fn login(
 
 /// `POST /api/v2/logout/`.
 #[utoipa::path(post, path = "/logout/", tag = "auth", security(("api_session" = [])),
-    responses((status = 200, body = LogoutResponse),
+    responses((status = 200, body = LogoutResponse), (status = 400, description = "a query parameter (it takes none)"),
         (status = 401, description = "missing, malformed or unknown session"),
         (status = 500, description = "internal error"), (status = 503, description = "the sessions cannot be read now")))]
 pub async fn logout(

@@ -369,6 +369,7 @@ async fn bad_limits_offsets_flags_ids_and_unknown_keys_are_400s_naming_the_param
     }
     assert_eq!(get(&router, "/api/v2/ranges/hot/?start=v1.hot.1").await.0, StatusCode::OK);
     assert_eq!(get(&router, "/api/v2/ranges/1/?x=1").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&router, Method::POST, "/api/v2/logout/?x=1", &[]).await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
