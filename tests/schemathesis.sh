@@ -66,16 +66,18 @@ login() {
 }
 
 # Cases per operation and per phase; the whole run stays well under three minutes on a
-# shared two-core machine (about a minute alone), and `timeout` bounds it whatever happens.
+# shared two-core machine, and `timeout` bounds it whatever happens. One worker: with two
+# threads, Python 3.11 occasionally fails inside Hypothesis ("AST constructor recursion depth
+# mismatch", a CPython bug when threads parse source at once), an error that is not a finding.
 run() {
     local seconds=$1
     shift
     timeout --kill-after=5 "$seconds" python3 -c \
         'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "schemathesis"; schemathesis()' \
-        --no-color run "${API}openapi.json" --tls-verify "$CA" --workers 2 --max-examples 100 "$@"
+        --no-color run "${API}openapi.json" --tls-verify "$CA" --workers 1 --max-examples 80 "$@"
 }
 say "every operation but /logout/"
-run 140 -H "X-Cockroach-API-Session: $(login)" --exclude-path /logout/ || fail "schemathesis found problems (above)"
+run 150 -H "X-Cockroach-API-Session: $(login)" --exclude-path /logout/ || fail "schemathesis found problems (above)"
 say "/logout/"
-run 30 -H "X-Cockroach-API-Session: $(login)" --include-path /logout/ || fail "schemathesis found problems in /logout/"
+run 20 -H "X-Cockroach-API-Session: $(login)" --include-path /logout/ || fail "schemathesis found problems in /logout/"
 say "ok: no findings"
