@@ -2,13 +2,14 @@
 //! runs. A session token is CockroachDB's: standard base64 of the protobuf `SessionCookie{id,
 //! secret}`. Sessions live in range 1 ([`crate::services::web_sessions`]) with an expiry of
 //! `--web-session-timeout` (default 168h), so a token minted by any node is valid on every
-//! node. Unlike CockroachDB, logout checks the secret, and login/logout answer 405 to other
-//! methods without side effects.
+//! node. Unlike CockroachDB, logout checks the secret, an unusable session is a 401 (not a
+//! 400), and login/logout answer other methods with 405 and `Allow: POST`, without side
+//! effects (the router refuses them before any handler runs).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use crate::gateway::Gateway;
 use crate::gateway::dto::auth::{LoginResponse, LogoutResponse};
 use crate::gateway::error::ApiError;
+use crate::gateway::query::{NoParams, TypedQuery};
 use crate::pb;
 use crate::services::clock::unix_nanos;
 use crate::services::sql::users::{self, Users};
@@ -67,7 +69,11 @@ impl Gateway {
         } else {
             value.trim().to_string()
         };
-        let (id, secret) = decode_token(&token).ok_or_else(|| ApiError::bad_request("invalid session header"))?;
+        // CockroachDB answers an undecodable token with 400; it is a credential that does not
+        // authenticate, like an unknown or expired one, so it gets the same 401 (RFC 9110: the
+        // request lacks valid credentials), which is what the document promises and what
+        // clients handle by logging in again.
+        let (id, secret) = decode_token(&token).ok_or_else(|| ApiError::unauthorized("invalid session header"))?;
         let Some(session) = self.web_sessions().get_applied_first(id as u64).await? else {
             return Err(ApiError::unauthorized(INVALID_SESSION));
         };
@@ -113,11 +119,17 @@ impl FromRequestParts<Arc<Gateway>> for AdminUser {
 }
 
 /// Login credentials, from the form body or the query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[schema(as = LoginForm)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// a SQL user
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     username: String,
     #[serde(default)]
+    #[schema(required = true)]
     password: String,
 }
 
@@ -162,18 +174,18 @@ pub fn url_decode(text: &str) -> String {
 
 /// `POST /api/v2/login/`.
 #[utoipa::path(post, path = "/login/", tag = "auth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "username=..&password=.. (or the same as query parameters)"),
-    responses((status = 200, body = LoginResponse), (status = 400), (status = 401), (status = 405)))]
+    params(Credentials),
+    request_body(content = Credentials, content_type = "application/x-www-form-urlencoded",
+        description = "username and password (the query string may carry them instead, as in CockroachDB)"),
+    responses((status = 200, body = LoginResponse), (status = 400, description = "no username"),
+        (status = 401, description = "the credentials match no account"), (status = 413, description = "body over 2 MiB"),
+        (status = 500, description = "internal error"), (status = 503, description = "the users cannot be read now")))]
 pub async fn login(
     State(gateway): State<Arc<Gateway>>,
-    method: axum::http::Method,
-    Query(query): Query<Credentials>,
+    TypedQuery(query): TypedQuery<Credentials>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if method != axum::http::Method::POST {
-        return Err(ApiError::method_not_allowed());
-    }
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -206,23 +218,24 @@ pub async fn login(
 
 /// `POST /api/v2/logout/`.
 #[utoipa::path(post, path = "/logout/", tag = "auth", security(("api_session" = [])),
-    responses((status = 200, body = LogoutResponse), (status = 400), (status = 401), (status = 405)))]
+    responses((status = 200, body = LogoutResponse), (status = 400, description = "a query parameter (it takes none)"),
+        (status = 401, description = "missing, malformed or unknown session"),
+        (status = 500, description = "internal error"), (status = 503, description = "the sessions cannot be read now")))]
 pub async fn logout(
     State(gateway): State<Arc<Gateway>>,
-    method: axum::http::Method,
+    _: TypedQuery<NoParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if method != axum::http::Method::POST {
-        return Err(ApiError::method_not_allowed());
-    }
+    // CockroachDB answers these with 400; logout needs the session as its credential, so a
+    // missing or unusable one is the same 401 as on every other endpoint.
     let token = headers
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid or unspecified session"))?;
-    let (id, secret) = decode_token(token).ok_or_else(|| ApiError::bad_request("invalid session"))?;
+        .ok_or_else(|| ApiError::unauthorized("invalid or unspecified session"))?;
+    let (id, secret) = decode_token(token).ok_or_else(|| ApiError::unauthorized("invalid session"))?;
     let Some(stored) = gateway.web_sessions().get(id as u64).await? else {
-        return Err(ApiError::bad_request("invalid session"));
+        return Err(ApiError::unauthorized("invalid session"));
     };
     // Unlike CockroachDB, knowing a session id is not enough to revoke it.
     if !stored.0.secret_matches(&secret) {

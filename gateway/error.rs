@@ -21,6 +21,15 @@ pub struct ApiError {
     pub detail: Option<String>,
 }
 
+/// The JSON form of an error (the answer to clients that accept JSON).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The same text as the plain-text answer, without the newline.
+    pub error: String,
+    /// The HTTP status.
+    pub code: u16,
+}
+
 /// Marks a response as an [`ApiError`] so the JSON-errors layer can rewrite it.
 #[derive(Debug, Clone)]
 pub struct ErrorMarker(pub String);
@@ -49,12 +58,6 @@ impl ApiError {
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// 405 (login/logout with another method: CockroachDB answers 404 and runs the handler
-    /// anyway; we refuse without side effects).
-    pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     }
 
     /// 503: a node the request needs cannot be reached.
@@ -125,8 +128,27 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         return response;
     };
     let status = response.status();
-    let body = serde_json::json!({ "error": message, "code": status.as_u16() });
-    (status, axum::Json(body)).into_response()
+    let mut json = (status, axum::Json(ErrorBody { error: message, code: status.as_u16() })).into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        json.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    json
+}
+
+/// Middleware: gives the router's own 405 (a known path, another method; an empty body with
+/// `Allow`) the error body every other error has, keeping `Allow`. CockroachDB answers
+/// login/logout with other methods 404 and runs the handler anyway; we refuse them unrun.
+pub async fn method_not_allowed(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.extensions().get::<ErrorMarker>().is_some() {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut error = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    if let Some(allow) = allow {
+        error.headers_mut().insert(header::ALLOW, allow);
+    }
+    error
 }
 
 #[cfg(test)]

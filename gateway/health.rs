@@ -16,25 +16,50 @@ use crate::gateway::query::TypedQuery;
 /// The query of `/health/`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct HealthQuery {
-    /// Check readiness (initialized, Raft member, not draining)
-    #[param(value_type = Option<bool>)]
+    /// Check readiness (initialized, Raft member, not draining); Go `ParseBool` spellings,
+    /// empty means false
+    #[param(schema_with = ready_schema)]
     pub ready: Option<String>,
 }
 
+/// Go's `strconv.ParseBool` spellings, true ones first.
+const GO_BOOLS: [(&str, bool); 12] = [
+    ("1", true),
+    ("t", true),
+    ("T", true),
+    ("TRUE", true),
+    ("true", true),
+    ("True", true),
+    ("0", false),
+    ("f", false),
+    ("F", false),
+    ("FALSE", false),
+    ("false", false),
+    ("False", false),
+];
+
 /// Go's `strconv.ParseBool`.
 pub fn parse_go_bool(text: &str) -> Option<bool> {
-    match text {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
+    GO_BOOLS.iter().find(|(spelling, _)| *spelling == text).map(|(_, value)| *value)
+}
+
+/// `ready` in the document: a string from exactly the set the handler accepts (a JSON
+/// boolean would promise `true`/`false` only and call `1` or an empty value invalid).
+fn ready_schema() -> utoipa::openapi::schema::Object {
+    let spellings = std::iter::once("").chain(GO_BOOLS.iter().map(|(spelling, _)| *spelling));
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(spellings))
+        .build()
 }
 
 /// `GET /health/`.
 #[utoipa::path(get, path = "/health/", tag = "health",
     params(HealthQuery),
-    responses((status = 200, description = "`{}`"), (status = 400, description = "invalid ready value"), (status = 500, description = "not ready")))]
+    responses((status = 200, description = "`{}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "invalid ready value"), (status = 500, description = "not ready")))]
 pub async fn health_get(
     State(gateway): State<Arc<Gateway>>,
     TypedQuery(query): TypedQuery<HealthQuery>,

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{MethodRouter, any, get};
+use axum::routing::{MethodRouter, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -108,12 +108,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     api = both(api, "/ranges/hot/", get(ranges::hot_ranges_list));
     api = both(api, "/ranges/{range_id}/", get(ranges::range_get));
     api = both(api, "/sessions/", get(sessions::sessions_list));
-    api = both(api, "/login/", any(auth::login));
-    api = both(api, "/logout/", any(auth::logout));
+    api = both(api, "/login/", post(auth::login));
+    api = both(api, "/logout/", post(auth::logout));
     api = api.route("/openapi.json", get(openapi::openapi_get));
     Router::new()
         .nest("/api/v2", api)
         .fallback(|| async { error::ApiError::not_found("404 page not found") })
+        // Inside the JSON-errors layer, so a 405 gets a JSON body too when one is asked for.
+        .layer(axum::middleware::from_fn(error::method_not_allowed))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gateway)

@@ -4,9 +4,11 @@
 
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::gateway::dto;
+use crate::gateway::error::ErrorBody;
 
 struct SessionHeader;
 
@@ -17,6 +19,32 @@ impl Modify for SessionHeader {
             "api_session",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Cockroach-API-Session"))),
         );
+    }
+}
+
+/// Gives every error answer (4xx, 5xx) of every operation the bodies [`ApiError`] sends:
+/// the message as `text/plain`, or [`ErrorBody`] as JSON to clients that accept JSON. In one
+/// place so that the handlers' annotations only list the statuses they answer.
+///
+/// [`ApiError`]: crate::gateway::error::ApiError
+struct ErrorBodies;
+
+impl Modify for ErrorBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post].into_iter().flatten();
+            for operation in operations {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    if status.starts_with(['4', '5']) && response.content.is_empty() {
+                        let text = ObjectBuilder::new().schema_type(Type::String).build();
+                        response.content.insert("text/plain".into(), RefOr::T(Content::new(Some(text))));
+                        let json = Ref::from_schema_name("ErrorBody");
+                        response.content.insert("application/json".into(), RefOr::T(Content::new(Some(json))));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -38,9 +66,9 @@ impl Modify for SessionHeader {
     components(schemas(
         dto::nodes::NodesResponse, dto::ranges::NodeRangesResponse, dto::ranges::HotRangesResponse,
         dto::ranges::RangeResponse, dto::sessions::ListSessionsResponse, dto::auth::LoginResponse,
-        dto::auth::LogoutResponse
+        dto::auth::LogoutResponse, ErrorBody
     )),
-    modifiers(&SessionHeader)
+    modifiers(&SessionHeader, &ErrorBodies)
 )]
 pub struct ApiDoc;
 
@@ -74,5 +102,62 @@ mod tests {
             assert!(schemas[name].is_object(), "{name} missing");
         }
         assert_eq!(schemas["NodeStatus"]["properties"]["ServerVersion"]["$ref"], "#/components/schemas/ServerVersion");
+        assert!(schemas["ErrorBody"].is_object());
+    }
+
+    #[test]
+    fn every_error_answer_has_both_bodies_and_every_operation_its_statuses() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            doc["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+        };
+        let authenticated = ["200", "400", "401", "403", "500", "503"];
+        assert_eq!(statuses("/health/", "get"), ["200", "400", "500"]);
+        assert_eq!(statuses("/nodes/", "get"), authenticated);
+        assert_eq!(statuses("/ranges/hot/", "get"), authenticated);
+        assert_eq!(statuses("/sessions/", "get"), authenticated);
+        assert_eq!(statuses("/nodes/{node_id}/ranges/", "get"), ["200", "400", "401", "403", "404", "500", "503"]);
+        assert_eq!(statuses("/ranges/{range_id}/", "get"), ["200", "400", "401", "403", "404", "500", "503"]);
+        assert_eq!(statuses("/login/", "post"), ["200", "400", "401", "413", "500", "503"]);
+        assert_eq!(statuses("/logout/", "post"), ["200", "400", "401", "500", "503"]);
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    let content = &response["content"];
+                    if status.starts_with(['4', '5']) {
+                        assert_eq!(content["text/plain"]["schema"]["type"], "string", "{method} {path} {status}");
+                        let json = &content["application/json"]["schema"]["$ref"];
+                        assert_eq!(json, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                    } else {
+                        assert!(content["application/json"].is_object(), "{method} {path} {status}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parameters_carry_the_handlers_ranges_and_enums() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let param = |path: &str, name: &str| -> serde_json::Value {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{path} {name}"))["schema"].clone()
+        };
+        for path in ["/nodes/", "/nodes/{node_id}/ranges/", "/ranges/hot/", "/sessions/"] {
+            let limit = param(path, "limit");
+            assert_eq!((limit["minimum"].as_i64(), limit["maximum"].as_i64()), (Some(0), Some(2147483647)), "{path}");
+        }
+        let sort_by = param("/ranges/hot/", "sort_by");
+        assert_eq!(
+            sort_by["enum"],
+            serde_json::json!(["", "qps", "cpu", "reads", "writes", "read_bytes", "write_bytes"])
+        );
+        assert_eq!(param("/health/", "ready")["enum"].as_array().unwrap().len(), 13);
+        assert_eq!(param("/sessions/", "exclude_closed_sessions")["enum"], serde_json::json!(["true", "false"]));
+        assert_eq!(param("/ranges/{range_id}/", "range_id")["minimum"].as_i64(), Some(0));
+        assert!(param("/nodes/{node_id}/ranges/", "node_id")["pattern"].is_string());
+        let hot_start = param("/ranges/hot/", "start");
+        assert_eq!(hot_start["pattern"], crate::gateway::pagination::HOT_TOKEN_PATTERN);
+        assert_eq!(param("/sessions/", "start")["pattern"], crate::gateway::pagination::SESSIONS_TOKEN_PATTERN);
     }
 }

@@ -9,11 +9,18 @@ use serde::de::DeserializeOwned;
 
 use crate::gateway::error::ApiError;
 
-/// A query string read into `T` with unknown keys ignored and a repeated key's last value
-/// winning, as a map of strings reads it: serde's derive alone would answer a repeated key
-/// with a 400. `T`'s fields are `Option<String>`, so the handlers parse the values and word
-/// the errors themselves.
+/// A query string read into `T` with a repeated key's last value winning, as a map of strings
+/// reads it: serde's derive alone would answer a repeated key with a 400. `T`'s fields are
+/// `Option<String>`, so the handlers parse the values and word the errors themselves. The
+/// query types deny unknown keys (a 400 naming the key and the expected ones): CockroachDB
+/// ignores them, but the document lists every parameter, and a misspelt `limt=10` that
+/// silently returns everything is the kind of surprise the strict `limit` parsing removes.
 pub struct TypedQuery<T>(pub T);
+
+/// The query of an endpoint that takes no parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for TypedQuery<T> {
     type Rejection = Response;
@@ -34,6 +41,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
     struct Sample {
         limit: Option<String>,
         start: Option<String>,
@@ -45,9 +53,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn repeated_keys_keep_the_last_value_and_unknown_keys_are_ignored() {
-        let q = extract("/x?limit=1&limit=2&other=3").await.unwrap();
+    async fn repeated_keys_keep_the_last_value_and_unknown_keys_are_refused() {
+        let q = extract("/x?limit=1&limit=2").await.unwrap();
         assert_eq!(q, Sample { limit: Some("2".into()), start: None });
+        let refused = extract("/x?limit=1&other=3").await.unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::BAD_REQUEST);
         let q = extract("/x?start=").await.unwrap();
         assert_eq!(q, Sample { limit: None, start: Some(String::new()) });
     }

@@ -19,7 +19,7 @@ use crate::gateway::dto::ranges::{
 use crate::gateway::error::ApiError;
 use crate::gateway::merge::{HotCandidate, merge_hot_ranges};
 use crate::gateway::pagination::{self, Cursor};
-use crate::gateway::query::TypedQuery;
+use crate::gateway::query::{NoParams, TypedQuery};
 use crate::pb;
 use crate::services::load::{LoadMetric, LoadRates};
 
@@ -31,41 +31,69 @@ pub const MAX_HOT_PER_NODE: usize = 128;
 /// The query of `/nodes/{node_id}/ranges/`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct NodeRangesQuery {
-    /// comma-separated range ids
+    /// comma-separated range ids (empty or absent: all)
+    #[param(pattern = r"^(0*[1-9][0-9]{0,17}(,0*[1-9][0-9]{0,17})*)?$")]
     pub ranges: Option<String>,
-    #[param(value_type = Option<i64>)]
+    /// ranges per page (0 or absent: all)
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 2147483647)]
     pub limit: Option<String>,
-    #[param(value_type = Option<i64>)]
+    /// ranges to skip (ignored without a limit)
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 2147483647)]
     pub offset: Option<String>,
 }
 
 /// The query of `/ranges/hot/`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct HotRangesQuery {
+    /// only this node's hot ranges: `local` or a node id (empty or absent: every node)
+    #[param(pattern = r"^(|local|0*[1-9][0-9]{0,18})$")]
     pub node_id: Option<String>,
-    #[param(value_type = Option<i64>)]
+    /// ranges per page (0 or absent: all)
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 2147483647)]
     pub limit: Option<String>,
-    /// pagination token from `next`
+    /// pagination token from `next` (empty or absent: the first page)
+    #[param(pattern = r"^(|v1\.hot\.(0|[1-9][0-9]{0,17}))$")]
     pub start: Option<String>,
-    /// qps (default), cpu, reads, writes, read_bytes, write_bytes
+    /// the ranking metric (empty or absent: qps)
+    #[param(schema_with = sort_by_schema)]
     pub sort_by: Option<String>,
 }
 
-/// Parses a node id the way the API accepts it: `local` or a positive decimal integer.
+/// `sort_by`: the names [`parse_sort`] accepts.
+fn sort_by_schema() -> utoipa::openapi::schema::Object {
+    let names = std::iter::once("").chain(LoadMetric::ALL.iter().map(|(_, name)| *name));
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(names))
+        .build()
+}
+
+/// Whether `text` is a non-empty run of ASCII digits: ids take no sign and no spaces, so
+/// that what the server accepts is exactly what the document's patterns describe.
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses a node id the way the API accepts it: `local` or a positive decimal integer. The
+/// document's pattern allows 19 significant digits, which always fit the u64; a longer id
+/// that still fits is an id no node has ("not found").
 pub fn parse_node_id(text: &str) -> Option<NodeRef> {
-    if text.eq_ignore_ascii_case("local") {
+    if text == "local" {
         return Some(NodeRef::Local);
     }
-    text.parse::<i32>().ok().filter(|id| *id > 0).map(|id| NodeRef::Id(id as u64))
+    let id = text.parse::<u64>().ok().filter(|_| is_digits(text))?;
+    (id > 0).then_some(NodeRef::Id(id))
 }
 
 fn parse_range_ids(text: Option<&str>) -> Result<Vec<u64>, ApiError> {
     let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
     let mut ids: Vec<u64> = text
         .split(',')
-        .map(|part| part.trim().parse::<i64>().ok().filter(|id| *id > 0).map(|id| id as u64))
+        .map(|part| part.parse::<i64>().ok().filter(|id| *id > 0 && is_digits(part)).map(|id| id as u64))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ApiError::bad_request("invalid range ID"))?;
     ids.sort_unstable();
@@ -75,8 +103,12 @@ fn parse_range_ids(text: Option<&str>) -> Result<Vec<u64>, ApiError> {
 
 /// `GET /nodes/{node_id}/ranges/`.
 #[utoipa::path(get, path = "/nodes/{node_id}/ranges/", tag = "ranges", security(("api_session" = [])),
-    params(("node_id" = String, Path, description = "`local` or a node id"), NodeRangesQuery),
-    responses((status = 200, body = NodeRangesResponse), (status = 400), (status = 401), (status = 403), (status = 503)))]
+    params(("node_id" = String, Path, description = "`local` or a node id", pattern = r"^(local|0*[1-9][0-9]{0,18})$"), NodeRangesQuery),
+    responses((status = 200, body = NodeRangesResponse),
+        (status = 400, description = "bad node id, `ranges`, `limit` or `offset`"),
+        (status = 401, description = "missing, malformed or expired session"), (status = 403, description = "not an admin"),
+        (status = 404, description = "no such node (or a path that is not this one)"),
+        (status = 500, description = "internal error"), (status = 503, description = "the node cannot be reached")))]
 pub async fn node_ranges_list(
     _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
@@ -85,7 +117,7 @@ pub async fn node_ranges_list(
 ) -> Result<Json<NodeRangesResponse>, ApiError> {
     let node = parse_node_id(&node_id).ok_or_else(|| ApiError::bad_request("invalid node ID"))?;
     let range_ids = parse_range_ids(query.ranges.as_deref())?;
-    let (limit, offset) = pagination::parse_limit_offset(query.limit.as_deref(), query.offset.as_deref());
+    let (limit, offset) = pagination::parse_limit_offset(query.limit.as_deref(), query.offset.as_deref())?;
     let target = gateway.cluster().target(node).await?.ok_or_else(|| match node {
         NodeRef::Id(id) => ApiError::not_found(format!("node {id} not found")),
         NodeRef::Local => ApiError::unavailable("no local node"),
@@ -115,7 +147,10 @@ pub fn parse_sort(text: Option<&str>) -> Option<LoadMetric> {
 /// `GET /ranges/hot/`.
 #[utoipa::path(get, path = "/ranges/hot/", tag = "ranges", security(("api_session" = [])),
     params(HotRangesQuery),
-    responses((status = 200, body = HotRangesResponse), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = HotRangesResponse),
+        (status = 400, description = "bad `node_id`, `limit`, `start` or `sort_by`"),
+        (status = 401, description = "missing, malformed or expired session"), (status = 403, description = "not an admin"),
+        (status = 500, description = "internal error"), (status = 503, description = "the node list cannot be read now")))]
 pub async fn hot_ranges_list(
     _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
@@ -123,7 +158,7 @@ pub async fn hot_ranges_list(
 ) -> Result<Json<HotRangesResponse>, ApiError> {
     let metric = parse_sort(query.sort_by.as_deref()).ok_or_else(|| ApiError::bad_request("invalid sort_by"))?;
     let sort = pb::HotRangesSort::from(metric);
-    let (limit, _) = pagination::parse_limit_offset(query.limit.as_deref(), None);
+    let (limit, _) = pagination::parse_limit_offset(query.limit.as_deref(), None)?;
     let position = match query.start.as_deref().filter(|s| !s.is_empty()) {
         None => 0,
         Some(token) => match pagination::decode(token) {
@@ -189,12 +224,19 @@ pub async fn hot_ranges_list(
 
 /// `GET /ranges/{range_id}/`.
 #[utoipa::path(get, path = "/ranges/{range_id}/", tag = "ranges", security(("api_session" = [])),
-    params(("range_id" = i64, Path)),
-    responses((status = 200, body = RangeResponse), (status = 400), (status = 401), (status = 403)))]
+    params(("range_id" = i64, Path, minimum = 0)),
+    responses(
+        (status = 200, body = RangeResponse,
+            description = "every node's view of the range; a range no node holds has an empty `responses_by_node_id` (as in CockroachDB: no 404)"),
+        (status = 400, description = "a range id beyond int64"),
+        (status = 401, description = "missing, malformed or expired session"), (status = 403, description = "not an admin"),
+        (status = 404, description = "not a decimal range id (no such path)"),
+        (status = 500, description = "internal error"), (status = 503, description = "the node list cannot be read now")))]
 pub async fn range_get(
     _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     Path(range_id): Path<String>,
+    _: TypedQuery<NoParams>,
 ) -> Result<Json<RangeResponse>, ApiError> {
     if range_id.is_empty() || !range_id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::not_found("404 page not found"));
@@ -236,6 +278,14 @@ mod tests {
         assert_eq!(parse_node_id("3"), Some(NodeRef::Id(3)));
         assert_eq!(parse_node_id("0"), None);
         assert_eq!(parse_node_id("x"), None);
+        assert_eq!(parse_node_id("LOCAL"), None);
+        assert_eq!(parse_node_id("+3"), None);
+        assert_eq!(parse_node_id(" 3"), None);
+        assert_eq!(parse_node_id("0003"), Some(NodeRef::Id(3)));
+        assert!(parse_range_ids(Some("1, 2")).is_err());
+        assert!(parse_range_ids(Some("1,")).is_err());
+        assert!(parse_range_ids(Some("0")).is_err());
+        assert!(parse_range_ids(Some("+1")).is_err());
         assert_eq!(parse_range_ids(Some("5,1,5")).unwrap(), vec![1, 5]);
         assert!(parse_range_ids(Some("1,x")).is_err());
         assert!(parse_range_ids(None).unwrap().is_empty());

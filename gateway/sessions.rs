@@ -22,28 +22,50 @@ use crate::services::clock::unix_nanos;
 /// The query of `/sessions/`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct SessionsQuery {
+    /// only this user's sessions
     pub username: Option<String>,
-    #[param(value_type = Option<bool>)]
+    /// leave out recently closed sessions
+    #[param(schema_with = exclude_closed_schema)]
     pub exclude_closed_sessions: Option<String>,
-    #[param(value_type = Option<i64>)]
+    /// sessions per page (0 or absent: all)
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 2147483647)]
     pub limit: Option<String>,
-    /// pagination token from `next`
+    /// pagination token from `next` (empty or absent: the first page)
+    #[param(pattern = r"^(|v1\.sessions\.(0|[1-9][0-9]{0,17}|[1-8][0-9]{18})\.[0-9a-f]{32})$")]
     pub start: Option<String>,
+}
+
+/// `exclude_closed_sessions` in the document: exactly `true` or `false`. CockroachDB reads
+/// anything but `true` as false; a typo (`True`, `1`, `yes`) would then silently show the
+/// closed sessions, so other values are a 400 here.
+fn exclude_closed_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["true", "false"]))
+        .build()
 }
 
 /// `GET /sessions/`.
 #[utoipa::path(get, path = "/sessions/", tag = "sessions", security(("api_session" = [])),
     params(SessionsQuery),
-    responses((status = 200, body = ListSessionsResponse), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = ListSessionsResponse),
+        (status = 400, description = "bad `exclude_closed_sessions`, `limit` or `start`"),
+        (status = 401, description = "missing, malformed or expired session"), (status = 403, description = "not an admin"),
+        (status = 500, description = "internal error"), (status = 503, description = "the node list cannot be read now")))]
 pub async fn sessions_list(
     _admin: AdminUser,
     State(gateway): State<Arc<Gateway>>,
     TypedQuery(query): TypedQuery<SessionsQuery>,
 ) -> Result<Json<ListSessionsResponse>, ApiError> {
     let username = query.username.unwrap_or_default();
-    let exclude_closed = query.exclude_closed_sessions.as_deref() == Some("true");
-    let (limit, _) = pagination::parse_limit_offset(query.limit.as_deref(), None);
+    let exclude_closed = match query.exclude_closed_sessions.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad_request("invalid exclude_closed_sessions: must be true or false")),
+    };
+    let (limit, _) = pagination::parse_limit_offset(query.limit.as_deref(), None)?;
     let after: Option<SessionKey> = match query.start.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(token) => match pagination::decode(token) {

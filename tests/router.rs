@@ -325,9 +325,102 @@ async fn range_and_sessions_reject_bad_paths_and_tokens() {
     assert!(range["responses_by_node_id"]["1"]["range_info"].is_object());
     let (status, body) = get(&router, "/api/v2/sessions/?start=bad").await;
     assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, "invalid pagination token\n"));
-    let (status, body) = get(&router, "/api/v2/sessions/?limit=abc").await;
+    let (status, body) = get(&router, "/api/v2/sessions/?limit=1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(json(&body)["summary"]["successful"], 1);
+}
+
+#[tokio::test]
+async fn bad_limits_offsets_flags_ids_and_unknown_keys_are_400s_naming_the_parameter() {
+    let router = gateway(&[Behaviour::Up, Behaviour::Up], true, true);
+    let limit = "invalid limit: must be an integer from 0 to 2147483647\n";
+    let offset = "invalid offset: must be an integer from 0 to 2147483647\n";
+    for path in ["/api/v2/nodes/", "/api/v2/nodes/1/ranges/", "/api/v2/ranges/hot/", "/api/v2/sessions/"] {
+        for garbage in ["abc", "-1", "100000000000000000000000", "", "2147483648", "1.5"] {
+            let (status, body) = get(&router, &format!("{path}?limit={garbage}")).await;
+            assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, limit), "{path} limit={garbage}");
+        }
+        let (status, body) = get(&router, &format!("{path}?limit=0")).await;
+        assert_eq!(status, StatusCode::OK, "{path} limit=0 means all: {body}");
+        let (status, body) = get(&router, &format!("{path}?limt=1")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.contains("unknown field `limt`"), "{path}: {body}");
+    }
+    for path in ["/api/v2/nodes/", "/api/v2/nodes/1/ranges/"] {
+        let (status, body) = get(&router, &format!("{path}?limit=1&offset=-1")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, offset), "{path}");
+        // Ignored without a limit, as in CockroachDB, but still checked.
+        let (status, body) = get(&router, &format!("{path}?offset=x")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, offset), "{path}");
+        assert_eq!(get(&router, &format!("{path}?offset=1")).await.0, StatusCode::OK, "{path}");
+    }
+    assert_eq!(get(&router, "/api/v2/health/?ready=").await.0, StatusCode::OK);
+    assert_eq!(get(&router, "/api/v2/health/?readyy=1").await.0, StatusCode::BAD_REQUEST);
+    let (status, body) = get(&router, "/api/v2/sessions/?exclude_closed_sessions=yes").await;
+    let invalid_flag = "invalid exclude_closed_sessions: must be true or false\n";
+    assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, invalid_flag));
+    assert_eq!(get(&router, "/api/v2/sessions/?exclude_closed_sessions=false").await.0, StatusCode::OK);
+    for node in ["LOCAL", "+1", "0", "%201"] {
+        let (status, body) = get(&router, &format!("/api/v2/nodes/{node}/ranges/")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, "invalid node ID\n"), "{node}");
+    }
+    // An id too long for any node is a node that does not exist.
+    assert_eq!(get(&router, "/api/v2/nodes/18446744073709551615/ranges/").await.0, StatusCode::NOT_FOUND);
+    for ranges in ["0", "1,", "1,%202", "%2B1"] {
+        let (status, body) = get(&router, &format!("/api/v2/nodes/1/ranges/?ranges={ranges}")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, "invalid range ID\n"), "{ranges}");
+    }
+    for token in ["v1.hot.01", "v1.hot.-1", "djE6aG90OjE="] {
+        let (status, body) = get(&router, &format!("/api/v2/ranges/hot/?start={token}")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, "invalid pagination token\n"), "{token}");
+    }
+    assert_eq!(get(&router, "/api/v2/ranges/hot/?start=v1.hot.1").await.0, StatusCode::OK);
+    assert_eq!(get(&router, "/api/v2/ranges/1/?x=1").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&router, Method::POST, "/api/v2/logout/?x=1", &[]).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_missing_range_is_an_empty_map_and_a_path_that_is_no_range_id_404s() {
+    let router = gateway(&[Behaviour::Up, Behaviour::Up], true, true);
+    let (status, body) = get(&router, "/api/v2/ranges/42/").await;
+    assert_eq!(status, StatusCode::OK);
+    let range = json(&body);
+    assert_eq!(range["responses_by_node_id"], serde_json::json!({}), "as CockroachDB answers: {body}");
+    assert_eq!(range["summary"]["successful"], 2);
+    assert_eq!(get(&router, "/api/v2/ranges/0/").await.0, StatusCode::OK);
+    for path in ["/api/v2/ranges/-1/", "/api/v2/ranges/1x/"] {
+        let (status, body) = get(&router, path).await;
+        assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, "404 page not found\n"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn other_methods_on_known_paths_are_405s_with_allow() {
+    let router = gateway(&[Behaviour::Up], true, true);
+    let answer = |method: Method, uri: &'static str, json: bool| {
+        let router = router.clone();
+        async move {
+            let mut request = Request::builder().method(method).uri(uri);
+            if json {
+                request = request.header(header::ACCEPT, "application/json");
+            }
+            let response = router.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            let allow = response.headers().get(header::ALLOW).map(|v| v.to_str().unwrap().to_string());
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, allow, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, allow, body) = answer(Method::POST, "/api/v2/nodes/", false).await;
+    assert_eq!((status, body.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+    assert_eq!(allow.as_deref(), Some("GET,HEAD"));
+    for uri in ["/api/v2/login/", "/api/v2/logout", "/api/v2/login"] {
+        let (status, allow, _) = answer(Method::GET, uri, false).await;
+        assert_eq!((status, allow.as_deref()), (StatusCode::METHOD_NOT_ALLOWED, Some("POST")), "{uri}");
+    }
+    let (status, allow, body) = answer(Method::DELETE, "/api/v2/ranges/1/", true).await;
+    assert_eq!((status, allow.as_deref()), (StatusCode::METHOD_NOT_ALLOWED, Some("GET,HEAD")));
+    assert_eq!(json(&body), serde_json::json!({"error": "method not allowed", "code": 405}));
 }
 
 #[tokio::test]
@@ -346,8 +439,16 @@ async fn login_session_check_admin_check_and_logout() {
     let router = gateway(&[Behaviour::Up], false, true);
     let (status, body) = get(&router, "/api/v2/nodes/").await;
     assert_eq!((status, body.as_str()), (StatusCode::UNAUTHORIZED, "invalid session header\n"));
-    let (status, _) = call(&router, Method::GET, "/api/v2/nodes/", &[("x-cockroach-api-session", "!!")]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A token that does not decode is a failed authentication like any other (CockroachDB: 400).
+    let (status, body) = call(&router, Method::GET, "/api/v2/nodes/", &[("x-cockroach-api-session", "!!")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::UNAUTHORIZED, "invalid session header\n"));
+    let (status, body) = call(&router, Method::POST, "/api/v2/logout/", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::UNAUTHORIZED, "invalid or unspecified session\n"));
+    let garbage = [("x-cockroach-api-session", "!!")];
+    assert_eq!(call(&router, Method::POST, "/api/v2/logout/", &garbage).await.0, StatusCode::UNAUTHORIZED);
+    let unknown = ranged::gateway::auth::encode_token(12345, &[1u8; 16]);
+    let unknown_header = [("x-cockroach-api-session", unknown.as_str())];
+    assert_eq!(call(&router, Method::POST, "/api/v2/logout/", &unknown_header).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(get(&router, "/api/v2/login/").await.0, StatusCode::METHOD_NOT_ALLOWED);
     let form = [(header::CONTENT_TYPE.as_str(), "application/x-www-form-urlencoded")];
     let login = |user: &'static str, password: &'static str| {
