@@ -95,8 +95,7 @@ async fn long_expressions_are_refused_and_the_demo_process_lives_on() {
     }
     // A long IN list of negative numbers is not a deep expression.
     let items: Vec<String> = (0..100_000).map(|i| format!("-{i}")).collect();
-    let found: bool =
-        client.query_one(&format!("SELECT -99999 IN ({})", items.join(",")), &[]).await.unwrap().get(0);
+    let found: bool = client.query_one(&format!("SELECT -99999 IN ({})", items.join(",")), &[]).await.unwrap().get(0);
     assert!(found);
     // At the limit the statement runs.
     let at_limit: i64 = client.query_one(&chain(MAX_DEPTH + 1), &[]).await.unwrap().get(0);
