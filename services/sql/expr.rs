@@ -183,47 +183,54 @@ fn eval_unary(op: &UnaryOperator, expr: &Expr, ctx: &Ctx, depth: usize) -> Resul
 }
 
 fn eval_binary(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
-    Ok(match op {
-        BinaryOperator::And => {
-            let l = truthy(&eval_at(left, ctx, depth)?);
-            if l == Some(false) {
-                return Ok(Value::Bool(false));
-            }
-            let r = truthy(&eval_at(right, ctx, depth)?);
-            match (l, r) {
-                (_, Some(false)) => Value::Bool(false),
-                (Some(true), Some(true)) => Value::Bool(true),
-                _ => Value::Null,
-            }
-        }
-        BinaryOperator::Or => {
-            let l = truthy(&eval_at(left, ctx, depth)?);
-            if l == Some(true) {
-                return Ok(Value::Bool(true));
-            }
-            let r = truthy(&eval_at(right, ctx, depth)?);
-            match (l, r) {
-                (_, Some(true)) => Value::Bool(true),
-                (Some(false), Some(false)) => Value::Bool(false),
-                _ => Value::Null,
-            }
-        }
+    match op {
+        BinaryOperator::And | BinaryOperator::Or => eval_logical(left, op, right, ctx, depth),
         BinaryOperator::Eq
         | BinaryOperator::NotEq
         | BinaryOperator::Lt
         | BinaryOperator::LtEq
         | BinaryOperator::Gt
-        | BinaryOperator::GtEq => compare(op, &eval_at(left, ctx, depth)?, &eval_at(right, ctx, depth)?)?,
+        | BinaryOperator::GtEq => {
+            let (l, r) = eval_operands(left, right, ctx, depth)?;
+            compare(op, &l, &r)
+        }
         BinaryOperator::Plus
         | BinaryOperator::Minus
         | BinaryOperator::Multiply
         | BinaryOperator::Divide
-        | BinaryOperator::Modulo => arithmetic(op, eval_at(left, ctx, depth)?, eval_at(right, ctx, depth)?)?,
-        BinaryOperator::StringConcat => match (eval_at(left, ctx, depth)?, eval_at(right, ctx, depth)?) {
-            (Value::Null, _) | (_, Value::Null) => Value::Null,
-            (a, b) => Value::String(format!("{}{}", a.display(), b.display())),
-        },
-        other => return Err(SqlError::unsupported(format!("operator {other} is not supported"))),
+        | BinaryOperator::Modulo => {
+            let (l, r) = eval_operands(left, right, ctx, depth)?;
+            arithmetic(op, l, r)
+        }
+        BinaryOperator::StringConcat => {
+            let (l, r) = eval_operands(left, right, ctx, depth)?;
+            Ok(match (l, r) {
+                (Value::Null, _) | (_, Value::Null) => Value::Null,
+                (a, b) => Value::String(format!("{}{}", a.display(), b.display())),
+            })
+        }
+        other => Err(SqlError::unsupported(format!("operator {other} is not supported"))),
+    }
+}
+
+fn eval_operands(left: &Expr, right: &Expr, ctx: &Ctx, depth: usize) -> Result<(Value, Value), SqlError> {
+    let l = eval_at(left, ctx, depth)?;
+    let r = eval_at(right, ctx, depth)?;
+    Ok((l, r))
+}
+
+/// AND and OR, in three-valued logic, evaluating the right side only when it matters.
+fn eval_logical(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+    let decisive = *op == BinaryOperator::Or;
+    let l = truthy(&eval_at(left, ctx, depth)?);
+    if l == Some(decisive) {
+        return Ok(Value::Bool(decisive));
+    }
+    let r = truthy(&eval_at(right, ctx, depth)?);
+    Ok(match (l, r) {
+        (_, Some(b)) if b == decisive => Value::Bool(decisive),
+        (Some(a), Some(b)) if a != decisive && b != decisive => Value::Bool(!decisive),
+        _ => Value::Null,
     })
 }
 

@@ -23,7 +23,7 @@ use crate::services::sql::value::Value;
 
 /// The deepest expression a statement may hold, counted in operators along one path from
 /// the root (parentheses and function calls count one each). In a debug build each level
-/// costs about 4 KiB of stack to evaluate and 4.5 KiB to clone (sqlparser's derived
+/// costs about 2.5 KiB of stack to evaluate and 4.5 KiB to clone (sqlparser's derived
 /// `Clone`), so a tree this deep is parsed, evaluated, cloned, printed and dropped within
 /// half of a tokio worker's 2 MiB stack (the test `evaluation_at_the_limit_fits_a_small_stack`
 /// checks it); release builds need several times less. Hand-written queries stay well below:
