@@ -31,16 +31,19 @@ fn chain(terms: usize) -> String {
 struct Demo {
     child: std::process::Child,
     sql_urls: Vec<String>,
+    _log_dir: tempfile::TempDir,
 }
 
 impl Demo {
     fn start() -> Demo {
         setup();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("demo.log");
         let mut child = Command::new(RANGED)
             .args(["demo", "--sql-port", "0", "--http-port", "0", "--password", "limits-pass-1", "--no-workload"])
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let mut sql_urls = Vec::new();
@@ -55,8 +58,9 @@ impl Demo {
                 break;
             }
         }
-        assert_eq!(sql_urls.len(), 3, "the demo printed no SQL URL per node: {sql_urls:?}");
-        Demo { child, sql_urls }
+        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(sql_urls.len(), 3, "the demo printed no SQL URL per node: {sql_urls:?}\n{}", logged());
+        Demo { child, sql_urls, _log_dir: log_dir }
     }
 
     fn stop(mut self) {

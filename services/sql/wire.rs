@@ -23,7 +23,6 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireSe
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::services::kv::Kv;
 use crate::services::sql::SERVER_VERSION;
 use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::DEFAULT_DATABASE;
@@ -78,7 +77,6 @@ fn startup_user<C: ClientInfo>(client: &C) -> String {
 /// Looks up SCRAM verifiers. A login that cannot succeed gets a mock verifier and so runs
 /// the whole exchange, failing at the proof like a wrong password, in the same time.
 struct ScramSource {
-    kv: Arc<dyn Kv>,
     shared: Arc<Shared>,
 }
 
@@ -96,7 +94,8 @@ impl AuthSource for ScramSource {
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
         let user = users::normalize(login.user().unwrap_or_default());
-        let record = Users::new(self.kv.as_ref()).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
+        let record =
+            Users::new(self.shared.host().as_ref()).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
         match record {
             Some(users::UserRecord { can_login: true, scram: Some(verifier), .. }) => {
                 Ok((verifier.scram_secret(), None))
@@ -121,8 +120,7 @@ pub struct Startup {
 impl Startup {
     fn new(shared: Arc<Shared>) -> Self {
         let scram = (!shared.insecure).then(|| {
-            let source = ScramSource { kv: shared.host().clone(), shared: shared.clone() };
-            let mut scram = ScramAuth::new(Arc::new(source));
+            let mut scram = ScramAuth::new(Arc::new(ScramSource { shared: shared.clone() }));
             scram.set_iterations(users::SCRAM_ITERATIONS as usize);
             SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram)
         });
