@@ -69,7 +69,8 @@ impl Node {
         let mut servers = Vec::new();
         let tls = core.config().tls.clone();
         if let Some(listener) = sql_listener {
-            servers.push(sql::spawn_server(core.clone(), catalog, listener, tls.as_ref(), stopped.clone())?);
+            let memory = core.config().max_sql_memory_per_statement;
+            servers.push(sql::spawn_server(core.clone(), catalog, listener, tls.as_ref(), memory, stopped.clone())?);
         }
         if let Some(listener) = http_listener {
             let own_address = core.config().advertise_addr.clone();

@@ -98,6 +98,8 @@ pub struct NodeConfig {
     pub closed_session_capacity: usize,
     /// How long closed SQL sessions are kept.
     pub closed_session_ttl: Duration,
+    /// Bytes one SQL statement may materialize before it fails with 53200.
+    pub max_sql_memory_per_statement: u64,
 }
 
 impl NodeConfig {
@@ -119,6 +121,7 @@ impl NodeConfig {
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
             closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
+            max_sql_memory_per_statement: crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY,
         }
     }
 }

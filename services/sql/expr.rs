@@ -9,6 +9,7 @@ use sqlparser::ast::{self, BinaryOperator, Expr, UnaryOperator};
 use crate::services::sql::SERVER_VERSION;
 use crate::services::sql::catalog::TableDescriptor;
 use crate::services::sql::error::SqlError;
+use crate::services::sql::limits::{MAX_EXPRESSION_DEPTH, too_complex};
 use crate::services::sql::parse::ident;
 use crate::services::sql::session::SessionHandle;
 use crate::services::sql::value::{SqlType, Value};
@@ -141,77 +142,113 @@ fn compare(op: &BinaryOperator, left: &Value, right: &Value) -> Result<Value, Sq
     }))
 }
 
+/// Evaluates `expr` against `ctx`.
 pub(super) fn eval(expr: &Expr, ctx: &Ctx) -> Result<Value, SqlError> {
+    eval_at(expr, ctx, 0)
+}
+
+/// [`eval`] of a node `depth` levels below the root: past [`MAX_EXPRESSION_DEPTH`] the
+/// statement fails instead of recursing further (the token check should have refused it).
+fn eval_at(expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+    if depth > MAX_EXPRESSION_DEPTH {
+        return Err(too_complex());
+    }
+    // The recursion runs through this small frame and one helper's: in a debug build a
+    // single function matching every kind of expression takes kilobytes per level.
+    let depth = depth + 1;
+    match expr {
+        Expr::BinaryOp { left, op, right } => eval_binary(left, op, right, ctx, depth),
+        Expr::UnaryOp { op, expr } => eval_unary(op, expr, ctx, depth),
+        Expr::Nested(inner) => eval_at(inner, ctx, depth),
+        other => eval_other(other, ctx, depth),
+    }
+}
+
+fn eval_unary(op: &UnaryOperator, expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+    Ok({
+        let v = eval_at(expr, ctx, depth)?;
+        match (op, v) {
+            (_, Value::Null) => Value::Null,
+            (UnaryOperator::Not, Value::Bool(b)) => Value::Bool(!b),
+            (UnaryOperator::Minus, Value::Int(i)) => {
+                Value::Int(i.checked_neg().ok_or_else(|| SqlError::new("22003", "integer out of range"))?)
+            }
+            (UnaryOperator::Minus, Value::Float(f)) => Value::Float(-f),
+            (UnaryOperator::Plus, v @ (Value::Int(_) | Value::Float(_))) => v,
+            (op, v) => {
+                return Err(SqlError::new("42883", format!("unsupported unary operator {op} {}", v.display())));
+            }
+        }
+    })
+}
+
+fn eval_binary(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+    match op {
+        BinaryOperator::And | BinaryOperator::Or => eval_logical(left, op, right, ctx, depth),
+        BinaryOperator::Eq
+        | BinaryOperator::NotEq
+        | BinaryOperator::Lt
+        | BinaryOperator::LtEq
+        | BinaryOperator::Gt
+        | BinaryOperator::GtEq => {
+            let (l, r) = eval_operands(left, right, ctx, depth)?;
+            compare(op, &l, &r)
+        }
+        BinaryOperator::Plus
+        | BinaryOperator::Minus
+        | BinaryOperator::Multiply
+        | BinaryOperator::Divide
+        | BinaryOperator::Modulo => {
+            let (l, r) = eval_operands(left, right, ctx, depth)?;
+            arithmetic(op, l, r)
+        }
+        BinaryOperator::StringConcat => {
+            let (l, r) = eval_operands(left, right, ctx, depth)?;
+            Ok(match (l, r) {
+                (Value::Null, _) | (_, Value::Null) => Value::Null,
+                (a, b) => Value::String(format!("{}{}", a.display(), b.display())),
+            })
+        }
+        other => Err(SqlError::unsupported(format!("operator {other} is not supported"))),
+    }
+}
+
+fn eval_operands(left: &Expr, right: &Expr, ctx: &Ctx, depth: usize) -> Result<(Value, Value), SqlError> {
+    let l = eval_at(left, ctx, depth)?;
+    let r = eval_at(right, ctx, depth)?;
+    Ok((l, r))
+}
+
+/// AND and OR, in three-valued logic, evaluating the right side only when it matters.
+fn eval_logical(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+    let decisive = *op == BinaryOperator::Or;
+    let l = truthy(&eval_at(left, ctx, depth)?);
+    if l == Some(decisive) {
+        return Ok(Value::Bool(decisive));
+    }
+    let r = truthy(&eval_at(right, ctx, depth)?);
+    Ok(match (l, r) {
+        (_, Some(b)) if b == decisive => Value::Bool(decisive),
+        (Some(a), Some(b)) if a != decisive && b != decisive => Value::Bool(!decisive),
+        _ => Value::Null,
+    })
+}
+
+fn eval_other(expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
     Ok(match expr {
         Expr::Identifier(id) => ctx.column(&ident(id))?,
         Expr::CompoundIdentifier(parts) => ctx.column(&parts.last().map(ident).unwrap_or_default())?,
         Expr::Value(v) => literal(&v.value, ctx.params)?,
-        Expr::Nested(inner) => eval(inner, ctx)?,
-        Expr::IsNull(inner) => Value::Bool(eval(inner, ctx)?.is_null()),
-        Expr::IsNotNull(inner) => Value::Bool(!eval(inner, ctx)?.is_null()),
-        Expr::UnaryOp { op, expr } => {
-            let v = eval(expr, ctx)?;
-            match (op, v) {
-                (_, Value::Null) => Value::Null,
-                (UnaryOperator::Not, Value::Bool(b)) => Value::Bool(!b),
-                (UnaryOperator::Minus, Value::Int(i)) => Value::Int(-i),
-                (UnaryOperator::Minus, Value::Float(f)) => Value::Float(-f),
-                (UnaryOperator::Plus, v @ (Value::Int(_) | Value::Float(_))) => v,
-                (op, v) => {
-                    return Err(SqlError::new("42883", format!("unsupported unary operator {op} {}", v.display())));
-                }
-            }
-        }
-        Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::And => {
-                let l = truthy(&eval(left, ctx)?);
-                if l == Some(false) {
-                    return Ok(Value::Bool(false));
-                }
-                let r = truthy(&eval(right, ctx)?);
-                match (l, r) {
-                    (_, Some(false)) => Value::Bool(false),
-                    (Some(true), Some(true)) => Value::Bool(true),
-                    _ => Value::Null,
-                }
-            }
-            BinaryOperator::Or => {
-                let l = truthy(&eval(left, ctx)?);
-                if l == Some(true) {
-                    return Ok(Value::Bool(true));
-                }
-                let r = truthy(&eval(right, ctx)?);
-                match (l, r) {
-                    (_, Some(true)) => Value::Bool(true),
-                    (Some(false), Some(false)) => Value::Bool(false),
-                    _ => Value::Null,
-                }
-            }
-            BinaryOperator::Eq
-            | BinaryOperator::NotEq
-            | BinaryOperator::Lt
-            | BinaryOperator::LtEq
-            | BinaryOperator::Gt
-            | BinaryOperator::GtEq => compare(op, &eval(left, ctx)?, &eval(right, ctx)?)?,
-            BinaryOperator::Plus
-            | BinaryOperator::Minus
-            | BinaryOperator::Multiply
-            | BinaryOperator::Divide
-            | BinaryOperator::Modulo => arithmetic(op, eval(left, ctx)?, eval(right, ctx)?)?,
-            BinaryOperator::StringConcat => match (eval(left, ctx)?, eval(right, ctx)?) {
-                (Value::Null, _) | (_, Value::Null) => Value::Null,
-                (a, b) => Value::String(format!("{}{}", a.display(), b.display())),
-            },
-            other => return Err(SqlError::unsupported(format!("operator {other} is not supported"))),
-        },
+        Expr::IsNull(inner) => Value::Bool(eval_at(inner, ctx, depth)?.is_null()),
+        Expr::IsNotNull(inner) => Value::Bool(!eval_at(inner, ctx, depth)?.is_null()),
         Expr::In { expr, target: ast::InTarget::List(list), negated, .. } => {
-            let v = eval(expr, ctx)?;
+            let v = eval_at(expr, ctx, depth)?;
             if v.is_null() {
                 return Ok(Value::Null);
             }
             let mut found = false;
             for item in list {
-                if compare(&BinaryOperator::Eq, &v, &eval(item, ctx)?)? == Value::Bool(true) {
+                if compare(&BinaryOperator::Eq, &v, &eval_at(item, ctx, depth)?)? == Value::Bool(true) {
                     found = true;
                     break;
                 }
@@ -219,15 +256,17 @@ pub(super) fn eval(expr: &Expr, ctx: &Ctx) -> Result<Value, SqlError> {
             Value::Bool(found != *negated)
         }
         Expr::Between { expr, negated, low, high } => {
-            let v = eval(expr, ctx)?;
-            let lo = compare(&BinaryOperator::GtEq, &v, &eval(low, ctx)?)?;
-            let hi = compare(&BinaryOperator::LtEq, &v, &eval(high, ctx)?)?;
+            let v = eval_at(expr, ctx, depth)?;
+            let lo = compare(&BinaryOperator::GtEq, &v, &eval_at(low, ctx, depth)?)?;
+            let hi = compare(&BinaryOperator::LtEq, &v, &eval_at(high, ctx, depth)?)?;
             match (truthy(&lo), truthy(&hi)) {
                 (Some(a), Some(b)) => Value::Bool((a && b) != *negated),
                 _ => Value::Null,
             }
         }
-        Expr::Cast { expr, data_type, .. } => eval(expr, ctx)?.coerce(SqlType::parse(&data_type.to_string())?)?,
+        Expr::Cast { expr, data_type, .. } => {
+            eval_at(expr, ctx, depth)?.coerce(SqlType::parse(&data_type.to_string())?)?
+        }
         Expr::TypedString(typed) => Value::String(typed.value.value.clone().into_string().unwrap_or_default())
             .coerce(SqlType::parse(&typed.data_type.to_string())?)?,
         Expr::Function(function) => {
@@ -255,6 +294,16 @@ fn now() -> Value {
 
 /// The type an expression produces, for describing results before running them.
 pub(super) fn expr_type(expr: &Expr, table: Option<&TableDescriptor>) -> SqlType {
+    expr_type_at(expr, table, 0)
+}
+
+/// [`expr_type`] below `depth` levels; past the depth limit the type is left as text (the
+/// statement fails when evaluated).
+fn expr_type_at(expr: &Expr, table: Option<&TableDescriptor>, depth: usize) -> SqlType {
+    if depth > MAX_EXPRESSION_DEPTH {
+        return SqlType::String;
+    }
+    let expr_type = |expr: &Expr, table: Option<&TableDescriptor>| expr_type_at(expr, table, depth + 1);
     match expr {
         Expr::Identifier(id) => column_type(table, &ident(id)),
         Expr::CompoundIdentifier(parts) => column_type(table, &parts.last().map(ident).unwrap_or_default()),
@@ -295,6 +344,18 @@ fn column_type(table: Option<&TableDescriptor>, name: &str) -> SqlType {
 
 /// Infers the types of `$n` placeholders from the columns they are compared with or assigned to.
 pub(super) fn infer_params(expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>) {
+    infer_params_at(expr, table, out, 0)
+}
+
+/// [`infer_params`] below `depth` levels; past the depth limit nothing more is inferred
+/// (the statement fails when evaluated).
+fn infer_params_at(expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>, depth: usize) {
+    if depth > MAX_EXPRESSION_DEPTH {
+        return;
+    }
+    let infer_params = |expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>| {
+        infer_params_at(expr, table, out, depth + 1)
+    };
     let mut note = |placeholder: &Expr, ty: SqlType| {
         if let Expr::Value(v) = placeholder
             && let ast::Value::Placeholder(name) = &v.value
@@ -349,7 +410,14 @@ pub(super) fn infer_params(expr: &Expr, table: Option<&TableDescriptor>, out: &m
 /// Fails with 42703 if `expr` names a column `table` does not have, so a bad name is an error
 /// even when no row is read (as PostgreSQL checks at plan time).
 pub(super) fn check_columns(expr: &Expr, table: &TableDescriptor) -> Result<(), SqlError> {
-    let check = |e: &Expr| check_columns(e, table);
+    check_columns_at(expr, table, 0)
+}
+
+fn check_columns_at(expr: &Expr, table: &TableDescriptor, depth: usize) -> Result<(), SqlError> {
+    if depth > MAX_EXPRESSION_DEPTH {
+        return Err(too_complex());
+    }
+    let check = |e: &Expr| check_columns_at(e, table, depth + 1);
     match expr {
         Expr::Identifier(id) => {
             let name = ident(id);
@@ -431,5 +499,49 @@ pub(super) mod tests {
         let mut params = Vec::new();
         infer_params(&where_clause("a = $1 AND $2 < v AND b IN ($3)"), Some(&t), &mut params);
         assert_eq!(params, vec![Some(SqlType::Int), Some(SqlType::Float), Some(SqlType::String)]);
+    }
+
+    /// `a + 1 + … + 1` with `operators` operators.
+    fn chain(operators: usize) -> Expr {
+        where_clause(&format!("a{}", " + 1".repeat(operators)))
+    }
+
+    #[test]
+    fn evaluation_at_the_limit_fits_a_small_stack() {
+        // Half of a tokio worker's 2 MiB stack is all the deepest allowed expression may
+        // need, in a debug build, for everything done with it (the other half is the margin
+        // for what the worker already has on its stack).
+        let worker = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(|| {
+                let t = table();
+                let row = [Value::Int(1), Value::String("x".into()), Value::Null];
+                let ctx = Ctx { table: Some(&t), row: Some(&row), params: &[], session: None };
+                let deepest = chain(MAX_EXPRESSION_DEPTH);
+                assert_eq!(eval(&deepest, &ctx), Ok(Value::Int(MAX_EXPRESSION_DEPTH as i64 + 1)));
+                assert_eq!(expr_type(&deepest, Some(&t)), SqlType::Int);
+                check_columns(&deepest, &t).unwrap();
+                let mut params = Vec::new();
+                infer_params(&deepest, Some(&t), &mut params);
+                let copy = deepest.clone();
+                assert_eq!(copy.to_string(), deepest.to_string());
+                drop(copy);
+                let parsed = crate::services::sql::parse::parse(&format!("SELECT {deepest}")).unwrap();
+                drop(parsed.clone());
+                // One deeper than allowed: evaluation refuses instead of recursing on.
+                let deeper = chain(MAX_EXPRESSION_DEPTH + 1);
+                assert_eq!(eval(&deeper, &ctx).unwrap_err().code, "54001");
+                assert_eq!(check_columns(&deeper, &t).unwrap_err().code, "54001");
+                let parsed = crate::services::sql::parse::parse(&format!("SELECT {deeper}"));
+                assert_eq!(parsed.err().map(|e| e.code), Some("54001"));
+            })
+            .unwrap();
+        worker.join().expect("the deepest allowed expression fits");
+    }
+
+    #[test]
+    fn negating_the_smallest_integer_is_out_of_range() {
+        let ctx = Ctx::constant(&[]);
+        assert_eq!(eval(&where_clause("-(-9223372036854775807 - 1)"), &ctx).unwrap_err().code, "22003");
     }
 }

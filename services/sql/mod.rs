@@ -4,6 +4,7 @@
 //! - [`users`] — users and roles with SCRAM-SHA-256 verifiers.
 //! - [`session`] — the registry of client sessions on a node.
 //! - [`parse`] — statement text to sqlparser's AST, CockroachDB spellings mapped first.
+//! - [`limits`] — what one statement may cost: expression depth, memory.
 //! - [`expr`] — expression evaluation and the types of expressions and placeholders.
 //! - [`plan`] — access planning: point gets or one bounded scan for a WHERE clause.
 //! - [`exec`] — statement execution over the KV layer: the engine and statement dispatch.
@@ -20,6 +21,7 @@ pub mod conn;
 pub mod error;
 pub mod exec;
 pub mod expr;
+pub mod limits;
 pub mod parse;
 pub mod plan;
 pub mod session;
@@ -57,19 +59,21 @@ pub trait SqlHost: Kv {
 }
 
 /// Accepts PostgreSQL connections on `listener` until `shutdown` turns true, running statements
-/// on `host` with the node's shared `catalog`.
+/// on `host` with the node's shared `catalog`, each within `statement_memory` bytes.
 pub fn spawn_server(
     host: Arc<dyn SqlHost>,
     catalog: Arc<catalog::Catalog>,
     listener: TcpListener,
     tls: Option<&TlsMaterials>,
+    statement_memory: u64,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     // PostgreSQL 17 clients negotiating TLS directly offer ALPN "postgresql".
     let acceptor =
         tls.map(|tls| tls.rustls_server(&[b"postgresql"]).map(tokio_rustls::TlsAcceptor::from)).transpose()?;
     let insecure = acceptor.is_none();
-    let shared = Arc::new(wire::Shared { engine: exec::SqlEngine::new(host.clone(), catalog), insecure });
+    let engine = exec::SqlEngine::new(host.clone(), catalog, statement_memory);
+    let shared = Arc::new(wire::Shared { engine, insecure, mock: users::MockVerifiers::new() });
     let handlers = Arc::new(wire::Handlers::new(shared));
     Ok(crate::services::accept::spawn(listener, shutdown, "sql", move |socket, peer| {
         let (host, handlers, acceptor) = (host.clone(), handlers.clone(), acceptor.clone());

@@ -10,6 +10,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::services::sql::error::SqlError;
+use crate::services::sql::limits;
 
 /// One parsed statement, ready to run.
 #[derive(Clone)]
@@ -53,6 +54,8 @@ pub(super) fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     use sqlparser::tokenizer::{Token, Tokenizer};
     let tokens =
         Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().map_err(|err| SqlError::syntax(err.to_string()))?;
+    // Before any tree exists: a deep one cannot even be dropped safely.
+    limits::check_depth(&tokens)?;
     let mut statements = Vec::new();
     let mut current = String::new();
     for token in tokens {
@@ -128,5 +131,11 @@ mod tests {
         assert!(matches!(&both[0], Parsed::Statement(_, Flavor::CreateUser)));
         assert!(matches!(&both[1], Parsed::Statement(_, Flavor::Upsert)));
         assert_eq!(parse("SELEC 1").err().unwrap().code, "42601");
+    }
+
+    #[test]
+    fn long_chains_are_refused_before_parsing() {
+        let sql = format!("SELECT 1; SELECT {}", vec!["1"; 500_000].join("+"));
+        assert_eq!(parse(&sql).err().unwrap().code, "54001");
     }
 }

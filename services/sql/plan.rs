@@ -39,23 +39,30 @@ pub(super) enum Access {
     Scan { start: Vec<u8>, end: Vec<u8> },
 }
 
+/// The parts of an AND chain, left to right. Iterative: a chain is as deep as it is long.
 fn conjuncts(expr: &Expr) -> Vec<&Expr> {
-    match expr {
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-            let mut out = conjuncts(left);
-            out.extend(conjuncts(right));
-            out
+    let mut out = Vec::new();
+    let mut pending = vec![expr];
+    while let Some(expr) = pending.pop() {
+        match expr {
+            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+                pending.push(right);
+                pending.push(left);
+            }
+            Expr::Nested(inner) => pending.push(inner),
+            other => out.push(other),
         }
-        Expr::Nested(inner) => conjuncts(inner),
-        other => vec![other],
     }
+    out
 }
 
-fn is_column(expr: &Expr, name: &str) -> bool {
+fn is_column(mut expr: &Expr, name: &str) -> bool {
+    while let Expr::Nested(inner) = expr {
+        expr = inner;
+    }
     match expr {
         Expr::Identifier(id) => ident(id) == name,
         Expr::CompoundIdentifier(parts) => parts.last().map(ident).as_deref() == Some(name),
-        Expr::Nested(inner) => is_column(inner, name),
         _ => false,
     }
 }

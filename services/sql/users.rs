@@ -76,6 +76,41 @@ impl ScramVerifier {
     }
 }
 
+/// Stand-in verifiers for logins that cannot succeed (no such user, NOLOGIN, no password),
+/// as PostgreSQL's "mock authentication": such a login runs the same SCRAM exchange as a
+/// wrong password, with a salt that is stable per name (so asking twice does not tell either)
+/// and the iteration count of real verifiers, and fails the same way at the end.
+pub struct MockVerifiers {
+    secret: [u8; 32],
+}
+
+impl MockVerifiers {
+    /// Mock verifiers keyed by a fresh random secret (per node process).
+    pub fn new() -> Self {
+        Self { secret: rand::random() }
+    }
+
+    /// The stand-in verifier of `user`. Its keys derive from the secret, not from any
+    /// password, so no proof a client can compute matches them.
+    pub fn verifier(&self, user: &str) -> ScramVerifier {
+        let derive = |purpose: &str| hmac_sha256(&self.secret, format!("{purpose}\0{user}").as_bytes());
+        let mut salt = derive("salt");
+        salt.truncate(16);
+        ScramVerifier {
+            salt,
+            iterations: SCRAM_ITERATIONS,
+            stored_key: derive("stored key"),
+            server_key: derive("server key"),
+        }
+    }
+}
+
+impl Default for MockVerifiers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A user (or role) record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -218,6 +253,19 @@ mod tests {
         assert!(!json.contains("s3cret"));
         assert_ne!(ScramVerifier::new("s3cret").salt, verifier.salt, "salts are random");
         assert_eq!(format!("{verifier:?}"), "ScramVerifier { .. }");
+    }
+
+    #[test]
+    fn mock_verifiers_look_like_real_ones_and_match_nothing() {
+        let mock = MockVerifiers::new();
+        let real = ScramVerifier::new("pw");
+        let alice = mock.verifier("alice");
+        assert_eq!(alice, mock.verifier("alice"), "stable per name");
+        assert_ne!(alice.salt, mock.verifier("bob").salt);
+        assert_ne!(alice.salt, MockVerifiers::new().verifier("alice").salt, "keyed per node");
+        assert_eq!((alice.salt.len(), alice.iterations), (real.salt.len(), real.iterations));
+        assert_eq!((alice.stored_key.len(), alice.server_key.len()), (32, 32));
+        assert!(!alice.verify("") && !alice.verify("alice"));
     }
 
     #[test]

@@ -23,7 +23,6 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireSe
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::services::kv::Kv;
 use crate::services::sql::SERVER_VERSION;
 use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::DEFAULT_DATABASE;
@@ -49,6 +48,8 @@ fn sql_error(err: SqlError) -> PgWireError {
 pub struct Shared {
     pub(crate) engine: SqlEngine,
     pub(crate) insecure: bool,
+    /// Verifiers for logins that cannot succeed, so they fail like a wrong password.
+    pub(crate) mock: users::MockVerifiers,
 }
 
 impl Shared {
@@ -61,9 +62,22 @@ impl Shared {
     }
 }
 
-/// Looks up SCRAM verifiers; every failure is the same 28P01, as PostgreSQL does.
+/// The one answer to every failed login, whatever the reason (no such user, NOLOGIN, no
+/// password, wrong password): PostgreSQL's wording and SQLSTATE, with the name the client
+/// sent, so the answer does not tell which users exist.
+fn login_failed(user: &str) -> PgWireError {
+    fatal("28P01", format!("password authentication failed for user \"{user}\""))
+}
+
+/// The user name a client sent in its startup message.
+fn startup_user<C: ClientInfo>(client: &C) -> String {
+    client.metadata().get("user").cloned().unwrap_or_default()
+}
+
+/// Looks up SCRAM verifiers. A login that cannot succeed gets a mock verifier and so runs
+/// the whole exchange, failing at the proof like a wrong password, in the same time.
 struct ScramSource {
-    kv: Arc<dyn Kv>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ScramSource {
@@ -79,13 +93,14 @@ impl AuthSource for ScramSource {
     }
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
-        let user = login.user().unwrap_or_default().to_owned();
-        let record = Users::new(self.kv.as_ref()).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
+        let user = users::normalize(login.user().unwrap_or_default());
+        let record =
+            Users::new(self.shared.host().as_ref()).get(&user).await.map_err(|err| fatal("57P03", err.to_string()))?;
         match record {
             Some(users::UserRecord { can_login: true, scram: Some(verifier), .. }) => {
                 Ok((verifier.scram_secret(), None))
             }
-            _ => Err(PgWireError::InvalidPassword(user)),
+            _ => Ok((self.shared.mock.verifier(&user).scram_secret(), None)),
         }
     }
 }
@@ -105,7 +120,7 @@ pub struct Startup {
 impl Startup {
     fn new(shared: Arc<Shared>) -> Self {
         let scram = (!shared.insecure).then(|| {
-            let mut scram = ScramAuth::new(Arc::new(ScramSource { kv: shared.host().clone() }));
+            let mut scram = ScramAuth::new(Arc::new(ScramSource { shared: shared.clone() }));
             scram.set_iterations(users::SCRAM_ITERATIONS as usize);
             SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram)
         });
@@ -147,7 +162,7 @@ impl StartupHandler for Startup {
                     .await
                     .map_err(|err| fatal("57P03", err.to_string()))?;
                 if !record.is_some_and(|r| r.can_login) {
-                    return Err(fatal("28000", format!("password authentication failed for user {user}")));
+                    return Err(login_failed(&startup_user(client)));
                 }
                 finish_authentication(client, &server_parameters()).await?;
                 self.register(client);
@@ -155,7 +170,12 @@ impl StartupHandler for Startup {
             }
         }
         let Some(scram) = &self.scram else { return Ok(()) };
-        scram.on_startup(client, message).await?;
+        // pgwire names the user of the SCRAM message, which PostgreSQL clients leave empty
+        // (the name is in the startup message): answer with the name the client logged in as.
+        scram.on_startup(client, message).await.map_err(|err| match err {
+            PgWireError::InvalidPassword(_) => login_failed(&startup_user(client)),
+            other => other,
+        })?;
         if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             self.register(client);
         }

@@ -156,6 +156,10 @@ pub struct StartArgs {
     /// How long a node keeps closed SQL sessions.
     #[arg(long, env = "RANGED_CLOSED_SESSION_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
     pub closed_session_ttl: Duration,
+    /// Bytes one SQL statement may hold (rows read, sorted, built or written) before it fails
+    /// with SQLSTATE 53200 (KiB/MiB/GiB suffixes accepted).
+    #[arg(long, env = "RANGED_MAX_SQL_MEMORY_PER_STATEMENT", default_value = "64MiB", value_parser = parse_size)]
+    pub max_sql_memory_per_statement: u64,
     /// Once serving, write the advertised addresses here as JSON (`rpc_addr`, `sql_addr`,
     /// `http_addr`): with port 0 in the address flags, this is how a supervisor or a test
     /// learns which ports the node got.
@@ -491,6 +495,7 @@ mod tests {
         let Command::Start(args) = cli.command else { panic!("not start") };
         let args = *args;
         assert_eq!(args.range_max_bytes, DEFAULT_RANGE_MAX_BYTES);
+        assert_eq!(args.max_sql_memory_per_statement, crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY);
         assert_eq!(args.join_timeout, DEFAULT_JOIN_TIMEOUT);
         assert_eq!(args.time_until_dead, crate::services::membership::DEFAULT_TIME_UNTIL_DEAD);
         assert_eq!(args.stats_half_life, crate::services::load::DEFAULT_HALF_LIFE);

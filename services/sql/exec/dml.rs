@@ -14,6 +14,7 @@ use crate::services::kv::Op;
 use crate::services::sql::catalog::TableDescriptor;
 use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 use crate::services::sql::expr::{Ctx, check_columns, eval, expr_type};
+use crate::services::sql::limits::{MemoryBudget, row_bytes};
 use crate::services::sql::parse::{Flavor, ident, name_parts};
 use crate::services::sql::plan::{Access, limit_of, plan_access};
 use crate::services::sql::session::SessionHandle;
@@ -23,20 +24,35 @@ use crate::services::sql::value::{SqlType, Value};
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 impl SqlEngine {
-    async fn fetch(&self, table: &TableDescriptor, access: &Access) -> Result<Vec<Vec<Value>>, SqlError> {
+    /// Reads the rows of `access`. The KV layer answers a scan whole, so its answer is
+    /// charged to `budget` as it is decoded, not while it arrives.
+    async fn fetch(
+        &self,
+        table: &TableDescriptor,
+        access: &Access,
+        budget: &MemoryBudget,
+    ) -> Result<Vec<Vec<Value>>, SqlError> {
         let ops: Vec<Op> = match access {
             Access::Keys(keys) if keys.is_empty() => return Ok(Vec::new()),
-            Access::Keys(keys) => keys.iter().map(|key| Op::Get { key: key.clone() }).collect(),
+            Access::Keys(keys) => {
+                // The keys themselves (an IN list's), and the Get ops holding copies.
+                budget.charge(keys.iter().map(|key| 2 * key.len() + std::mem::size_of::<Op>()).sum())?;
+                keys.iter().map(|key| Op::Get { key: key.clone() }).collect()
+            }
             Access::Scan { start, end } => vec![Op::Scan { start: start.clone(), end: end.clone(), limit: 0 }],
         };
         let results = self.batch(ops).await?;
         let mut rows = Vec::new();
         for result in results {
             if let Some(value) = result.value {
-                rows.push(table.decode_row(&value)?);
+                let row = table.decode_row(&value)?;
+                budget.charge(value.len() + row_bytes(&row))?;
+                rows.push(row);
             }
-            for (_, value) in result.rows {
-                rows.push(table.decode_row(&value)?);
+            for (key, value) in result.rows {
+                let row = table.decode_row(&value)?;
+                budget.charge(key.len() + value.len() + row_bytes(&row))?;
+                rows.push(row);
             }
         }
         Ok(rows)
@@ -48,9 +64,10 @@ impl SqlEngine {
         table: &TableDescriptor,
         selection: Option<&Expr>,
         params: &[Value],
+        budget: &MemoryBudget,
     ) -> Result<Vec<Vec<Value>>, SqlError> {
         let access = plan_access(table, selection, params);
-        let mut rows = self.fetch(table, &access).await?;
+        let mut rows = self.fetch(table, &access, budget).await?;
         if let Some(selection) = selection {
             let mut kept = Vec::with_capacity(rows.len());
             for row in rows {
@@ -132,6 +149,7 @@ impl SqlEngine {
         let Some(table) = table else {
             return self.select_constant(session, select, params).await;
         };
+        let budget = self.budget();
         for item in &select.projection {
             if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
                 && !count_star(item)
@@ -147,7 +165,7 @@ impl SqlEngine {
                 check_columns(&e.expr, &table)?;
             }
         }
-        let mut rows = self.matching_rows(session, &table, select.selection.as_ref(), params).await?;
+        let mut rows = self.matching_rows(session, &table, select.selection.as_ref(), params, &budget).await?;
         if select.projection.len() == 1 && count_star(&select.projection[0]) {
             let name = match &select.projection[0] {
                 SelectItem::ExprWithAlias { alias, .. } => ident(alias),
@@ -165,6 +183,7 @@ impl SqlEngine {
             for row in rows {
                 let ctx = Ctx { table: Some(&table), row: Some(&row), params, session: Some(session) };
                 let key = exprs.iter().map(|e| eval(&e.expr, &ctx)).collect::<Result<Vec<_>, _>>()?;
+                budget.charge_row(&key)?;
                 keyed.push((key, row));
             }
             let descending: Vec<bool> =
@@ -208,6 +227,7 @@ impl SqlEngine {
                     other => return Err(SqlError::unsupported(format!("select item {other} is not supported"))),
                 }
             }
+            budget.charge_row(&values)?;
             out.push(values);
         }
         Ok(Output::Rows { fields, rows: out })
@@ -271,6 +291,7 @@ impl SqlEngine {
         let SetExpr::Values(values) = source.body.as_ref() else {
             return Err(SqlError::unsupported("INSERT ... SELECT is not supported"));
         };
+        let budget = self.budget();
         let mut ops = Vec::with_capacity(values.rows.len());
         for exprs in &values.rows {
             if exprs.len() != columns.len() {
@@ -295,6 +316,7 @@ impl SqlEngine {
             }
             let key = table.row_key(&row);
             let value = table.encode_row(&row);
+            budget.charge(row_bytes(&row) + key.len() + value.len() + std::mem::size_of::<Op>())?;
             ops.push(match (flavor, do_nothing) {
                 (Flavor::Upsert, _) => Op::Put { key, value },
                 (_, true) => Op::PutIfAbsent { key, value },
@@ -342,7 +364,8 @@ impl SqlEngine {
         for (_, expr) in &targets {
             check_columns(expr, &table)?;
         }
-        let rows = self.matching_rows(session, &table, update.selection.as_ref(), params).await?;
+        let budget = self.budget();
+        let rows = self.matching_rows(session, &table, update.selection.as_ref(), params, &budget).await?;
         let mut ops = Vec::new();
         // Which ops guard existing rows (a failure means "changed concurrently: retry") and
         // which create new keys (a failure means a duplicate key).
@@ -362,6 +385,8 @@ impl SqlEngine {
             let old_key = table.row_key(row);
             let new_key = table.row_key(&new);
             let old_value = table.encode_row(row);
+            // The new row, and up to three ops holding two copies each of its keys and values.
+            budget.charge(row_bytes(&new) + 6 * (new_key.len() + old_value.len()) + 3 * std::mem::size_of::<Op>())?;
             if old_key == new_key {
                 creates.push(false);
                 ops.push(Op::ConditionalPut { key: new_key, value: table.encode_row(&new), expected: Some(old_value) });
@@ -413,11 +438,13 @@ impl SqlEngine {
         if let Some(selection) = &delete.selection {
             check_columns(selection, &table)?;
         }
-        let rows = self.matching_rows(session, &table, delete.selection.as_ref(), params).await?;
+        let budget = self.budget();
+        let rows = self.matching_rows(session, &table, delete.selection.as_ref(), params, &budget).await?;
         let mut ops = Vec::with_capacity(rows.len() * 2);
         for row in &rows {
             let key = table.row_key(row);
             let value = table.encode_row(row);
+            budget.charge(3 * key.len() + 2 * value.len() + 2 * std::mem::size_of::<Op>())?;
             ops.push(Op::ConditionalPut { key: key.clone(), value: value.clone(), expected: Some(value) });
             ops.push(Op::Delete { key });
         }

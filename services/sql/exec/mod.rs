@@ -11,7 +11,10 @@ mod ddl;
 mod dml;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use sqlparser::ast::{
     self, BinaryOperator, Expr, ObjectName, SelectItem, SetExpr, Statement, TableFactor, TableObject,
@@ -23,6 +26,7 @@ use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::{Catalog, PUBLIC_SCHEMA, TableDescriptor};
 use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 use crate::services::sql::expr::infer_params;
+use crate::services::sql::limits::MemoryBudget;
 use crate::services::sql::parse::{Flavor, Parsed, name_parts, parse};
 use crate::services::sql::session::SessionHandle;
 use crate::services::sql::users::Users;
@@ -76,6 +80,7 @@ pub struct SqlEngine {
     host: Arc<dyn SqlHost>,
     catalog: Arc<Catalog>,
     parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Parsed>>>>,
+    statement_memory: u64,
 }
 
 /// Most statement texts whose parse is kept. Clients repeat a few texts (prepared statements,
@@ -83,10 +88,20 @@ pub struct SqlEngine {
 /// each once took a tenth of a point read's CPU time. Full: forget them all.
 const PARSE_CACHE_ENTRIES: usize = 1024;
 
+/// Longest statement text whose parse is kept: a large one (a bulk UPSERT, a long IN list) is
+/// rarely repeated, and its tree would stay in memory until the cache is next cleared.
+const PARSE_CACHE_MAX_TEXT: usize = 16 * 1024;
+
 impl SqlEngine {
-    /// An engine running statements on `host`, reading the catalog through `catalog`.
-    pub fn new(host: Arc<dyn SqlHost>, catalog: Arc<Catalog>) -> Self {
-        Self { host, catalog, parsed: Default::default() }
+    /// An engine running statements on `host`, reading the catalog through `catalog`; each
+    /// statement may materialize up to `statement_memory` bytes.
+    pub fn new(host: Arc<dyn SqlHost>, catalog: Arc<Catalog>, statement_memory: u64) -> Self {
+        Self { host, catalog, parsed: Default::default(), statement_memory }
+    }
+
+    /// A fresh memory budget for one statement (or one attempt of it).
+    fn budget(&self) -> MemoryBudget {
+        MemoryBudget::new(self.statement_memory)
     }
 
     /// [`parse`], remembered by statement text (parsing is a pure function of the text).
@@ -95,6 +110,9 @@ impl SqlEngine {
             return Ok(parsed.clone());
         }
         let parsed = Arc::new(parse(sql)?);
+        if sql.len() > PARSE_CACHE_MAX_TEXT {
+            return Ok(parsed);
+        }
         let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= PARSE_CACHE_ENTRIES {
             cache.clear();
@@ -146,13 +164,14 @@ impl SqlEngine {
     }
     /// Runs every statement of `sql` (simple protocol); stops at the first error.
     pub async fn execute(&self, session: &SessionHandle, sql: &str, params: &[Value]) -> Vec<Result<Output, SqlError>> {
-        let parsed = match self.parse(sql) {
-            Ok(parsed) => parsed,
-            Err(err) => return vec![Err(err)],
+        let parsed = match std::panic::catch_unwind(AssertUnwindSafe(|| self.parse(sql))) {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(err)) => return vec![Err(err)],
+            Err(panic) => return vec![Err(panicked(panic))],
         };
         let mut outputs = Vec::new();
         for statement in parsed.iter() {
-            let result = self.run(session, statement, params).await;
+            let result = isolated(self.run(session, statement, params)).await;
             let failed = result.is_err();
             outputs.push(result);
             if failed {
@@ -164,6 +183,10 @@ impl SqlEngine {
 
     /// Describes a single statement for the extended protocol.
     pub async fn describe(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
+        isolated(self.describe_unguarded(session, sql)).await
+    }
+
+    async fn describe_unguarded(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
         let parsed = self.parse(sql)?;
         let mut description = Description::default();
         let statement = match parsed.first() {
@@ -319,6 +342,25 @@ impl SqlEngine {
     }
 }
 
+/// Runs `statement` so that a panic in it fails only this statement (XX000), not the
+/// connection's task or, in a process that aborts on panic, the node. Logged once here.
+pub(crate) async fn isolated<T, F>(statement: F) -> Result<T, SqlError>
+where
+    F: Future<Output = Result<T, SqlError>>,
+{
+    AssertUnwindSafe(statement).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(panic)))
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> SqlError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!(panic = %message, "SQL statement panicked; only this statement failed");
+    SqlError::new("XX000", "internal error: the statement failed unexpectedly (see the node's log)")
+}
+
 /// Runs `attempt` until it does not fail with a serialization failure, at most
 /// [`STATEMENT_RETRIES`] more times: such a failure means the rows it read changed before its
 /// batch applied, so running it again on fresh data may succeed.
@@ -338,4 +380,22 @@ where
 
 fn rows_output(columns: &[(&str, SqlType)], rows: Vec<Vec<Value>>) -> Output {
     Output::Rows { fields: columns.iter().map(|(name, ty)| Field { name: name.to_string(), ty: *ty }).collect(), rows }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_statement_becomes_an_internal_error() {
+        let failed = isolated(async {
+            if std::hint::black_box(true) {
+                panic!("a bug in one statement");
+            }
+            Ok(())
+        })
+        .await;
+        assert_eq!(failed.unwrap_err().code, "XX000");
+        assert_eq!(isolated(async { Ok::<_, SqlError>(7) }).await, Ok(7));
+    }
 }
