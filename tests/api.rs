@@ -301,15 +301,7 @@ async fn a_dead_node_is_reported_not_waited_for() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authentication_and_authorization() {
-    setup();
-    let dir = tempfile::tempdir().unwrap();
-    let certs = create_certs(dir.path());
-    let certs_text = certs.display().to_string();
-    let password_file = dir.path().join("root-password");
-    std::fs::write(&password_file, "rootpw\n").unwrap();
-    let cluster =
-        Cluster::start_in(dir, 3, &["--web-session-timeout", "8s"], vec!["--certs-dir".into(), certs_text.clone()]);
-    cluster.init_with(&["--root-password-file", &password_file.display().to_string()]).await;
+    let (cluster, certs) = Cluster::start_secure(3, &["--web-session-timeout", "8s"], "rootpw").await;
     let ca = certs.join("ca.crt");
     let client = http(Some(&ca));
     let api = |i: usize| cluster.api(i, "https");

@@ -43,19 +43,8 @@ fn leader_id(value: &Value) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_answers_through_a_frozen_range_1_leader() {
-    setup();
-    let dir = tempfile::tempdir().unwrap();
-    let certs = create_certs(dir.path());
-    let password_file = dir.path().join("root-password");
-    std::fs::write(&password_file, "rootpw\n").unwrap();
     let timeout = format!("{}s", FANOUT_TIMEOUT.as_secs());
-    let cluster = Cluster::start_in(
-        dir,
-        3,
-        &["--fanout-timeout", &timeout],
-        vec!["--certs-dir".into(), certs.display().to_string()],
-    );
-    cluster.init_with(&["--root-password-file", &password_file.display().to_string()]).await;
+    let (cluster, certs) = Cluster::start_secure(3, &["--fanout-timeout", &timeout], "rootpw").await;
     let ca = std::fs::read(certs.join("ca.crt")).unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

@@ -205,15 +205,8 @@ async fn sessions_registry_shows_connections_and_running_queries() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_failures_and_statement_errors_have_sqlstates() {
-    setup();
-    let dir = tempfile::tempdir().unwrap();
-    let certs = create_certs(dir.path());
-    let certs_text = certs.display().to_string();
-    let password_file = dir.path().join("root-password");
     let root_password = "correct horse battery staple";
-    std::fs::write(&password_file, format!("{root_password}\n")).unwrap();
-    let cluster = Cluster::start_in(dir, 1, &[], vec!["--certs-dir".into(), certs_text.clone()]);
-    cluster.init_with(&["--root-password-file", &password_file.display().to_string()]).await;
+    let (cluster, certs) = Cluster::start_secure(1, &[], root_password).await;
     let url = |user: &str, password: &str| {
         format!(
             "postgresql://{user}:{}@localhost:{}/defaultdb?sslmode=verify-full&sslrootcert={}",

@@ -153,14 +153,7 @@ fn median(samples: &mut [Duration]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_failed_login_answers_alike() {
-    setup();
-    let dir = tempfile::tempdir().unwrap();
-    let certs = create_certs(dir.path());
-    let certs_text = certs.display().to_string();
-    let password_file = dir.path().join("root-password");
-    std::fs::write(&password_file, "rootpw\n").unwrap();
-    let cluster = Cluster::start_in(dir, 1, &[], vec!["--certs-dir".into(), certs_text]);
-    cluster.init_with(&["--root-password-file", &password_file.display().to_string()]).await;
+    let (cluster, certs) = Cluster::start_secure(1, &[], "rootpw").await;
     let port = cluster.nodes[0].sql_addr.split(':').nth(1).unwrap().to_string();
     let url = |user: &str, password: &str| {
         format!(

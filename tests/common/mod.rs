@@ -129,6 +129,19 @@ impl Cluster {
         Self::start_in(dir, n, extra, security)
     }
 
+    /// Starts and initializes `n` secure nodes (certificates made here) whose `root` has
+    /// `root_password`; returns the cluster and its certificates directory.
+    pub async fn start_secure(n: usize, extra: &[&str], root_password: &str) -> (Cluster, PathBuf) {
+        setup();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = create_certs(dir.path());
+        let password_file = dir.path().join("root-password");
+        std::fs::write(&password_file, format!("{root_password}\n")).unwrap();
+        let cluster = Cluster::start_in(dir, n, extra, vec!["--certs-dir".into(), certs.display().to_string()]);
+        cluster.init_with(&["--root-password-file", &password_file.display().to_string()]).await;
+        (cluster, certs)
+    }
+
     /// Starts `n` nodes whose stores live in `dir`. Each node binds port 0 itself and reports
     /// the ports it got (`--listening-addrs-file`); node `i` joins the nodes started before it,
     /// and once all run, every node's join list (for restarts) names them all. A restart keeps
