@@ -163,17 +163,18 @@ pub fn url_decode(text: &str) -> String {
 /// `POST /api/v2/login/`.
 #[utoipa::path(post, path = "/login/", tag = "auth",
     request_body(content_type = "application/x-www-form-urlencoded", description = "username=..&password=.. (or the same as query parameters)"),
-    responses((status = 200, body = LoginResponse), (status = 400), (status = 401), (status = 405)))]
+    responses((status = 200, body = LoginResponse), (status = 400), (status = 401), (status = 405), (status = 413)))]
 pub async fn login(
     State(gateway): State<Arc<Gateway>>,
     method: axum::http::Method,
     Query(query): Query<Credentials>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     if method != axum::http::Method::POST {
         return Err(ApiError::method_not_allowed());
     }
+    let body = body?;
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -69,7 +69,16 @@ impl Node {
         let mut servers = Vec::new();
         let tls = core.config().tls.clone();
         if let Some(listener) = sql_listener {
-            servers.push(sql::spawn_server(core.clone(), catalog, listener, tls.as_ref(), stopped.clone())?);
+            let connections = core.config().connections;
+            servers.push(sql::spawn_server(
+                core.clone(),
+                catalog,
+                listener,
+                tls.as_ref(),
+                connections.sql,
+                connections.sql_startup_timeout,
+                stopped.clone(),
+            )?);
         }
         if let Some(listener) = http_listener {
             let own_address = core.config().advertise_addr.clone();
