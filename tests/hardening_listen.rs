@@ -42,8 +42,10 @@ impl Default for Limits {
 async fn node(dir: &Path, certs: Option<&Path>, limits: Limits) -> LocalCluster {
     ranged::install_crypto_provider();
     let listener = |max_connections| ListenerLimits { max_connections, tls_handshake_timeout: limits.handshake };
-    let mut api = ranged::gateway::Config::default();
-    api.http = HttpLimits { listener: listener(limits.max_http), header_timeout: limits.header, idle_timeout: LONG };
+    let api = ranged::gateway::Config {
+        http: HttpLimits { listener: listener(limits.max_http), header_timeout: limits.header, idle_timeout: LONG },
+        ..Default::default()
+    };
     let options = LocalClusterOptions {
         tls: certs.map(|certs| TlsMaterials::load_node(certs).unwrap()),
         connections: ConnectionSettings {
@@ -192,7 +194,7 @@ async fn sql_connections_beyond_the_limit_get_53300_after_the_tls_negotiation() 
     let url = secure_pg_url(sql_addr(&cluster), &certs);
     // The one slot, held by a connection that has not even started TLS.
     let silent = TcpStream::connect(sql_addr(&cluster)).await.unwrap();
-    let err = ranged::workload::connect(&url).await.err().expect("a connection beyond the limit");
+    let Err(err) = ranged::workload::connect(&url).await else { panic!("a connection beyond the limit was served") };
     assert_eq!(err, "sorry, too many clients already (53300)");
     // psql (libpq, sslmode=require) shows the same error.
     let psql = std::process::Command::new("psql")
@@ -222,7 +224,7 @@ async fn a_plaintext_sql_client_over_the_limit_gets_53300_and_the_served_one_goe
     let cluster = node(dir.path(), None, Limits { max_sql: 1, ..Limits::default() }).await;
     let url = format!("postgresql://root@{}/defaultdb?sslmode=disable", sql_addr(&cluster));
     let served = ranged::workload::connect(&url).await.unwrap();
-    let err = ranged::workload::connect(&url).await.err().expect("a connection beyond the limit");
+    let Err(err) = ranged::workload::connect(&url).await else { panic!("a connection beyond the limit was served") };
     assert_eq!(err, "sorry, too many clients already (53300)");
     let one: i64 = served.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
