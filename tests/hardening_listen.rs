@@ -342,3 +342,28 @@ async fn an_oversized_login_body_gets_413_over_http1_and_http2() {
     assert_ne!(response.status(), 413);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_refusal_is_a_503_and_an_oversized_body_a_413_on_alpn_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = create_certs(dir.path());
+    let cluster = node(dir.path(), Some(&certs), Limits { max_http: 1, ..Limits::default() }).await;
+    let ca = std::fs::read(certs.join(ranged::services::tls::CA_CERT)).unwrap();
+    let client = || {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap()
+    };
+    let base = format!("https://127.0.0.1:{}/api/v2", http_addr(&cluster).port());
+    // ALPN picks HTTP/2; the one slot is this client's connection.
+    let served = client();
+    let response = served.post(format!("{base}/login/")).body(vec![b'a'; TEN_MB]).send().await.unwrap();
+    assert_eq!((response.status().as_u16(), response.version()), (413, reqwest::Version::HTTP_2));
+    let refused = client().get(format!("{base}/health/")).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+    assert_eq!(served.get(format!("{base}/health/")).send().await.unwrap().status(), 200);
+    cluster.stop().await;
+}

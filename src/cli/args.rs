@@ -207,7 +207,8 @@ pub struct ApiArgs {
     /// HTTP connections served at once; beyond it a client gets 503 with `Retry-After: 1`.
     #[arg(long, env = "RANGED_MAX_HTTP_CONNECTIONS", default_value_t = crate::gateway::serve::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_http_connections: u32,
-    /// How long an HTTP/1 client may take to send a request's head.
+    /// How long an HTTP/1 client may take to send a request's head (counted from when the
+    /// server waits for one, so it also bounds an idle kept-alive HTTP/1 connection).
     #[arg(long, env = "RANGED_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub http_header_timeout: Duration,
     /// How long an HTTP connection may stay open with no request in flight.
