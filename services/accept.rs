@@ -118,7 +118,7 @@ where
 pub async fn within<T>(timeout: Duration, handshake: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
     tokio::time::timeout(timeout, handshake)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection setup timed out"))?
 }
 
 /// A TCP stream that, when dropped, half-closes and drains what the client still sends for a
