@@ -248,3 +248,26 @@ impl Drop for Busy {
         state.1 = Instant::now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_expires_a_period_after_the_last_request_and_never_while_one_runs() {
+        let idle = Arc::new(Idle::new());
+        let period = Duration::from_secs(60);
+        let started = Instant::now();
+        let busy = idle.busy();
+        // A request running for three periods keeps the connection.
+        tokio::select! {
+            _ = idle.expired(period) => panic!("expired with a request in flight"),
+            _ = tokio::time::sleep(period * 3) => {}
+        }
+        drop(busy);
+        let finished = Instant::now();
+        idle.expired(period).await;
+        assert_eq!(finished - started, period * 3);
+        assert_eq!(Instant::now() - finished, period);
+    }
+}

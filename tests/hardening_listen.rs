@@ -26,6 +26,7 @@ const TEN_MB: usize = 10 * 1024 * 1024;
 struct Limits {
     handshake: Duration,
     header: Duration,
+    idle: Duration,
     sql_startup: Duration,
     max_http: usize,
     max_sql: usize,
@@ -34,7 +35,7 @@ struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { handshake: LONG, header: LONG, sql_startup: LONG, max_http: 64, max_sql: 64, max_grpc: 64 }
+        Self { handshake: LONG, header: LONG, idle: LONG, sql_startup: LONG, max_http: 64, max_sql: 64, max_grpc: 64 }
     }
 }
 
@@ -43,7 +44,11 @@ async fn node(dir: &Path, certs: Option<&Path>, limits: Limits) -> LocalCluster 
     ranged::install_crypto_provider();
     let listener = |max_connections| ListenerLimits { max_connections, tls_handshake_timeout: limits.handshake };
     let api = ranged::gateway::Config {
-        http: HttpLimits { listener: listener(limits.max_http), header_timeout: limits.header, idle_timeout: LONG },
+        http: HttpLimits {
+            listener: listener(limits.max_http),
+            header_timeout: limits.header,
+            idle_timeout: limits.idle,
+        },
         ..Default::default()
     };
     let options = LocalClusterOptions {
@@ -105,6 +110,57 @@ async fn half_a_request_line_is_closed_within_the_header_timeout() {
     assert!(took >= SHORT - Duration::from_millis(100), "closed before the deadline: {took:?}");
     // A client that sends nothing at all is let go as well.
     closed_after(http_addr(&cluster), b"", SHORT + SLACK).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_without_requests_is_closed_within_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = node(dir.path(), None, Limits { idle: SHORT, ..Limits::default() }).await;
+    // The client preface and an empty SETTINGS frame, then nothing.
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    closed_after(http_addr(&cluster), &preface, SHORT + SLACK).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_client_silent_in_the_password_exchange_is_closed_within_the_startup_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = create_certs(dir.path());
+    let limits = Limits { sql_startup: SHORT * 2, ..Limits::default() };
+    let cluster = node(dir.path(), Some(&certs), limits).await;
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(sql_addr(&cluster)).await.unwrap();
+    // SSLRequest, answered 'S'.
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), b'S');
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(certs.join(ranged::services::tls::CA_CERT)).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    // StartupMessage (protocol 3.0, user root), answered with the SASL request; then silence.
+    let mut startup = vec![0, 3, 0, 0];
+    for field in ["user", "root", "database", "defaultdb", ""] {
+        startup.extend_from_slice(field.as_bytes());
+        startup.push(0);
+    }
+    let mut message = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    message.extend_from_slice(&startup);
+    tls.write_all(&message).await.unwrap();
+    assert_eq!(tls.read_u8().await.unwrap(), b'R', "an authentication request");
+    let mut sink = [0u8; 1024];
+    let closed =
+        tokio::time::timeout(SHORT * 2 + SLACK, async { while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {} })
+            .await;
+    assert!(closed.is_ok(), "still open {:?} after connecting", started.elapsed());
+    assert!(started.elapsed() >= SHORT * 2 - Duration::from_millis(100), "closed early: {:?}", started.elapsed());
     cluster.stop().await;
 }
 
