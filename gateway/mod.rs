@@ -14,6 +14,8 @@
 //! - [`dto`] — the response bodies, one module per area, with the conversions from the nodes'
 //!   protobuf answers; [`go_json`] — Go `encoding/json` compatibility (floats, base64, times);
 //! - [`error`] — the one error type;
+//! - [`serve`] — the HTTP server under the router: HTTP/1.1 and HTTP/2, TLS, connection limit
+//!   and deadlines;
 //! - [`openapi`] — the OpenAPI document generated from the handlers' types.
 //!
 //! Paths work with and without the trailing slash (CockroachDB 404s without it).
