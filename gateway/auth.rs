@@ -184,8 +184,9 @@ pub async fn login(
     State(gateway): State<Arc<Gateway>>,
     TypedQuery(query): TypedQuery<Credentials>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body?;
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -60,6 +60,14 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// 413: the request body is over [`crate::gateway::MAX_REQUEST_BODY_BYTES`].
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large (limit {} bytes)", crate::gateway::MAX_REQUEST_BODY_BYTES),
+        )
+    }
+
     /// 503: a node the request needs cannot be reached.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
@@ -86,6 +94,18 @@ impl From<crate::services::error::Error> for ApiError {
             ServiceError::PermissionDenied(_) => Self::forbidden(),
             ServiceError::NotLeaseholder { .. } => Self::new(status, "no leaseholder could be reached"),
             other => Self::new(status, other.to_string()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    /// A body over the limit (chunked, so found while reading) is 413; one that could not be
+    /// read at all is the client's fault.
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::payload_too_large()
+        } else {
+            Self::bad_request(rejection.body_text())
         }
     }
 }

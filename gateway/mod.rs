@@ -14,6 +14,8 @@
 //! - [`dto`] — the response bodies, one module per area, with the conversions from the nodes'
 //!   protobuf answers; [`go_json`] — Go `encoding/json` compatibility (floats, base64, times);
 //! - [`error`] — the one error type;
+//! - [`serve`] — the HTTP server under the router: HTTP/1.1 and HTTP/2, TLS, connection limit
+//!   and deadlines;
 //! - [`openapi`] — the OpenAPI document generated from the handlers' types.
 //!
 //! Paths work with and without the trailing slash (CockroachDB 404s without it).
@@ -44,11 +46,15 @@ use tokio::sync::watch;
 
 use crate::gateway::cluster::ClusterClient;
 
+/// The largest request body the API reads (a login form is a few dozen bytes); a larger one
+/// is answered 413 before it is read, or as soon as a chunked body crosses it.
+pub const MAX_REQUEST_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// Default `--web-session-timeout` (CockroachDB's `server.web_session_timeout`: 7 days).
 pub const DEFAULT_WEB_SESSION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The gateway's settings (the `--fanout-timeout`, `--web-session-timeout` and `--insecure`
-/// flags of `ranged start` and `ranged gateway`).
+/// The gateway's settings (the `--fanout-timeout`, `--web-session-timeout`, `--insecure` and
+/// HTTP connection flags of `ranged start` and `ranged gateway`).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Treat every request as `root` (the cluster runs with `--insecure`).
@@ -57,6 +63,8 @@ pub struct Config {
     pub fanout_timeout: Duration,
     /// Lifetime of login sessions.
     pub web_session_timeout: Duration,
+    /// Connection limit and timeouts of the HTTP listener.
+    pub http: serve::HttpLimits,
 }
 
 impl Default for Config {
@@ -65,6 +73,7 @@ impl Default for Config {
             insecure: false,
             fanout_timeout: cluster::DEFAULT_TIMEOUT,
             web_session_timeout: DEFAULT_WEB_SESSION_TIMEOUT,
+            http: serve::HttpLimits::default(),
         }
     }
 }
@@ -114,11 +123,31 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .nest("/api/v2", api)
         .fallback(|| async { error::ApiError::not_found("404 page not found") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         // Inside the JSON-errors layer, so a 405 gets a JSON body too when one is asked for.
         .layer(axum::middleware::from_fn(error::method_not_allowed))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gateway)
+}
+
+/// Answers 413 to a request whose `Content-Length` is over [`MAX_REQUEST_BODY_BYTES`] without
+/// touching its body, so a client that sent `Expect: 100-continue` is never told to go on.
+async fn refuse_large_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES as u64) {
+        return error::ApiError::payload_too_large().into_response();
+    }
+    next.run(request).await
 }
 
 /// Runs each request in a span (method and path) and logs its status, so that everything
@@ -143,5 +172,6 @@ pub fn run(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    serve::spawn(listener, router(gateway), tls, shutdown)
+    let limits = gateway.config.http;
+    serve::spawn(listener, router(gateway), tls, limits, shutdown)
 }

@@ -432,7 +432,7 @@ mod tests {
         assert!(validate(&[Op::Scan { start: "b".into(), end: "a".into(), limit: 0 }]).is_err());
         assert!(validate(&[Op::Scan { start: Vec::new(), end: Vec::new(), limit: 0 }]).is_ok());
         let half = Op::Put { key: b"k".to_vec(), value: vec![0; MAX_BATCH_BYTES / 2] };
-        assert!(validate(&[half.clone()]).is_ok());
+        assert!(validate(std::slice::from_ref(&half)).is_ok());
         let err = validate(&[half.clone(), half]).unwrap_err().to_string();
         assert!(err.contains("exceeds the 12 MiB limit of one write"), "{err}");
     }

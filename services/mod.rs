@@ -1,5 +1,6 @@
 //! Everything a node runs. One line per module:
-//! - [`accept`] — the accept loop shared by the SQL and HTTP servers.
+//! - [`accept`] — the accept loop shared by the SQL, HTTP and gRPC servers: connection limits,
+//!   setup deadlines, lingering close.
 //! - [`clock`] — wall-clock time as nanoseconds since the epoch.
 //! - [`error`] — the one error vocabulary, mapped to gRPC codes in one table.
 //! - [`keys`] — the layout of the ordered keyspace (system keys, range boundaries) and key printing.

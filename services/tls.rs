@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::services::error::{Error, Result};
 
@@ -85,6 +85,34 @@ impl TlsMaterials {
     /// A rustls server configuration with our certificate, no client authentication, and the
     /// given ALPN protocols (PostgreSQL and HTTP need different ones).
     pub fn rustls_server(&self, alpn: &[&[u8]]) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        self.rustls_server_with(rustls::server::WebPkiClientVerifier::no_client_auth(), alpn)
+    }
+
+    /// The gRPC server configuration: our certificate, client certificates signed by the
+    /// cluster CA required, HTTP/2 only. The node runs the handshake itself (with a deadline)
+    /// and hands tonic the finished stream.
+    pub fn grpc_server(&self) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let cert = cert.map_err(|err| Error::FailedPrecondition(format!("invalid CA certificate: {err}")))?;
+            roots.add(cert).map_err(|err| Error::FailedPrecondition(format!("invalid CA certificate: {err}")))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|err| Error::FailedPrecondition(format!("TLS client verifier: {err}")))?;
+        self.rustls_server_with(verifier, &[b"h2"])
+    }
+
+    fn rustls_server_with(
+        &self,
+        verifier: std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        alpn: &[&[u8]],
+    ) -> Result<std::sync::Arc<rustls::ServerConfig>> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
@@ -96,18 +124,11 @@ impl TlsMaterials {
             rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .map_err(|err| Error::FailedPrecondition(format!("TLS configuration: {err}")))?
-                .with_no_client_auth()
+                .with_client_cert_verifier(verifier)
                 .with_single_cert(certs, key)
                 .map_err(|err| Error::FailedPrecondition(format!("TLS configuration: {err}")))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(std::sync::Arc::new(config))
-    }
-
-    /// The gRPC server configuration: our certificate, and client certificates required.
-    pub fn grpc_server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
     }
 
     /// The gRPC client configuration: trust the cluster CA, present our certificate.

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::server::{Listeners, Node};
 use crate::services::error::{Error, Result};
 use crate::services::membership::Liveness;
-use crate::services::node::NodeConfig;
+use crate::services::node::{ConnectionSettings, NodeConfig};
 use crate::services::tls::TlsMaterials;
 
 /// Where a kind of listener (SQL or HTTP) is bound on each node.
@@ -45,6 +45,10 @@ pub struct LocalClusterOptions {
     pub join_first: usize,
     /// Give node `i` the locality `region=local,zone=zone-<i>`.
     pub zones: bool,
+    /// Connection limits and deadlines of the gRPC and SQL listeners.
+    pub connections: ConnectionSettings,
+    /// The HTTP API's settings (`insecure` is decided by `tls`).
+    pub api: crate::gateway::Config,
 }
 
 impl LocalClusterOptions {
@@ -58,6 +62,8 @@ impl LocalClusterOptions {
             http: Listen::AnyPort,
             join_first: 3,
             zones: false,
+            connections: ConnectionSettings::default(),
+            api: crate::gateway::Config::default(),
         }
     }
 }
@@ -125,6 +131,7 @@ impl LocalCluster {
                     Vec::new()
                 },
                 tls: options.tls.clone(),
+                connections: options.connections,
                 ..NodeConfig::with_defaults(
                     rpc_addrs[i].clone(),
                     join.clone(),
@@ -132,7 +139,7 @@ impl LocalCluster {
                 )
             };
             let listeners = Listeners { rpc, sql, http };
-            let node = match Node::start(config, crate::gateway::Config::default(), listeners).await {
+            let node = match Node::start(config, options.api.clone(), listeners).await {
                 Ok(node) => node,
                 Err(err) => {
                     cluster.stop().await;

@@ -69,8 +69,13 @@ impl Node {
         let mut servers = Vec::new();
         let tls = core.config().tls.clone();
         if let Some(listener) = sql_listener {
-            let memory = core.config().max_sql_memory_per_statement;
-            servers.push(sql::spawn_server(core.clone(), catalog, listener, tls.as_ref(), memory, stopped.clone())?);
+            let connections = core.config().connections;
+            let settings = sql::ServerSettings {
+                statement_memory: core.config().max_sql_memory_per_statement,
+                limits: connections.sql,
+                startup_timeout: connections.sql_startup_timeout,
+            };
+            servers.push(sql::spawn_server(core.clone(), catalog, listener, tls.as_ref(), settings, stopped.clone())?);
         }
         if let Some(listener) = http_listener {
             let own_address = core.config().advertise_addr.clone();

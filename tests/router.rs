@@ -489,3 +489,32 @@ async fn login_session_check_admin_check_and_logout() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "{\"logged_out\":true}"));
     assert_eq!(call(&router, Method::GET, "/api/v2/nodes/", &header).await.0, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_login_body_over_the_limit_is_413_from_its_length_or_once_read_past_it() {
+    let router = gateway(&[Behaviour::Up], false, true);
+    let limit = ranged::gateway::MAX_REQUEST_BODY_BYTES;
+    // Declared too long: answered without reading the (here empty) body.
+    let too_long = (limit + 1).to_string();
+    let headers = [("content-length", too_long.as_str()), ("accept", "application/json")];
+    let (status, body) = call(&router, Method::POST, "/api/v2/login/", &headers).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&body)["code"], 413, "{body}");
+    // No length: the body is read until it crosses the limit.
+    let chunks = (0..limit / 65536 + 1).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'a'; 65536])));
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v2/login/")
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&String::from_utf8_lossy(&body))["code"], 413);
+    // At the limit, the login is judged on its credentials.
+    let at_limit = limit.to_string();
+    let (status, _) = call(&router, Method::POST, "/api/v2/login/", &[("content-length", at_limit.as_str())]).await;
+    assert_ne!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::pb;
 use crate::pb::node_service_client::NodeServiceClient;
+use crate::services::accept::ListenerLimits;
 use crate::services::dialer::Dialer;
 use crate::services::engine::{Engine, StoreIdentity};
 use crate::services::error::{Error, Result};
@@ -100,6 +101,39 @@ pub struct NodeConfig {
     pub closed_session_ttl: Duration,
     /// Bytes one SQL statement may materialize before it fails with 53200.
     pub max_sql_memory_per_statement: u64,
+    /// Connection limits and deadlines of the gRPC and SQL listeners.
+    pub connections: ConnectionSettings,
+}
+
+/// Default `--max-grpc-connections`: each other node holds a few connections to this one, and
+/// a `ranged gateway` one; the rest is CLI clients.
+pub const DEFAULT_MAX_GRPC_CONNECTIONS: usize = 4096;
+/// Default `--grpc-keepalive-interval`: how often an idle gRPC connection is pinged.
+pub const DEFAULT_GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Connection limits and deadlines of a node's gRPC and SQL listeners (the HTTP API's are in
+/// the gateway's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `--max-grpc-connections` and the TLS handshake deadline.
+    pub grpc: ListenerLimits,
+    /// `--grpc-keepalive-interval`.
+    pub grpc_keepalive_interval: Duration,
+    /// `--max-sql-connections` and the TLS handshake deadline.
+    pub sql: ListenerLimits,
+    /// `--sql-startup-timeout`: from connecting to authenticated.
+    pub sql_startup_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            grpc: ListenerLimits::new(DEFAULT_MAX_GRPC_CONNECTIONS),
+            grpc_keepalive_interval: DEFAULT_GRPC_KEEPALIVE_INTERVAL,
+            sql: ListenerLimits::new(crate::services::sql::DEFAULT_MAX_CONNECTIONS),
+            sql_startup_timeout: crate::services::sql::conn::DEFAULT_STARTUP_TIMEOUT,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -122,6 +156,7 @@ impl NodeConfig {
             closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
             closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
             max_sql_memory_per_statement: crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY,
+            connections: ConnectionSettings::default(),
         }
     }
 }

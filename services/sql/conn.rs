@@ -30,8 +30,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
-/// How long a client may take to connect and authenticate (pgwire's own limit).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--sql-startup-timeout`: how long a client may take from connecting to being
+/// authenticated (PostgreSQL's `authentication_timeout`).
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The deadlines of a connection's start.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For the SSL negotiation: the SSLRequest (or direct TLS) and the TLS handshake.
+    pub tls_handshake: Duration,
+    /// For the whole start: negotiation, startup packet and authentication.
+    pub startup: Duration,
+}
 
 /// Most bytes held before they are written anyway.
 const HOLD_LIMIT: usize = 64 * 1024;
@@ -96,11 +106,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
     }
 }
 
-/// Serves one connection until the client leaves, a fatal error, or the startup timeout.
+/// Serves one connection until the client leaves, a fatal error, or a startup deadline.
 pub async fn serve<H: PgWireServerHandlers>(
     socket: TcpStream,
     acceptor: Option<pgwire::tokio::TlsAcceptor>,
     handlers: Arc<H>,
+    deadlines: Deadlines,
 ) -> io::Result<()> {
     let handlers = Handlers {
         startup: handlers.startup_handler(),
@@ -110,7 +121,28 @@ pub async fn serve<H: PgWireServerHandlers>(
         cancel: handlers.cancel_handler(),
         errors: handlers.error_handler(),
     };
-    serve_with(socket, acceptor, handlers).await
+    serve_with(socket, acceptor, handlers, deadlines).await
+}
+
+/// Answers a connection beyond the limit as PostgreSQL does: the SSL negotiation first (so a
+/// client that requires TLS reads the error too), then, once the startup packet is in, a FATAL
+/// `53300 sorry, too many clients already`.
+pub async fn refuse(
+    socket: TcpStream,
+    acceptor: Option<pgwire::tokio::TlsAcceptor>,
+    tls_handshake: Duration,
+) -> io::Result<()> {
+    use futures::SinkExt;
+    use pgwire::error::ErrorInfo;
+    use pgwire::messages::PgWireBackendMessage;
+    let negotiated = crate::services::accept::within(tls_handshake, negotiate_tls::<()>(socket, acceptor)).await?;
+    let Some(mut socket) = negotiated else { return Ok(()) };
+    // Read the startup packet before answering: closing with it unread would reset the
+    // connection and could lose the error on its way.
+    let _ = socket.next().await;
+    let error = ErrorInfo::new("FATAL".into(), "53300".into(), "sorry, too many clients already".into());
+    socket.send(PgWireBackendMessage::ErrorResponse(error.into())).await?;
+    socket.close().await
 }
 
 /// The handlers of one connection, named by type so that the codec can be typed by the
@@ -128,6 +160,7 @@ async fn serve_with<A, Q, EQ, C, CR, E>(
     socket: TcpStream,
     acceptor: Option<pgwire::tokio::TlsAcceptor>,
     handlers: Handlers<A, Q, EQ, C, CR, E>,
+    deadlines: Deadlines,
 ) -> io::Result<()>
 where
     A: StartupHandler,
@@ -137,11 +170,13 @@ where
     CR: CancelHandler,
     E: ErrorHandler,
 {
-    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    let startup_timeout = tokio::time::sleep(deadlines.startup);
     tokio::pin!(startup_timeout);
+    let negotiation =
+        crate::services::accept::within(deadlines.tls_handshake, negotiate_tls::<EQ::Statement>(socket, acceptor));
     let negotiated = tokio::select! {
         _ = &mut startup_timeout => return Ok(()),
-        negotiated = negotiate_tls::<EQ::Statement>(socket, acceptor) => negotiated?,
+        negotiated = negotiation => negotiated?,
     };
     // None: a direct TLS handshake on a server without TLS.
     let Some(framed) = negotiated else { return Ok(()) };

@@ -30,10 +30,12 @@ pub mod value;
 pub mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::services::accept::ListenerLimits;
 use crate::services::error::Result;
 use crate::services::kv::Kv;
 use crate::services::metrics::SqlStats;
@@ -58,32 +60,62 @@ pub trait SqlHost: Kv {
     fn sql_stats(&self) -> &SqlStats;
 }
 
+/// Default `--max-sql-connections` (PostgreSQL's `max_connections` is 100; a pooler in front
+/// of several nodes may well hold more).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How the SQL server treats connections and statements.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// Bytes one statement may materialize before it fails with 53200.
+    pub statement_memory: u64,
+    /// The connection limit and the TLS handshake deadline.
+    pub limits: ListenerLimits,
+    /// From connecting to authenticated.
+    pub startup_timeout: Duration,
+}
+
 /// Accepts PostgreSQL connections on `listener` until `shutdown` turns true, running statements
-/// on `host` with the node's shared `catalog`, each within `statement_memory` bytes.
+/// on `host` with the node's shared `catalog`, each statement within
+/// `settings.statement_memory` bytes. At most `settings.limits.max_connections` are served at
+/// once; each must finish its SSL negotiation within `settings.limits.tls_handshake_timeout`
+/// and its authentication within `settings.startup_timeout`.
 pub fn spawn_server(
     host: Arc<dyn SqlHost>,
     catalog: Arc<catalog::Catalog>,
     listener: TcpListener,
     tls: Option<&TlsMaterials>,
-    statement_memory: u64,
+    settings: ServerSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     // PostgreSQL 17 clients negotiating TLS directly offer ALPN "postgresql".
     let acceptor =
         tls.map(|tls| tls.rustls_server(&[b"postgresql"]).map(tokio_rustls::TlsAcceptor::from)).transpose()?;
     let insecure = acceptor.is_none();
-    let engine = exec::SqlEngine::new(host.clone(), catalog, statement_memory);
+    let engine = exec::SqlEngine::new(host.clone(), catalog, settings.statement_memory);
     let shared = Arc::new(wire::Shared { engine, insecure, mock: users::MockVerifiers::new() });
     let handlers = Arc::new(wire::Handlers::new(shared));
-    Ok(crate::services::accept::spawn(listener, shutdown, "sql", move |socket, peer| {
+    let deadlines =
+        conn::Deadlines { tls_handshake: settings.limits.tls_handshake_timeout, startup: settings.startup_timeout };
+    let refusal_acceptor = acceptor.clone();
+    let serve = move |socket, peer, _slot| {
         let (host, handlers, acceptor) = (host.clone(), handlers.clone(), acceptor.clone());
         async move {
             let node_id = host.node_id().unwrap_or(0);
             host.sessions().open(node_id, peer);
-            if let Err(err) = conn::serve(socket, acceptor, handlers).await {
+            if let Err(err) = conn::serve(socket, acceptor, handlers, deadlines).await {
                 tracing::debug!(error = %err, peer = %peer, "SQL connection ended with an error");
             }
             host.sessions().close(&peer);
         }
-    }))
+    };
+    let refuse = move |socket, peer: std::net::SocketAddr| {
+        let acceptor = refusal_acceptor.clone();
+        async move {
+            if let Err(err) = conn::refuse(socket, acceptor, deadlines.tls_handshake).await {
+                tracing::debug!(error = %err, peer = %peer, "refusing a SQL connection");
+            }
+        }
+    };
+    Ok(crate::services::accept::spawn(listener, shutdown, "sql", settings.limits.max_connections, serve, refuse))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::parse::{self, parse_duration, parse_size};
+use super::parse::{self, parse_duration, parse_size, parse_timeout};
 use crate::services::load::LoadMetric;
 
 /// Default internal gRPC (and gossip) port.
@@ -165,6 +165,21 @@ pub struct StartArgs {
     /// learns which ports the node got.
     #[arg(long, env = "RANGED_LISTENING_ADDRS_FILE")]
     pub listening_addrs_file: Option<PathBuf>,
+    /// PostgreSQL connections served at once; beyond it a client gets FATAL 53300 "sorry, too
+    /// many clients already".
+    #[arg(long, env = "RANGED_MAX_SQL_CONNECTIONS", default_value_t = crate::services::sql::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sql_connections: u32,
+    /// How long a PostgreSQL client may take from connecting to being authenticated (SSL
+    /// request, startup packet and the whole password exchange).
+    #[arg(long, env = "RANGED_SQL_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub sql_startup_timeout: Duration,
+    /// gRPC connections (other nodes, gateways, CLI clients) served at once; beyond it new
+    /// ones are closed.
+    #[arg(long, env = "RANGED_MAX_GRPC_CONNECTIONS", default_value_t = crate::services::node::DEFAULT_MAX_GRPC_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_grpc_connections: u32,
+    /// How often an idle gRPC connection is pinged (unanswered for 20s, it is closed).
+    #[arg(long, env = "RANGED_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_timeout)]
+    pub grpc_keepalive_interval: Duration,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]
@@ -189,6 +204,20 @@ pub struct ApiArgs {
     /// Lifetime of HTTP API login sessions.
     #[arg(long, env = "RANGED_WEB_SESSION_TIMEOUT", default_value = "168h", value_parser = parse_duration)]
     pub web_session_timeout: Duration,
+    /// How long a client may take to complete a TLS handshake (HTTP, and for `start` also SQL
+    /// and gRPC).
+    #[arg(long, env = "RANGED_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub tls_handshake_timeout: Duration,
+    /// HTTP connections served at once; beyond it a client gets 503 with `Retry-After: 1`.
+    #[arg(long, env = "RANGED_MAX_HTTP_CONNECTIONS", default_value_t = crate::gateway::serve::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: u32,
+    /// How long an HTTP/1 client may take to send a request's head (counted from when the
+    /// server waits for one, so it also bounds an idle kept-alive HTTP/1 connection).
+    #[arg(long, env = "RANGED_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub http_header_timeout: Duration,
+    /// How long an HTTP connection may stay open with no request in flight.
+    #[arg(long, env = "RANGED_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub http_idle_timeout: Duration,
 }
 
 /// Flags of `ranged gateway`.
@@ -507,6 +536,24 @@ mod tests {
         let Command::Start(args) = cli.command else { panic!("not start") };
         assert_eq!(args.api.fanout_timeout, crate::gateway::cluster::DEFAULT_TIMEOUT);
         assert_eq!(args.api.web_session_timeout, crate::gateway::DEFAULT_WEB_SESSION_TIMEOUT);
+        let http = crate::gateway::serve::HttpLimits::default();
+        assert_eq!(args.api.tls_handshake_timeout, crate::services::accept::DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+        assert_eq!(args.api.max_http_connections as usize, http.listener.max_connections);
+        assert_eq!(args.api.http_header_timeout, http.header_timeout);
+        assert_eq!(args.api.http_idle_timeout, http.idle_timeout);
+    }
+
+    #[test]
+    fn connection_flag_defaults_match_the_library_constants() {
+        let cli = Cli::try_parse_from(["ranged", "start", "--insecure"]).unwrap();
+        let Command::Start(args) = cli.command else { panic!("not start") };
+        let defaults = crate::services::node::ConnectionSettings::default();
+        assert_eq!(args.max_sql_connections as usize, defaults.sql.max_connections);
+        assert_eq!(args.sql_startup_timeout, defaults.sql_startup_timeout);
+        assert_eq!(args.max_grpc_connections as usize, defaults.grpc.max_connections);
+        assert_eq!(args.grpc_keepalive_interval, defaults.grpc_keepalive_interval);
+        assert!(Cli::try_parse_from(["ranged", "start", "--insecure", "--max-sql-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["ranged", "start", "--insecure", "--http-idle-timeout", "0s"]).is_err());
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Parses a duration that must not be zero (a deadline of zero would close every connection).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("invalid timeout {:?}: must be more than zero", text.trim()));
+    }
+    Ok(duration)
+}
+
 /// Parses a byte size: `65536`, `64KiB`, `512MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

@@ -11,8 +11,9 @@ use crate::gateway::Gateway;
 use crate::gateway::cluster::ClusterClient;
 use crate::gateway::node_client::GrpcConnector;
 use crate::server::{Listeners, Node};
+use crate::services::accept::ListenerLimits;
 use crate::services::dialer::Dialer;
-use crate::services::node::NodeConfig;
+use crate::services::node::{ConnectionSettings, NodeConfig};
 use crate::services::tls::TlsMaterials;
 
 impl ApiArgs {
@@ -21,6 +22,14 @@ impl ApiArgs {
         crate::gateway::Config {
             fanout_timeout: self.fanout_timeout,
             web_session_timeout: self.web_session_timeout,
+            http: crate::gateway::serve::HttpLimits {
+                listener: ListenerLimits {
+                    max_connections: self.max_http_connections as usize,
+                    tls_handshake_timeout: self.tls_handshake_timeout,
+                },
+                header_timeout: self.http_header_timeout,
+                idle_timeout: self.http_idle_timeout,
+            },
             ..Default::default()
         }
     }
@@ -54,6 +63,18 @@ impl TryFrom<&StartArgs> for NodeConfig {
             closed_session_capacity: args.closed_session_capacity,
             closed_session_ttl: args.closed_session_ttl,
             max_sql_memory_per_statement: args.max_sql_memory_per_statement,
+            connections: ConnectionSettings {
+                grpc: ListenerLimits {
+                    max_connections: args.max_grpc_connections as usize,
+                    tls_handshake_timeout: args.api.tls_handshake_timeout,
+                },
+                grpc_keepalive_interval: args.grpc_keepalive_interval,
+                sql: ListenerLimits {
+                    max_connections: args.max_sql_connections as usize,
+                    tls_handshake_timeout: args.api.tls_handshake_timeout,
+                },
+                sql_startup_timeout: args.sql_startup_timeout,
+            },
         })
     }
 }
