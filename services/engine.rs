@@ -56,8 +56,18 @@ pub fn storage_error(err: impl std::fmt::Display) -> Error {
     Error::Internal(format!("storage: {err}"))
 }
 
-fn open_db(path: &Path) -> Result<Database> {
-    Database::create(path).map_err(|err| match err {
+/// Default page cache of one store (`--cache`), shared by its two databases.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// The part of a store's cache given to the Raft log database: entries are written, read back
+/// once or twice to replicate and apply, then purged, so most of the cache goes to the state.
+const LOG_CACHE_SHARE: u64 = 8;
+
+/// Opens one database with a page cache of `cache_bytes`. redb keeps every page it has read or
+/// written cached up to that size and never gives it back (its default is 1 GiB per database),
+/// so the bound is what keeps a node's memory from growing with the data it touched.
+fn open_db(path: &Path, cache_bytes: u64) -> Result<Database> {
+    Database::builder().set_cache_size(cache_bytes as usize).create(path).map_err(|err| match err {
         DatabaseError::DatabaseAlreadyOpen => Error::FailedPrecondition(format!(
             "store {} is in use by another ranged process",
             path.parent().unwrap_or(path).display()
@@ -67,13 +77,14 @@ fn open_db(path: &Path) -> Result<Database> {
 }
 
 impl Engine {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Opens (creating if needed) the store in `dir` with a page cache of `cache_bytes` in all.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|err| {
             Error::FailedPrecondition(format!("cannot create store directory {}: {err}", dir.display()))
         })?;
-        let log = open_db(&dir.join("raft-log.redb"))?;
-        let state = open_db(&dir.join("state.redb"))?;
+        let log_cache = cache_bytes / LOG_CACHE_SHARE;
+        let log = open_db(&dir.join("raft-log.redb"), log_cache)?;
+        let state = open_db(&dir.join("state.redb"), cache_bytes - log_cache)?;
         let engine = Self { dir: dir.to_path_buf(), log: Arc::new(log), state: Arc::new(state) };
         engine.create_tables()?;
         Ok(engine)
@@ -153,13 +164,13 @@ mod tests {
             bootstrap_pending: true,
         };
         {
-            let engine = Engine::open(dir.path()).unwrap();
+            let engine = Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
             assert_eq!(engine.identity().unwrap(), StoreIdentity::default());
             engine.set_identity(&identity).unwrap();
-            let second = Engine::open(dir.path());
+            let second = Engine::open(dir.path(), DEFAULT_CACHE_BYTES);
             assert!(matches!(second, Err(Error::FailedPrecondition(msg)) if msg.contains("in use")));
         }
-        let engine = Engine::open(dir.path()).unwrap();
+        let engine = Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(engine.identity().unwrap(), identity);
     }
 }

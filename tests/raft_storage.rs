@@ -14,7 +14,8 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let engine = Engine::open(&dir.path().join("store")).expect("opening a fresh store");
+        let engine = Engine::open(&dir.path().join("store"), ranged::services::engine::DEFAULT_CACHE_BYTES)
+            .expect("opening a fresh store");
         let log = LogStore::new(engine.log.clone());
         let state = StateMachine::open(engine.state.clone()).expect("opening the state machine");
         Ok((dir, log, state))

@@ -91,6 +91,8 @@ pub struct NodeConfig {
     pub time_until_dead: Duration,
     /// Size above which a range splits.
     pub range_max_bytes: u64,
+    /// The store's page cache (`--cache`).
+    pub cache_bytes: u64,
     /// Half-life of load rates.
     pub stats_half_life: Duration,
     /// How long a new node waits for a `--join` node to answer before giving up.
@@ -151,6 +153,7 @@ impl NodeConfig {
             tls: None,
             time_until_dead: crate::services::membership::DEFAULT_TIME_UNTIL_DEAD,
             range_max_bytes: DEFAULT_RANGE_MAX_BYTES,
+            cache_bytes: crate::services::engine::DEFAULT_CACHE_BYTES,
             stats_half_life: crate::services::load::DEFAULT_HALF_LIFE,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
@@ -309,7 +312,7 @@ impl NodeCore {
         config: NodeConfig,
         listen_addr: SocketAddr,
     ) -> Result<(Arc<NodeCore>, watch::Receiver<Option<String>>)> {
-        let engine = Engine::open(&config.store)?;
+        let engine = Engine::open(&config.store, config.cache_bytes)?;
         let identity = engine.identity()?;
         if let Some(stored) = &identity.cluster_name
             && stored != &config.cluster_name

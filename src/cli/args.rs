@@ -144,6 +144,10 @@ pub struct StartArgs {
     /// A range larger than this splits in two (bytes; KiB/MiB/GiB suffixes accepted).
     #[arg(long, env = "RANGED_RANGE_MAX_BYTES", default_value = "512MiB", value_parser = parse_size)]
     pub range_max_bytes: u64,
+    /// The store's page cache: pages read or written are kept in memory up to this size
+    /// (bytes; KiB/MiB/GiB suffixes accepted).
+    #[arg(long, env = "RANGED_CACHE", default_value = "128MiB", value_parser = parse_size)]
+    pub cache: u64,
     /// Half-life of the per-range load rates (queries/s, bytes/s, CPU/s).
     #[arg(long, env = "RANGED_STATS_HALF_LIFE", default_value = "10s", value_parser = parse_duration)]
     pub stats_half_life: Duration,
@@ -525,6 +529,7 @@ mod tests {
         let args = *args;
         assert_eq!(args.range_max_bytes, DEFAULT_RANGE_MAX_BYTES);
         assert_eq!(args.max_sql_memory_per_statement, crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY);
+        assert_eq!(args.cache, crate::services::engine::DEFAULT_CACHE_BYTES);
         assert_eq!(args.join_timeout, DEFAULT_JOIN_TIMEOUT);
         assert_eq!(args.time_until_dead, crate::services::membership::DEFAULT_TIME_UNTIL_DEAD);
         assert_eq!(args.stats_half_life, crate::services::load::DEFAULT_HALF_LIFE);

@@ -58,6 +58,7 @@ impl TryFrom<&StartArgs> for NodeConfig {
             tls,
             time_until_dead: args.time_until_dead,
             range_max_bytes: args.range_max_bytes,
+            cache_bytes: args.cache,
             stats_half_life: args.stats_half_life,
             join_timeout: args.join_timeout,
             closed_session_capacity: args.closed_session_capacity,
