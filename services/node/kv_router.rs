@@ -76,7 +76,11 @@ impl NodeCore {
                 Err(err) => Err(Error::Unavailable(format!("write failed: {err}"))),
             }
         } else {
-            self.confirm_read_lease(active).await?;
+            // The test-only switch skips the lease, so a lagging follower answers from what it
+            // has applied: the broken read path the nemesis test must catch.
+            if !self.config.testing_stale_follower_reads {
+                self.confirm_read_lease(active).await?;
+            }
             let (results, cpu_nanos) = active.state.read(ops.clone()).await?;
             self.record_load(active, &ops, &results, cpu_nanos);
             Ok(results)

@@ -98,6 +98,9 @@ pub struct NodeConfig {
     pub closed_session_capacity: usize,
     /// How long closed SQL sessions are kept.
     pub closed_session_ttl: Duration,
+    /// Testing only: serve reads from this node's applied state without the read lease or
+    /// forwarding (stale reads on purpose, to show the nemesis test's checker catches them).
+    pub testing_stale_follower_reads: bool,
 }
 
 impl NodeConfig {
@@ -119,6 +122,7 @@ impl NodeConfig {
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             closed_session_capacity: crate::services::sql::session::DEFAULT_CLOSED_CAPACITY,
             closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
+            testing_stale_follower_reads: false,
         }
     }
 }

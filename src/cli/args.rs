@@ -161,6 +161,11 @@ pub struct StartArgs {
     /// learns which ports the node got.
     #[arg(long, env = "RANGED_LISTENING_ADDRS_FILE")]
     pub listening_addrs_file: Option<PathBuf>,
+    /// Testing only, unsafe: answer read-only KV batches from this node's own applied state,
+    /// without the read lease or forwarding to the leaseholder, so reads may be stale. The
+    /// nemesis test turns it on to show that its linearizability checker catches stale reads.
+    #[arg(long, env = "RANGED_TESTING_STALE_FOLLOWER_READS", hide = true)]
+    pub testing_stale_follower_reads: bool,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]

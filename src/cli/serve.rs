@@ -53,6 +53,7 @@ impl TryFrom<&StartArgs> for NodeConfig {
             join_timeout: args.join_timeout,
             closed_session_capacity: args.closed_session_capacity,
             closed_session_ttl: args.closed_session_ttl,
+            testing_stale_follower_reads: args.testing_stale_follower_reads,
         })
     }
 }

@@ -3,6 +3,11 @@
 //! for readiness).
 #![allow(dead_code)]
 
+pub mod bank;
+pub mod history;
+pub mod linearizability;
+pub mod nemesis;
+pub mod registers;
 pub mod swagger;
 
 use std::path::{Path, PathBuf};
