@@ -219,23 +219,14 @@ impl Bank {
         }
         let unknown = &report.unknown;
         if unknown.len() <= MAX_UNKNOWN_SEARCHED {
-            for mask in 0u32..(1 << unknown.len()) {
-                let mut moved = vec![0i64; n];
-                for (bit, t) in unknown.iter().enumerate() {
-                    if mask & (1 << bit) != 0 {
-                        moved[t.from as usize] -= t.amount;
-                        moved[t.to as usize] += t.amount;
-                    }
-                }
-                if moved == residual {
-                    return Ok(format!("{} of {} unknown transfers took effect", mask.count_ones(), unknown.len()));
-                }
-            }
-            return Err(format!(
-                "final balances {balances:?} are not the acknowledged transfers plus any subset of the \
-                 {} unknown ones (left to explain per account: {residual:?})",
-                unknown.len()
-            ));
+            return match subset_explaining(&residual, unknown) {
+                Some(count) => Ok(format!("{count} of {} unknown transfers took effect", unknown.len())),
+                None => Err(format!(
+                    "final balances {balances:?} are not the acknowledged transfers plus any subset of the \
+                     {} unknown ones (left to explain per account: {residual:?})",
+                    unknown.len()
+                )),
+            };
         }
         let mut reach = vec![0i64; n];
         for t in unknown {
@@ -256,4 +247,36 @@ impl Bank {
 }
 
 /// The most unknown transfers whose subsets `check_final` searches exhaustively.
-pub const MAX_UNKNOWN_SEARCHED: usize = 16;
+pub const MAX_UNKNOWN_SEARCHED: usize = 32;
+
+/// Per account, what the transfers picked by `mask` (bit `i` = `transfers[i]`) move.
+fn moved(transfers: &[Transfer], mask: u32, accounts: usize) -> Vec<i64> {
+    let mut moved = vec![0i64; accounts];
+    for (bit, t) in transfers.iter().enumerate() {
+        if mask & (1 << bit) != 0 {
+            moved[t.from as usize] -= t.amount;
+            moved[t.to as usize] += t.amount;
+        }
+    }
+    moved
+}
+
+/// How many of `transfers` make up a subset that moves exactly `residual` per account, if
+/// any does: meet in the middle (each half's subset sums, one half's in a map), so up to
+/// `MAX_UNKNOWN_SEARCHED` transfers take two searches of 2^16.
+pub fn subset_explaining(residual: &[i64], transfers: &[Transfer]) -> Option<usize> {
+    assert!(transfers.len() <= MAX_UNKNOWN_SEARCHED, "too many transfers to search");
+    let accounts = residual.len();
+    let (left, right) = transfers.split_at(transfers.len() / 2);
+    let mut sums: std::collections::HashMap<Vec<i64>, u32> = std::collections::HashMap::new();
+    for mask in 0u32..(1 << left.len()) {
+        sums.entry(moved(left, mask, accounts)).or_insert(mask);
+    }
+    for mask in 0u32..(1 << right.len()) {
+        let rest: Vec<i64> = residual.iter().zip(moved(right, mask, accounts)).map(|(r, m)| r - m).collect();
+        if let Some(left_mask) = sums.get(&rest) {
+            return Some((left_mask.count_ones() + mask.count_ones()) as usize);
+        }
+    }
+    None
+}

@@ -45,9 +45,14 @@ impl History {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Records an operation on `key` by `client` invoked at `invoke` (from `now`) that just
-    /// ended with `outcome`.
-    pub fn record(&self, key: &str, client: usize, invoke: u64, outcome: Outcome) {
+    /// When the history began: the zero of `now`.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// Records an operation on `key` by `client` through `node`, invoked at `invoke` (from
+    /// `now`), that just ended with `outcome`.
+    pub fn record(&self, key: &str, client: usize, node: usize, invoke: u64, outcome: Outcome) {
         let complete = self.now();
         let mut inner = self.inner.lock().unwrap();
         let (call, complete) = match outcome {
@@ -64,7 +69,7 @@ impl History {
                 (call, None)
             }
         };
-        inner.0.push(Operation { key: key.to_string(), client, invoke, complete, call });
+        inner.0.push(Operation { key: key.to_string(), client, node, invoke, complete, call });
     }
 
     /// The operations recorded so far.

@@ -34,6 +34,8 @@ pub enum Call {
 pub struct Operation {
     pub key: String,
     pub client: usize,
+    /// The node it was sent through (for reports; the checker ignores it).
+    pub node: usize,
     pub invoke: u64,
     /// When the answer came back; `None` when the outcome is unknown (timeout, lost
     /// connection): the operation may have taken effect at any time after `invoke`, or never.
@@ -67,16 +69,31 @@ impl fmt::Display for Failure {
                     linearized.len()
                 )?;
                 for op in linearized.iter().rev().take(8).rev() {
-                    writeln!(f, "    {op:?}")?;
+                    writeln!(f, "    {op}")?;
                 }
                 writeln!(f, "  after which none of these can come next (first 8 by invocation):")?;
                 for op in stuck.iter().take(8) {
-                    writeln!(f, "    {op:?}")?;
+                    writeln!(f, "    {op}")?;
                 }
                 Ok(())
             }
             Failure::Inconclusive { key, reason } => write!(f, "key {key:?}: check inconclusive: {reason}"),
         }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = |nanos: u64| nanos as f64 / 1e9;
+        let complete = self.complete.map_or("unknown".to_string(), |c| format!("{:.3}s", seconds(c)));
+        write!(
+            f,
+            "[{:.3}s, {complete}] client {} via node {}: {:?}",
+            seconds(self.invoke),
+            self.client,
+            self.node,
+            self.call
+        )
     }
 }
 

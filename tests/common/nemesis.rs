@@ -1,11 +1,8 @@
 //! The nemesis: faults injected into a process `Cluster` on a random schedule from a logged
-//! seed — kill -9 and restart, SIGSTOP and SIGCONT (the Raft leader half of the time) — one
-//! fault at a time, so a three-node cluster keeps a quorum between elections. `heal` undoes
-//! whatever is in force.
-//!
-//! A network cut between two nodes is not among the faults yet: every node of a test cluster
-//! listens on 127.0.0.1 and dials from ephemeral ports, so packet rules cannot tell one
-//! node's traffic from another's without giving each node its own loopback address.
+//! seed — kill -9 and restart, SIGSTOP and SIGCONT, and, when the cluster has its own network
+//! (`Cluster::start_isolated`), a cut of the link between two nodes; the Raft leader is the
+//! target half of the time. One fault at a time, so a three-node cluster keeps a quorum
+//! between elections. `heal` undoes whatever is in force.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -22,12 +19,16 @@ pub enum Fault {
     Kill(usize),
     /// SIGSTOP; healed by SIGCONT.
     Stop(usize),
+    /// The link between two nodes cut both ways; healed by restoring it.
+    Cut(usize, usize),
 }
 
 /// The random fault schedule and its tally.
 pub struct Nemesis {
     pub seed: u64,
     rng: StdRng,
+    /// The zero of the times it prints (the history's, so faults line up with operations).
+    start: Instant,
     active: Option<Fault>,
     /// Faults injected, by kind.
     pub injected: BTreeMap<&'static str, usize>,
@@ -70,8 +71,12 @@ pub async fn leader_index(cluster: &Cluster) -> Option<usize> {
 }
 
 impl Nemesis {
-    pub fn new(seed: u64) -> Nemesis {
-        Nemesis { seed, rng: StdRng::seed_from_u64(seed), active: None, injected: BTreeMap::new() }
+    pub fn new(seed: u64, start: Instant) -> Nemesis {
+        Nemesis { seed, rng: StdRng::seed_from_u64(seed), start, active: None, injected: BTreeMap::new() }
+    }
+
+    fn log(&self, what: &str) {
+        println!("nemesis at {:.3}s: {what}", self.start.elapsed().as_secs_f64());
     }
 
     /// Injects one fault on the leader (half of the time) or a random node.
@@ -82,7 +87,12 @@ impl Nemesis {
             true => leader_index(cluster).await.unwrap_or_else(|| self.rng.random_range(0..n)),
             false => self.rng.random_range(0..n),
         };
-        let fault = if self.rng.random_bool(0.5) { Fault::Kill(target) } else { Fault::Stop(target) };
+        let kinds = if cluster.network.is_some() { 3 } else { 2 };
+        let fault = match self.rng.random_range(0..kinds) {
+            0 => Fault::Kill(target),
+            1 => Fault::Stop(target),
+            _ => Fault::Cut(target, (target + self.rng.random_range(1..n)) % n),
+        };
         match fault {
             Fault::Kill(i) => {
                 cluster.kill(i);
@@ -92,17 +102,25 @@ impl Nemesis {
                 signal(cluster, i, "STOP");
                 *self.injected.entry("SIGSTOP").or_default() += 1;
             }
+            Fault::Cut(a, b) => {
+                cluster.network.as_ref().expect("an isolated cluster").cut(a, b);
+                *self.injected.entry("network cut").or_default() += 1;
+            }
         }
-        println!("nemesis: {fault:?}");
+        self.log(&format!("{fault:?}"));
         self.active = Some(fault);
         fault
     }
 
     /// Undoes the fault in force, if any.
     pub fn heal(&mut self, cluster: &mut Cluster) {
+        if let Some(fault) = self.active {
+            self.log(&format!("heal {fault:?}"));
+        }
         match self.active.take() {
             Some(Fault::Kill(i)) => cluster.restart(i),
             Some(Fault::Stop(i)) => signal(cluster, i, "CONT"),
+            Some(Fault::Cut(a, b)) => cluster.network.as_ref().expect("an isolated cluster").heal(a, b),
             None => {}
         }
     }

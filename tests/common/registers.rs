@@ -126,13 +126,14 @@ impl Registers {
                         }
                     };
                     turn += 1;
-                    let channel = channels[turn % channels.len()].clone();
+                    let node = turn % channels.len();
+                    let channel = channels[node].clone();
                     let invoke = history.now();
                     let outcome = run_op(channel, &keys[k], call).await;
                     if let Outcome::Ok(Call::Read(value)) = outcome {
                         last_read[k] = value;
                     }
-                    history.record(&keys[k], client, invoke, outcome);
+                    history.record(&keys[k], client, node, invoke, outcome);
                     if !matches!(outcome, Outcome::Ok(_)) {
                         // Do not spin against a node that is down.
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -150,11 +151,11 @@ impl Registers {
     pub async fn final_reads(&self, channels: &[Channel], history: &History) -> usize {
         let mut answered = 0;
         for key in &self.keys {
-            for channel in channels {
+            for (node, channel) in channels.iter().enumerate() {
                 let invoke = history.now();
                 let outcome = run_op(channel.clone(), key, Call::Read(None)).await;
                 answered += usize::from(matches!(outcome, Outcome::Ok(_)));
-                history.record(key, usize::MAX, invoke, outcome);
+                history.record(key, usize::MAX, node, invoke, outcome);
             }
         }
         answered
