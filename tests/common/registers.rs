@@ -73,7 +73,14 @@ async fn run_op(channel: Channel, key: &str, call: Call) -> Outcome {
             }
         }
         (Call::Cas { expected, new, .. }, Ok(Ok(_))) => Outcome::Ok(Call::Cas { expected, new, swapped: true }),
-        (Call::Cas { expected, new, .. }, Ok(Err(status))) if status.code() == tonic::Code::FailedPrecondition => {
+        // Only the condition's own failure says "not swapped" (a node still starting answers
+        // FailedPrecondition too, for another reason).
+        (Call::Cas { expected, new, .. }, Ok(Err(status)))
+            if matches!(
+                ranged::services::error::Error::from(status.clone()),
+                ranged::services::error::Error::ConditionFailed { .. }
+            ) =>
+        {
             Outcome::Ok(Call::Cas { expected, new, swapped: false })
         }
         (_, Ok(Ok(_))) => Outcome::Ok(call),
@@ -85,35 +92,60 @@ async fn run_op(channel: Channel, key: &str, call: Call) -> Outcome {
 }
 
 /// Register workload settings.
+///
+/// The clients move to fresh keys every `epoch` (`PREFIX/eN/rK`), so each key's history stays
+/// short however long the run: the checker's search grows with the operations of one key,
+/// and steeply with those whose outcome is unknown.
 #[derive(Debug, Clone)]
 pub struct Registers {
-    /// The keys, e.g. `nemesis/r0..r4`.
-    pub keys: Vec<String>,
+    pub prefix: String,
+    /// Keys per epoch.
+    pub count: usize,
     pub clients: usize,
+    pub epoch: Duration,
     /// Seed of the clients' choices.
     pub seed: u64,
 }
 
+/// How long the clients stay on one set of keys.
+pub const EPOCH: Duration = Duration::from_secs(30);
+
 impl Registers {
-    /// `count` keys under `prefix` and `clients` clients.
+    /// `count` keys per epoch under `prefix` and `clients` clients.
     pub fn new(prefix: &str, count: usize, clients: usize, seed: u64) -> Registers {
-        Registers { keys: (0..count).map(|i| format!("{prefix}/r{i}")).collect(), clients, seed }
+        Registers { prefix: prefix.to_string(), count, clients, epoch: EPOCH, seed }
+    }
+
+    /// Key `k` of epoch `epoch`.
+    pub fn key(&self, epoch: u64, k: usize) -> String {
+        format!("{}/e{epoch}/r{k}", self.prefix)
+    }
+
+    /// The epoch at `nanos` on the history's clock.
+    fn epoch_at(&self, nanos: u64) -> u64 {
+        nanos / self.epoch.as_nanos() as u64
     }
 
     /// Runs the clients until `stop` is set; every operation lands in `history`.
     pub async fn run(&self, channels: Vec<Channel>, history: Arc<History>, stop: Arc<AtomicBool>) {
         let mut tasks = Vec::new();
         for client in 0..self.clients {
-            let (keys, channels, history, stop) = (self.keys.clone(), channels.clone(), history.clone(), stop.clone());
+            let (registers, channels, history, stop) = (self.clone(), channels.clone(), history.clone(), stop.clone());
             let seed = self.seed.wrapping_add(client as u64);
             tasks.push(tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed);
                 // Unique values: the client in the high bits, a counter below.
                 let mut counter = (client as u64 + 1) << 32;
-                let mut last_read: Vec<Value> = vec![None; keys.len()];
+                let mut last_read: Vec<Value> = vec![None; registers.count];
+                let mut epoch = 0;
                 let mut turn = client;
                 while !stop.load(Ordering::Relaxed) {
-                    let k = rng.random_range(0..keys.len());
+                    let now = registers.epoch_at(history.now());
+                    if now != epoch {
+                        (epoch, last_read) = (now, vec![None; registers.count]);
+                    }
+                    let k = rng.random_range(0..registers.count);
+                    let key = registers.key(epoch, k);
                     let call = match rng.random_range(0..100) {
                         0..50 => Call::Read(None),
                         50..85 => {
@@ -129,11 +161,11 @@ impl Registers {
                     let node = turn % channels.len();
                     let channel = channels[node].clone();
                     let invoke = history.now();
-                    let outcome = run_op(channel, &keys[k], call).await;
+                    let outcome = run_op(channel, &key, call).await;
                     if let Outcome::Ok(Call::Read(value)) = outcome {
                         last_read[k] = value;
                     }
-                    history.record(&keys[k], client, node, invoke, outcome);
+                    history.record(&key, client, node, invoke, outcome);
                     if !matches!(outcome, Outcome::Ok(_)) {
                         // Do not spin against a node that is down.
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -146,16 +178,20 @@ impl Registers {
         }
     }
 
-    /// Reads every key once through every node (recorded like any read); returns how many
-    /// reads answered. Run after healing: the history's last word on each key.
+    /// Reads every key of every epoch so far once through every node (recorded like any
+    /// read); returns how many reads answered. Run after healing: the history's last word on
+    /// each key.
     pub async fn final_reads(&self, channels: &[Channel], history: &History) -> usize {
         let mut answered = 0;
-        for key in &self.keys {
-            for (node, channel) in channels.iter().enumerate() {
-                let invoke = history.now();
-                let outcome = run_op(channel.clone(), key, Call::Read(None)).await;
-                answered += usize::from(matches!(outcome, Outcome::Ok(_)));
-                history.record(key, usize::MAX, node, invoke, outcome);
+        for epoch in 0..=self.epoch_at(history.now()) {
+            for k in 0..self.count {
+                let key = self.key(epoch, k);
+                for (node, channel) in channels.iter().enumerate() {
+                    let invoke = history.now();
+                    let outcome = run_op(channel.clone(), &key, Call::Read(None)).await;
+                    answered += usize::from(matches!(outcome, Outcome::Ok(_)));
+                    history.record(&key, usize::MAX, node, invoke, outcome);
+                }
             }
         }
         answered
