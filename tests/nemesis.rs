@@ -1,6 +1,7 @@
-//! Faults against a real process cluster under recorded load: kill -9 and SIGSTOP (the
-//! leader half of the time) on a seeded schedule while register clients read and write
-//! through every node and bank clients transfer money over PostgreSQL wire. Afterwards every
+//! Faults against a real process cluster under recorded load: kill -9, SIGSTOP and a cut
+//! link between two nodes (the leader half of the time) on a seeded schedule while register
+//! clients read and write through every node and bank clients transfer money over
+//! PostgreSQL wire. Afterwards every
 //! register history must be linearizable, the bank's total unchanged, and no acknowledged
 //! transfer lost. A cluster with stale follower reads switched on shows the checker bites.
 //! The checker itself is tested first, on literal histories.
@@ -162,7 +163,8 @@ fn bank_accounting_finds_which_unknown_transfers_took_effect() {
 
 // ---- the nemesis over a process cluster ----
 
-/// Prints a tally line and returns whether every register history is linearizable.
+/// Prints a tally line and checks every register history; returns what was not shown
+/// linearizable.
 fn report_registers(history: &History) -> Vec<Failure> {
     let operations = history.operations();
     let counts = history.counts();
