@@ -86,7 +86,11 @@ impl NodeCore {
                 Err(err) => Err(Error::Unavailable(format!("write failed: {err}"))),
             }
         } else {
-            self.confirm_read_lease(active).await?;
+            // The test-only switch skips the lease, so a lagging follower answers from what it
+            // has applied: the broken read path the nemesis test must catch.
+            if !self.config.testing_stale_follower_reads {
+                self.confirm_read_lease(active).await?;
+            }
             let (results, cpu_nanos) = active.state.read(ops.clone()).await?;
             self.record_load(active, &ops, &results, cpu_nanos);
             Ok(results)
@@ -96,10 +100,10 @@ impl NodeCore {
     /// Returns once this node may serve a linearizable read from its own state: at once while
     /// its read lease holds, otherwise after a quorum round that renews the lease.
     pub(super) async fn confirm_read_lease(&self, active: &Active) -> Result<()> {
-        let (leader, term) = {
+        let (leader, term, last_log_index) = {
             let metrics = active.raft.metrics();
             let metrics = metrics.borrow();
-            (metrics.current_leader, metrics.current_term)
+            (metrics.current_leader, metrics.current_term, metrics.last_log_index)
         };
         if leader == Some(active.node_id) {
             let lease = *self.read_lease.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,6 +117,18 @@ impl NodeCore {
             .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
         match check {
             Ok(_) => {
+                // A leader that restarts keeps its term (openraft restores it as leader) and
+                // reads at its term's old first entry or its commit index, whichever is later;
+                // but the commit index is not persisted and restarts at the state machine's
+                // last durable apply, which trails entries committed and acknowledged before
+                // the crash. So wait until every entry in its log when the read came is
+                // applied: they all commit while this leader's term holds.
+                active
+                    .raft
+                    .wait(Some(RAFT_REQUEST_TIMEOUT))
+                    .applied_index_at_least(last_log_index, "entries logged before the read applied")
+                    .await
+                    .map_err(|err| Error::Unavailable(format!("read failed: {err}")))?;
                 // The term read before the round: if leadership changed meanwhile, the lease
                 // recorded under the old term is never used.
                 if leader == Some(active.node_id) {

@@ -105,6 +105,9 @@ pub struct NodeConfig {
     pub max_sql_memory_per_statement: u64,
     /// Connection limits and deadlines of the gRPC and SQL listeners.
     pub connections: ConnectionSettings,
+    /// Testing only: serve reads from this node's applied state without the read lease or
+    /// forwarding (stale reads on purpose, to show the nemesis test's checker catches them).
+    pub testing_stale_follower_reads: bool,
 }
 
 /// Default `--max-grpc-connections`: each other node holds a few connections to this one, and
@@ -160,6 +163,7 @@ impl NodeConfig {
             closed_session_ttl: crate::services::sql::session::DEFAULT_CLOSED_TTL,
             max_sql_memory_per_statement: crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY,
             connections: ConnectionSettings::default(),
+            testing_stale_follower_reads: false,
         }
     }
 }

@@ -184,6 +184,11 @@ pub struct StartArgs {
     /// How often an idle gRPC connection is pinged (unanswered for 20s, it is closed).
     #[arg(long, env = "RANGED_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_timeout)]
     pub grpc_keepalive_interval: Duration,
+    /// Testing only, unsafe: answer read-only KV batches from this node's own applied state,
+    /// without the read lease or forwarding to the leaseholder, so reads may be stale. The
+    /// nemesis test turns it on to show that its linearizability checker catches stale reads.
+    #[arg(long, env = "RANGED_TESTING_STALE_FOLLOWER_READS", hide = true)]
+    pub testing_stale_follower_reads: bool,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]
