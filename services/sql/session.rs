@@ -16,6 +16,24 @@ pub const DEFAULT_CLOSED_CAPACITY: usize = 1000;
 /// Default time a closed session is kept.
 pub const DEFAULT_CLOSED_TTL: Duration = Duration::from_secs(3600);
 
+/// The most bytes of a statement's text a session keeps for `/sessions/`: up to
+/// [`DEFAULT_CLOSED_CAPACITY`] closed sessions each keep their last statement, and a bulk
+/// UPSERT or a long IN list is hundreds of kilobytes that nobody reads whole in a session list.
+pub const MAX_RECORDED_QUERY_BYTES: usize = 4096;
+
+/// `sql` as a session records it: whole up to [`MAX_RECORDED_QUERY_BYTES`], else cut at a
+/// character boundary and marked with `…`.
+pub fn recorded_text(sql: &str) -> String {
+    if sql.len() <= MAX_RECORDED_QUERY_BYTES {
+        return sql.to_string();
+    }
+    let mut end = MAX_RECORDED_QUERY_BYTES;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &sql[..end])
+}
+
 /// Whether a session is running a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
@@ -165,7 +183,7 @@ impl SessionHandle {
         let now = SystemTime::now();
         let mut info = self.lock();
         info.status = SessionStatus::Active;
-        info.active_queries.push(ActiveQuery { id, sql: sql.to_string(), start: now, phase: QueryPhase::Preparing });
+        info.active_queries.push(ActiveQuery { id, sql: recorded_text(sql), start: now, phase: QueryPhase::Preparing });
         info.active_txn = Some(TxnInfo { id: rand::random(), start: now, num_statements: 1 });
         info.recompute_memory(0);
         id
@@ -352,5 +370,14 @@ mod tests {
         expiring.close(&addr(9));
         std::thread::sleep(Duration::from_millis(2));
         assert!(expiring.list(None, true).is_empty());
+    }
+
+    #[test]
+    fn long_statements_are_recorded_cut() {
+        assert_eq!(recorded_text("SELECT 1"), "SELECT 1");
+        let long = format!("SELECT '{}'", "é".repeat(MAX_RECORDED_QUERY_BYTES));
+        let recorded = recorded_text(&long);
+        assert!(recorded.len() <= MAX_RECORDED_QUERY_BYTES + '…'.len_utf8());
+        assert!(recorded.ends_with('…') && long.starts_with(recorded.trim_end_matches('…')));
     }
 }
