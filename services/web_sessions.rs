@@ -50,6 +50,10 @@ impl WebSession {
     }
 }
 
+fn decode(bytes: &[u8]) -> Result<WebSession> {
+    serde_json::from_slice(bytes).map_err(Error::internal)
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     digest::digest(&digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -73,7 +77,7 @@ impl<'a> WebSessions<'a> {
     pub async fn get(&self, id: u64) -> Result<Option<Stored>> {
         let value = self.kv.batch(vec![Op::Get { key: keys::web_session_key(id) }]).await?.remove(0).value;
         match value {
-            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes).map_err(Error::internal)?, bytes))),
+            Some(bytes) => Ok(Some((decode(&bytes)?, bytes))),
             None => Ok(None),
         }
     }
@@ -82,10 +86,7 @@ impl<'a> WebSessions<'a> {
     /// ([`kv::get_applied_first`]): the per-request session check, which must answer while
     /// range 1 has no reachable leader. A logout elsewhere is seen once this node applies it.
     pub async fn get_applied_first(&self, id: u64) -> Result<Option<WebSession>> {
-        match kv::get_applied_first(self.kv, keys::web_session_key(id)).await? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(Error::internal)?)),
-            None => Ok(None),
-        }
+        kv::get_applied_first(self.kv, keys::web_session_key(id)).await?.map(|bytes| decode(&bytes)).transpose()
     }
 
     /// Stores a new session under `id`; fails with ConditionFailed if the id is taken.

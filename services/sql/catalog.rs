@@ -223,11 +223,7 @@ impl Catalog {
         }
         // Status views name ranges from this node's applied copy: table ids are never reused,
         // and a hot-ranges answer must not wait for range 1's leader.
-        let found = kv::get_applied_first(self.kv.as_ref(), descriptor_key(table_id)).await;
-        match found
-            .map_err(SqlError::from)
-            .and_then(|bytes| bytes.map(|bytes| parse::<TableDescriptor>(&bytes)).transpose())
-        {
+        match self.table_by_id_applied_first(table_id).await {
             Ok(Some(table)) => {
                 let names = TableNames {
                     index: table.primary_index_name(),
@@ -293,6 +289,12 @@ impl Catalog {
     /// The table with id `id`, if it exists.
     pub async fn table_by_id(&self, id: u64) -> Result<Option<TableDescriptor>, SqlError> {
         self.get(descriptor_key(id)).await?.map(|bytes| parse(&bytes)).transpose()
+    }
+
+    /// [`Catalog::table_by_id`] from the serving node's applied copy when it has the table
+    /// ([`kv::get_applied_first`]).
+    async fn table_by_id_applied_first(&self, id: u64) -> Result<Option<TableDescriptor>, SqlError> {
+        kv::get_applied_first(self.kv.as_ref(), descriptor_key(id)).await?.map(|bytes| parse(&bytes)).transpose()
     }
 
     /// Every table of `database`, by name.

@@ -111,6 +111,11 @@ impl Default for MockVerifiers {
     }
 }
 
+/// A stored user record, if there was one.
+fn decode(value: Option<Vec<u8>>) -> Result<Option<UserRecord>, Error> {
+    value.map(|bytes| serde_json::from_slice(&bytes).map_err(Error::internal)).transpose()
+}
+
 /// A user (or role) record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -155,16 +160,14 @@ impl<'a> Users<'a> {
     /// The user `name`, if it exists.
     pub async fn get(&self, name: &str) -> Result<Option<UserRecord>, Error> {
         let key = keys::user_key(&normalize(name));
-        let value = self.kv.batch(vec![Op::Get { key }]).await?.remove(0).value;
-        value.map(|bytes| serde_json::from_slice(&bytes).map_err(Error::internal)).transpose()
+        decode(self.kv.batch(vec![Op::Get { key }]).await?.remove(0).value)
     }
 
     /// The user `name` as the serving node's applied copy has it, else from the leaseholder
     /// ([`kv::get_applied_first`]): for the API's per-request admin check, which must answer
     /// while range 1 has no reachable leader. A role change is seen once this node applies it.
     pub async fn get_applied_first(&self, name: &str) -> Result<Option<UserRecord>, Error> {
-        let value = kv::get_applied_first(self.kv, keys::user_key(&normalize(name))).await?;
-        value.map(|bytes| serde_json::from_slice(&bytes).map_err(Error::internal)).transpose()
+        decode(kv::get_applied_first(self.kv, keys::user_key(&normalize(name))).await?)
     }
 
     /// Every user, by name.
