@@ -9,6 +9,9 @@
 mod admin;
 mod ddl;
 mod dml;
+mod stream;
+
+pub use self::stream::RowStream;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -48,8 +51,15 @@ pub struct Field {
 }
 
 /// What a statement produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Output {
+    /// Rows produced as the client reads them (a SELECT that holds no rows itself).
+    Stream {
+        /// The columns.
+        fields: Vec<Field>,
+        /// The rows, in order.
+        rows: RowStream,
+    },
     /// Rows.
     Rows {
         /// The columns.
