@@ -102,8 +102,14 @@ async fn a_table_larger_than_the_budget_streams_in_order_and_a_sort_of_it_fails_
         assert_eq!(code(&err), "53200", "{err}");
         let err = client.query("SELECT k FROM big ORDER BY k DESC", &[]).await.unwrap_err();
         assert_eq!(code(&err), "53200", "{err}");
+        // An error at row 3,000, after pages of rows went out: the statement ends with it.
+        let err = client.simple_query("SELECT k / (k - 3000) FROM big").await.unwrap_err();
+        assert_eq!(code(&err), "22012", "{err}");
+        let err = client.query("SELECT k / (k - 3000) FROM big", &[]).await.unwrap_err();
+        assert_eq!(code(&err), "22012", "{err}");
         // The session goes on.
         assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0), 1);
+        assert_eq!(client.query("SELECT k FROM big WHERE k < 2", &[]).await.unwrap().len(), 2);
     }
 
     // A client that stops reading half way: the connection closes, the scan with it, and the
