@@ -123,6 +123,120 @@ async fn a_table_larger_than_the_budget_streams_in_order_and_a_sort_of_it_fails_
     drop(client);
     let client = connect(cluster, 1).await;
     assert_eq!(client.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get::<_, i64>(0), N);
+
+    portal_suspension(cluster, N as usize).await;
+}
+
+/// What a raw extended-protocol client reads.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    DataRow,
+    Suspended,
+    Complete(String),
+    Ready,
+    Error,
+    Other,
+}
+
+/// A PostgreSQL client at the message level, for what drivers do not expose outside a
+/// transaction: Execute with a row limit, then Execute again on the suspended portal.
+struct RawClient {
+    socket: tokio::net::TcpStream,
+    input: bytes::BytesMut,
+}
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr) -> RawClient {
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut client = RawClient { socket, input: bytes::BytesMut::new() };
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::startup_message([("user", "root"), ("database", "defaultdb")], &mut out)
+            .unwrap();
+        client.send(out).await;
+        client.until(|r| *r == Reply::Ready).await;
+        client
+    }
+
+    async fn send(&mut self, out: bytes::BytesMut) {
+        use tokio::io::AsyncWriteExt;
+        self.socket.write_all(&out).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Reply {
+        use postgres_protocol::message::backend::Message;
+        use tokio::io::AsyncReadExt;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(message) = Message::parse(&mut self.input).unwrap() {
+                return match message {
+                    Message::DataRow(_) => Reply::DataRow,
+                    Message::PortalSuspended => Reply::Suspended,
+                    Message::CommandComplete(body) => Reply::Complete(body.tag().unwrap().to_string()),
+                    Message::ReadyForQuery(_) => Reply::Ready,
+                    // The fields are behind a fallible iterator this test has no crate for.
+                    Message::ErrorResponse(_) => Reply::Error,
+                    _ => Reply::Other,
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let read = tokio::time::timeout(left, self.socket.read_buf(&mut self.input)).await;
+            let n = read.expect("the server answered in time").unwrap();
+            assert!(n > 0, "the server closed the connection");
+        }
+    }
+
+    /// Reads up to and including the first reply `stop` accepts; counts the data rows before it.
+    async fn until(&mut self, stop: impl Fn(&Reply) -> bool) -> (usize, Reply) {
+        let mut rows = 0;
+        loop {
+            match self.next().await {
+                Reply::DataRow => rows += 1,
+                Reply::Error => panic!("the server answered an error"),
+                reply if stop(&reply) => return (rows, reply),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Execute with a row limit suspends the portal after that many rows (pgwire holds at most
+/// that many at once); a later Execute without one streams the rest.
+async fn portal_suspension(cluster: &LocalCluster, total: usize) {
+    use postgres_protocol::message::frontend;
+    let mut client = RawClient::connect(cluster.sql_addrs[2].unwrap()).await;
+    let mut out = bytes::BytesMut::new();
+    frontend::parse("", "SELECT k FROM big", std::iter::empty(), &mut out).unwrap();
+    frontend::bind(
+        "",
+        "",
+        std::iter::empty(),
+        Vec::<Option<Vec<u8>>>::new(),
+        |_, _| Ok(postgres_protocol::IsNull::Yes),
+        std::iter::empty(),
+        &mut out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::execute("", 1000, &mut out).unwrap();
+    frontend::flush(&mut out);
+    client.send(out).await;
+    let suspended = |r: &Reply| *r == Reply::Suspended;
+    assert_eq!(client.until(suspended).await, (1000, Reply::Suspended));
+    let mut out = bytes::BytesMut::new();
+    frontend::execute("", 1000, &mut out).unwrap();
+    frontend::flush(&mut out);
+    client.send(out).await;
+    assert_eq!(client.until(suspended).await, (1000, Reply::Suspended));
+    let mut out = bytes::BytesMut::new();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    client.send(out).await;
+    let rest = total - 2000;
+    assert_eq!(
+        client.until(|r| matches!(r, Reply::Complete(_))).await,
+        (rest, Reply::Complete(format!("SELECT {rest}")))
+    );
+    assert_eq!(client.until(|r| *r == Reply::Ready).await, (0, Reply::Ready));
 }
 
 async fn streamed_reads_never_see_half_of_a_concurrent_multi_row_write(cluster: &LocalCluster) {
