@@ -1,5 +1,6 @@
 //! Statement execution: the engine, statement dispatch and describing statements for the
-//! extended protocol; the statements themselves run in [`dml`], [`ddl`] and [`admin`].
+//! extended protocol; the statements themselves run in [`dml`], [`ddl`] and [`admin`], and
+//! [`stream`] reads rows page by page and streams the results of SELECTs that hold no rows.
 //!
 //! Every statement is its own (implicit) transaction and is atomic: its writes go to the KV
 //! layer as one batch. Statements that read then write (UPDATE, DELETE) guard each row they
