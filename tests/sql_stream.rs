@@ -29,7 +29,19 @@ async fn cluster(dir: &std::path::Path) -> LocalCluster {
 async fn connect(cluster: &LocalCluster, node: usize) -> tokio_postgres::Client {
     let sql = cluster.sql_addrs[node].expect("every node serves SQL");
     let url = format!("postgresql://root@{sql}/defaultdb?sslmode=disable");
-    ranged::workload::connect(&url).await.unwrap_or_else(|err| panic!("connect {url}: {err}"))
+    // Logging in reads the user record at the leaseholder; on a loaded machine a lease may be
+    // moving: poll until the deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ranged::workload::connect(&url).await {
+            Ok(client) => return client,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("connect {url}: {err}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("connect {url}: {err}"),
+        }
+    }
 }
 
 /// Inserts rows `0..n` as `(k, balance, PAD)`, a few hundred per statement (each a write batch).
