@@ -289,10 +289,10 @@ pub const RETRY_DEADLINE: Duration = Duration::from_secs(10);
 /// Runs `attempt` until it succeeds, fails for a reason retrying cannot fix, or `RETRY_DEADLINE`
 /// passes. NotLeaseholder is always retried (nothing was proposed); other unavailability only
 /// when the batch is idempotent, since a lost reply may hide an applied write.
-pub async fn retry_batch<F, Fut>(ops: &[Op], mut attempt: F) -> Result<Vec<OpResult>>
+pub async fn retry_batch<T, F, Fut>(ops: &[Op], mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<OpResult>>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let idempotent = ops.iter().all(Op::is_idempotent);
     let deadline = Instant::now() + RETRY_DEADLINE;

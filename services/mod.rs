@@ -9,6 +9,7 @@
 //! - [`raft`] — openraft wiring: type config, log storage, state machine, network.
 //! - [`load`] — per-replica decayed load rates and top-k ranking.
 //! - [`kv`] — KV batches: evaluation at the leaseholder, forwarding, retries.
+//! - [`scan`] — paged scans from one snapshot: paging, the cursors a node keeps open.
 //! - [`membership`] — gossip (chitchat) membership and liveness classification.
 //! - [`metrics`] — measured node and store metrics, persisted in range 1.
 //! - [`tls`] — loading certificates and building rustls/tonic TLS configurations.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod ranges;
+pub mod scan;
 pub mod sql;
 pub mod status;
 pub mod tls;

@@ -49,6 +49,8 @@ pub struct LocalClusterOptions {
     pub connections: ConnectionSettings,
     /// The HTTP API's settings (`insecure` is decided by `tls`).
     pub api: crate::gateway::Config,
+    /// `--max-sql-memory-per-statement` of every node.
+    pub statement_memory: u64,
 }
 
 impl LocalClusterOptions {
@@ -64,6 +66,7 @@ impl LocalClusterOptions {
             zones: false,
             connections: ConnectionSettings::default(),
             api: crate::gateway::Config::default(),
+            statement_memory: crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY,
         }
     }
 }
@@ -132,6 +135,7 @@ impl LocalCluster {
                 },
                 tls: options.tls.clone(),
                 connections: options.connections,
+                max_sql_memory_per_statement: options.statement_memory,
                 ..NodeConfig::with_defaults(
                     rpc_addrs[i].clone(),
                     join.clone(),

@@ -22,6 +22,7 @@ use crate::services::grpc::{self, StatusApi};
 use crate::services::kv::{Op, OpResult};
 use crate::services::metrics::SqlStats;
 use crate::services::node::{NodeConfig, NodeCore};
+use crate::services::scan::{ScanPage, ScanRequest};
 use crate::services::sql::catalog::Catalog;
 use crate::services::sql::session::SessionRegistry;
 use crate::services::sql::{self, SqlHost};
@@ -147,6 +148,10 @@ impl Node {
 impl SqlHost for NodeCore {
     fn node_id(&self) -> Option<u64> {
         self.active().ok().map(|active| active.node_id)
+    }
+
+    async fn scan_page(&self, request: ScanRequest) -> Result<ScanPage> {
+        NodeCore::scan_page(self, request, false).await
     }
 
     async fn replicas(&self) -> Result<Vec<ReplicaStatus>> {

@@ -7,6 +7,7 @@ use crate::services::clock::unix_nanos;
 use crate::services::error::{Error, Result};
 use crate::services::kv::{Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates};
+use crate::services::scan::{CursorRef, PageLimits, ScanPage, ScanRequest};
 use crate::services::sql::session::{SessionInfo, SessionStatus};
 use crate::services::status::{NodeView, ReplicaStatus};
 
@@ -95,6 +96,57 @@ impl pb::BatchResponse {
     /// The results of a batch's operations, in order.
     pub fn into_results(self) -> Vec<OpResult> {
         self.results.into_iter().map(Into::into).collect()
+    }
+}
+
+impl pb::ScanPageRequest {
+    /// The wire form of a page request; `forwarded` requests run only on the node they reach.
+    pub fn from_request(request: ScanRequest, forwarded: bool) -> Self {
+        let (cursor_node_id, cursor_id) = request.cursor.map_or((0, 0), |c| (c.node_id, c.id));
+        pb::ScanPageRequest {
+            start: request.start.into(),
+            end: request.end.into(),
+            max_rows: request.limits.max_rows,
+            max_bytes: request.limits.max_bytes,
+            cursor_node_id,
+            cursor_id,
+            close: request.close,
+            forwarded,
+        }
+    }
+
+    /// The page request it carries.
+    pub fn into_request(self) -> ScanRequest {
+        ScanRequest {
+            start: self.start.to_vec(),
+            end: self.end.to_vec(),
+            cursor: (self.cursor_id != 0).then_some(CursorRef { node_id: self.cursor_node_id, id: self.cursor_id }),
+            limits: PageLimits { max_rows: self.max_rows, max_bytes: self.max_bytes },
+            close: self.close,
+        }
+    }
+}
+
+impl From<ScanPage> for pb::ScanPageResponse {
+    fn from(page: ScanPage) -> Self {
+        let (cursor, resume_key) =
+            page.resume.map_or((CursorRef { node_id: 0, id: 0 }, Vec::new()), |(cursor, key)| (cursor, key));
+        pb::ScanPageResponse {
+            rows: page.rows.into_iter().map(|(k, v)| pb::KeyValue { key: k.into(), value: v.into() }).collect(),
+            resume_key: resume_key.into(),
+            cursor_node_id: cursor.node_id,
+            cursor_id: cursor.id,
+        }
+    }
+}
+
+impl From<pb::ScanPageResponse> for ScanPage {
+    fn from(page: pb::ScanPageResponse) -> Self {
+        ScanPage {
+            rows: page.rows.into_iter().map(|kv| (kv.key.to_vec(), kv.value.to_vec())).collect(),
+            resume: (page.cursor_id != 0)
+                .then(|| (CursorRef { node_id: page.cursor_node_id, id: page.cursor_id }, page.resume_key.to_vec())),
+        }
     }
 }
 

@@ -30,6 +30,13 @@ impl KvService for KvApi {
         Ok(Response::new(pb::BatchResponse { results: results.into_iter().map(Into::into).collect() }))
     }
 
+    async fn scan_page(&self, request: Request<pb::ScanPageRequest>) -> Result<Response<pb::ScanPageResponse>, Status> {
+        let request = request.into_inner();
+        let forwarded = request.forwarded;
+        let page = self.0.scan_page(request.into_request(), forwarded).await?;
+        Ok(Response::new(page.into()))
+    }
+
     async fn admin_split(
         &self,
         request: Request<pb::AdminSplitRequest>,

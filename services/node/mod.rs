@@ -13,7 +13,7 @@
 //!
 //! This file holds the configuration, the core's state, opening and resuming, drain and stop;
 //! the rest by job: [`formation`] (init, join, membership), [`kv_router`] (batches, read
-//! leases, splits, load attribution), [`views`] (status, node list, replicas) and [`tasks`]
+//! leases, splits, load attribution), [`scan_router`] (paged scans from one snapshot), [`views`] (status, node list, replicas) and [`tasks`]
 //! (background loops).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -50,6 +50,7 @@ use crate::services::tls::TlsMaterials;
 
 mod formation;
 mod kv_router;
+mod scan_router;
 mod tasks;
 mod views;
 
@@ -216,6 +217,8 @@ pub struct NodeCore {
     /// This node's last measured status and when (reused for `OWN_STATUS_REUSE`).
     own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
     read_lease: std::sync::Mutex<Option<ReadLease>>,
+    /// Snapshots of the paged scans this node serves, kept between pages.
+    cursors: scan_router::ScanCursors,
 }
 
 /// How long this node's own measured status is reused when asked for the node list: the
@@ -348,6 +351,7 @@ impl NodeCore {
             lease_history: Default::default(),
             own_status: Default::default(),
             read_lease: Default::default(),
+            cursors: scan_router::ScanCursors::new(Default::default()),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;

@@ -22,6 +22,7 @@ use crate::services::keys;
 use crate::services::kv::{self, KvRead, Op, OpResult};
 use crate::services::raft::{Command, CommandResponse, NodeId, TypeConfig, sto_err};
 use crate::services::ranges::{RangeDescriptor, RangeIndex};
+use crate::services::scan::{PageLimits, TakenPage, take_page};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -89,6 +90,27 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> KvRead for TableView<'_, T>
             }
         }
         Ok(rows)
+    }
+}
+
+/// A consistent view of the applied data that a paged scan reads page by page.
+pub struct ReadSnapshot(redb::ReadOnlyTable<&'static [u8], &'static [u8]>);
+
+impl ReadSnapshot {
+    /// Up to one page of rows in `[start, end)` (empty end: unbounded). Blocking.
+    pub fn page(&self, start: &[u8], end: &[u8], limits: PageLimits) -> Result<TakenPage> {
+        let range = if end.is_empty() {
+            self.0.range::<&[u8]>(start..).map_err(storage_error)?
+        } else {
+            self.0.range::<&[u8]>(start..end).map_err(storage_error)?
+        };
+        take_page(
+            range.map(|row| {
+                let (k, v) = row.map_err(storage_error)?;
+                Ok((k.value().to_vec(), v.value().to_vec()))
+            }),
+            limits,
+        )
     }
 }
 
@@ -285,6 +307,14 @@ impl StateMachine {
         }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || Self::read_blocking(&db, &ops)).await.map_err(Error::internal)?
+    }
+
+    /// The applied data as of now, for a paged scan: a redb read transaction's view, which
+    /// stays one committed state however long it is held (see [`crate::services::scan`]).
+    /// Blocking (it may read pages from disk).
+    pub fn snapshot(&self) -> Result<ReadSnapshot> {
+        let txn = self.db.begin_read().map_err(storage_error)?;
+        Ok(ReadSnapshot(txn.open_table(DATA).map_err(storage_error)?))
     }
 
     fn read_blocking(db: &Database, ops: &[Op]) -> Result<(Vec<OpResult>, u64)> {

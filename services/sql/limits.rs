@@ -168,9 +168,9 @@ pub fn check_depth(tokens: &[Token]) -> Result<(), SqlError> {
     if expression_depth_bound(tokens) > MAX_EXPRESSION_DEPTH { Err(too_complex()) } else { Ok(()) }
 }
 
-/// Bytes one statement has materialized, against its budget. Charged as rows are read,
-/// sorted, built or written; never released within the statement, so it bounds the peak
-/// from above.
+/// Bytes one statement holds, against its budget. Charged as rows are read, sorted, built or
+/// written; what a statement holds only for a while (a page of a streamed scan) is released
+/// once dropped, so the budget bounds what is held at once, not what passes through.
 #[derive(Debug)]
 pub struct MemoryBudget {
     limit: u64,
@@ -199,6 +199,17 @@ impl MemoryBudget {
             ));
         }
         Ok(())
+    }
+
+    /// Releases `bytes` charged before and no longer held.
+    pub fn release(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(bytes)));
+    }
+
+    /// The budget in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Charges the bytes `row` holds.
@@ -300,6 +311,11 @@ mod tests {
         assert_eq!(err.code, "53200");
         assert_eq!(err.message, "statement exceeded its memory budget of 100 bytes");
         assert_eq!(budget.used(), 101);
+        budget.release(51);
+        assert!(budget.charge(50).is_ok());
+        assert!(budget.charge(1).is_err());
+        budget.release(1000);
+        assert_eq!(budget.used(), 0);
         assert_eq!(human_bytes(64 << 20), "64 MiB");
         assert_eq!(human_bytes(1536 << 10), "1536 KiB");
         assert!(row_bytes(&[Value::String("x".repeat(1000))]) > 1000);

@@ -39,6 +39,7 @@ use crate::services::accept::ListenerLimits;
 use crate::services::error::Result;
 use crate::services::kv::Kv;
 use crate::services::metrics::SqlStats;
+use crate::services::scan::{ScanPage, ScanRequest};
 use crate::services::status::ReplicaStatus;
 use crate::services::tls::TlsMaterials;
 
@@ -58,6 +59,9 @@ pub trait SqlHost: Kv {
     fn sessions(&self) -> &session::SessionRegistry;
     /// Statement counters of this node.
     fn sql_stats(&self) -> &SqlStats;
+    /// One page of a scan that sees one snapshot from its first page to its last (see
+    /// [`crate::services::scan`]).
+    async fn scan_page(&self, request: ScanRequest) -> Result<ScanPage>;
 }
 
 /// Default `--max-sql-connections` (PostgreSQL's `max_connections` is 100; a pooler in front

@@ -6,21 +6,24 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{Sink, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, ScramSecret};
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler, finish_authentication,
     protocol_negotiation, save_startup_parameters_to_metadata,
 };
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response};
 use pgwire::api::results::{
     DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::services::sql::SERVER_VERSION;
@@ -191,31 +194,55 @@ fn field_infos(fields: &[Field], format: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
-fn encode_rows(
-    fields: Arc<Vec<FieldInfo>>,
-    rows: Vec<Vec<Value>>,
-) -> PgWireResult<Vec<PgWireResult<pgwire::messages::data::DataRow>>> {
-    let mut encoder = DataRowEncoder::new(fields);
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        for value in row {
-            match value {
-                Value::Null => encoder.encode_field(&None::<i64>)?,
-                Value::Int(i) => encoder.encode_field(&i)?,
-                Value::Float(f) => encoder.encode_field(&f)?,
-                Value::String(s) => encoder.encode_field(&s)?,
-                Value::Bytes(b) => encoder.encode_field(&b)?,
-                Value::Bool(b) => encoder.encode_field(&b)?,
-                Value::Timestamp(us) => encoder.encode_field(&Value::as_system_time(us))?,
-            }
+fn encode_row(encoder: &mut DataRowEncoder, row: Vec<Value>) -> PgWireResult<DataRow> {
+    for value in row {
+        match value {
+            Value::Null => encoder.encode_field(&None::<i64>)?,
+            Value::Int(i) => encoder.encode_field(&i)?,
+            Value::Float(f) => encoder.encode_field(&f)?,
+            Value::String(s) => encoder.encode_field(&s)?,
+            Value::Bytes(b) => encoder.encode_field(&b)?,
+            Value::Bool(b) => encoder.encode_field(&b)?,
+            Value::Timestamp(us) => encoder.encode_field(&Value::as_system_time(us))?,
         }
-        out.push(Ok(encoder.take_row()));
     }
-    Ok(out)
+    Ok(encoder.take_row())
 }
 
-fn response(output: Output, format: &Format) -> PgWireResult<Response> {
+fn encode_rows(fields: Arc<Vec<FieldInfo>>, rows: Vec<Vec<Value>>) -> PgWireResult<Vec<PgWireResult<DataRow>>> {
+    let mut encoder = DataRowEncoder::new(fields);
+    rows.into_iter().map(|row| encode_row(&mut encoder, row).map(Ok)).collect()
+}
+
+/// The end of a statement in the session registry and the statement counters: when its
+/// response is built, or, for streamed rows, once the last row is sent (or the rows are
+/// dropped unsent).
+struct StatementEnd {
+    host: Arc<dyn SqlHost>,
+    session: SessionHandle,
+    query_id: [u8; 16],
+    started: std::time::Instant,
+}
+
+impl Drop for StatementEnd {
+    fn drop(&mut self) {
+        self.host.sql_stats().record(self.started.elapsed());
+        self.session.end_statement(self.query_id);
+    }
+}
+
+/// The protocol response of `output`; streamed rows carry `end` until they are done.
+fn response(output: Output, format: &Format, end: Option<StatementEnd>) -> PgWireResult<Response> {
     Ok(match output {
+        Output::Stream { fields, rows } => {
+            let infos = Arc::new(field_infos(&fields, format));
+            let mut encoder = DataRowEncoder::new(infos.clone());
+            let rows = rows.0.map(move |row| {
+                let _statement = &end;
+                encode_row(&mut encoder, row.map_err(sql_error)?)
+            });
+            Response::Query(QueryResponse::new(infos, rows))
+        }
         Output::Rows { fields, rows } => {
             let infos = Arc::new(field_infos(&fields, format));
             let rows = encode_rows(infos.clone(), rows)?;
@@ -258,12 +285,14 @@ impl SimpleQueryHandler for Queries {
         session.executing(query_id, 0);
         let started = std::time::Instant::now();
         let outputs = self.shared.engine.execute(&session, query, &[]).await;
-        self.shared.host().sql_stats().record(started.elapsed());
-        session.end_statement(query_id);
+        let mut end = Some(StatementEnd { host: self.shared.host().clone(), session, query_id, started });
+        // Rows are sent in statement order, so the statement ends with the last stream's rows.
+        let last_stream = outputs.iter().rposition(|output| matches!(output, Ok(Output::Stream { .. })));
         let mut responses = Vec::with_capacity(outputs.len());
-        for output in outputs {
+        for (i, output) in outputs.into_iter().enumerate() {
+            let end = if Some(i) == last_stream { end.take() } else { None };
             responses.push(match output {
-                Ok(output) => response(output, &Format::UnifiedText)?,
+                Ok(output) => response(output, &Format::UnifiedText, end)?,
                 Err(err) => error_response(err),
             });
         }
@@ -316,6 +345,65 @@ impl ExtendedQueryHandler for Queries {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// pgwire gathers every row of a portal before sending any when the client asks for all
+    /// of them (`max_rows` 0, what most drivers send), which would hold a streamed result
+    /// whole: such an Execute sends the rows as they come instead. With a row limit pgwire
+    /// holds at most that many at once and suspends the portal in between, so it is left to
+    /// pgwire, as are the cases that produce no rows.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: pgwire::api::store::PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.max_rows != 0 || !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return self._on_execute(client, message).await;
+        }
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) else {
+            return self._on_execute(client, message).await;
+        };
+        let state = portal.state();
+        let mut state = state.lock().await;
+        let mut results = match std::mem::replace(&mut *state, PortalExecutionState::Finished) {
+            PortalExecutionState::Initial => {
+                client.set_state(PgWireConnectionState::QueryInProgress);
+                match ExtendedQueryHandler::do_query(self, client, &portal, 0).await {
+                    Ok(Response::Query(results)) => results,
+                    Ok(Response::Execution(tag)) => {
+                        send_execution_response(client, tag).await?;
+                        client.set_state(PgWireConnectionState::ReadyForQuery);
+                        return Ok(());
+                    }
+                    Ok(_) => return Err(user_error("XX000", "internal error: unexpected response to Execute")),
+                    Err(err) => {
+                        *state = PortalExecutionState::Initial;
+                        return Err(err);
+                    }
+                }
+            }
+            PortalExecutionState::Suspended(results) => {
+                client.set_state(PgWireConnectionState::QueryInProgress);
+                results
+            }
+            PortalExecutionState::Finished => {
+                drop(state);
+                return self._on_execute(client, message).await;
+            }
+        };
+        drop(state);
+        let tag = results.command_tag().to_owned();
+        let mut sent = 0;
+        while let Some(row) = results.data_rows().next().await {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            sent += 1;
+        }
+        client.send(PgWireBackendMessage::CommandComplete(Tag::new(&tag).with_rows(sent).into())).await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     async fn do_describe_statement<C>(
@@ -380,10 +468,9 @@ impl ExtendedQueryHandler for Queries {
             outputs.remove(0)
         }
         .await;
-        self.shared.host().sql_stats().record(started.elapsed());
-        session.end_statement(query_id);
+        let end = StatementEnd { host: self.shared.host().clone(), session, query_id, started };
         match result {
-            Ok(output) => response(output, &portal.result_column_format),
+            Ok(output) => response(output, &portal.result_column_format, Some(end)),
             Err(err) => Err(sql_error(err)),
         }
     }

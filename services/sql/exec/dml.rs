@@ -2,12 +2,14 @@
 //! writing them back as one KV batch.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlparser::ast::{
     self, Expr, FromTable, ObjectName, OnConflictAction, OnInsert, Query, SelectItem, SetExpr, TableFactor, TableObject,
 };
 
+use super::stream::{Pipeline, project_row, stream_rows};
 use super::{Field, Output, SqlEngine};
 use crate::services::error::Error;
 use crate::services::kv::Op;
@@ -16,7 +18,7 @@ use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
 use crate::services::sql::expr::{Ctx, check_columns, eval, expr_type};
 use crate::services::sql::limits::{MemoryBudget, row_bytes};
 use crate::services::sql::parse::{Flavor, ident, name_parts};
-use crate::services::sql::plan::{Access, limit_of, plan_access};
+use crate::services::sql::plan::{limit_of, plan_access};
 use crate::services::sql::session::SessionHandle;
 use crate::services::sql::value::{SqlType, Value};
 
@@ -24,59 +26,31 @@ use crate::services::sql::value::{SqlType, Value};
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 impl SqlEngine {
-    /// Reads the rows of `access`. The KV layer answers a scan whole, so its answer is
-    /// charged to `budget` as it is decoded, not while it arrives.
-    async fn fetch(
-        &self,
-        table: &TableDescriptor,
-        access: &Access,
-        budget: &MemoryBudget,
-    ) -> Result<Vec<Vec<Value>>, SqlError> {
-        let ops: Vec<Op> = match access {
-            Access::Keys(keys) if keys.is_empty() => return Ok(Vec::new()),
-            Access::Keys(keys) => {
-                // The keys themselves (an IN list's), and the Get ops holding copies.
-                budget.charge(keys.iter().map(|key| 2 * key.len() + std::mem::size_of::<Op>()).sum())?;
-                keys.iter().map(|key| Op::Get { key: key.clone() }).collect()
-            }
-            Access::Scan { start, end } => vec![Op::Scan { start: start.clone(), end: end.clone(), limit: 0 }],
-        };
-        let results = self.batch(ops).await?;
-        let mut rows = Vec::new();
-        for result in results {
-            if let Some(value) = result.value {
-                let row = table.decode_row(&value)?;
-                budget.charge(value.len() + row_bytes(&row))?;
-                rows.push(row);
-            }
-            for (key, value) in result.rows {
-                let row = table.decode_row(&value)?;
-                budget.charge(key.len() + value.len() + row_bytes(&row))?;
-                rows.push(row);
-            }
-        }
-        Ok(rows)
-    }
-
+    /// The rows `selection` picks, decoded and held: for statements that need them all at
+    /// once (UPDATE, DELETE, a sort). Each row kept is charged to `budget`; the pages read
+    /// through are charged only while held.
     async fn matching_rows(
         &self,
         session: &SessionHandle,
         table: &TableDescriptor,
         selection: Option<&Expr>,
         params: &[Value],
-        budget: &MemoryBudget,
+        budget: &Arc<MemoryBudget>,
     ) -> Result<Vec<Vec<Value>>, SqlError> {
         let access = plan_access(table, selection, params);
-        let mut rows = self.fetch(table, &access, budget).await?;
-        if let Some(selection) = selection {
-            let mut kept = Vec::with_capacity(rows.len());
-            for row in rows {
+        let mut reader = self.open_rows(&access, budget, None).await?;
+        let mut rows = Vec::new();
+        // One pass per stored row of a finite scan.
+        while let Some((key, value)) = reader.next().await? {
+            let row = table.decode_row(&value)?;
+            if let Some(selection) = selection {
                 let ctx = Ctx { table: Some(table), row: Some(&row), params, session: Some(session) };
-                if eval(selection, &ctx)? == Value::Bool(true) {
-                    kept.push(row);
+                if eval(selection, &ctx)? != Value::Bool(true) {
+                    continue;
                 }
             }
-            rows = kept;
+            budget.charge(key.len() + value.len() + row_bytes(&row))?;
+            rows.push(row);
         }
         Ok(rows)
     }
@@ -149,7 +123,7 @@ impl SqlEngine {
         let Some(table) = table else {
             return self.select_constant(session, select, params).await;
         };
-        let budget = self.budget();
+        let budget = Arc::new(self.budget());
         for item in &select.projection {
             if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
                 && !count_star(item)
@@ -165,68 +139,88 @@ impl SqlEngine {
                 check_columns(&e.expr, &table)?;
             }
         }
-        let mut rows = self.matching_rows(session, &table, select.selection.as_ref(), params, &budget).await?;
-        if select.projection.len() == 1 && count_star(&select.projection[0]) {
+        if select.distinct.is_some() {
+            return Err(SqlError::unsupported("SELECT DISTINCT is not supported"));
+        }
+        let counting = select.projection.len() == 1 && count_star(&select.projection[0]);
+        if !counting && select.projection.iter().any(count_star) {
+            return Err(SqlError::new("42803", "count(*) must be the only output column (no GROUP BY)"));
+        }
+        let fields = if counting {
             let name = match &select.projection[0] {
                 SelectItem::ExprWithAlias { alias, .. } => ident(alias),
                 _ => "count".to_string(),
             };
-            // The aggregate is one row; LIMIT and OFFSET apply to that row, not to the rows counted.
-            let out = if limit == Some(0) || offset > 0 { vec![] } else { vec![vec![Value::Int(rows.len() as i64)]] };
-            return Ok(Output::Rows { fields: vec![Field { name, ty: SqlType::Int }], rows: out });
-        }
-        if let Some(order_by) = &query.order_by {
-            let ast::OrderByKind::Expressions(exprs) = &order_by.kind else {
-                return Err(SqlError::unsupported("ORDER BY ALL is not supported"));
+            vec![Field { name, ty: SqlType::Int }]
+        } else {
+            self.projection_fields(select, Some(&table))?
+        };
+        let sort = match &query.order_by {
+            None => None,
+            Some(ast::OrderBy { kind: ast::OrderByKind::Expressions(exprs), .. }) => {
+                (!in_key_order(&table, exprs)).then_some(exprs)
+            }
+            Some(_) => return Err(SqlError::unsupported("ORDER BY ALL is not supported")),
+        };
+        if counting || sort.is_none() {
+            // Nothing to hold: rows go to the client, or into the count, as they are read.
+            let access = plan_access(&table, select.selection.as_ref(), params);
+            let wanted = if select.selection.is_none() && !counting { limit.map(|l| l + offset) } else { None };
+            let mut reader = self.open_rows(&access, &budget, wanted).await?;
+            let pipeline = Pipeline {
+                table,
+                selection: select.selection.clone(),
+                projection: select.projection.clone(),
+                params: params.to_vec(),
+                session: session.clone(),
+                offset,
+                limit,
             };
-            let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = Vec::with_capacity(rows.len());
-            for row in rows {
-                let ctx = Ctx { table: Some(&table), row: Some(&row), params, session: Some(session) };
-                let key = exprs.iter().map(|e| eval(&e.expr, &ctx)).collect::<Result<Vec<_>, _>>()?;
-                budget.charge_row(&key)?;
-                keyed.push((key, row));
+            if !counting {
+                return Ok(Output::Stream { fields, rows: stream_rows(reader, pipeline) });
             }
-            let descending: Vec<bool> =
-                exprs.iter().map(|e| matches!(e.options.sort, Some(ast::OrderBySort::Desc))).collect();
-            keyed.sort_by(|(a, _), (b, _)| {
-                for ((x, y), desc) in a.iter().zip(b).zip(&descending) {
-                    // NULLs sort first ascending, as in CockroachDB.
-                    let ord = match (x.is_null(), y.is_null()) {
-                        (true, true) => Ordering::Equal,
-                        (true, false) => Ordering::Less,
-                        (false, true) => Ordering::Greater,
-                        _ => x.compare(y).unwrap_or(Ordering::Equal),
-                    };
-                    let ord = if *desc { ord.reverse() } else { ord };
-                    if ord != Ordering::Equal {
-                        return ord;
-                    }
+            let mut count = 0i64;
+            // One pass per stored row of a finite scan.
+            while let Some((_, value)) = reader.next().await? {
+                if pipeline.selection.is_none() || pipeline.matches(&value)?.is_some() {
+                    count += 1;
                 }
-                Ordering::Equal
-            });
-            rows = keyed.into_iter().map(|(_, row)| row).collect();
+            }
+            // The aggregate is one row; LIMIT and OFFSET apply to that row, not to the rows counted.
+            let out = if limit == Some(0) || offset > 0 { vec![] } else { vec![vec![Value::Int(count)]] };
+            return Ok(Output::Rows { fields, rows: out });
         }
-        let rows: Vec<Vec<Value>> = rows.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)).collect();
-        let fields = self.projection_fields(select, Some(&table))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let ctx = Ctx { table: Some(&table), row: Some(row), params, session: Some(session) };
-            let mut values = Vec::with_capacity(fields.len());
-            for item in &select.projection {
-                match item {
-                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => values.extend(row.iter().cloned()),
-                    SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
-                        if count_star(item) {
-                            return Err(SqlError::new(
-                                "42803",
-                                "count(*) must be the only output column (no GROUP BY)",
-                            ));
-                        }
-                        values.push(eval(expr, &ctx)?)
-                    }
-                    other => return Err(SqlError::unsupported(format!("select item {other} is not supported"))),
+        let exprs: &[ast::OrderByExpr] = sort.map_or(&[], |exprs| exprs.as_slice());
+        let rows = self.matching_rows(session, &table, select.selection.as_ref(), params, &budget).await?;
+        let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let ctx = Ctx { table: Some(&table), row: Some(&row), params, session: Some(session) };
+            let key = exprs.iter().map(|e| eval(&e.expr, &ctx)).collect::<Result<Vec<_>, _>>()?;
+            budget.charge_row(&key)?;
+            keyed.push((key, row));
+        }
+        let descending: Vec<bool> =
+            exprs.iter().map(|e| matches!(e.options.sort, Some(ast::OrderBySort::Desc))).collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            for ((x, y), desc) in a.iter().zip(b).zip(&descending) {
+                // NULLs sort first ascending, as in CockroachDB.
+                let ord = match (x.is_null(), y.is_null()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) => Ordering::Less,
+                    (false, true) => Ordering::Greater,
+                    _ => x.compare(y).unwrap_or(Ordering::Equal),
+                };
+                let ord = if *desc { ord.reverse() } else { ord };
+                if ord != Ordering::Equal {
+                    return ord;
                 }
             }
+            Ordering::Equal
+        });
+        let mut out = Vec::with_capacity(keyed.len().min(limit.unwrap_or(usize::MAX)));
+        for (_, row) in keyed.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)) {
+            let ctx = Ctx { table: Some(&table), row: Some(&row), params, session: Some(session) };
+            let values = project_row(&select.projection, &row, &ctx)?;
             budget.charge_row(&values)?;
             out.push(values);
         }
@@ -364,7 +358,7 @@ impl SqlEngine {
         for (_, expr) in &targets {
             check_columns(expr, &table)?;
         }
-        let budget = self.budget();
+        let budget = Arc::new(self.budget());
         let rows = self.matching_rows(session, &table, update.selection.as_ref(), params, &budget).await?;
         let mut ops = Vec::new();
         // Which ops guard existing rows (a failure means "changed concurrently: retry") and
@@ -438,7 +432,7 @@ impl SqlEngine {
         if let Some(selection) = &delete.selection {
             check_columns(selection, &table)?;
         }
-        let budget = self.budget();
+        let budget = Arc::new(self.budget());
         let rows = self.matching_rows(session, &table, delete.selection.as_ref(), params, &budget).await?;
         let mut ops = Vec::with_capacity(rows.len() * 2);
         for row in &rows {
@@ -454,7 +448,27 @@ impl SqlEngine {
     }
 }
 
-fn count_star(item: &SelectItem) -> bool {
+/// Whether ORDER BY `exprs` asks for the order rows are stored in: ascending on a prefix of the
+/// primary key's columns (key columns are never NULL), so no sort is needed.
+fn in_key_order(table: &TableDescriptor, exprs: &[ast::OrderByExpr]) -> bool {
+    exprs.len() <= table.primary_key.len()
+        && exprs.iter().zip(&table.primary_key).all(|(e, &col)| {
+            !matches!(e.options.sort, Some(ast::OrderBySort::Desc))
+                && e.options.nulls_first.is_none()
+                && column_name(&e.expr).is_some_and(|name| name == table.columns[col].name)
+        })
+}
+
+fn column_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(id) => Some(ident(id)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident),
+        Expr::Nested(inner) => column_name(inner),
+        _ => None,
+    }
+}
+
+pub(super) fn count_star(item: &SelectItem) -> bool {
     match item {
         SelectItem::UnnamedExpr(Expr::Function(f)) | SelectItem::ExprWithAlias { expr: Expr::Function(f), .. } => {
             f.name.to_string().eq_ignore_ascii_case("count")

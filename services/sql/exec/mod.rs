@@ -1,5 +1,6 @@
 //! Statement execution: the engine, statement dispatch and describing statements for the
-//! extended protocol; the statements themselves run in [`dml`], [`ddl`] and [`admin`].
+//! extended protocol; the statements themselves run in [`dml`], [`ddl`] and [`admin`], and
+//! [`stream`] reads rows page by page and streams the results of SELECTs that hold no rows.
 //!
 //! Every statement is its own (implicit) transaction and is atomic: its writes go to the KV
 //! layer as one batch. Statements that read then write (UPDATE, DELETE) guard each row they
@@ -9,6 +10,9 @@
 mod admin;
 mod ddl;
 mod dml;
+mod stream;
+
+pub use self::stream::RowStream;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -48,8 +52,15 @@ pub struct Field {
 }
 
 /// What a statement produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Output {
+    /// Rows produced as the client reads them (a SELECT that holds no rows itself).
+    Stream {
+        /// The columns.
+        fields: Vec<Field>,
+        /// The rows, in order.
+        rows: RowStream,
+    },
     /// Rows.
     Rows {
         /// The columns.

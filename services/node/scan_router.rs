@@ -1,0 +1,156 @@
+//! Paged scans at the node: a scan opens at the leaseholder, after the same read-lease check a
+//! linearizable read makes, and keeps its snapshot open here as a cursor while rows remain;
+//! later pages are read from that cursor on the node that holds it, wherever the lease has
+//! moved since. Either request is forwarded to the node that must serve it. Why this keeps a
+//! scan's view atomic, and the cursors' bounds, are in [`crate::services::scan`].
+
+use super::*;
+use crate::services::raft::state_machine::ReadSnapshot;
+use crate::services::scan::{CursorRef, Cursors, PageLimits, ScanPage, ScanRequest, TakenPage};
+
+/// Most rows one page may carry.
+const MAX_PAGE_ROWS: u32 = 16 * 1024;
+/// Most key and value bytes one page may carry (past the row that crosses it): one page is
+/// one gRPC message when forwarded.
+const MAX_PAGE_BYTES: u32 = 4 * 1024 * 1024;
+
+/// The snapshots of the scans this node serves.
+pub(super) type ScanCursors = Cursors<ReadSnapshot>;
+
+impl NodeCore {
+    /// Serves one page of a paged scan: opens it (at the leaseholder, forwarding if this node
+    /// is not) or reads the next page from its cursor (on the node holding it). `forwarded`
+    /// requests run only here.
+    pub async fn scan_page(&self, mut request: ScanRequest, forwarded: bool) -> Result<ScanPage> {
+        if !request.end.is_empty() && request.end <= request.start {
+            return Err(Error::InvalidArgument("scan end is not after its start".into()));
+        }
+        request.limits = PageLimits {
+            max_rows: request.limits.max_rows.clamp(1, MAX_PAGE_ROWS),
+            max_bytes: request.limits.max_bytes.clamp(1, MAX_PAGE_BYTES),
+        };
+        let active = self.active()?.clone();
+        match request.cursor {
+            Some(cursor) if cursor.node_id == active.node_id => self.scan_continue(&active, cursor.id, request).await,
+            Some(cursor) if forwarded => Err(Error::InvalidArgument(format!(
+                "scan cursor {} belongs to node {}, not this one",
+                cursor.id, cursor.node_id
+            ))),
+            // The snapshot exists only on its node: no other node can serve the next page.
+            Some(cursor) => self.scan_forward(&active, cursor.node_id, request).await,
+            None if forwarded => self.scan_open(&active, request).await,
+            None => {
+                let op = [Op::Scan { start: request.start.clone(), end: request.end.clone(), limit: 0 }];
+                kv::retry_batch(&op, || self.scan_route(&active, request.clone())).await
+            }
+        }
+    }
+
+    async fn scan_route(&self, active: &Active, request: ScanRequest) -> Result<ScanPage> {
+        match self.scan_open(active, request.clone()).await {
+            Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
+                self.scan_forward(active, leader, request).await
+            }
+            other => other,
+        }
+    }
+
+    async fn scan_forward(&self, active: &Active, node_id: NodeId, request: ScanRequest) -> Result<ScanPage> {
+        let addr = self
+            .member_addr(active, node_id)
+            .ok_or_else(|| Error::Unavailable(format!("node {node_id}, which serves this scan, is not a member")))?;
+        let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?)
+            .max_decoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES);
+        let mut call = tonic::Request::new(pb::ScanPageRequest::from_request(request, true));
+        call.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
+        Ok(client.scan_page(call).await.map_err(Error::from)?.into_inner().into())
+    }
+
+    /// Opens a scan here, as leaseholder: its first page, and a cursor if rows remain.
+    async fn scan_open(&self, active: &Active, request: ScanRequest) -> Result<ScanPage> {
+        if request.close {
+            return Ok(ScanPage::default());
+        }
+        if self.is_draining() {
+            return Err(Error::NotLeaseholder { leader: None });
+        }
+        // The test-only switch skips the lease, as for batches (see `kv_local`).
+        if !self.config.testing_stale_follower_reads {
+            self.confirm_read_lease(active).await?;
+        }
+        let state = active.state.clone();
+        let (start, end, limits) = (request.start.clone(), request.end.clone(), request.limits);
+        let (snapshot, page, cpu_nanos) = tokio::task::spawn_blocking(move || {
+            let cpu = cpu_time::ThreadTime::now();
+            let snapshot = state.snapshot()?;
+            let page = snapshot.page(&start, &end, limits)?;
+            Ok::<_, Error>((snapshot, page, cpu.elapsed().as_nanos() as u64))
+        })
+        .await
+        .map_err(Error::internal)??;
+        let TakenPage { rows, next_key } = page;
+        let rows = self.record_scan_load(active, &request, rows, cpu_nanos);
+        let resume = match next_key {
+            Some(next) => {
+                let id = self.cursors.register(snapshot, request.end, Instant::now())?;
+                Some((CursorRef { node_id: active.node_id, id }, next))
+            }
+            None => None,
+        };
+        Ok(ScanPage { rows, resume })
+    }
+
+    /// The next page from cursor `id` of this node.
+    async fn scan_continue(&self, active: &Active, id: u64, request: ScanRequest) -> Result<ScanPage> {
+        if request.close {
+            self.cursors.close(id);
+            return Ok(ScanPage::default());
+        }
+        let cursor = self.cursors.check_out(id, Instant::now())?;
+        let (start, limits) = (request.start.clone(), request.limits);
+        let read = tokio::task::spawn_blocking(move || {
+            let cpu = cpu_time::ThreadTime::now();
+            let page = cursor.snapshot.page(&start, &cursor.end, limits);
+            (cursor, page.map(|page| (page, cpu.elapsed().as_nanos() as u64)))
+        })
+        .await;
+        let (cursor, (TakenPage { rows, next_key }, cpu_nanos)) = match read {
+            Ok((cursor, Ok(page))) => (cursor, page),
+            Ok((_, Err(err))) => {
+                self.cursors.close(id);
+                return Err(err);
+            }
+            Err(join) => {
+                self.cursors.close(id);
+                return Err(Error::internal(join));
+            }
+        };
+        let rows = self.record_scan_load(active, &request, rows, cpu_nanos);
+        let resume = match next_key {
+            Some(next) => {
+                self.cursors.put_back(id, cursor, Instant::now());
+                Some((CursorRef { node_id: active.node_id, id }, next))
+            }
+            None => {
+                self.cursors.close(id);
+                None
+            }
+        };
+        Ok(ScanPage { rows, resume })
+    }
+
+    /// Attributes a page's reads to the ranges they touched, as for a scan in a batch.
+    fn record_scan_load(
+        &self,
+        active: &Active,
+        request: &ScanRequest,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        cpu_nanos: u64,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let op = Op::Scan { start: request.start.clone(), end: request.end.clone(), limit: 0 };
+        let result = OpResult { rows, ..Default::default() };
+        self.record_load(active, std::slice::from_ref(&op), std::slice::from_ref(&result), cpu_nanos);
+        result.rows
+    }
+}
