@@ -6,6 +6,8 @@
 //! - [`keys`] — the layout of the ordered keyspace (system keys, range boundaries) and key printing.
 //! - [`engine`] — the embedded crash-safe storage (redb): Raft log, state machine, store identity.
 //! - [`ranges`] — range descriptors, the in-memory range index and split arithmetic.
+//! - [`wal`] — the write-ahead log for Raft logs: many groups in one log, group commit,
+//!   recovery that cuts a torn tail and refuses damage elsewhere.
 //! - [`raft`] — openraft wiring: type config, log storage, state machine, network.
 //! - [`load`] — per-replica decayed load rates and top-k ranking.
 //! - [`kv`] — KV batches: evaluation at the leaseholder, forwarding, retries.
@@ -40,4 +42,5 @@ pub mod scan;
 pub mod sql;
 pub mod status;
 pub mod tls;
+pub mod wal;
 pub mod web_sessions;

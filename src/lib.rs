@@ -13,6 +13,7 @@
 //! - [`local_cluster`] — in-process clusters on loopback (demo, benchmarks, tests).
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 //! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
+//! - [`wal_bench`] — `ranged bench wal`: appends per second of the write-ahead log, fsync on.
 #![forbid(unsafe_code)]
 
 /// Generated protobuf and gRPC code for package `ranged.v1`. Never edited by hand.
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod demo;
 pub mod local_cluster;
 pub mod server;
+pub mod wal_bench;
 pub mod workload;
 
 /// The version string every node reports in its descriptor.

@@ -455,6 +455,26 @@ pub enum BenchCommand {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// The write-ahead log alone, fsync on: closed-loop writers appending batches of records
+    /// to a fresh log; prints `batch writers records_per_s mb_per_s writes_per_s p50_ms p99_ms`
+    /// per batch size.
+    Wal {
+        /// Directory to create the logs in (each run in a new subdirectory, removed after).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Records per batch; one run per value.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,128")]
+        batch: Vec<usize>,
+        /// Concurrent writers (each its own group), each waiting for its batch.
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
+        /// Bytes per record.
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        /// How long per batch size.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+    },
 }
 
 /// `ranged node` subcommands.

@@ -197,6 +197,28 @@ pub async fn bench(command: BenchCommand) -> Result<(), String> {
         BenchCommand::HotRanges { ranges, connections, duration } => {
             print_path_latency(&crate::bench::hot_ranges(ranges, connections, duration).await?);
         }
+        BenchCommand::Wal { dir, batch, writers, record_size, duration } => {
+            println!("batch writers records_per_s mb_per_s writes_per_s p50_ms p99_ms");
+            for batch in batch {
+                let r = tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || crate::wal_bench::run(&dir, batch, writers, record_size, duration)
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                let seconds = r.elapsed.as_secs_f64();
+                println!(
+                    "{} {} {:.0} {:.2} {:.0} {:.3} {:.3}",
+                    r.batch,
+                    r.writers,
+                    r.records as f64 / seconds,
+                    r.bytes as f64 / seconds / 1e6,
+                    r.writes as f64 / seconds,
+                    r.p50.as_secs_f64() * 1e3,
+                    r.p99.as_secs_f64() * 1e3
+                );
+            }
+        }
     }
     Ok(())
 }
