@@ -1,5 +1,6 @@
 //! What one SQL statement or login may cost, end to end over the PostgreSQL wire protocol:
-//! over-deep expressions are refused (54001) without taking the process down, a statement
+//! long chains up to the limit run, over-deep expressions are refused (54001) without
+//! taking the process down, a statement
 //! past its memory budget fails (53200) and the session goes on, and every failed login
 //! answers the same message in about the same time.
 
@@ -10,9 +11,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use tokio_postgres::SimpleQueryMessage;
 
 /// The deepest expression the server accepts, in operators (`MAX_EXPRESSION_DEPTH`).
 const MAX_DEPTH: usize = ranged::services::sql::limits::MAX_EXPRESSION_DEPTH;
+
+/// The deepest nesting the server accepts (`MAX_EXPRESSION_NESTING`).
+const MAX_NESTING: usize = ranged::services::sql::limits::MAX_EXPRESSION_NESTING;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     ranged::workload::connect(url).await.unwrap_or_else(|err| panic!("connect {url}: {err}"))
@@ -84,7 +89,17 @@ impl Drop for Demo {
 async fn long_expressions_are_refused_and_the_demo_process_lives_on() {
     let mut demo = Demo::start();
     let client = connect(&demo.sql_urls[0]).await;
-    for terms in [5_000, 50_000, 500_000] {
+    // Under the limit: what used to overflow a worker's stack runs, in both protocols.
+    let sum: i64 = client.query_one(&chain(5_000), &[]).await.unwrap().get(0);
+    assert_eq!(sum, 5_000);
+    let rows = client.simple_query(&chain(5_000)).await.unwrap();
+    assert!(
+        rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("5000"))),
+        "{} messages",
+        rows.len()
+    );
+    const { assert!(MAX_DEPTH < 50_000, "the over-limit chains below must be over the limit") };
+    for terms in [50_000, 500_000] {
         let sql = chain(terms);
         let err = client.simple_query(&sql).await.expect_err("a chain past the limit is refused");
         assert_eq!(code(&err), "54001", "{terms} terms: {err:?}");
@@ -97,13 +112,40 @@ async fn long_expressions_are_refused_and_the_demo_process_lives_on() {
         let two: i64 = client.query_one("SELECT 1+1", &[]).await.unwrap().get(0);
         assert_eq!(two, 2);
     }
+    // Nesting: at the limit it runs, one deeper is refused, in both protocols.
+    let nested = |levels: usize| format!("SELECT {}7{}", "(".repeat(levels), ")".repeat(levels));
+    let seven: i64 = client.query_one(&nested(MAX_NESTING), &[]).await.unwrap().get(0);
+    assert_eq!(seven, 7);
+    // The parser counts a few levels of its own for the statement around the expression.
+    let too_deep = nested(MAX_NESTING + 10);
+    let err = client.simple_query(&too_deep).await.expect_err("nested too deep");
+    assert_eq!(code(&err), "54001", "{err:?}");
+    let err = client.prepare(&too_deep).await.expect_err("nested too deep, prepared");
+    assert_eq!(code(&err), "54001", "{err:?}");
     // A long IN list of negative numbers is not a deep expression.
     let items: Vec<String> = (0..100_000).map(|i| format!("-{i}")).collect();
     let found: bool = client.query_one(&format!("SELECT -99999 IN ({})", items.join(",")), &[]).await.unwrap().get(0);
     assert!(found);
-    // At the limit the statement runs.
+    // At the limit the statement runs; one more term is refused.
     let at_limit: i64 = client.query_one(&chain(MAX_DEPTH + 1), &[]).await.unwrap().get(0);
     assert_eq!(at_limit, MAX_DEPTH as i64 + 1);
+    let err = client.simple_query(&chain(MAX_DEPTH + 2)).await.expect_err("one past the limit");
+    assert_eq!(code(&err), "54001", "{err:?}");
+    // Deep statements from many sessions at once: they wait for one of the node's places for
+    // deep statements and all answer.
+    let concurrent: Vec<_> = (0..8)
+        .map(|i| {
+            let url = demo.sql_urls[0].clone();
+            tokio::spawn(async move {
+                let client = connect(&url).await;
+                let sum: i64 = client.query_one(&chain(10_000 + i), &[]).await.unwrap().get(0);
+                assert_eq!(sum, 10_000 + i as i64);
+            })
+        })
+        .collect();
+    for task in concurrent {
+        task.await.unwrap();
+    }
     // The process never aborted: every node still answers SQL.
     assert!(demo.child.try_wait().unwrap().is_none(), "the demo process exited");
     for url in &demo.sql_urls {
@@ -111,6 +153,45 @@ async fn long_expressions_are_refused_and_the_demo_process_lives_on() {
         assert_eq!(one, 1, "{url}");
     }
     demo.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ten_thousand_term_or_chain_finds_its_rows() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    let client = connect(&cluster.pg_url(0, "root")).await;
+    client.batch_execute("CREATE TABLE t (k INT PRIMARY KEY, v STRING)").await.unwrap();
+    let rows: Vec<String> = (0..500).map(|k| format!("({}, 'v{k}')", k * 41)).collect();
+    client.batch_execute(&format!("INSERT INTO t VALUES {}", rows.join(", "))).await.unwrap();
+    // k = 1 OR k = 3 OR … OR k = 19999: the odd multiples of 41 below 20,000.
+    let terms: Vec<String> = (0..10_000).map(|i| format!("k = {}", 2 * i + 1)).collect();
+    let sql = format!("SELECT k, v FROM t WHERE {} ORDER BY k", terms.join(" OR "));
+    let expected: Vec<(i64, String)> =
+        (0..500).map(|k| k * 41).filter(|k| k % 2 == 1 && *k < 20_000).map(|k| (k, format!("v{}", k / 41))).collect();
+    assert_eq!(expected.len(), 244, "the data holds matching and non-matching rows");
+    // Extended protocol.
+    let found: Vec<(i64, String)> =
+        client.query(&sql, &[]).await.unwrap().iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(found, expected);
+    // Simple protocol.
+    let found: Vec<i64> = client
+        .simple_query(&sql)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(|k| k.parse().unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found, expected.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    // With a placeholder in the chain, typed from the column it meets.
+    let with_param = sql.replacen("k = 1 ", "k = $1 ", 1);
+    let statement = client.prepare(&with_param).await.unwrap();
+    assert_eq!(statement.params(), &[tokio_postgres::types::Type::INT8]);
+    // `k = 0` in place of `k = 1` (which matched nothing) adds the row k = 0.
+    let found = client.query(&statement, &[&0i64]).await.unwrap();
+    assert_eq!(found.len(), 245);
 }
 
 #[tokio::test(flavor = "multi_thread")]

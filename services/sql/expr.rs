@@ -12,6 +12,7 @@ use crate::services::sql::error::SqlError;
 use crate::services::sql::limits::{MAX_EXPRESSION_DEPTH, too_complex};
 use crate::services::sql::parse::ident;
 use crate::services::sql::session::SessionHandle;
+use crate::services::sql::stack;
 use crate::services::sql::value::{SqlType, Value};
 
 /// The values a statement's expressions are evaluated against.
@@ -147,7 +148,7 @@ pub(super) fn eval(expr: &Expr, ctx: &Ctx) -> Result<Value, SqlError> {
     eval_at(expr, ctx, 0)
 }
 
-/// [`eval`] of a node `depth` levels below the root: past [`MAX_EXPRESSION_DEPTH`] the
+/// [`eval`] of a node `depth` recursions below the root: past [`MAX_EXPRESSION_DEPTH`] the
 /// statement fails instead of recursing further (the token check should have refused it).
 fn eval_at(expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
     if depth > MAX_EXPRESSION_DEPTH {
@@ -156,12 +157,39 @@ fn eval_at(expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
     // The recursion runs through this small frame and one helper's: in a debug build a
     // single function matching every kind of expression takes kilobytes per level.
     let depth = depth + 1;
-    match expr {
-        Expr::BinaryOp { left, op, right } => eval_binary(left, op, right, ctx, depth),
+    stack::guarded(|| match expr {
+        Expr::BinaryOp { left, op, right } => match left.as_ref() {
+            Expr::BinaryOp { .. } => eval_chain(expr, ctx, depth),
+            _ => eval_binary(eval_at(left, ctx, depth)?, op, right, ctx, depth),
+        },
         Expr::UnaryOp { op, expr } => eval_unary(op, expr, ctx, depth),
         Expr::Nested(inner) => eval_at(inner, ctx, depth),
         other => eval_other(other, ctx, depth),
+    })
+}
+
+/// The left spine of a chain of binary operators as sqlparser builds it (left-deep): the
+/// leftmost operand, and each operator with its right operand from the innermost out.
+fn left_spine(expr: &Expr) -> (&Expr, Vec<(&BinaryOperator, &Expr)>) {
+    let mut steps = Vec::new();
+    let mut node = expr;
+    while let Expr::BinaryOp { left, op, right } = node {
+        steps.push((op, right.as_ref()));
+        node = left;
     }
+    steps.reverse();
+    (node, steps)
+}
+
+/// A chain such as `k = 1 OR k = 2 OR …` or `1 + 2 - 3 …`, evaluated along its left spine
+/// in a loop: as deep as it is long, it recurses only into its operands.
+fn eval_chain(expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+    let (leftmost, steps) = left_spine(expr);
+    let mut value = eval_at(leftmost, ctx, depth)?;
+    for (op, right) in steps {
+        value = eval_binary(value, op, right, ctx, depth)?;
+    }
+    Ok(value)
 }
 
 fn eval_unary(op: &UnaryOperator, expr: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
@@ -182,7 +210,8 @@ fn eval_unary(op: &UnaryOperator, expr: &Expr, ctx: &Ctx, depth: usize) -> Resul
     })
 }
 
-fn eval_binary(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+/// `left op right`, with `left` already evaluated.
+fn eval_binary(left: Value, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
     match op {
         BinaryOperator::And | BinaryOperator::Or => eval_logical(left, op, right, ctx, depth),
         BinaryOperator::Eq
@@ -190,39 +219,24 @@ fn eval_binary(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth:
         | BinaryOperator::Lt
         | BinaryOperator::LtEq
         | BinaryOperator::Gt
-        | BinaryOperator::GtEq => {
-            let (l, r) = eval_operands(left, right, ctx, depth)?;
-            compare(op, &l, &r)
-        }
+        | BinaryOperator::GtEq => compare(op, &left, &eval_at(right, ctx, depth)?),
         BinaryOperator::Plus
         | BinaryOperator::Minus
         | BinaryOperator::Multiply
         | BinaryOperator::Divide
-        | BinaryOperator::Modulo => {
-            let (l, r) = eval_operands(left, right, ctx, depth)?;
-            arithmetic(op, l, r)
-        }
-        BinaryOperator::StringConcat => {
-            let (l, r) = eval_operands(left, right, ctx, depth)?;
-            Ok(match (l, r) {
-                (Value::Null, _) | (_, Value::Null) => Value::Null,
-                (a, b) => Value::String(format!("{}{}", a.display(), b.display())),
-            })
-        }
+        | BinaryOperator::Modulo => arithmetic(op, left, eval_at(right, ctx, depth)?),
+        BinaryOperator::StringConcat => Ok(match (left, eval_at(right, ctx, depth)?) {
+            (Value::Null, _) | (_, Value::Null) => Value::Null,
+            (a, b) => Value::String(format!("{}{}", a.display(), b.display())),
+        }),
         other => Err(SqlError::unsupported(format!("operator {other} is not supported"))),
     }
 }
 
-fn eval_operands(left: &Expr, right: &Expr, ctx: &Ctx, depth: usize) -> Result<(Value, Value), SqlError> {
-    let l = eval_at(left, ctx, depth)?;
-    let r = eval_at(right, ctx, depth)?;
-    Ok((l, r))
-}
-
 /// AND and OR, in three-valued logic, evaluating the right side only when it matters.
-fn eval_logical(left: &Expr, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
+fn eval_logical(left: Value, op: &BinaryOperator, right: &Expr, ctx: &Ctx, depth: usize) -> Result<Value, SqlError> {
     let decisive = *op == BinaryOperator::Or;
-    let l = truthy(&eval_at(left, ctx, depth)?);
+    let l = truthy(&left);
     if l == Some(decisive) {
         return Ok(Value::Bool(decisive));
     }
@@ -297,49 +311,91 @@ pub(super) fn expr_type(expr: &Expr, table: Option<&TableDescriptor>) -> SqlType
     expr_type_at(expr, table, 0)
 }
 
-/// [`expr_type`] below `depth` levels; past the depth limit the type is left as text (the
-/// statement fails when evaluated).
+/// [`expr_type`] below `depth` recursions; past the depth limit the type is left as text
+/// (the statement fails when evaluated).
 fn expr_type_at(expr: &Expr, table: Option<&TableDescriptor>, depth: usize) -> SqlType {
     if depth > MAX_EXPRESSION_DEPTH {
         return SqlType::String;
     }
-    let expr_type = |expr: &Expr, table: Option<&TableDescriptor>| expr_type_at(expr, table, depth + 1);
-    match expr {
-        Expr::Identifier(id) => column_type(table, &ident(id)),
-        Expr::CompoundIdentifier(parts) => column_type(table, &parts.last().map(ident).unwrap_or_default()),
-        Expr::Value(v) => match &v.value {
-            ast::Value::Number(text, _) if text.parse::<i64>().is_ok() => SqlType::Int,
-            ast::Value::Number(..) => SqlType::Float,
-            ast::Value::Boolean(_) => SqlType::Bool,
-            _ => SqlType::String,
-        },
-        Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } => expr_type(inner, table),
-        Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::Plus
-            | BinaryOperator::Minus
-            | BinaryOperator::Multiply
-            | BinaryOperator::Divide
-            | BinaryOperator::Modulo => match (expr_type(left, table), expr_type(right, table)) {
-                (SqlType::Int, SqlType::Int) => SqlType::Int,
-                _ => SqlType::Float,
+    stack::guarded(|| {
+        let expr_type = |expr: &Expr, table: Option<&TableDescriptor>| expr_type_at(expr, table, depth + 1);
+        match expr {
+            Expr::Identifier(id) => column_type(table, &ident(id)),
+            Expr::CompoundIdentifier(parts) => column_type(table, &parts.last().map(ident).unwrap_or_default()),
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(text, _) if text.parse::<i64>().is_ok() => SqlType::Int,
+                ast::Value::Number(..) => SqlType::Float,
+                ast::Value::Boolean(_) => SqlType::Bool,
+                _ => SqlType::String,
             },
-            BinaryOperator::StringConcat => SqlType::String,
-            _ => SqlType::Bool,
-        },
-        Expr::IsNull(_) | Expr::IsNotNull(_) | Expr::In { .. } | Expr::Between { .. } => SqlType::Bool,
-        Expr::Cast { data_type, .. } => SqlType::parse(&data_type.to_string()).unwrap_or(SqlType::String),
-        Expr::Function(f) => match f.name.to_string().to_lowercase().as_str() {
-            "now" | "current_timestamp" | "statement_timestamp" | "transaction_timestamp" => SqlType::Timestamp,
-            "count" => SqlType::Int,
-            "pg_sleep" => SqlType::Bool,
+            Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } => expr_type(inner, table),
+            Expr::BinaryOp { .. } => {
+                let (leftmost, steps) = left_spine(expr);
+                let mut ty = expr_type(leftmost, table);
+                for (op, right) in steps {
+                    ty = binary_type(op, ty, || expr_type(right, table));
+                }
+                ty
+            }
+            Expr::IsNull(_) | Expr::IsNotNull(_) | Expr::In { .. } | Expr::Between { .. } => SqlType::Bool,
+            Expr::Cast { data_type, .. } => SqlType::parse(&data_type.to_string()).unwrap_or(SqlType::String),
+            Expr::Function(f) => match f.name.to_string().to_lowercase().as_str() {
+                "now" | "current_timestamp" | "statement_timestamp" | "transaction_timestamp" => SqlType::Timestamp,
+                "count" => SqlType::Int,
+                "pg_sleep" => SqlType::Bool,
+                _ => SqlType::String,
+            },
             _ => SqlType::String,
+        }
+    })
+}
+
+/// The type of `left op right`, given the type of `left` (`right`'s is asked only when it
+/// matters).
+fn binary_type(op: &BinaryOperator, left: SqlType, right: impl FnOnce() -> SqlType) -> SqlType {
+    match op {
+        BinaryOperator::Plus
+        | BinaryOperator::Minus
+        | BinaryOperator::Multiply
+        | BinaryOperator::Divide
+        | BinaryOperator::Modulo => match (left, right()) {
+            (SqlType::Int, SqlType::Int) => SqlType::Int,
+            _ => SqlType::Float,
         },
-        _ => SqlType::String,
+        BinaryOperator::StringConcat => SqlType::String,
+        _ => SqlType::Bool,
     }
 }
 
-fn column_type(table: Option<&TableDescriptor>, name: &str) -> SqlType {
+/// The type of column `name` of `table` (text when unknown).
+pub(super) fn column_type(table: Option<&TableDescriptor>, name: &str) -> SqlType {
     table.and_then(|t| t.column(name).map(|i| t.columns[i].ty)).unwrap_or(SqlType::String)
+}
+
+/// Infers the types of `$n` placeholders in `expr`, which is compared with or assigned to
+/// something of type `ty` (a column, a LIMIT).
+pub(super) fn infer_params_against(
+    expr: &Expr,
+    ty: SqlType,
+    table: Option<&TableDescriptor>,
+    out: &mut Vec<Option<SqlType>>,
+) {
+    note_param(out, expr, ty);
+    infer_params(expr, table, out);
+}
+
+/// Notes `ty` as the type of `placeholder` if it is one (`$n`) and has no type yet.
+fn note_param(out: &mut Vec<Option<SqlType>>, placeholder: &Expr, ty: SqlType) {
+    if let Expr::Value(v) = placeholder
+        && let ast::Value::Placeholder(name) = &v.value
+        && let Ok(index) = name.trim_start_matches('$').parse::<usize>()
+        && (1..=65535).contains(&index)
+    {
+        if out.len() < index {
+            out.resize(index, None);
+        }
+        out[index - 1].get_or_insert(ty);
+    }
 }
 
 /// Infers the types of `$n` placeholders from the columns they are compared with or assigned to.
@@ -347,64 +403,63 @@ pub(super) fn infer_params(expr: &Expr, table: Option<&TableDescriptor>, out: &m
     infer_params_at(expr, table, out, 0)
 }
 
-/// [`infer_params`] below `depth` levels; past the depth limit nothing more is inferred
-/// (the statement fails when evaluated).
+/// [`infer_params`] below `depth` recursions; past the depth limit nothing more is inferred
+/// (the statement fails when evaluated). Operands are visited left to right: the first
+/// type noted for a placeholder is its type.
 fn infer_params_at(expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>, depth: usize) {
     if depth > MAX_EXPRESSION_DEPTH {
         return;
     }
-    let infer_params = |expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>| {
-        infer_params_at(expr, table, out, depth + 1)
-    };
-    let mut note = |placeholder: &Expr, ty: SqlType| {
-        if let Expr::Value(v) = placeholder
-            && let ast::Value::Placeholder(name) = &v.value
-            && let Ok(index) = name.trim_start_matches('$').parse::<usize>()
-            && (1..=65535).contains(&index)
-        {
-            if out.len() < index {
-                out.resize(index, None);
+    stack::guarded(|| {
+        let infer_params = |expr: &Expr, table: Option<&TableDescriptor>, out: &mut Vec<Option<SqlType>>| {
+            infer_params_at(expr, table, out, depth + 1)
+        };
+        match expr {
+            Expr::BinaryOp { .. } => {
+                let (leftmost, steps) = left_spine(expr);
+                let mut left_type = expr_type(leftmost, table);
+                for (index, (op, right)) in steps.into_iter().enumerate() {
+                    let right_type = expr_type(right, table);
+                    note_param(out, right, left_type);
+                    if index == 0 {
+                        note_param(out, leftmost, right_type);
+                        infer_params(leftmost, table, out);
+                    }
+                    infer_params(right, table, out);
+                    left_type = binary_type(op, left_type, || right_type);
+                }
             }
-            out[index - 1].get_or_insert(ty);
-        }
-    };
-    match expr {
-        Expr::BinaryOp { left, right, .. } => {
-            note(right, expr_type(left, table));
-            note(left, expr_type(right, table));
-            infer_params(left, table, out);
-            infer_params(right, table, out);
-        }
-        Expr::In { expr, target: ast::InTarget::List(list), .. } => {
-            let ty = expr_type(expr, table);
-            for item in list {
-                note(item, ty);
+            Expr::In { expr, target: ast::InTarget::List(list), .. } => {
+                let ty = expr_type(expr, table);
+                for item in list {
+                    note_param(out, item, ty);
+                }
             }
-        }
-        Expr::Between { expr, low, high, .. } => {
-            let ty = expr_type(expr, table);
-            note(low, ty);
-            note(high, ty);
-        }
-        Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } | Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
-            infer_params(inner, table, out)
-        }
-        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("pg_sleep") => {
-            if let ast::FunctionArguments::List(list) = &f.args {
-                for arg in &list.args {
-                    if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = arg {
-                        note(e, SqlType::Float);
+            Expr::Between { expr, low, high, .. } => {
+                let ty = expr_type(expr, table);
+                note_param(out, low, ty);
+                note_param(out, high, ty);
+            }
+            Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } | Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+                infer_params(inner, table, out)
+            }
+            Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("pg_sleep") => {
+                if let ast::FunctionArguments::List(list) = &f.args {
+                    for arg in &list.args {
+                        if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = arg {
+                            note_param(out, e, SqlType::Float);
+                        }
                     }
                 }
             }
-        }
-        Expr::Value(v) => {
-            if let ast::Value::Placeholder(_) = &v.value {
-                note(expr, SqlType::String);
+            Expr::Value(v) => {
+                if let ast::Value::Placeholder(_) = &v.value {
+                    note_param(out, expr, SqlType::String);
+                }
             }
+            _ => {}
         }
-        _ => {}
-    }
+    })
 }
 
 /// Fails with 42703 if `expr` names a column `table` does not have, so a bad name is an error
@@ -418,7 +473,7 @@ fn check_columns_at(expr: &Expr, table: &TableDescriptor, depth: usize) -> Resul
         return Err(too_complex());
     }
     let check = |e: &Expr| check_columns_at(e, table, depth + 1);
-    match expr {
+    stack::guarded(|| match expr {
         Expr::Identifier(id) => {
             let name = ident(id);
             table.column(&name).map(drop).ok_or_else(|| SqlError::undefined_column(&name))
@@ -427,7 +482,11 @@ fn check_columns_at(expr: &Expr, table: &TableDescriptor, depth: usize) -> Resul
             let name = parts.last().map(ident).unwrap_or_default();
             table.column(&name).map(drop).ok_or_else(|| SqlError::undefined_column(&name))
         }
-        Expr::BinaryOp { left, right, .. } => check(left).and(check(right)),
+        Expr::BinaryOp { .. } => {
+            let (leftmost, steps) = left_spine(expr);
+            check(leftmost)?;
+            steps.into_iter().try_for_each(|(_, right)| check(right))
+        }
         Expr::UnaryOp { expr, .. } | Expr::Nested(expr) | Expr::IsNull(expr) | Expr::IsNotNull(expr) => check(expr),
         Expr::Cast { expr, .. } => check(expr),
         Expr::In { expr, target: ast::InTarget::List(list), .. } => {
@@ -443,7 +502,7 @@ fn check_columns_at(expr: &Expr, table: &TableDescriptor, depth: usize) -> Resul
             _ => Ok(()),
         },
         _ => Ok(()),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -454,6 +513,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::services::sql::catalog::Column;
+    use crate::services::sql::limits::SHALLOW_EXPRESSION_DEPTH;
 
     /// Table `d.t (a INT, b STRING, v FLOAT NULL, PRIMARY KEY (a, b))`.
     pub(in crate::services::sql) fn table() -> TableDescriptor {
@@ -473,10 +533,14 @@ pub(super) mod tests {
 
     /// The WHERE clause of `SELECT * FROM t WHERE <sql>`.
     pub(in crate::services::sql) fn where_clause(sql: &str) -> Expr {
-        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT * FROM t WHERE {sql}")).unwrap();
-        let Statement::Query(query) = &parsed[0] else { panic!() };
-        let SetExpr::Select(select) = query.body.as_ref() else { panic!() };
-        select.selection.clone().unwrap()
+        let mut parsed = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("SELECT * FROM t WHERE {sql}"))
+            .and_then(|mut parser| parser.parse_statements())
+            .unwrap();
+        // Moved out, not cloned: a clone of a deep chain needs kilobytes of stack per level.
+        let Statement::Query(query) = parsed.remove(0) else { panic!() };
+        let SetExpr::Select(select) = *query.body else { panic!() };
+        select.selection.unwrap()
     }
 
     #[test]
@@ -506,37 +570,96 @@ pub(super) mod tests {
         where_clause(&format!("a{}", " + 1".repeat(operators)))
     }
 
+    /// Runs `test` on a thread of `stack` bytes, as small as a tokio worker's or smaller.
+    fn on_thread(stack: usize, test: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new().stack_size(stack).spawn(test).unwrap().join().expect("the test fits the stack");
+    }
+
+    /// Drops `expr` on a stack large enough for its derived (recursive) `Drop`, as the engine
+    /// does with deep statements.
+    fn drop_deep(expr: Expr) {
+        stacker::grow(crate::services::sql::limits::DEEP_STATEMENT_STACK, move || drop(expr));
+    }
+
     #[test]
-    fn evaluation_at_the_limit_fits_a_small_stack() {
-        // Half of a tokio worker's 2 MiB stack is all the deepest allowed expression may
-        // need, in a debug build, for everything done with it (the other half is the margin
-        // for what the worker already has on its stack).
-        let worker = std::thread::Builder::new()
-            .stack_size(1024 * 1024)
-            .spawn(|| {
-                let t = table();
-                let row = [Value::Int(1), Value::String("x".into()), Value::Null];
+    fn shallow_statements_fit_a_small_stack() {
+        // Half of a tokio worker's 2 MiB stack is all the deepest statement that runs on it
+        // may need, in a debug build, for everything done with it, clones included (the other
+        // half is the margin for what the worker already has on its stack).
+        on_thread(1024 * 1024, || {
+            let t = table();
+            let row = [Value::Int(1), Value::String("x".into()), Value::Null];
+            let ctx = Ctx { table: Some(&t), row: Some(&row), params: &[], session: None };
+            let deepest = chain(SHALLOW_EXPRESSION_DEPTH);
+            assert_eq!(eval(&deepest, &ctx), Ok(Value::Int(SHALLOW_EXPRESSION_DEPTH as i64 + 1)));
+            assert_eq!(expr_type(&deepest, Some(&t)), SqlType::Int);
+            check_columns(&deepest, &t).unwrap();
+            let mut params = Vec::new();
+            infer_params(&deepest, Some(&t), &mut params);
+            let copy = deepest.clone();
+            assert_eq!(copy.to_string(), deepest.to_string());
+            drop(copy);
+            let parsed = crate::services::sql::parse::parse(&format!("SELECT {deepest}")).unwrap();
+            drop(parsed.clone());
+        });
+    }
+
+    #[test]
+    fn long_chains_evaluate_in_a_loop() {
+        // Far more than a small stack holds if each level took a frame.
+        on_thread(256 * 1024, || {
+            let t = table();
+            let row = |a: i64| [Value::Int(a), Value::String("x".into()), Value::Null];
+            let terms: Vec<String> = (1..=10_000).map(|i| format!("a = {i}")).collect();
+            let any = where_clause(&terms.join(" OR "));
+            for (a, expected) in [(1, true), (5_000, true), (10_000, true), (0, false), (10_001, false)] {
+                let row = row(a);
                 let ctx = Ctx { table: Some(&t), row: Some(&row), params: &[], session: None };
-                let deepest = chain(MAX_EXPRESSION_DEPTH);
-                assert_eq!(eval(&deepest, &ctx), Ok(Value::Int(MAX_EXPRESSION_DEPTH as i64 + 1)));
-                assert_eq!(expr_type(&deepest, Some(&t)), SqlType::Int);
-                check_columns(&deepest, &t).unwrap();
-                let mut params = Vec::new();
-                infer_params(&deepest, Some(&t), &mut params);
-                let copy = deepest.clone();
-                assert_eq!(copy.to_string(), deepest.to_string());
-                drop(copy);
-                let parsed = crate::services::sql::parse::parse(&format!("SELECT {deepest}")).unwrap();
-                drop(parsed.clone());
-                // One deeper than allowed: evaluation refuses instead of recursing on.
-                let deeper = chain(MAX_EXPRESSION_DEPTH + 1);
-                assert_eq!(eval(&deeper, &ctx).unwrap_err().code, "54001");
-                assert_eq!(check_columns(&deeper, &t).unwrap_err().code, "54001");
-                let parsed = crate::services::sql::parse::parse(&format!("SELECT {deeper}"));
-                assert_eq!(parsed.err().map(|e| e.code), Some("54001"));
-            })
-            .unwrap();
-        worker.join().expect("the deepest allowed expression fits");
+                assert_eq!(eval(&any, &ctx), Ok(Value::Bool(expected)), "a = {a}");
+            }
+            // Three-valued: NULL OR … OR false is NULL, NULL OR … OR true is true.
+            let with_null = where_clause(&format!("v = 1 OR {}", terms.join(" OR ")));
+            let ctx_row = row(20_000);
+            let ctx = Ctx { table: Some(&t), row: Some(&ctx_row), params: &[], session: None };
+            assert_eq!(eval(&with_null, &ctx), Ok(Value::Null));
+            assert_eq!(expr_type(&any, Some(&t)), SqlType::Bool);
+            check_columns(&any, &t).unwrap();
+
+            let sum = chain(9_999);
+            let one = row(1);
+            let ctx = Ctx { table: Some(&t), row: Some(&one), params: &[], session: None };
+            assert_eq!(eval(&sum, &ctx), Ok(Value::Int(10_000)));
+            assert_eq!(expr_type(&sum, Some(&t)), SqlType::Int);
+            let mixed = where_clause(&format!("1{}", " * 1 + 1 - 1".repeat(5_000)));
+            assert_eq!(eval(&mixed, &Ctx::constant(&[])), Ok(Value::Int(1)));
+            let text = where_clause(&format!("'a'{}", " || 'b'".repeat(10_000)));
+            assert_eq!(eval(&text, &Ctx::constant(&[])), Ok(Value::String(format!("a{}", "b".repeat(10_000)))));
+
+            // Placeholders anywhere in the chain take the types of what they meet.
+            let placeholders =
+                where_clause(&format!("{} OR b = $2 OR v < $3", terms.join(" OR ").replace("a = 1 ", "a = $1 ")));
+            let mut params = Vec::new();
+            infer_params(&placeholders, Some(&t), &mut params);
+            assert_eq!(params, vec![Some(SqlType::Int), Some(SqlType::String), Some(SqlType::Float)]);
+            for deep in [any, with_null, sum, mixed, text, placeholders] {
+                drop_deep(deep);
+            }
+        });
+    }
+
+    #[test]
+    fn deep_operands_recurse_on_a_growing_stack() {
+        // A chain of casts is as deep as it is long and is not a binary chain: evaluation
+        // recurses into it, on stack segments the guard adds.
+        on_thread(256 * 1024, || {
+            let casts = where_clause(&format!("a{}", "::INT".repeat(10_000)));
+            let row = [Value::Int(7), Value::String("x".into()), Value::Null];
+            let t = table();
+            let ctx = Ctx { table: Some(&t), row: Some(&row), params: &[], session: None };
+            assert_eq!(eval(&casts, &ctx), Ok(Value::Int(7)));
+            check_columns(&casts, &t).unwrap();
+            drop_deep(casts);
+        });
     }
 
     #[test]

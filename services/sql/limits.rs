@@ -1,13 +1,40 @@
-//! What one statement may cost: how deep its expressions may nest (checked on the token
-//! stream, before any tree exists) and how many bytes it may materialize.
+//! What one statement may cost: how deep its expressions may nest (bounded on the token
+//! stream, before any tree exists), what stack they run on, and how many bytes a statement
+//! may materialize.
 //!
-//! sqlparser builds a chain such as `1+1+…+1` as a left-deep tree without recursion, and
-//! its own recursion limit only counts nesting (parentheses, unary operators). Everything
-//! that walks the tree afterwards recurses over it — evaluation, type inference, `Clone`,
-//! `Display`, even `Drop` of the boxed nodes — so a long enough chain overflows the stack
-//! of the thread that holds it and aborts the process. [`expression_depth_bound`] bounds
-//! the depth of every expression from the tokens, and a statement past
-//! [`MAX_EXPRESSION_DEPTH`] is refused with 54001 before it is parsed.
+//! sqlparser builds a chain such as `1+1+…+1` or `k = 1 OR k = 2 OR …` as a left-deep tree
+//! without recursing, so a chain is as deep as it is long. Three kinds of code walk the tree:
+//! - sqlparser's parser and `Display` of expressions recurse, but grow their stack onto the
+//!   heap when little is left (its `recursive-protection`); its recursion counter, set to
+//!   [`MAX_EXPRESSION_NESTING`], bounds true nesting (brackets, `NOT`, unary minus,
+//!   subqueries): 54001 past it.
+//! - Our walks (evaluation, types, placeholders, column checks) follow a chain's left spine
+//!   in a loop, so a flat chain costs them no depth, and recurse only into operands, each
+//!   step guarded by [`stack::guarded`](super::stack::guarded).
+//! - sqlparser's derived `Drop`, `Clone`, `PartialEq` and `Debug` recurse with no protection.
+//!   Dropping takes about 80 bytes of stack per level in a debug build (64 in release), so a
+//!   30,000-deep chain needs 2.4 MiB: more than a tokio worker's 2 MiB stack. A statement
+//!   whose depth bound passes [`SHALLOW_EXPRESSION_DEPTH`] is therefore parsed, run and
+//!   dropped inside a future polled on a [`DEEP_STATEMENT_STACK`] stack
+//!   ([`OnLargeStack`](super::stack::OnLargeStack)), at most [`DEEP_STATEMENTS_AT_ONCE`] per
+//!   node, and is never kept in the parse cache (whose eviction runs on a worker's stack).
+//!   Nothing clones a statement's expressions (a clone takes 4.2 KiB of stack per level in a
+//!   debug build, 1.1 KiB in release).
+//!
+//! Why not the other ways: the recursion guard alone leaves `Drop` unprotected; flattening
+//! alone leaves `Drop` and non-binary chains (`x::INT::INT…`, `IS NULL IS NULL…`) deep; a
+//! pool of threads with large stacks would need each statement's future to be `'static` and
+//! a runtime on each thread, for what growing the stack under the poll gives in place.
+//! Shallow statements — nearly all — pay only the guard's check per level of recursion.
+//!
+//! [`expression_depth_bound`] bounds the depth of every expression from the tokens, and a
+//! statement past [`MAX_EXPRESSION_DEPTH`] is refused with 54001 before it is parsed: the
+//! limit bounds what a deep statement costs. Measured with `ranged demo` on 2 busy cores,
+//! psql's connection subtracted: a 30,001-term `1+1+…` answers in about 60 ms (release;
+//! 0.2 s debug), 1,000 nested brackets in about 5 ms (30 ms), and a 10,000-term `k = 1 OR …`
+//! costs about 1.1 ms per row it is evaluated on (8 ms); tokens and tree take about 1 KiB
+//! per operator while the statement runs. The release demo's RSS went from 29 to 73 MiB
+//! after 15 such statements (allocator retention, as `BENCHMARKS.md` describes).
 //!
 //! [`MemoryBudget`] follows CockroachDB's per-statement memory accounting: the rows a
 //! statement reads, sorts, builds and writes are charged as they are materialized, and the
@@ -21,23 +48,51 @@ use sqlparser::tokenizer::Token;
 use crate::services::sql::error::SqlError;
 use crate::services::sql::value::Value;
 
-/// The deepest expression a statement may hold, counted in operators along one path from
-/// the root (parentheses and function calls count one each). In a debug build each level
-/// costs about 2.5 KiB of stack to evaluate and 4.5 KiB to clone (sqlparser's derived
-/// `Clone`), so a tree this deep is parsed, evaluated, cloned, printed and dropped within
-/// half of a tokio worker's 2 MiB stack (the test `evaluation_at_the_limit_fits_a_small_stack`
-/// checks it); release builds need several times less. Hand-written queries stay well below:
-/// a long `OR` of comparisons is better written as `IN (…)`, which does not add up.
-pub const MAX_EXPRESSION_DEPTH: usize = 200;
+/// The deepest expression a statement may hold, as [`expression_depth_bound`] counts it:
+/// operators along one path from the root, brackets and function calls one each. A chain
+/// counts all its operators: `1+1+…+1` with 30,001 terms is at the limit, and a 10,000-term
+/// `k = 1 OR k = 2 OR …` counts 19,999.
+pub const MAX_EXPRESSION_DEPTH: usize = 30_000;
+
+/// How deeply expressions may nest: one level per bracket, `NOT`, unary minus or subquery
+/// (sqlparser's recursion counter, which also takes a few levels for the statement around
+/// the expression). Parsing costs about 30 KiB of (heap-grown) stack per level in a
+/// debug build and 5 KiB in release, so 1,000 levels cost at most 30 MiB while parsed.
+pub const MAX_EXPRESSION_NESTING: usize = 1_000;
+
+/// Statements whose depth bound is at most this run on the stack of the task that received
+/// them: everything done with such a tree fits in half of a 2 MiB worker stack in a debug
+/// build, clones included (the test `shallow_statements_fit_a_small_stack` checks it).
+pub const SHALLOW_EXPRESSION_DEPTH: usize = 200;
+
+/// The stack deeper statements run on: reserved address space, of which a statement at the
+/// limit touches a few MiB (dropping its tree). Sized with a margin of 25 over `Drop` at
+/// [`MAX_EXPRESSION_DEPTH`] in a debug build, so an unprotected walk we did not foresee (a
+/// release-build clone would need 33 MiB) still fits.
+pub const DEEP_STATEMENT_STACK: usize = 64 * 1024 * 1024;
+
+/// How many statements deeper than [`SHALLOW_EXPRESSION_DEPTH`] one node runs at once; the
+/// others wait. Each holds its tokens and tree (tens of MiB at the limit) while it runs.
+pub const DEEP_STATEMENTS_AT_ONCE: usize = 4;
 
 /// The default of `--max-sql-memory-per-statement`.
 pub const DEFAULT_MAX_STATEMENT_MEMORY: u64 = 64 * 1024 * 1024;
 
-/// 54001: the statement nests deeper than [`MAX_EXPRESSION_DEPTH`].
+/// 54001: an expression of the statement may be deeper than [`MAX_EXPRESSION_DEPTH`].
 pub fn too_complex() -> SqlError {
     SqlError::new(
         "54001",
-        format!("statement too complex: expression nesting exceeds {MAX_EXPRESSION_DEPTH} (the limit of this server)"),
+        format!("statement too complex: expression depth exceeds {MAX_EXPRESSION_DEPTH} (the limit of this server)"),
+    )
+}
+
+/// 54001: the statement nests deeper than [`MAX_EXPRESSION_NESTING`].
+pub fn too_deeply_nested() -> SqlError {
+    SqlError::new(
+        "54001",
+        format!(
+            "statement too complex: expression nesting exceeds {MAX_EXPRESSION_NESTING} levels (the limit of this server)"
+        ),
     )
 }
 
@@ -163,9 +218,11 @@ pub fn expression_depth_bound(tokens: &[Token]) -> usize {
     bound.max(carried)
 }
 
-/// Fails with 54001 when an expression in `tokens` may nest deeper than allowed.
-pub fn check_depth(tokens: &[Token]) -> Result<(), SqlError> {
-    if expression_depth_bound(tokens) > MAX_EXPRESSION_DEPTH { Err(too_complex()) } else { Ok(()) }
+/// The depth bound of `tokens`; fails with 54001 when an expression may be deeper than
+/// allowed.
+pub fn check_depth(tokens: &[Token]) -> Result<usize, SqlError> {
+    let bound = expression_depth_bound(tokens);
+    if bound > MAX_EXPRESSION_DEPTH { Err(too_complex()) } else { Ok(bound) }
 }
 
 /// Bytes one statement holds, against its budget. Charged as rows are read, sorted, built or

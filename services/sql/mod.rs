@@ -5,6 +5,7 @@
 //! - [`session`] — the registry of client sessions on a node.
 //! - [`parse`] — statement text to sqlparser's AST, CockroachDB spellings mapped first.
 //! - [`limits`] — what one statement may cost: expression depth, memory.
+//! - [`stack`] — the large stack deep statements run on, the guard of our recursive walks.
 //! - [`expr`] — expression evaluation and the types of expressions and placeholders.
 //! - [`plan`] — access planning: point gets or one bounded scan for a WHERE clause.
 //! - [`exec`] — statement execution over the KV layer: the engine and statement dispatch.
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod parse;
 pub mod plan;
 pub mod session;
+pub mod stack;
 pub mod users;
 pub mod value;
 pub mod wire;

@@ -8,6 +8,7 @@
 use sqlparser::ast::{self, ObjectName, ObjectNamePart, Query, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::services::sql::error::SqlError;
 use crate::services::sql::limits;
@@ -49,13 +50,25 @@ pub(super) fn name_parts(name: &ObjectName) -> Vec<String> {
 }
 
 /// Splits a SQL string into statements with sqlparser's tokenizer and parses each, mapping
-/// the CockroachDB-only forms first.
+/// the CockroachDB-only forms first; 54001 when an expression may be too deep. (The engine
+/// does the same in two steps, to choose the stack between them.)
+#[cfg(test)]
 pub(super) fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens =
-        Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().map_err(|err| SqlError::syntax(err.to_string()))?;
-    // Before any tree exists: a deep one cannot even be dropped safely.
+    let tokens = tokenize(sql)?;
+    // Before any tree exists: a deep one cannot even be dropped safely on a small stack.
     limits::check_depth(&tokens)?;
+    parse_tokens(sql, tokens)
+}
+
+/// The tokens of `sql`.
+pub(super) fn tokenize(sql: &str) -> Result<Vec<Token>, SqlError> {
+    Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().map_err(|err| SqlError::syntax(err.to_string()))
+}
+
+/// [`parse`] of `sql`, already split into `tokens` and checked with
+/// [`limits::check_depth`]. The tree is as deep as the check allowed: the caller provides the
+/// stack for it.
+pub(super) fn parse_tokens(sql: &str, tokens: Vec<Token>) -> Result<Vec<Parsed>, SqlError> {
     let mut statements = Vec::new();
     let mut current = String::new();
     for token in tokens {
@@ -77,9 +90,21 @@ pub(super) fn parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     Ok(parsed)
 }
 
+/// Levels of sqlparser's recursion counter a statement takes before its expressions nest
+/// (statement, query, select, expression: 4, measured; the rest is margin).
+const PARSER_LEVELS_OF_A_STATEMENT: usize = 8;
+
+/// A parser of `sql` whose recursion stops past [`limits::MAX_EXPRESSION_NESTING`] levels of
+/// brackets, `NOT`s or unary minus signs.
+fn parser(sql: &str) -> Result<Parser<'static>, SqlError> {
+    Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(limits::MAX_EXPRESSION_NESTING + PARSER_LEVELS_OF_A_STATEMENT)
+        .try_with_sql(sql)
+        .map_err(syntax)
+}
+
 /// Parses one statement (no `;` at top level).
 fn parse_one(sql: &str) -> Result<Vec<Parsed>, SqlError> {
-    let dialect = PostgreSqlDialect {};
     let trimmed = sql.trim_start();
     let words: Vec<String> = trimmed.split_whitespace().take(2).map(|w| w.to_ascii_uppercase()).collect();
     if words.first().map(String::as_str) == Some("UPSERT") {
@@ -94,11 +119,9 @@ fn parse_one(sql: &str) -> Result<Vec<Parsed>, SqlError> {
         let upper = trimmed.to_ascii_uppercase();
         if let Some(at) = upper.find(" SPLIT AT ") {
             let table_text = trimmed["ALTER".len()..at].trim_start()["TABLE".len()..].trim();
-            let mut parser = Parser::new(&dialect).try_with_sql(table_text).map_err(syntax)?;
-            let table = parser.parse_object_name(false).map_err(syntax)?;
+            let table = parser(table_text)?.parse_object_name(false).map_err(syntax)?;
             let query_text = trimmed[at + " SPLIT AT ".len()..].trim();
-            let mut parser = Parser::new(&dialect).try_with_sql(query_text).map_err(syntax)?;
-            let rows = parser.parse_query().map_err(syntax)?;
+            let rows = parser(query_text)?.parse_query().map_err(syntax)?;
             return Ok(vec![Parsed::Split { table, rows }]);
         }
     }
@@ -106,11 +129,14 @@ fn parse_one(sql: &str) -> Result<Vec<Parsed>, SqlError> {
 }
 
 fn parse_with(sql: &str, flavor: Flavor) -> Result<Vec<Parsed>, SqlError> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(syntax)?;
+    let statements = parser(sql)?.parse_statements().map_err(syntax)?;
     Ok(statements.into_iter().map(|s| Parsed::Statement(Box::new(s), flavor)).collect())
 }
 
 fn syntax(err: sqlparser::parser::ParserError) -> SqlError {
+    if err == sqlparser::parser::ParserError::RecursionLimitExceeded {
+        return limits::too_deeply_nested();
+    }
     SqlError::syntax(format!("at or near: {err}").replace("sql parser error: ", ""))
 }
 
@@ -131,6 +157,25 @@ mod tests {
         assert!(matches!(&both[0], Parsed::Statement(_, Flavor::CreateUser)));
         assert!(matches!(&both[1], Parsed::Statement(_, Flavor::Upsert)));
         assert_eq!(parse("SELEC 1").err().unwrap().code, "42601");
+    }
+
+    #[test]
+    fn nesting_stops_at_its_limit() {
+        let nested = |levels: usize| format!("SELECT {}7{}", "(".repeat(levels), ")".repeat(levels));
+        let nots = |levels: usize| format!("SELECT * FROM t WHERE {}k = 1", "NOT ".repeat(levels));
+        for at_limit in [nested(limits::MAX_EXPRESSION_NESTING), nots(limits::MAX_EXPRESSION_NESTING)] {
+            assert!(parse(&at_limit).is_ok());
+        }
+        let too_deep = limits::MAX_EXPRESSION_NESTING + PARSER_LEVELS_OF_A_STATEMENT + 1;
+        let minus = |levels: usize| format!("SELECT {}7", "- ".repeat(levels));
+        for over in [nested(too_deep), minus(too_deep)] {
+            let err = parse(&over).err().unwrap();
+            assert_eq!(err.code, "54001", "{}", err.message);
+            assert!(err.message.contains("nesting exceeds 1000 levels"), "{}", err.message);
+        }
+        // sqlparser retries a prefix `NOT` as something else when its operand fails, so its
+        // recursion limit surfaces as a syntax error there: refused all the same.
+        assert_eq!(parse(&nots(too_deep)).err().unwrap().code, "42601");
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl SqlEngine {
     pub(super) async fn set(
         &self,
         session: &SessionHandle,
-        set: ast::Set,
+        set: &ast::Set,
         params: &[Value],
     ) -> Result<Output, SqlError> {
         let (variable, values) = match set {

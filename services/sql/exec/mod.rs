@@ -20,19 +20,18 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use sqlparser::ast::{
-    self, BinaryOperator, Expr, ObjectName, SelectItem, SetExpr, Statement, TableFactor, TableObject,
-};
+use sqlparser::ast::{self, ObjectName, SelectItem, SetExpr, Statement, TableFactor, TableObject};
 
 use crate::services::error::Error;
 use crate::services::kv::{Op, OpResult};
 use crate::services::sql::SqlHost;
 use crate::services::sql::catalog::{Catalog, PUBLIC_SCHEMA, TableDescriptor};
 use crate::services::sql::error::{SERIALIZATION_FAILURE, SqlError};
-use crate::services::sql::expr::infer_params;
-use crate::services::sql::limits::MemoryBudget;
-use crate::services::sql::parse::{Flavor, Parsed, name_parts, parse};
+use crate::services::sql::expr::{column_type, infer_params, infer_params_against};
+use crate::services::sql::limits::{self, MemoryBudget};
+use crate::services::sql::parse::{Flavor, Parsed, name_parts, parse_tokens, tokenize};
 use crate::services::sql::session::SessionHandle;
+use crate::services::sql::stack::OnLargeStack;
 use crate::services::sql::users::Users;
 use crate::services::sql::value::{SqlType, Value};
 
@@ -92,6 +91,16 @@ pub struct SqlEngine {
     catalog: Arc<Catalog>,
     parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Parsed>>>>,
     statement_memory: u64,
+    /// Room for statements deeper than [`limits::SHALLOW_EXPRESSION_DEPTH`].
+    deep_statements: tokio::sync::Semaphore,
+}
+
+/// A statement text, parsed or about to be.
+enum Text {
+    /// Parsed: its expressions are shallow enough for any task's stack.
+    Parsed(Arc<Vec<Parsed>>),
+    /// Within the limits but deep: parsed, run and dropped in [`SqlEngine::on_large_stack`].
+    Deep(Vec<sqlparser::tokenizer::Token>),
 }
 
 /// Most statement texts whose parse is kept. Clients repeat a few texts (prepared statements,
@@ -107,7 +116,13 @@ impl SqlEngine {
     /// An engine running statements on `host`, reading the catalog through `catalog`; each
     /// statement may materialize up to `statement_memory` bytes.
     pub fn new(host: Arc<dyn SqlHost>, catalog: Arc<Catalog>, statement_memory: u64) -> Self {
-        Self { host, catalog, parsed: Default::default(), statement_memory }
+        Self {
+            host,
+            catalog,
+            parsed: Default::default(),
+            statement_memory,
+            deep_statements: tokio::sync::Semaphore::new(limits::DEEP_STATEMENTS_AT_ONCE),
+        }
     }
 
     /// A fresh memory budget for one statement (or one attempt of it).
@@ -115,21 +130,34 @@ impl SqlEngine {
         MemoryBudget::new(self.statement_memory)
     }
 
-    /// [`parse`], remembered by statement text (parsing is a pure function of the text).
-    fn parse(&self, sql: &str) -> Result<Arc<Vec<Parsed>>, SqlError> {
+    /// Parses `sql`, remembered by statement text (parsing is a pure function of the text);
+    /// a deep statement is only tokenized and checked, and never remembered.
+    fn parse(&self, sql: &str) -> Result<Text, SqlError> {
         if let Some(parsed) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
-            return Ok(parsed.clone());
+            return Ok(Text::Parsed(parsed.clone()));
         }
-        let parsed = Arc::new(parse(sql)?);
+        let tokens = tokenize(sql)?;
+        if limits::check_depth(&tokens)? > limits::SHALLOW_EXPRESSION_DEPTH {
+            return Ok(Text::Deep(tokens));
+        }
+        let parsed = Arc::new(parse_tokens(sql, tokens)?);
         if sql.len() > PARSE_CACHE_MAX_TEXT {
-            return Ok(parsed);
+            return Ok(Text::Parsed(parsed));
         }
         let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= PARSE_CACHE_ENTRIES {
             cache.clear();
         }
         cache.insert(sql.to_string(), parsed.clone());
-        Ok(parsed)
+        Ok(Text::Parsed(parsed))
+    }
+
+    /// Runs `statement` (which parses, runs and drops a deep statement) on a stack of
+    /// [`limits::DEEP_STATEMENT_STACK`], once one of the node's
+    /// [`limits::DEEP_STATEMENTS_AT_ONCE`] places for deep statements is free.
+    async fn on_large_stack<T>(&self, statement: impl Future<Output = T>) -> T {
+        let _place = self.deep_statements.acquire().await.expect("the semaphore is never closed");
+        OnLargeStack::new(statement, limits::DEEP_STATEMENT_STACK).await
     }
 
     /// The node this engine runs on.
@@ -175,13 +203,32 @@ impl SqlEngine {
     }
     /// Runs every statement of `sql` (simple protocol); stops at the first error.
     pub async fn execute(&self, session: &SessionHandle, sql: &str, params: &[Value]) -> Vec<Result<Output, SqlError>> {
-        let parsed = match std::panic::catch_unwind(AssertUnwindSafe(|| self.parse(sql))) {
-            Ok(Ok(parsed)) => parsed,
-            Ok(Err(err)) => return vec![Err(err)],
-            Err(panic) => return vec![Err(panicked(panic))],
-        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.parse(sql))) {
+            Ok(Ok(Text::Parsed(parsed))) => self.run_all(session, &parsed, params).await,
+            Ok(Ok(Text::Deep(tokens))) => {
+                self.on_large_stack(async move {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| parse_tokens(sql, tokens))) {
+                        Ok(Ok(parsed)) => self.run_all(session, &parsed, params).await,
+                        Ok(Err(err)) => vec![Err(err)],
+                        Err(panic) => vec![Err(panicked(panic))],
+                    }
+                })
+                .await
+            }
+            Ok(Err(err)) => vec![Err(err)],
+            Err(panic) => vec![Err(panicked(panic))],
+        }
+    }
+
+    /// Runs `parsed` in order; stops at the first error.
+    async fn run_all(
+        &self,
+        session: &SessionHandle,
+        parsed: &[Parsed],
+        params: &[Value],
+    ) -> Vec<Result<Output, SqlError>> {
         let mut outputs = Vec::new();
-        for statement in parsed.iter() {
+        for statement in parsed {
             let result = isolated(self.run(session, statement, params)).await;
             let failed = result.is_err();
             outputs.push(result);
@@ -198,7 +245,16 @@ impl SqlEngine {
     }
 
     async fn describe_unguarded(&self, session: &SessionHandle, sql: &str) -> Result<Description, SqlError> {
-        let parsed = self.parse(sql)?;
+        match self.parse(sql)? {
+            Text::Parsed(parsed) => self.describe_parsed(session, &parsed).await,
+            Text::Deep(tokens) => {
+                self.on_large_stack(async move { self.describe_parsed(session, &parse_tokens(sql, tokens)?).await })
+                    .await
+            }
+        }
+    }
+
+    async fn describe_parsed(&self, session: &SessionHandle, parsed: &[Parsed]) -> Result<Description, SqlError> {
         let mut description = Description::default();
         let statement = match parsed.first() {
             Some(Parsed::Statement(statement, _)) => statement,
@@ -233,15 +289,7 @@ impl SqlEngine {
                     }
                 }
                 if let Some(ast::LimitClause::LimitOffset { limit: Some(limit), .. }) = &query.limit_clause {
-                    infer_params(
-                        &Expr::BinaryOp {
-                            left: Box::new(Expr::Value(ast::Value::Number("0".into(), false).into())),
-                            op: BinaryOperator::Eq,
-                            right: Box::new(limit.clone()),
-                        },
-                        None,
-                        &mut description.params,
-                    );
+                    infer_params_against(limit, SqlType::Int, None, &mut description.params);
                 }
                 description.fields = self.projection_fields(select, table.as_ref())?;
             }
@@ -254,16 +302,7 @@ impl SqlEngine {
                 {
                     for row in &values.rows {
                         for (expr, &col) in row.iter().zip(&columns) {
-                            let column_ref = Expr::Identifier(ast::Ident::new(table.columns[col].name.clone()));
-                            infer_params(
-                                &Expr::BinaryOp {
-                                    left: Box::new(column_ref),
-                                    op: BinaryOperator::Eq,
-                                    right: Box::new(expr.clone()),
-                                },
-                                Some(&table),
-                                &mut description.params,
-                            );
+                            infer_params_against(expr, table.columns[col].ty, Some(&table), &mut description.params);
                         }
                     }
                 }
@@ -272,16 +311,10 @@ impl SqlEngine {
                 if let TableFactor::Table { name, .. } = &update.table.relation {
                     let table = self.table(session, name).await?;
                     for assignment in &update.assignments {
-                        let target = Expr::Identifier(ast::Ident::new(assignment.target.to_string()));
-                        infer_params(
-                            &Expr::BinaryOp {
-                                left: Box::new(target),
-                                op: BinaryOperator::Eq,
-                                right: Box::new(assignment.value.clone()),
-                            },
-                            Some(&table),
-                            &mut description.params,
-                        );
+                        // Named as sqlparser prints it, folded as an unquoted identifier.
+                        let target = assignment.target.to_string().to_lowercase();
+                        let ty = column_type(Some(&table), &target);
+                        infer_params_against(&assignment.value, ty, Some(&table), &mut description.params);
                     }
                     if let Some(selection) = &update.selection {
                         infer_params(selection, Some(&table), &mut description.params);
@@ -325,7 +358,7 @@ impl SqlEngine {
                 self.use_database(session, &database).await?;
                 Ok(Output::Command { tag: "SET", rows: None })
             }
-            Statement::Set(set) => self.set(session, set.clone(), params).await,
+            Statement::Set(set) => self.set(session, set, params).await,
             Statement::ShowVariable { variable } => self.show(session, variable).await,
             Statement::ShowDatabases { .. } => self.show_databases().await,
             Statement::ShowTables { .. } => self.show_tables(session).await,
