@@ -1,26 +1,24 @@
-//! The embedded storage engine: redb, a pure-Rust, crash-safe B-tree store with ACID
-//! transactions. A store directory holds two files:
-//! - `raft-log.redb` — the Raft log, vote and commit index (written by the log storage);
-//! - `state.redb` — the applied key-value data, Raft applied state, the latest snapshot and
-//!   the store's identity (cluster id, node id).
+//! The embedded storage engine. A store directory holds:
+//! - `raft-log/` — the write-ahead log ([`crate::services::wal`]): every Raft group's entries,
+//!   vote and purge mark, appended and fdatasynced in group-committed batches;
+//! - `state.redb` — redb, a pure-Rust, crash-safe B-tree store with ACID transactions: the
+//!   applied key-value data, Raft applied state, the latest snapshot and the store's identity
+//!   (cluster id, node id).
 //!
-//! Two files let log appends and state-machine applies commit without waiting on one writer
-//! lock. Log appends, votes, snapshots and the identity commit with redb's default
-//! `Durability::Immediate` (fsync before return), so a write acknowledged by Raft is on disk on
-//! a quorum. Applies fsync at most every `APPLY_FSYNC_INTERVAL` (see the state machine): after
-//! a crash the state is replayed from the log.
+//! A log append is one sequential write and one fdatasync, where a redb commit copies B-tree
+//! pages and allocator state; the B-tree is kept for what is read by key. Log appends, votes,
+//! snapshots and the identity are durable before they are acknowledged, so a write acknowledged
+//! by Raft is on disk on a quorum. Applies fsync at most every `APPLY_FSYNC_INTERVAL` (see the
+//! state machine): after a crash the state is replayed from the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::services::error::{Error, Result};
+use crate::services::wal::{Wal, WalConfig, WriteBatch};
 
-/// Raft log entries by index (JSON-encoded openraft entries).
-pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// Raft log metadata: `vote`, `committed`, `purged`.
-pub const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 /// The replicated key-value data of every range this store holds.
 pub const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 /// State machine metadata: `applied`, `membership`, `snapshot_meta`, `snapshot_data`.
@@ -41,12 +39,12 @@ pub struct StoreIdentity {
     pub bootstrap_pending: bool,
 }
 
-/// The two databases of one store directory.
+/// The log and the database of one store directory.
 #[derive(Clone)]
 pub struct Engine {
     dir: PathBuf,
-    /// The Raft log database.
-    pub log: Arc<Database>,
+    /// The write-ahead log holding every Raft group's log.
+    pub log: Arc<Wal>,
     /// The state machine and identity database.
     pub state: Arc<Database>,
 }
@@ -56,12 +54,14 @@ pub fn storage_error(err: impl std::fmt::Display) -> Error {
     Error::Internal(format!("storage: {err}"))
 }
 
-/// Default page cache of one store (`--cache`), shared by its two databases.
+/// Default page cache of one store (`--cache`), the state database's.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
-/// The part of a store's cache given to the Raft log database: entries are written, read back
-/// once or twice to replicate and apply, then purged, so most of the cache goes to the state.
-const LOG_CACHE_SHARE: u64 = 8;
+/// The write-ahead log's directory in a store.
+pub const LOG_DIR: &str = "raft-log";
+
+/// The log group holding the store's own records ([`FORMAT_KEY`]); Raft groups use others.
+pub const STORE_GROUP: u64 = 0;
 
 /// Opens one database with a page cache of `cache_bytes`. redb keeps every page it has read or
 /// written cached up to that size and never gives it back (its default is 1 GiB per database),
@@ -76,31 +76,109 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<Database> {
     })
 }
 
+/// The layout and encoding of a store (1: protobuf entries and postcard metadata in
+/// `raft-log.redb`; 2: the same in the write-ahead log). The state database and the log each
+/// record it under [`FORMAT_KEY`]; one recording another format, or written before formats
+/// were recorded, refuses to open.
+pub const STORE_FORMAT: u64 = 2;
+/// The meta key holding a database's store format.
+pub const FORMAT_KEY: &str = "format";
+
+/// Records [`STORE_FORMAT`] in a fresh database's `meta` table, or checks the one recorded.
+/// `written` tells whether the database already holds Raft data (then it must have a format).
+fn check_format(
+    db: &Database,
+    path: &Path,
+    meta: TableDefinition<&str, &[u8]>,
+    written: impl FnOnce(&redb::WriteTransaction) -> Result<bool>,
+) -> Result<()> {
+    let txn = db.begin_write().map_err(storage_error)?;
+    let recorded = {
+        let table = txn.open_table(meta).map_err(storage_error)?;
+        table.get(FORMAT_KEY).map_err(storage_error)?.map(|v| v.value().to_vec())
+    };
+    let found = match recorded {
+        Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
+            Ok(bytes) => u64::from_be_bytes(bytes),
+            Err(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "store file {} has an unreadable store format record",
+                    path.display()
+                )));
+            }
+        },
+        None if written(&txn)? => 0,
+        None => {
+            let mut table = txn.open_table(meta).map_err(storage_error)?;
+            table.insert(FORMAT_KEY, STORE_FORMAT.to_be_bytes().as_slice()).map_err(storage_error)?;
+            drop(table);
+            txn.commit().map_err(storage_error)?;
+            return Ok(());
+        }
+    };
+    if found != STORE_FORMAT {
+        return Err(Error::FailedPrecondition(format!(
+            "store file {} is in store format {found}, but this build reads only format {STORE_FORMAT}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn create_tables(state: &Database) -> Result<()> {
+    let txn = state.begin_write().map_err(storage_error)?;
+    txn.open_table(DATA).map_err(storage_error)?;
+    txn.open_table(STATE_META).map_err(storage_error)?;
+    txn.open_table(IDENTITY).map_err(storage_error)?;
+    txn.commit().map_err(storage_error)
+}
+
+/// Records [`STORE_FORMAT`] in a fresh log, or checks the one recorded (a log holding any
+/// group's records but no format is of format 0).
+fn check_log_format(log: &Wal, dir: &Path) -> Result<()> {
+    let found = match log.meta(STORE_GROUP, FORMAT_KEY.as_bytes()) {
+        Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
+            Ok(bytes) => u64::from_be_bytes(bytes),
+            Err(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "store log {} has an unreadable store format record",
+                    dir.display()
+                )));
+            }
+        },
+        None if !log.groups().is_empty() => 0,
+        None => {
+            let mut batch = WriteBatch::new();
+            batch.put_meta(STORE_GROUP, FORMAT_KEY, STORE_FORMAT.to_be_bytes());
+            log.write(batch)?;
+            return Ok(());
+        }
+    };
+    if found != STORE_FORMAT {
+        return Err(Error::FailedPrecondition(format!(
+            "store log {} is in store format {found}, but this build reads only format {STORE_FORMAT}",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens (creating if needed) the store in `dir` with a page cache of `cache_bytes` in all.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|err| {
             Error::FailedPrecondition(format!("cannot create store directory {}: {err}", dir.display()))
         })?;
-        let log_cache = cache_bytes / LOG_CACHE_SHARE;
-        let log = open_db(&dir.join("raft-log.redb"), log_cache)?;
-        let state = open_db(&dir.join("state.redb"), cache_bytes - log_cache)?;
-        let engine = Self { dir: dir.to_path_buf(), log: Arc::new(log), state: Arc::new(state) };
-        engine.create_tables()?;
-        Ok(engine)
-    }
-
-    fn create_tables(&self) -> Result<()> {
-        let txn = self.log.begin_write().map_err(storage_error)?;
-        txn.open_table(LOG).map_err(storage_error)?;
-        txn.open_table(LOG_META).map_err(storage_error)?;
-        txn.commit().map_err(storage_error)?;
-        let txn = self.state.begin_write().map_err(storage_error)?;
-        txn.open_table(DATA).map_err(storage_error)?;
-        txn.open_table(STATE_META).map_err(storage_error)?;
-        txn.open_table(IDENTITY).map_err(storage_error)?;
-        txn.commit().map_err(storage_error)?;
-        Ok(())
+        let state = open_db(&dir.join("state.redb"), cache_bytes)?;
+        create_tables(&state)?;
+        check_format(&state, &dir.join("state.redb"), STATE_META, |txn| {
+            let meta = txn.open_table(STATE_META).map_err(storage_error)?;
+            Ok(meta.get("applied").map_err(storage_error)?.is_some())
+        })?;
+        let log_dir = dir.join(LOG_DIR);
+        let log = Wal::open(&log_dir, WalConfig::default())?;
+        check_log_format(&log, &log_dir)?;
+        Ok(Self { dir: dir.to_path_buf(), log: Arc::new(log), state: Arc::new(state) })
     }
 
     /// The store directory.
@@ -172,5 +250,55 @@ mod tests {
         }
         let engine = Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(engine.identity().unwrap(), identity);
+    }
+
+    fn set_meta(db: &Database, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) {
+        let txn = db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(key, value).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn refusal(dir: &Path) -> String {
+        match Engine::open(dir, DEFAULT_CACHE_BYTES) {
+            Err(Error::FailedPrecondition(msg)) => msg,
+            Err(other) => panic!("unexpected error {other:?}"),
+            Ok(_) => panic!("a store of another format opened"),
+        }
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_naming_the_file() {
+        // A fresh store records the format and reopens.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap());
+        drop(Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap());
+
+        // Another format recorded in the log.
+        let engine = Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put_meta(STORE_GROUP, FORMAT_KEY, 7u64.to_be_bytes());
+        engine.log.write(batch).unwrap();
+        drop(engine);
+        let msg = refusal(dir.path());
+        assert!(msg.contains(LOG_DIR) && msg.contains("format 7") && !msg.contains('\n'), "{msg}");
+
+        // A store of format 1 (its log in `raft-log.redb`) is refused by its state database.
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        set_meta(&engine.state, STATE_META, FORMAT_KEY, &1u64.to_be_bytes());
+        drop(engine);
+        let msg = refusal(dir.path());
+        assert!(msg.contains("state.redb") && msg.contains("format 1"), "{msg}");
+
+        // A state database written before formats were recorded (Raft metadata, no format).
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let txn = engine.state.begin_write().unwrap();
+        txn.open_table(STATE_META).unwrap().remove(FORMAT_KEY).unwrap();
+        txn.commit().unwrap();
+        set_meta(&engine.state, STATE_META, "applied", b"{}");
+        drop(engine);
+        let msg = refusal(dir.path());
+        assert!(msg.contains("state.redb") && msg.contains("format 0"), "{msg}");
     }
 }

@@ -231,7 +231,7 @@ pub fn evaluate<R: KvRead>(base: &R, ops: &[Op]) -> Result<(Vec<OpResult>, Pendi
 }
 
 /// The most key and value bytes one batch may carry. A write batch becomes one Raft log entry,
-/// and openraft 0.9 gives each AppendEntries the heartbeat interval (150 ms) to be encoded,
+/// and openraft gives each AppendEntries the heartbeat interval (150 ms) to be encoded,
 /// sent, decoded and stored, in today's JSON entry encoding (up to 4 bytes per data byte). An
 /// entry that cannot make it in time is retried forever and every write behind it waits: a
 /// 5 MiB UPSERT (a 20 MB entry) did that on a loaded 2-core machine. So a batch is refused

@@ -266,18 +266,37 @@ async fn sigterm_drains_hands_leadership_away_and_exits_zero() {
     cluster.wait_ready().await;
     let leader_id = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
     let leader = cluster.index_of(leader_id).await;
-    let status = cluster.terminate(leader, Duration::from_secs(20));
-    assert!(status.success(), "drained node exited with {status}");
+    let mut kv = cluster.kv(leader).await;
+    for i in 0..20 {
+        put(&mut kv, &format!("before-drain/{i}"), &format!("v{i}")).await.expect("acknowledged write");
+    }
     let other = (0..3).find(|i| *i != leader).unwrap();
-    let new_leader = wait_for(Duration::from_secs(10), "a new leader", || async {
-        cluster.leader(other).await.filter(|id| *id != leader_id)
-    })
-    .await;
-    assert_ne!(new_leader, leader_id);
+    // The leader hands leadership over at once: another node sees a new leader well inside an
+    // election timeout plus a heartbeat-silence fallback.
+    let sent = Instant::now();
+    cluster.send_sigterm(leader);
+    let deadline = sent + Duration::from_secs(5);
+    let new_leader = loop {
+        if let Some(id) = cluster.leader(other).await.filter(|id| *id != leader_id) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no new leader within 5 s of SIGTERM\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let took = sent.elapsed();
+    println!("SIGTERM to a new leader ({new_leader}) seen by another node: {} ms", took.as_millis());
+    let status = cluster.wait_exit(leader, Duration::from_secs(20));
+    assert!(status.success(), "drained node exited with {status}");
     let mut kv = cluster.kv(other).await;
+    for i in 0..20 {
+        let value = get(&mut kv, &format!("before-drain/{i}")).await.unwrap();
+        assert_eq!(value, Some(format!("v{i}")), "an acknowledged write was lost");
+    }
     put(&mut kv, "after-drain", "ok").await.unwrap();
     let log = std::fs::read_to_string(&cluster.nodes[leader].log).unwrap();
     assert!(log.contains("draining"), "{log}");
+    assert!(log.contains("handed leadership away"), "{log}");
+    assert!(!log.contains("leadership transfer timed out"), "the transfer fell back to an election\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

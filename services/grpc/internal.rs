@@ -14,6 +14,8 @@ use crate::pb::raft_service_server::RaftService;
 use crate::services::error::Result;
 use crate::services::kv::Op;
 use crate::services::node::NodeCore;
+use crate::services::raft::{TypeConfig, codec, network};
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse};
 
 pub(super) struct KvApi(pub(super) Arc<NodeCore>);
 
@@ -50,20 +52,53 @@ impl KvService for KvApi {
 pub(super) struct RaftApi(pub(super) Arc<NodeCore>);
 
 fn decode<T: DeserializeOwned>(payload: &pb::RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&payload.data).map_err(|err| Status::invalid_argument(format!("bad raft payload: {err}")))
+    codec::from_bytes(&payload.data).map_err(|err| Status::invalid_argument(format!("bad raft payload: {err}")))
 }
 
-fn encode<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<pb::RaftPayload>, Status> {
+/// A reply: the value, or the failure as text flagged `error`.
+fn encode<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<pb::RaftPayload>, Status> {
     let (data, error) = match result {
-        Ok(value) => (serde_json::to_vec(&value), false),
-        Err(err) => (serde_json::to_vec(&err), true),
+        Ok(value) => (codec::to_bytes(&value).map_err(Status::internal)?, false),
+        Err(err) => (err.to_string().into_bytes(), true),
     };
-    let data = data.map_err(|err| Status::internal(err.to_string()))?;
     Ok(Response::new(pb::RaftPayload { data: data.into(), error }))
 }
 
+/// The replies of one replication stream.
+type ReplyStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::RaftPayload, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl RaftService for RaftApi {
+    type AppendStreamStream = ReplyStream;
+
+    async fn append_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::RaftPayload>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        use futures::StreamExt;
+        let active = self.0.active()?;
+        // Requests end with the sender's stream, a transport error or one that does not
+        // decode; the leader then sees the replies end and opens a new stream.
+        let requests = futures::stream::unfold(request.into_inner(), |mut inbound| async move {
+            let payload = inbound.message().await.ok()??;
+            match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
+                Ok(request) => Some((request, inbound)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
+                    None
+                }
+            }
+        });
+        let replies = active.raft.stream_append(requests).map(|reply| {
+            let (data, error) = match reply {
+                Ok(result) => (codec::to_bytes(&result).map_err(Status::internal)?, false),
+                Err(fatal) => (fatal.to_string().into_bytes(), true),
+            };
+            Ok(pb::RaftPayload { data: data.into(), error })
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let active = self.0.active()?;
         encode(active.raft.append_entries(decode(request.get_ref())?).await)
@@ -74,9 +109,20 @@ impl RaftService for RaftApi {
         encode(active.raft.vote(decode(request.get_ref())?).await)
     }
 
+    async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        let active = self.0.active()?;
+        encode(active.raft.handle_transfer_leader(decode(request.get_ref())?).await)
+    }
+
     async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let active = self.0.active()?;
-        encode(active.raft.install_snapshot(decode(request.get_ref())?).await)
+        let (chunk, bytes) = network::decode_chunk(&request.get_ref().data).map_err(Status::invalid_argument)?;
+        let vote = chunk.vote;
+        match active.snapshot_inbox.receive(chunk, bytes).map_err(Status::invalid_argument)? {
+            Some((vote, snapshot)) => encode(active.raft.install_full_snapshot(vote, snapshot).await),
+            // The sender reads only the last chunk's reply.
+            None => encode(Ok::<_, std::convert::Infallible>(SnapshotResponse::<TypeConfig>::new(vote))),
+        }
     }
 }
 

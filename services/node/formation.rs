@@ -25,7 +25,7 @@ impl NodeCore {
         if self.is_draining() {
             return Some("node is shutting down".into());
         }
-        let metrics = active.raft.metrics().borrow().clone();
+        let metrics = active.raft.metrics().borrow_watched().clone();
         if metrics.current_leader.is_none() {
             return Some("node is not healthy: no Raft leader".into());
         }
@@ -153,7 +153,7 @@ impl NodeCore {
             return Ok(self.node_client(&addr)?.add_member(forwarded).await?.into_inner());
         }
         let _changes = self.membership_changes.lock().await;
-        let membership = active.raft.metrics().borrow().membership_config.clone();
+        let membership = active.raft.metrics().borrow_watched().membership_config.clone();
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
         if voters.contains(&request.node_id) {
             return Ok(pb::AddMemberResponse { voter: true });
@@ -179,7 +179,7 @@ impl NodeCore {
     }
 
     pub(super) fn member_addr(&self, active: &Active, node_id: NodeId) -> Option<String> {
-        let membership = active.raft.metrics().borrow().membership_config.clone();
+        let membership = active.raft.metrics().borrow_watched().membership_config.clone();
         membership.membership().get_node(&node_id).map(|node| node.addr.clone())
     }
 
@@ -258,7 +258,7 @@ impl NodeCore {
         let Ok(active) = self.active().cloned() else { return };
         let mut backoff = Duration::from_millis(200);
         loop {
-            let membership = active.raft.metrics().borrow().membership_config.clone();
+            let membership = active.raft.metrics().borrow_watched().membership_config.clone();
             let is_voter = membership.membership().voter_ids().any(|id| id == active.node_id);
             let is_learner = membership.membership().learner_ids().any(|id| id == active.node_id);
             let voters = membership.membership().voter_ids().count();
@@ -289,7 +289,7 @@ impl NodeCore {
     /// Starts Raft and gossip for node `node_id` and the background tasks.
     pub(super) async fn activate(self: &Arc<Self>, node_id: NodeId, cluster_id: String) -> Result<()> {
         let state = StateMachine::open(self.engine.state.clone())?;
-        let log = LogStore::new(self.engine.log.clone());
+        let log = LogStore::new(self.engine.log.clone(), raft_mod::GROUP);
         let config = Arc::new(raft_mod::config(&cluster_id)?);
         let raft = Raft::new(node_id, config, NetworkFactory::new(self.dialer.clone()), log, state.clone())
             .await
@@ -303,7 +303,15 @@ impl NodeCore {
             &self.config.join,
         )
         .await?;
-        let active = Arc::new(Active { node_id, cluster_id, raft, state, gossip, descriptor });
+        let active = Arc::new(Active {
+            node_id,
+            cluster_id,
+            raft,
+            state,
+            snapshot_inbox: SnapshotInbox::default(),
+            gossip,
+            descriptor,
+        });
         if self.active.set(active).is_err() {
             return Err(Error::Internal("node activated twice".into()));
         }

@@ -23,6 +23,22 @@ pub(super) struct ReadLease {
     expires: Instant,
 }
 
+/// One read in progress under the read lease, counted in [`NodeCore`]'s `lease_reads`.
+pub(super) struct LeaseRead<'a>(&'a AtomicUsize);
+
+impl<'a> LeaseRead<'a> {
+    pub(super) fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for LeaseRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The part of `ELECTION_TIMEOUT_MAX` a read lease uses; the rest is margin.
 const READ_LEASE: Duration = Duration::from_millis(crate::services::raft::ELECTION_TIMEOUT_MAX.as_millis() as u64 / 2);
 
@@ -86,6 +102,11 @@ impl NodeCore {
                 Err(err) => Err(Error::Unavailable(format!("write failed: {err}"))),
             }
         } else {
+            // Counted before the draining check, so drain sees every read that passed it.
+            let _in_flight = LeaseRead::enter(&self.lease_reads);
+            if self.is_draining() {
+                return Err(Error::NotLeaseholder { leader: None });
+            }
             // The test-only switch skips the lease, so a lagging follower answers from what it
             // has applied: the broken read path the nemesis test must catch.
             if !self.config.testing_stale_follower_reads {
@@ -100,10 +121,10 @@ impl NodeCore {
     /// Returns once this node may serve a linearizable read from its own state: at once while
     /// its read lease holds, otherwise after a quorum round that renews the lease.
     pub(super) async fn confirm_read_lease(&self, active: &Active) -> Result<()> {
-        let (leader, term, last_log_index) = {
+        let (leader, term) = {
             let metrics = active.raft.metrics();
-            let metrics = metrics.borrow();
-            (metrics.current_leader, metrics.current_term, metrics.last_log_index)
+            let metrics = metrics.borrow_watched();
+            (metrics.current_leader, metrics.current_term)
         };
         if leader == Some(active.node_id) {
             let lease = *self.read_lease.lock().unwrap_or_else(|p| p.into_inner());
@@ -111,8 +132,15 @@ impl NodeCore {
                 return Ok(());
             }
         }
+        // The log's end from the Raft core itself: the metrics of a node just restarted may
+        // not show its recovered log yet.
+        let last_log_index = active
+            .raft
+            .with_raft_state(|st| st.log_ids.last().map(|id| id.index))
+            .await
+            .map_err(|err| Error::Unavailable(format!("read failed: {err}")))?;
         let sent = Instant::now();
-        let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable())
+        let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable(ReadPolicy::ReadIndex))
             .await
             .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
         match check {
@@ -137,7 +165,7 @@ impl NodeCore {
                 }
                 Ok(())
             }
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                 Err(Error::NotLeaseholder { leader: forward.leader_id })
             }
             Err(err) => Err(Error::Unavailable(format!("read failed: {err}"))),

@@ -9,7 +9,7 @@
 //!    voters exist, a voter;
 //! 3. register its descriptor in range 1, gossip it, and as leaseholder split ranges that grow
 //!    past `--range-max-bytes`;
-//! 4. on drain: gossip DRAINING, stop leading so another voter takes over, then stop.
+//! 4. on drain: gossip DRAINING, hand leadership to a caught-up voter, then stop.
 //!
 //! This file holds the configuration, the core's state, opening and resuming, drain and stop;
 //! the rest by job: [`formation`] (init, join, membership), [`kv_router`] (batches, read
@@ -19,12 +19,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ReadPolicy, ServerState};
 use tokio::sync::watch;
 
 use crate::pb;
@@ -39,7 +40,7 @@ use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
 use crate::services::membership::{self, Membership, NodeDescriptor};
 use crate::services::metrics::{self as node_metrics, CpuSampler, SqlStats, StatusRecord};
 use crate::services::raft::log_store::LogStore;
-use crate::services::raft::network::NetworkFactory;
+use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
 use crate::services::raft::state_machine::{RangeSize, StateMachine};
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
 use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
@@ -68,6 +69,11 @@ const FORMATION_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long drain waits for another voter to take over leadership.
 const DRAIN_LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long drain waits for the voter it handed leadership to before it silences its
+/// heartbeats instead, so that an election replaces it.
+const DRAIN_TRANSFER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long drain waits for reads already past the draining check to finish.
+const DRAIN_READS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Everything a node needs to start, already validated (the CLI builds it from flags).
 #[derive(Debug, Clone)]
@@ -176,9 +182,11 @@ pub struct Active {
     /// The cluster's id.
     pub cluster_id: String,
     /// The Raft instance of the (single) group.
-    pub raft: Raft<TypeConfig>,
+    pub raft: Raft<TypeConfig, StateMachine>,
     /// The state machine, for local reads.
     pub state: StateMachine,
+    /// Snapshot chunks being received from the leader.
+    pub snapshot_inbox: SnapshotInbox,
     /// Gossip membership.
     pub gossip: Membership,
     /// This node's descriptor.
@@ -219,6 +227,8 @@ pub struct NodeCore {
     read_lease: std::sync::Mutex<Option<ReadLease>>,
     /// Snapshots of the paged scans this node serves, kept between pages.
     cursors: scan_router::ScanCursors,
+    /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
+    lease_reads: AtomicUsize,
 }
 
 /// How long this node's own measured status is reused when asked for the node list: the
@@ -274,25 +284,49 @@ impl NodeCore {
         &self.sql_stats
     }
 
-    /// Drains: gossips DRAINING, refuses new leaseholder work, lets another voter take the
-    /// lease, then stops Raft and gossip.
+    /// Drains: gossips DRAINING, refuses new leaseholder work, hands leadership to a caught-up
+    /// voter, then stops Raft and gossip.
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         let Some(active) = self.active.get().cloned() else { return };
         active.gossip.set_draining().await;
         active.raft.runtime_config().elect(false);
-        let voters = active.raft.metrics().borrow().membership_config.membership().voter_ids().count();
-        if voters > 1 && active.raft.metrics().borrow().current_leader == Some(active.node_id) {
-            // openraft 0.9 has no leadership transfer: silencing heartbeats makes the
-            // followers' election timers fire and elect one of them.
-            active.raft.runtime_config().heartbeat(false);
-            let handed = active
-                .raft
-                .wait(Some(DRAIN_LEADERSHIP_TIMEOUT))
-                .metrics(|m| m.current_leader.is_some_and(|leader| leader != m.id), "leadership handed away")
-                .await;
+        // A transfer lets the target win at once, inside the followers' lease, so this node's
+        // read lease must end first: no new lease reads (the draining flag) and none in flight.
+        *self.read_lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let reads_done = Instant::now() + DRAIN_READS_TIMEOUT;
+        while self.lease_reads.load(Ordering::SeqCst) > 0 && Instant::now() < reads_done {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let metrics = active.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader == Some(active.node_id)
+            && let Some(to) = transfer_target(&metrics)
+        {
+            let started = Instant::now();
+            if let Err(err) = active.raft.trigger().transfer_leader(to).await {
+                tracing::warn!(error = %err, "leadership transfer not started");
+            }
+            let handed_away = |m: &openraft::RaftMetrics<TypeConfig>| m.current_leader.is_some_and(|l| l != m.id);
+            let mut handed =
+                active.raft.wait(Some(DRAIN_TRANSFER_TIMEOUT)).metrics(handed_away, "leadership handed away").await;
+            if handed.is_err() {
+                tracing::warn!(target = to, "leadership transfer timed out; silencing heartbeats");
+                // The target did not take over (it may have fallen behind or died): silencing
+                // heartbeats makes the followers' election timers elect one of them.
+                active.raft.runtime_config().heartbeat(false);
+                handed = active
+                    .raft
+                    .wait(Some(DRAIN_LEADERSHIP_TIMEOUT.saturating_sub(started.elapsed())))
+                    .metrics(handed_away, "leadership handed away")
+                    .await;
+            }
             match handed {
-                Ok(metrics) => tracing::info!(leader = ?metrics.current_leader, "handed leadership away"),
+                Ok(metrics) => tracing::info!(
+                    target = to,
+                    leader = ?metrics.current_leader,
+                    millis = started.elapsed().as_millis() as u64,
+                    "handed leadership away"
+                ),
                 Err(err) => tracing::warn!(error = %err, "no other node took leadership before shutdown"),
             }
         }
@@ -309,6 +343,18 @@ impl NodeCore {
             active.gossip.shutdown();
         }
     }
+}
+
+/// The voter, other than the leader itself, whose replicated log reaches furthest: the one
+/// that can take over soonest. `None` without another voter.
+fn transfer_target(metrics: &openraft::RaftMetrics<TypeConfig>) -> Option<NodeId> {
+    let matched = |id: &NodeId| metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten());
+    metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != metrics.id)
+        .max_by_key(|id| (matched(id).map(|log_id| log_id.index), std::cmp::Reverse(*id)))
 }
 
 impl NodeCore {
@@ -352,6 +398,7 @@ impl NodeCore {
             own_status: Default::default(),
             read_lease: Default::default(),
             cursors: scan_router::ScanCursors::new(Default::default()),
+            lease_reads: AtomicUsize::new(0),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;

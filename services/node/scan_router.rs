@@ -72,6 +72,8 @@ impl NodeCore {
         if request.close {
             return Ok(ScanPage::default());
         }
+        // Counted until the snapshot is taken, so drain waits for it as for a read (`kv_local`).
+        let _in_flight = super::kv_router::LeaseRead::enter(&self.lease_reads);
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }

@@ -79,7 +79,7 @@ impl NodeCore {
             }
             // Scans whose reader went away are closed here, not only when the next one opens.
             self.cursors.sweep(Instant::now());
-            let is_leader = active.raft.metrics().borrow().current_leader == Some(active.node_id);
+            let is_leader = active.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
             if is_leader != was_leader {
                 // Load is counted only while holding the lease; a new holder starts afresh.
                 self.load.reset();

@@ -26,7 +26,7 @@ impl NodeCore {
             &self.sql_stats,
             self.sessions.live_count(),
         );
-        let raft = active.raft.metrics().borrow().clone();
+        let raft = active.raft.metrics().borrow_watched().clone();
         let is_leader = raft.current_leader == Some(active.node_id);
         let voters = raft.membership_config.membership().voter_ids().count();
         let (ranges, live_bytes) = active
@@ -141,8 +141,9 @@ impl NodeCore {
         limit: usize,
     ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
-        let metrics = active.raft.metrics().borrow().clone();
-        let committed = active.raft.with_raft_state(|st| st.committed).await.map_err(Error::internal)?;
+        let metrics = active.raft.metrics().borrow_watched().clone();
+        let committed =
+            active.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
         let members: Vec<(NodeId, bool)> = {
             let membership = metrics.membership_config.membership();
             let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -208,7 +209,7 @@ impl NodeCore {
     /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).
     pub async fn hot_ranges(&self, metric: LoadMetric, limit: usize) -> Result<Vec<ReplicaStatus>> {
         let active = self.active()?.clone();
-        if active.raft.metrics().borrow().current_leader != Some(active.node_id) {
+        if active.raft.metrics().borrow_watched().current_leader != Some(active.node_id) {
             return Ok(Vec::new());
         }
         let top = self.load.top(metric, limit);

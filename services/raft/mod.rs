@@ -2,11 +2,13 @@
 //! cluster's nodes (at most [`MAX_VOTERS`] voters, the rest learners), so a range's replicas are
 //! exactly the group's members and its leaseholder is the group's leader.
 //!
-//! - [`log_store`] — the Raft log in `raft-log.redb`.
+//! - [`codec`] — binary encodings: protobuf log entries and commands, postcard for openraft's types.
+//! - [`log_store`] — the Raft log in the store's write-ahead log.
 //! - [`state_machine`] — applies commands to `state.redb`, keeps the range index and sizes, and
 //!   builds/installs snapshots.
 //! - [`network`] — sends openraft RPCs over the `RaftService` gRPC transport.
 
+pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -20,6 +22,9 @@ use crate::services::kv::{Op, OpResult};
 
 /// Node ids double as Raft ids.
 pub type NodeId = u64;
+
+/// The Raft group's id in the write-ahead log (group 0 is the store's own records).
+pub const GROUP: u64 = 1;
 
 /// The most voters the group has; more nodes join as learners (non-voting replicas).
 pub const MAX_VOTERS: usize = 3;
@@ -40,11 +45,25 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
 );
 
-/// A command proposed through Raft and applied on every replica.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A log id of this configuration (term, leader node, index).
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A vote of this configuration.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A log entry of this configuration.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// The last applied membership with the log id it came from.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// Snapshot metadata of this configuration.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A whole snapshot held in memory: it is built, sent and installed in one piece.
+pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// A snapshot of this configuration.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// A command proposed through Raft and applied on every replica (encoded by [`codec`]).
+#[derive(Debug, Clone)]
 pub enum Command {
     /// An atomic batch of KV operations.
     Batch(Vec<Op>),
@@ -53,6 +72,15 @@ pub enum Command {
         /// The first key of the new right-hand range.
         split_key: Vec<u8>,
     },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Batch(ops) => write!(f, "batch of {} ops", ops.len()),
+            Command::Split { split_key } => write!(f, "split at {} key bytes", split_key.len()),
+        }
+    }
 }
 
 /// What applying a command produced.
@@ -85,11 +113,7 @@ pub fn config(cluster_name: &str) -> Result<openraft::Config, Error> {
     config.validate().map_err(Error::internal)
 }
 
-/// Maps a storage failure to openraft's storage error.
-pub(crate) fn sto_err(
-    subject: openraft::ErrorSubject<NodeId>,
-    verb: openraft::ErrorVerb,
-    err: impl std::fmt::Display,
-) -> openraft::StorageError<NodeId> {
-    openraft::StorageIOError::new(subject, verb, openraft::AnyError::error(err.to_string())).into()
+/// Maps a storage failure to the I/O error openraft's storage traits return.
+pub(crate) fn io_err(err: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(err.to_string())
 }

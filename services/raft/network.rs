@@ -1,27 +1,56 @@
 //! openraft's network over gRPC: each RPC's request and reply are openraft's serde types in
-//! JSON inside a `RaftPayload`. A reply flagged `error` carries the remote Raft error; a
-//! transport failure is reported as unreachable so openraft backs off.
+//! postcard inside a `RaftPayload` (commands within are protobuf, see [`codec`]). A reply flagged `error` carries the remote failure as text
+//! (openraft's error bodies are diagnostics, not a wire contract); it and a transport failure
+//! are both reported as unreachable, so openraft backs off.
+//!
+//! Replication is pipelined: openraft hands each follower's replication a stream of
+//! AppendEntries requests, and [`Network::stream_append`] carries it over one `AppendStream`
+//! gRPC call, sending each request as soon as openraft makes it and yielding the follower's
+//! results in order (HTTP/2 keeps them so). A follower that leaves a request unanswered for
+//! [`STREAM_REPLY_TIMEOUT`] is reported unreachable and the stream dropped; an idle stream
+//! (nothing to replicate) has no deadline.
+//!
+//! A snapshot travels in chunks of openraft's `snapshot_max_chunk_size`, each within the RPC's
+//! deadline, and the receiver's [`SnapshotInbox`] puts them back together before installing.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
 
 use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::pb::RaftPayload;
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::services::dialer::Dialer;
-use crate::services::raft::{NodeId, TypeConfig};
+use crate::services::raft::codec;
+use crate::services::raft::{NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// The largest Raft message accepted (snapshot chunks are smaller).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long the oldest unanswered request of a replication stream may wait for its result.
+/// A follower's result follows its fdatasync, which can take hundreds of milliseconds on a
+/// loaded disk, so this is well above openraft's per-RPC 150 ms; a frozen follower or a cut
+/// link costs only its own stream this long before openraft opens a new one.
+pub const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Snapshot chunk size when openraft does not name one.
+const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
 /// Creates one [`Network`] per target node, sharing the node's dialer.
 pub struct NetworkFactory {
@@ -37,14 +66,13 @@ impl NetworkFactory {
 
 /// The connection to one target node.
 pub struct Network {
-    target: NodeId,
     client: Result<RaftServiceClient<Channel>, String>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Network {
         let client = self
             .dialer
             .channel(&node.addr)
@@ -54,7 +82,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|err| err.to_string());
-        Network { target, client }
+        Network { client }
     }
 }
 
@@ -63,66 +91,305 @@ enum Rpc {
     AppendEntries,
     Vote,
     InstallSnapshot,
+    TransferLeader,
+}
+
+/// The header of one snapshot chunk; the chunk's bytes follow it in the payload.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The sending leader's vote.
+    pub vote: Vote,
+    /// The snapshot being sent.
+    pub meta: SnapshotMeta,
+    /// Names one transfer, so a resent snapshot never continues an abandoned one.
+    pub transfer: u64,
+    /// Where this chunk's bytes start in the snapshot.
+    pub offset: u64,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
+
+/// Frames a snapshot chunk: a 4-byte big-endian header length, the postcard header, the bytes.
+pub fn encode_chunk(header: &SnapshotChunk, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let header = codec::to_bytes(header)?;
+    let mut out = Vec::with_capacity(4 + header.len() + bytes.len());
+    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(bytes);
+    Ok(out)
+}
+
+/// Splits a framed snapshot chunk into its header and bytes.
+pub fn decode_chunk(data: &[u8]) -> Result<(SnapshotChunk, &[u8]), String> {
+    let (len, rest) = data.split_first_chunk::<4>().ok_or("truncated snapshot chunk")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err("truncated snapshot chunk".into());
+    }
+    let (header, bytes) = rest.split_at(len);
+    let header = codec::from_bytes(header).map_err(|err| format!("bad snapshot chunk header: {err}"))?;
+    Ok((header, bytes))
+}
+
+/// The receiving side of snapshot transfers: the chunks of the transfer in progress.
+#[derive(Default)]
+pub struct SnapshotInbox {
+    current: Mutex<Option<(u64, Vec<u8>)>>,
+}
+
+impl SnapshotInbox {
+    /// Takes one chunk; returns the whole snapshot once its last chunk has arrived. A chunk
+    /// of another transfer starts over (openraft resends a snapshot from its start).
+    pub fn receive(&self, chunk: SnapshotChunk, bytes: &[u8]) -> Result<Option<(Vote, Snapshot)>, String> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if chunk.offset == 0 {
+            *current = Some((chunk.transfer, Vec::new()));
+        }
+        let Some((transfer, buffer)) = current.as_mut().filter(|(transfer, _)| *transfer == chunk.transfer) else {
+            return Err(format!("snapshot chunk at offset {} of a transfer not in progress", chunk.offset));
+        };
+        if buffer.len() as u64 != chunk.offset {
+            let expected = buffer.len();
+            let transfer = *transfer;
+            *current = None;
+            return Err(format!(
+                "snapshot transfer {transfer}: chunk at offset {} but {expected} bytes received",
+                chunk.offset
+            ));
+        }
+        buffer.extend_from_slice(bytes);
+        if !chunk.done {
+            return Ok(None);
+        }
+        let (_, data) = current.take().expect("checked above");
+        Ok(Some((chunk.vote, Snapshot { meta: chunk.meta, snapshot: SnapshotData::new(data) })))
+    }
+}
+
+fn network_error(err: String) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(err)))
+}
+
+fn unreachable(err: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(err.to_string())))
+}
+
+/// When each unanswered request of a replication stream was sent, oldest first.
+type SendTimes = Arc<Mutex<VecDeque<Instant>>>;
+
+/// The next result of a replication stream: `None` when the follower ended it, an error (and
+/// the end) on a transport failure, a remote failure, or the oldest request waiting past
+/// [`STREAM_REPLY_TIMEOUT`].
+async fn next_reply(
+    replies: &mut tonic::Streaming<RaftPayload>,
+    sent: &SendTimes,
+) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
+    loop {
+        let oldest = sent.lock().unwrap_or_else(|p| p.into_inner()).front().copied();
+        // With nothing unanswered, wake now and then to see whether a request went out since.
+        let deadline = oldest.map_or_else(|| Instant::now() + STREAM_REPLY_TIMEOUT, |t| t + STREAM_REPLY_TIMEOUT);
+        tokio::select! {
+            // `Streaming::message` keeps its progress in `replies`, so losing the race loses nothing.
+            reply = replies.message() => {
+                sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                return match reply {
+                    Ok(None) => None,
+                    Err(status) => Some(Err(unreachable(status))),
+                    Ok(Some(reply)) if reply.error => Some(Err(unreachable(String::from_utf8_lossy(&reply.data)))),
+                    Ok(Some(reply)) => Some(codec::from_bytes(&reply.data).map_err(network_error)),
+                };
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if oldest.is_some() {
+                    return Some(Err(unreachable(format!(
+                        "no AppendEntries result within {STREAM_REPLY_TIMEOUT:?}"
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 impl Network {
-    async fn call<Req, Resp, E>(
-        &mut self,
-        rpc: Rpc,
-        request: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
+    async fn call_raw(&mut self, rpc: Rpc, data: Vec<u8>, option: &RPCOption) -> Result<Vec<u8>, RPCError<TypeConfig>> {
         let client = match &mut self.client {
             Ok(client) => client,
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(err.clone())))),
         };
-        let data = serde_json::to_vec(request).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
         let mut message = tonic::Request::new(RaftPayload { data: data.into(), error: false });
         message.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(message).await,
             Rpc::Vote => client.vote(message).await,
             Rpc::InstallSnapshot => client.install_snapshot(message).await,
+            Rpc::TransferLeader => client.transfer_leader(message).await,
         }
         .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?
         .into_inner();
         if reply.error {
-            let err: RaftError<NodeId, E> =
-                serde_json::from_slice(&reply.data).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
-            return Err(RPCError::RemoteError(RemoteError::new(self.target, err)));
+            let text = String::from_utf8_lossy(&reply.data).into_owned();
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(text))));
         }
-        serde_json::from_slice(&reply.data).map_err(|err| RPCError::Network(NetworkError::new(&err)))
+        Ok(reply.data.to_vec())
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let data = codec::to_bytes(request).map_err(network_error)?;
+        let reply = self.call_raw(rpc, data, option).await?;
+        codec::from_bytes(&reply).map_err(network_error)
+    }
+
+    async fn send_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let chunk_bytes = option.snapshot_chunk_size().unwrap_or(DEFAULT_SNAPSHOT_CHUNK_BYTES).max(1);
+        let data = snapshot.snapshot.into_inner();
+        let transfer = rand::random::<u64>();
+        let mut offset = 0;
+        loop {
+            let end = (offset + chunk_bytes).min(data.len());
+            let header = SnapshotChunk {
+                vote,
+                meta: snapshot.meta.clone(),
+                transfer,
+                offset: offset as u64,
+                done: end == data.len(),
+            };
+            let done = header.done;
+            let framed = encode_chunk(&header, &data[offset..end]).map_err(network_error)?;
+            let reply = self.call_raw(Rpc::InstallSnapshot, framed, &option).await?;
+            if done {
+                return codec::from_bytes(&reply).map_err(network_error);
+            }
+            offset = end;
+        }
     }
 }
 
-impl RaftNetwork<TypeConfig> for Network {
+impl RaftNetworkV2<TypeConfig> for Network {
+    type SnapshotData = SnapshotData;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(Rpc::AppendEntries, &rpc, &option).await
     }
 
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+        Box::pin(async move {
+            let mut client = self.client.clone().map_err(unreachable)?;
+            let sent = SendTimes::default();
+            let outbound = {
+                let sent = sent.clone();
+                input.map(move |request| {
+                    sent.lock().unwrap_or_else(|p| p.into_inner()).push_back(Instant::now());
+                    // Encoding cannot fail for these types; an empty payload would end the
+                    // stream at the follower, which the leader recovers from.
+                    let data = codec::to_bytes(&request).unwrap_or_else(|err| {
+                        tracing::error!(error = %err, "encoding an AppendEntries request");
+                        Vec::new()
+                    });
+                    RaftPayload { data: data.into(), error: false }
+                })
+            };
+            let replies = tokio::time::timeout(STREAM_REPLY_TIMEOUT, client.append_stream(outbound))
+                .await
+                .map_err(|_| unreachable(format!("replication stream not opened within {STREAM_REPLY_TIMEOUT:?}")))?
+                .map_err(unreachable)?
+                .into_inner();
+            let results = futures::stream::unfold(Some((replies, sent)), |state| async move {
+                let (mut replies, sent) = state?;
+                let result = next_reply(&mut replies, &sent).await?;
+                // A result that ends the follower's side ends this one too.
+                let go_on = matches!(result, Ok(Ok(_)));
+                Some((result, go_on.then_some((replies, sent))))
+            });
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::TransferLeader, &req, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            sent = self.send_snapshot(vote, snapshot, option) => sent.map_err(StreamingError::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(transfer: u64, offset: u64, done: bool) -> SnapshotChunk {
+        SnapshotChunk { vote: Vote::new(1, 1), meta: SnapshotMeta::default(), transfer, offset, done }
+    }
+
+    #[test]
+    fn chunks_frame_and_reassemble_in_order() {
+        let framed = encode_chunk(&chunk(7, 0, false), b"abc").unwrap();
+        let (header, bytes) = decode_chunk(&framed).unwrap();
+        assert_eq!((header.transfer, header.offset, header.done, bytes), (7, 0, false, &b"abc"[..]));
+        assert!(decode_chunk(&framed[..3]).is_err());
+
+        let inbox = SnapshotInbox::default();
+        assert!(inbox.receive(chunk(7, 0, false), b"abc").unwrap().is_none());
+        let (_, snapshot) = inbox.receive(chunk(7, 3, true), b"de").unwrap().expect("complete");
+        assert_eq!(snapshot.snapshot.into_inner(), b"abcde");
+    }
+
+    #[test]
+    fn a_gap_or_a_stray_transfer_is_refused_and_a_restart_wins() {
+        let inbox = SnapshotInbox::default();
+        assert!(inbox.receive(chunk(1, 4, true), b"x").is_err(), "no transfer in progress");
+        inbox.receive(chunk(1, 0, false), b"abcd").unwrap();
+        assert!(inbox.receive(chunk(2, 4, true), b"x").is_err(), "another transfer's chunk");
+        assert!(inbox.receive(chunk(1, 9, true), b"x").is_err(), "a gap");
+        assert!(inbox.receive(chunk(1, 4, true), b"x").is_err(), "a gap drops the transfer");
+        // The sender starts the snapshot over under a new transfer id.
+        inbox.receive(chunk(3, 0, false), b"ab").unwrap();
+        let (_, snapshot) = inbox.receive(chunk(3, 2, true), b"c").unwrap().expect("complete");
+        assert_eq!(snapshot.snapshot.into_inner(), b"abc");
     }
 }

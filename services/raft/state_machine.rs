@@ -8,11 +8,9 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
-use openraft::storage::RaftStateMachine;
-use openraft::{
-    BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StorageError, StoredMembership,
-};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
 use serde::{Deserialize, Serialize};
 
@@ -20,11 +18,14 @@ use crate::services::engine::{DATA, STATE_META, storage_error};
 use crate::services::error::{Error, Result};
 use crate::services::keys;
 use crate::services::kv::{self, KvRead, Op, OpResult};
-use crate::services::raft::{Command, CommandResponse, NodeId, TypeConfig, sto_err};
+use crate::services::raft::{
+    Command, CommandResponse, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, codec,
+    io_err,
+};
 use crate::services::ranges::{RangeDescriptor, RangeIndex};
 use crate::services::scan::{PageLimits, TakenPage, take_page};
 
-type StorageResult<T> = Result<T, StorageError<NodeId>>;
+type StorageResult<T> = Result<T, std::io::Error>;
 
 /// Keys and bytes (key + value) a range holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +44,9 @@ pub struct SmShared {
     /// Each range's size.
     pub sizes: HashMap<u64, RangeSize>,
     /// The last applied log id.
-    pub last_applied: Option<LogId<NodeId>>,
+    pub last_applied: Option<LogId>,
     /// The last applied membership.
-    pub membership: StoredMembership<NodeId, BasicNode>,
+    pub membership: StoredMembership,
     /// Bumped by every applied write to the SQL catalog (see [`keys::CATALOG_PREFIXES`]).
     pub catalog_version: u64,
 }
@@ -116,8 +117,8 @@ impl ReadSnapshot {
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
-    last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
     rows: u64,
 }
 
@@ -137,12 +138,12 @@ fn read_frame<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
     Ok(frame)
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(
+fn get_meta<T: serde::de::DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<T>> {
     match table.get(key).map_err(storage_error)? {
-        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage_error)?)),
+        Some(v) => Ok(Some(codec::from_bytes(v.value()).map_err(storage_error)?)),
         None => Ok(None),
     }
 }
@@ -263,8 +264,8 @@ impl StateMachine {
         let meta = txn.open_table(STATE_META).map_err(storage_error)?;
         let data = txn.open_table(DATA).map_err(storage_error)?;
         let mut shared = SmShared {
-            last_applied: get_json(&meta, "applied")?.flatten(),
-            membership: get_json(&meta, "membership")?.unwrap_or_default(),
+            last_applied: get_meta(&meta, "applied")?.flatten(),
+            membership: get_meta(&meta, "membership")?.unwrap_or_default(),
             ..Default::default()
         };
         let meta_end = keys::prefix_end(keys::META_PREFIX);
@@ -368,7 +369,7 @@ impl StateMachine {
         db: &Database,
         shared: &RwLock<SmShared>,
         last_durable: &std::sync::Mutex<std::time::Instant>,
-        entries: Vec<openraft::Entry<TypeConfig>>,
+        entries: Vec<Entry>,
     ) -> Result<Vec<CommandResponse>> {
         let mut txn = db.begin_write().map_err(storage_error)?;
         {
@@ -403,55 +404,51 @@ impl StateMachine {
                 };
                 responses.push(response);
             }
-            let applied = serde_json::to_vec(&shared.last_applied).map_err(storage_error)?;
+            let applied = codec::to_bytes(&shared.last_applied).map_err(storage_error)?;
             meta.insert("applied", applied.as_slice()).map_err(storage_error)?;
-            let membership = serde_json::to_vec(&shared.membership).map_err(storage_error)?;
+            let membership = codec::to_bytes(&shared.membership).map_err(storage_error)?;
             meta.insert("membership", membership.as_slice()).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)?;
         Ok(responses)
     }
 
-    fn build_snapshot_blocking(db: &Database) -> Result<Snapshot<TypeConfig>> {
+    fn build_snapshot_blocking(db: &Database) -> Result<Snapshot> {
         let txn = db.begin_read().map_err(storage_error)?;
         let meta_table = txn.open_table(STATE_META).map_err(storage_error)?;
         let data = txn.open_table(DATA).map_err(storage_error)?;
-        let last_applied: Option<LogId<NodeId>> = get_json(&meta_table, "applied")?.flatten();
-        let membership: StoredMembership<NodeId, BasicNode> = get_json(&meta_table, "membership")?.unwrap_or_default();
+        let last_applied: Option<LogId> = get_meta(&meta_table, "applied")?.flatten();
+        let membership: StoredMembership = get_meta(&meta_table, "membership")?.unwrap_or_default();
         let rows = data.len().map_err(storage_error)?;
         let header = SnapshotHeader { last_applied, membership: membership.clone(), rows };
         let mut out = Vec::new();
-        write_frame(&mut out, &serde_json::to_vec(&header).map_err(storage_error)?);
+        write_frame(&mut out, &codec::to_bytes(&header).map_err(storage_error)?);
         for row in data.iter().map_err(storage_error)? {
             let (k, v) = row.map_err(storage_error)?;
             write_frame(&mut out, k.value());
             write_frame(&mut out, v.value());
         }
         drop((meta_table, data, txn));
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, rows),
-            None => format!("0-0-{rows}"),
-        };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership };
         Self::save_snapshot(db, &meta, &out)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(out)) })
+        Ok(Snapshot { meta, snapshot: Cursor::new(out) })
     }
 
-    fn save_snapshot(db: &Database, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> Result<()> {
+    fn save_snapshot(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
         let txn = db.begin_write().map_err(storage_error)?;
         {
             let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
-            let meta = serde_json::to_vec(meta).map_err(storage_error)?;
+            let meta = codec::to_bytes(meta).map_err(storage_error)?;
             table.insert("snapshot_meta", meta.as_slice()).map_err(storage_error)?;
             table.insert("snapshot_data", bytes).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)
     }
 
-    fn install_blocking(db: &Database, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> Result<()> {
+    fn install_blocking(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
         let mut input = bytes;
         let header: SnapshotHeader =
-            serde_json::from_slice(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
+            codec::from_bytes(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
         let txn = db.begin_write().map_err(storage_error)?;
         {
             txn.delete_table(DATA).map_err(storage_error)?;
@@ -462,88 +459,82 @@ impl StateMachine {
                 data.insert(key, value).map_err(storage_error)?;
             }
             let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
-            let applied = serde_json::to_vec(&meta.last_log_id).map_err(storage_error)?;
+            let applied = codec::to_bytes(&meta.last_log_id).map_err(storage_error)?;
             table.insert("applied", applied.as_slice()).map_err(storage_error)?;
-            let membership = serde_json::to_vec(&meta.last_membership).map_err(storage_error)?;
+            let membership = codec::to_bytes(&meta.last_membership).map_err(storage_error)?;
             table.insert("membership", membership.as_slice()).map_err(storage_error)?;
-            let meta_bytes = serde_json::to_vec(meta).map_err(storage_error)?;
+            let meta_bytes = codec::to_bytes(meta).map_err(storage_error)?;
             table.insert("snapshot_meta", meta_bytes.as_slice()).map_err(storage_error)?;
             table.insert("snapshot_data", bytes).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)
     }
 
-    fn current_snapshot_blocking(db: &Database) -> Result<Option<Snapshot<TypeConfig>>> {
+    fn current_snapshot_blocking(db: &Database) -> Result<Option<Snapshot>> {
         let txn = db.begin_read().map_err(storage_error)?;
         let table = txn.open_table(STATE_META).map_err(storage_error)?;
-        let Some(meta) = get_json::<SnapshotMeta<NodeId, BasicNode>>(&table, "snapshot_meta")? else {
+        let Some(meta) = get_meta::<SnapshotMeta>(&table, "snapshot_meta")? else {
             return Ok(None);
         };
         let bytes = table.get("snapshot_data").map_err(storage_error)?.map(|v| v.value().to_vec()).unwrap_or_default();
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
     }
 }
 
-fn sm_err(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError<NodeId> {
-    sto_err(ErrorSubject::StateMachine, verb, err)
-}
-
-async fn blocking<T: Send + 'static>(
-    verb: ErrorVerb,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> StorageResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| sm_err(verb, e))?.map_err(|e| sm_err(verb, e))
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io_err)?.map_err(io_err)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot> {
         let db = self.db.clone();
-        blocking(ErrorVerb::Read, move || Self::build_snapshot_blocking(&db)).await
+        blocking(move || Self::build_snapshot_blocking(&db)).await
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembership)> {
         let shared = self.read_shared();
         Ok((shared.last_applied, shared.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
+    async fn apply<Strm>(&mut self, entries: Strm) -> StorageResult<()>
     where
-        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = StorageResult<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        let entries: Vec<_> = entries.into_iter().collect();
+        // openraft hands over every entry ready to apply at once; they become one transaction.
+        let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
         let (db, shared, last_durable) = (self.db.clone(), self.shared.clone(), self.last_durable_apply.clone());
-        blocking(ErrorVerb::Write, move || Self::apply_blocking(&db, &shared, &last_durable, entries)).await
+        let responses = blocking(move || Self::apply_blocking(&db, &shared, &last_durable, entries)).await?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> StorageResult<()> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> StorageResult<()> {
         let (db, meta) = (self.db.clone(), meta.clone());
         let bytes = snapshot.into_inner();
         let db2 = db.clone();
-        blocking(ErrorVerb::Write, move || Self::install_blocking(&db2, &meta, &bytes)).await?;
-        let reloaded = blocking(ErrorVerb::Read, move || Self::load_shared(&db)).await?;
+        blocking(move || Self::install_blocking(&db2, &meta, &bytes)).await?;
+        let reloaded = blocking(move || Self::load_shared(&db)).await?;
         *self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = reloaded;
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot>> {
         let db = self.db.clone();
-        blocking(ErrorVerb::Read, move || Self::current_snapshot_blocking(&db)).await
+        blocking(move || Self::current_snapshot_blocking(&db)).await
     }
 }

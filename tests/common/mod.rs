@@ -265,9 +265,19 @@ impl Cluster {
 
     /// Sends SIGTERM to node `i` and waits for it to exit; returns its exit status.
     pub fn terminate(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
-        let mut child = self.nodes[i].child.take().expect("node running");
-        let pid = child.id().to_string();
+        self.send_sigterm(i);
+        self.wait_exit(i, timeout)
+    }
+
+    /// Sends SIGTERM to node `i` without waiting.
+    pub fn send_sigterm(&self, i: usize) {
+        let pid = self.nodes[i].child.as_ref().expect("node running").id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    }
+
+    /// Waits for node `i` to exit; returns its exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.nodes[i].child.take().expect("node running");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
