@@ -108,6 +108,11 @@ pub fn config(cluster_name: &str) -> Result<openraft::Config, Error> {
         election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
         max_in_snapshot_log_to_keep: 1_000,
+        // A follower whose log lost entries it had reported durable (a damaged disk, a log
+        // cut by recovery) is replicated again from where its log now ends. Without this the
+        // leader's core panics on seeing the reversion: one bad disk would stop the leader,
+        // then each next leader, and the entries the follower lost are on the others anyway.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     config.validate().map_err(Error::internal)

@@ -426,6 +426,12 @@ impl Cluster {
         let mut out = String::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            // A panic's message and place come first: the tail alone often shows only what
+            // followed it (every later request failing).
+            let lines: Vec<&str> = text.lines().collect();
+            for at in (0..lines.len()).filter(|at| lines[*at].contains("panicked at")).take(3) {
+                out.push_str(&format!("--- node {i} panic ---\n{}\n", lines[at..lines.len().min(at + 3)].join("\n")));
+            }
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
             out.push_str(&format!("--- node {i} log (last lines) ---\n"));
             for line in tail.into_iter().rev() {
