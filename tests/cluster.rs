@@ -435,3 +435,42 @@ async fn secure_cluster_uses_mutual_tls() {
     let out = ranged(&["kv", "get", "secret-key", "--certs-dir", &rogue_certs, "--host", &cluster.nodes[1].addr]);
     assert!(!out.status.success(), "a certificate from another CA was accepted");
 }
+
+/// A node asking to join while `ranged init` is still writing the bootstrap records is told
+/// to retry: it never gets node 1's own id or an id another node got (the docker-compose
+/// cluster, whose nodes poll the init node every 500 ms, once got node 1 twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn joins_during_init_get_fresh_distinct_node_ids() {
+    let cluster = Cluster::start(1, &[]);
+    let channel = cluster.channel(0).await.expect("connect");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let joiner = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut client = pb::node_service_client::NodeServiceClient::new(channel);
+            let (mut ids, mut refused) = (Vec::new(), 0u32);
+            // Bounded: init takes well under the 60,000 rounds of at least 1 ms this allows.
+            for _ in 0..60_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) && !ids.is_empty() {
+                    break;
+                }
+                let request = pb::JoinRequest { advertise_addr: "127.0.0.1:1".into(), cluster_name: String::new() };
+                match client.join(request).await {
+                    Ok(reply) => ids.push(reply.into_inner().node_id),
+                    Err(status) if status.code() == tonic::Code::Unavailable => refused += 1,
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (ids, refused)
+        })
+    };
+    cluster.init().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ids, refused) = joiner.await.unwrap();
+    println!("node ids handed out during and after init: {ids:?}; {refused} joins told to retry");
+    assert!(!ids.is_empty(), "no join answered\n{}", cluster.logs());
+    assert!(ids.iter().all(|id| *id >= 2), "a joining node got node 1's id: {ids:?}");
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "a node id was handed out twice: {ids:?}");
+}

@@ -115,6 +115,12 @@ impl NodeCore {
     pub async fn join(&self, request: pb::JoinRequest) -> Result<pb::JoinResponse> {
         let active = self.active()?.clone();
         self.check_cluster_name(&request.cluster_name)?;
+        // Until the bootstrap batch has set the node id allocator, an increment would start
+        // from nothing and hand out node 1's own id (the batch then resets the allocator).
+        // The joining node retries.
+        if self.engine.identity()?.bootstrap_pending {
+            return Err(Error::Unavailable("the cluster is still being initialized".into()));
+        }
         let results =
             self.kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], false).await?;
         let node_id = results[0].new_value as NodeId;
