@@ -84,6 +84,28 @@ pub const STORE_FORMAT: u64 = 2;
 /// The meta key holding a database's store format.
 pub const FORMAT_KEY: &str = "format";
 
+/// Checks a recorded store format. `Ok(true)` means none is recorded and nothing was written,
+/// so the caller records [`STORE_FORMAT`]; `had_data` means something was written before
+/// formats were recorded (format 0). `what` names the file or directory in the error.
+fn format_is_new(recorded: Option<&[u8]>, had_data: bool, what: &str) -> Result<bool> {
+    let found = match recorded {
+        Some(bytes) => match <[u8; 8]>::try_from(bytes) {
+            Ok(bytes) => u64::from_be_bytes(bytes),
+            Err(_) => {
+                return Err(Error::FailedPrecondition(format!("{what} has an unreadable store format record")));
+            }
+        },
+        None if had_data => 0,
+        None => return Ok(true),
+    };
+    if found != STORE_FORMAT {
+        return Err(Error::FailedPrecondition(format!(
+            "{what} is in store format {found}, but this build reads only format {STORE_FORMAT}"
+        )));
+    }
+    Ok(false)
+}
+
 /// Records [`STORE_FORMAT`] in a fresh database's `meta` table, or checks the one recorded.
 /// `written` tells whether the database already holds Raft data (then it must have a format).
 fn check_format(
@@ -97,30 +119,13 @@ fn check_format(
         let table = txn.open_table(meta).map_err(storage_error)?;
         table.get(FORMAT_KEY).map_err(storage_error)?.map(|v| v.value().to_vec())
     };
-    let found = match recorded {
-        Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
-            Ok(bytes) => u64::from_be_bytes(bytes),
-            Err(_) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "store file {} has an unreadable store format record",
-                    path.display()
-                )));
-            }
-        },
-        None if written(&txn)? => 0,
-        None => {
-            let mut table = txn.open_table(meta).map_err(storage_error)?;
-            table.insert(FORMAT_KEY, STORE_FORMAT.to_be_bytes().as_slice()).map_err(storage_error)?;
-            drop(table);
-            txn.commit().map_err(storage_error)?;
-            return Ok(());
-        }
-    };
-    if found != STORE_FORMAT {
-        return Err(Error::FailedPrecondition(format!(
-            "store file {} is in store format {found}, but this build reads only format {STORE_FORMAT}",
-            path.display()
-        )));
+    // Only a missing record needs to know whether data was written before it.
+    let had_data = recorded.is_none() && written(&txn)?;
+    if format_is_new(recorded.as_deref(), had_data, &format!("store file {}", path.display()))? {
+        let mut table = txn.open_table(meta).map_err(storage_error)?;
+        table.insert(FORMAT_KEY, STORE_FORMAT.to_be_bytes().as_slice()).map_err(storage_error)?;
+        drop(table);
+        txn.commit().map_err(storage_error)?;
     }
     Ok(())
 }
@@ -136,29 +141,12 @@ fn create_tables(state: &Database) -> Result<()> {
 /// Records [`STORE_FORMAT`] in a fresh log, or checks the one recorded (a log holding any
 /// group's records but no format is of format 0).
 fn check_log_format(log: &Wal, dir: &Path) -> Result<()> {
-    let found = match log.meta(STORE_GROUP, FORMAT_KEY.as_bytes()) {
-        Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
-            Ok(bytes) => u64::from_be_bytes(bytes),
-            Err(_) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "store log {} has an unreadable store format record",
-                    dir.display()
-                )));
-            }
-        },
-        None if !log.groups().is_empty() => 0,
-        None => {
-            let mut batch = WriteBatch::new();
-            batch.put_meta(STORE_GROUP, FORMAT_KEY, STORE_FORMAT.to_be_bytes());
-            log.write(batch)?;
-            return Ok(());
-        }
-    };
-    if found != STORE_FORMAT {
-        return Err(Error::FailedPrecondition(format!(
-            "store log {} is in store format {found}, but this build reads only format {STORE_FORMAT}",
-            dir.display()
-        )));
+    let recorded = log.meta(STORE_GROUP, FORMAT_KEY.as_bytes());
+    let had_data = !log.groups().is_empty();
+    if format_is_new(recorded.as_deref(), had_data, &format!("store log {}", dir.display()))? {
+        let mut batch = WriteBatch::new();
+        batch.put_meta(STORE_GROUP, FORMAT_KEY, STORE_FORMAT.to_be_bytes());
+        log.write(batch)?;
     }
     Ok(())
 }
