@@ -115,6 +115,8 @@ pub struct NodeConfig {
     /// Testing only: serve reads from this node's applied state without the read lease or
     /// forwarding (stale reads on purpose, to show the nemesis test's checker catches them).
     pub testing_stale_follower_reads: bool,
+    /// Benchmarking only: one AppendEntries in flight per follower (no pipelined stream).
+    pub testing_sequential_raft_appends: bool,
 }
 
 /// Default `--max-grpc-connections`: each other node holds a few connections to this one, and
@@ -171,6 +173,7 @@ impl NodeConfig {
             max_sql_memory_per_statement: crate::services::sql::limits::DEFAULT_MAX_STATEMENT_MEMORY,
             connections: ConnectionSettings::default(),
             testing_stale_follower_reads: false,
+            testing_sequential_raft_appends: false,
         }
     }
 }

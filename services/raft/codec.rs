@@ -11,16 +11,63 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pb;
 use crate::services::kv::Op;
+#[cfg_attr(feature = "bench-json-raft", allow(unused_imports))]
 use crate::services::raft::{Command, Entry, LogId};
 
 /// Encodes an openraft value in postcard.
+#[cfg(not(feature = "bench-json-raft"))]
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
     postcard::to_stdvec(value).map_err(|err| format!("encoding: {err}"))
 }
 
 /// Decodes an openraft value from postcard.
+#[cfg(not(feature = "bench-json-raft"))]
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|err| format!("decoding: {err}"))
+}
+
+/// The JSON encoding before issue #12, kept only to measure the binary one against it (the
+/// `bench-json-raft` feature): openraft's serde types and commands as serde derives them, so
+/// every key and value byte is a decimal number in an array, as it was.
+#[cfg(feature = "bench-json-raft")]
+mod json {
+    use serde::{Deserialize, Serialize};
+
+    use crate::services::kv::Op;
+    use crate::services::raft::Command;
+
+    #[derive(Serialize, Deserialize)]
+    enum JsonCommand {
+        Batch(Vec<Op>),
+        Split { split_key: Vec<u8> },
+    }
+
+    pub fn to_json<S: serde::Serializer>(command: &Command, serializer: S) -> Result<S::Ok, S::Error> {
+        match command {
+            Command::Batch(ops) => JsonCommand::Batch(ops.clone()),
+            Command::Split { split_key } => JsonCommand::Split { split_key: split_key.clone() },
+        }
+        .serialize(serializer)
+    }
+
+    pub fn from_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Command, D::Error> {
+        Ok(match JsonCommand::deserialize(deserializer)? {
+            JsonCommand::Batch(ops) => Command::Batch(ops),
+            JsonCommand::Split { split_key } => Command::Split { split_key },
+        })
+    }
+}
+
+/// Encodes an openraft value in JSON (the `bench-json-raft` measurement build).
+#[cfg(feature = "bench-json-raft")]
+pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|err| format!("encoding: {err}"))
+}
+
+/// Decodes an openraft value from JSON (the `bench-json-raft` measurement build).
+#[cfg(feature = "bench-json-raft")]
+pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|err| format!("decoding: {err}"))
 }
 
 impl Command {
@@ -56,18 +103,27 @@ impl Command {
 
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[cfg(feature = "bench-json-raft")]
+        return json::to_json(self, serializer);
+        #[cfg(not(feature = "bench-json-raft"))]
         serializer.serialize_bytes(&self.encode())
     }
 }
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bytes: serde_bytes_buf::Buf = Deserialize::deserialize(deserializer)?;
-        Command::decode(&bytes.0).map_err(serde::de::Error::custom)
+        #[cfg(feature = "bench-json-raft")]
+        return json::from_json(deserializer);
+        #[cfg(not(feature = "bench-json-raft"))]
+        {
+            let bytes: serde_bytes_buf::Buf = Deserialize::deserialize(deserializer)?;
+            Command::decode(&bytes.0).map_err(serde::de::Error::custom)
+        }
     }
 }
 
 /// Byte buffers through serde without a crate for it: accepts bytes or a sequence of u8.
+#[cfg(not(feature = "bench-json-raft"))]
 mod serde_bytes_buf {
     use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 
@@ -100,7 +156,20 @@ mod serde_bytes_buf {
     }
 }
 
+/// Encodes a log entry as openraft's serde form in JSON (the `bench-json-raft` measurement build).
+#[cfg(feature = "bench-json-raft")]
+pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, String> {
+    to_bytes(entry)
+}
+
+/// Decodes a log entry from JSON (the `bench-json-raft` measurement build).
+#[cfg(feature = "bench-json-raft")]
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
+    from_bytes(bytes)
+}
+
 /// Encodes a log entry as the `LogEntry` envelope.
+#[cfg(not(feature = "bench-json-raft"))]
 pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, String> {
     use pb::log_entry::Payload as P;
     let payload = match &entry.payload {
@@ -118,6 +187,7 @@ pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, String> {
 }
 
 /// Decodes a `LogEntry` envelope.
+#[cfg(not(feature = "bench-json-raft"))]
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
     use pb::log_entry::Payload as P;
     let envelope = pb::LogEntry::decode(bytes).map_err(|err| format!("bad log entry: {err}"))?;
@@ -133,7 +203,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
     Ok(Entry { log_id, payload })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(feature = "bench-json-raft")))]
 mod tests {
     use super::*;
 

@@ -55,18 +55,21 @@ const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 /// Creates one [`Network`] per target node, sharing the node's dialer.
 pub struct NetworkFactory {
     dialer: Arc<Dialer>,
+    pipelined: bool,
 }
 
 impl NetworkFactory {
-    /// A factory dialing through `dialer`.
-    pub fn new(dialer: Arc<Dialer>) -> Self {
-        Self { dialer }
+    /// A factory dialing through `dialer`; `pipelined` false keeps one AppendEntries in flight
+    /// per follower (only to measure what the pipelined stream gives).
+    pub fn new(dialer: Arc<Dialer>, pipelined: bool) -> Self {
+        Self { dialer, pipelined }
     }
 }
 
 /// The connection to one target node.
 pub struct Network {
     client: Result<RaftServiceClient<Channel>, String>,
+    pipelined: bool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -82,7 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|err| err.to_string());
-        Network { client }
+        Network { client, pipelined: self.pipelined }
     }
 }
 
@@ -288,7 +291,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> BoxFuture<
         's,
         Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
@@ -296,6 +299,9 @@ impl RaftNetworkV2<TypeConfig> for Network {
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
+        if !self.pipelined {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
         Box::pin(async move {
             let mut client = self.client.clone().map_err(unreachable)?;
             let sent = SendTimes::default();

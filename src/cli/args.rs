@@ -189,6 +189,10 @@ pub struct StartArgs {
     /// nemesis test turns it on to show that its linearizability checker catches stale reads.
     #[arg(long, env = "RANGED_TESTING_STALE_FOLLOWER_READS", hide = true)]
     pub testing_stale_follower_reads: bool,
+    /// Benchmarking only: replicate with one AppendEntries in flight per follower instead of
+    /// the pipelined stream, to measure what pipelining gives (BENCHMARKS.md).
+    #[arg(long, env = "RANGED_TESTING_SEQUENTIAL_RAFT_APPENDS", hide = true)]
+    pub testing_sequential_raft_appends: bool,
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]

@@ -77,6 +77,7 @@ impl TryFrom<&StartArgs> for NodeConfig {
                 sql_startup_timeout: args.sql_startup_timeout,
             },
             testing_stale_follower_reads: args.testing_stale_follower_reads,
+            testing_sequential_raft_appends: args.testing_sequential_raft_appends,
         })
     }
 }
