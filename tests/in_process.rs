@@ -51,6 +51,19 @@ async fn embedded_api_answers_for_its_own_node_in_process_and_dials_the_others()
     assert_eq!(status, 200);
     assert_eq!(hot["summary"]["total"], 1);
 
+    // The Raft transport delivers by group: a message for a group the node holds no replica
+    // of is refused as NotFound (the sender backs off), one for its group that does not
+    // decode as InvalidArgument; neither disturbs the cluster.
+    let rpc = format!("http://{}", cluster.nodes[1].listen_addr());
+    let mut raft = ranged::pb::raft_service_client::RaftServiceClient::connect(rpc).await.unwrap();
+    let payload = |group| ranged::pb::RaftPayload { data: b"not a vote".to_vec().into(), error: false, group };
+    let refused = raft.vote(payload(7)).await.expect_err("no replica of group 7");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert!(refused.message().contains("Raft group 7"), "{refused:?}");
+    let refused = raft.vote(payload(ranged::services::raft::GROUP)).await.expect_err("undecodable vote");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(get(&format!("{api}/health/?ready=true")).await.0, 200);
+
     // A stopped node is reported, not waited for.
     let mut nodes = cluster.nodes;
     nodes.pop().unwrap().shutdown().await;

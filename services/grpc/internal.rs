@@ -61,7 +61,7 @@ fn encode<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Re
         Ok(value) => (codec::to_bytes(&value).map_err(Status::internal)?, false),
         Err(err) => (err.to_string().into_bytes(), true),
     };
-    Ok(Response::new(pb::RaftPayload { data: data.into(), error }))
+    Ok(Response::new(pb::RaftPayload { data: data.into(), error, ..Default::default() }))
 }
 
 /// The replies of one replication stream.
@@ -76,13 +76,31 @@ impl RaftService for RaftApi {
         request: Request<tonic::Streaming<pb::RaftPayload>>,
     ) -> Result<Response<ReplyStream>, Status> {
         use futures::StreamExt;
-        let active = self.0.active()?;
-        // Requests end with the sender's stream, a transport error or one that does not
-        // decode; the leader then sees the replies end and opens a new stream.
-        let requests = futures::stream::unfold(request.into_inner(), |mut inbound| async move {
-            let payload = inbound.message().await.ok()??;
+        let mut inbound = request.into_inner();
+        // The first request names the stream's group; a stream that ends before it has
+        // nothing to answer.
+        let Some(first) = inbound.message().await? else {
+            return Ok(Response::new(Box::pin(futures::stream::empty::<Result<pb::RaftPayload, Status>>())));
+        };
+        let group = first.group;
+        let active = self.0.raft_group(group)?;
+        // Requests end with the sender's stream, a transport error, one that does not decode
+        // or one for another group; the leader then sees the replies end and opens a new stream.
+        let requests = futures::stream::unfold((Some(first), inbound), move |(first, mut inbound)| async move {
+            let payload = match first {
+                Some(payload) => payload,
+                None => inbound.message().await.ok()??,
+            };
+            if payload.group != group {
+                tracing::warn!(
+                    group,
+                    other = payload.group,
+                    "replication stream: request for another group, stream closed"
+                );
+                return None;
+            }
             match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
-                Ok(request) => Some((request, inbound)),
+                Ok(request) => Some((request, (None, inbound))),
                 Err(err) => {
                     tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
                     None
@@ -94,28 +112,28 @@ impl RaftService for RaftApi {
                 Ok(result) => (codec::to_bytes(&result).map_err(Status::internal)?, false),
                 Err(fatal) => (fatal.to_string().into_bytes(), true),
             };
-            Ok(pb::RaftPayload { data: data.into(), error })
+            Ok(pb::RaftPayload { data: data.into(), error, ..Default::default() })
         });
         Ok(Response::new(Box::pin(replies)))
     }
 
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.active()?;
+        let active = self.0.raft_group(request.get_ref().group)?;
         encode(active.raft.append_entries(decode(request.get_ref())?).await)
     }
 
     async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.active()?;
+        let active = self.0.raft_group(request.get_ref().group)?;
         encode(active.raft.vote(decode(request.get_ref())?).await)
     }
 
     async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.active()?;
+        let active = self.0.raft_group(request.get_ref().group)?;
         encode(active.raft.handle_transfer_leader(decode(request.get_ref())?).await)
     }
 
     async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.active()?;
+        let active = self.0.raft_group(request.get_ref().group)?;
         let (chunk, bytes) = network::decode_chunk(&request.get_ref().data).map_err(Status::invalid_argument)?;
         let vote = chunk.vote;
         match active.snapshot_inbox.receive(chunk, bytes).map_err(Status::invalid_argument)? {

@@ -297,7 +297,8 @@ impl NodeCore {
         let state = StateMachine::open(self.engine.state.clone())?;
         let log = LogStore::new(self.engine.log.clone(), raft_mod::GROUP);
         let config = Arc::new(raft_mod::config(&cluster_id)?);
-        let network = NetworkFactory::new(self.dialer.clone(), !self.config.testing_sequential_raft_appends);
+        let network =
+            NetworkFactory::new(self.dialer.clone(), raft_mod::GROUP, !self.config.testing_sequential_raft_appends);
         let raft = Raft::new(node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
         let descriptor = self.descriptor(node_id);
         let gossip = Membership::start(

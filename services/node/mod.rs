@@ -254,6 +254,16 @@ impl NodeCore {
         })
     }
 
+    /// Where the Raft transport delivers a message for `group`: this node's replica of it, or
+    /// NotFound when it holds none (the sender backs off). One group holds every range today.
+    pub fn raft_group(&self, group: u64) -> Result<&Arc<Active>> {
+        let active = self.active()?;
+        if group != raft_mod::GROUP {
+            return Err(Error::NotFound(format!("Raft group {group} has no replica on node {}", active.node_id)));
+        }
+        Ok(active)
+    }
+
     /// The SQL sessions of this node.
     pub fn sessions(&self) -> &SessionRegistry {
         &self.sessions

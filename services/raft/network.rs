@@ -55,20 +55,23 @@ const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 /// Creates one [`Network`] per target node, sharing the node's dialer.
 pub struct NetworkFactory {
     dialer: Arc<Dialer>,
+    group: u64,
     pipelined: bool,
 }
 
 impl NetworkFactory {
-    /// A factory dialing through `dialer`; `pipelined` false keeps one AppendEntries in flight
-    /// per follower (only to measure what the pipelined stream gives).
-    pub fn new(dialer: Arc<Dialer>, pipelined: bool) -> Self {
-        Self { dialer, pipelined }
+    /// A factory for the Raft group `group`, dialing through `dialer`; `pipelined` false keeps
+    /// one AppendEntries in flight per follower (only to measure what the pipelined stream gives).
+    pub fn new(dialer: Arc<Dialer>, group: u64, pipelined: bool) -> Self {
+        Self { dialer, group, pipelined }
     }
 }
 
-/// The connection to one target node.
+/// The connection of one group to one target node (groups to the same node share its
+/// channel: one HTTP/2 connection per peer).
 pub struct Network {
     client: Result<RaftServiceClient<Channel>, String>,
+    group: u64,
     pipelined: bool,
 }
 
@@ -85,7 +88,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|err| err.to_string());
-        Network { client, pipelined: self.pipelined }
+        Network { client, group: self.group, pipelined: self.pipelined }
     }
 }
 
@@ -219,7 +222,7 @@ impl Network {
             Ok(client) => client,
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(err.clone())))),
         };
-        let mut message = tonic::Request::new(RaftPayload { data: data.into(), error: false });
+        let mut message = tonic::Request::new(RaftPayload { data: data.into(), error: false, group: self.group });
         message.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(message).await,
@@ -305,6 +308,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         Box::pin(async move {
             let mut client = self.client.clone().map_err(unreachable)?;
             let sent = SendTimes::default();
+            let group = self.group;
             let outbound = {
                 let sent = sent.clone();
                 input.map(move |request| {
@@ -315,7 +319,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
                         tracing::error!(error = %err, "encoding an AppendEntries request");
                         Vec::new()
                     });
-                    RaftPayload { data: data.into(), error: false }
+                    RaftPayload { data: data.into(), error: false, group }
                 })
             };
             let replies = tokio::time::timeout(STREAM_REPLY_TIMEOUT, client.append_stream(outbound))
