@@ -16,6 +16,7 @@
 //! | `capacity.used`, `totalbytes` | bytes | files of the store directory |
 //! | `livebytes` | bytes | keys + values of the ranges this store holds |
 //! | `replicas`, `replicas.leaseholders`, `ranges.*` | count | the range index and Raft state |
+//! | `raft.rcvd.app`, `raft.rcvd.heartbeat`, `raft.rcvd.vote`, `raft.rcvd.snap`, `raft.rcvd.transferleader` | count (cumulative) | Raft messages this node's transport received, by kind ([`RaftMessages`]) |
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -70,6 +71,57 @@ impl SqlStats {
     pub fn p99_nanos(&self) -> u64 {
         let mut sorted: Vec<u64> = self.latencies.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
         percentile(&mut sorted, 99.0)
+    }
+}
+
+/// Raft messages received by this node's transport, by kind, since start. An AppendEntries
+/// without entries is a heartbeat (openraft has no separate message): idle groups cost
+/// heartbeats, so this is what shows whether they have gone quiet.
+#[derive(Debug, Default)]
+pub struct RaftMessages {
+    app: AtomicU64,
+    heartbeat: AtomicU64,
+    vote: AtomicU64,
+    snap: AtomicU64,
+    transfer_leader: AtomicU64,
+}
+
+/// A kind of Raft message, as [`RaftMessages`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftMessage {
+    /// AppendEntries carrying `n` entries (0: a heartbeat).
+    Append(usize),
+    /// RequestVote.
+    Vote,
+    /// One snapshot chunk.
+    SnapshotChunk,
+    /// A leader handing over leadership.
+    TransferLeader,
+}
+
+impl RaftMessages {
+    /// Counts one received message.
+    pub fn record(&self, message: RaftMessage) {
+        let counter = match message {
+            RaftMessage::Append(0) => &self.heartbeat,
+            RaftMessage::Append(_) => &self.app,
+            RaftMessage::Vote => &self.vote,
+            RaftMessage::SnapshotChunk => &self.snap,
+            RaftMessage::TransferLeader => &self.transfer_leader,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts under CockroachDB's metric names.
+    pub fn metrics(&self) -> [(&'static str, f64); 5] {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        [
+            ("raft.rcvd.app", get(&self.app)),
+            ("raft.rcvd.heartbeat", get(&self.heartbeat)),
+            ("raft.rcvd.vote", get(&self.vote)),
+            ("raft.rcvd.snap", get(&self.snap)),
+            ("raft.rcvd.transferleader", get(&self.transfer_leader)),
+        ]
     }
 }
 
@@ -212,6 +264,32 @@ mod tests {
         assert_eq!(percentile(&mut values, 50.0), 50);
         assert_eq!(percentile(&mut [7], 99.0), 7);
         assert_eq!(percentile(&mut [], 99.0), 0);
+    }
+
+    #[test]
+    fn raft_messages_count_an_empty_append_as_a_heartbeat() {
+        let counts = RaftMessages::default();
+        for message in [
+            RaftMessage::Append(0),
+            RaftMessage::Append(0),
+            RaftMessage::Append(3),
+            RaftMessage::Vote,
+            RaftMessage::SnapshotChunk,
+            RaftMessage::SnapshotChunk,
+            RaftMessage::TransferLeader,
+        ] {
+            counts.record(message);
+        }
+        assert_eq!(
+            counts.metrics(),
+            [
+                ("raft.rcvd.app", 1.0),
+                ("raft.rcvd.heartbeat", 2.0),
+                ("raft.rcvd.vote", 1.0),
+                ("raft.rcvd.snap", 2.0),
+                ("raft.rcvd.transferleader", 1.0)
+            ]
+        );
     }
 
     #[test]

@@ -64,6 +64,28 @@ async fn embedded_api_answers_for_its_own_node_in_process_and_dials_the_others()
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert_eq!(get(&format!("{api}/health/?ready=true")).await.0, 200);
 
+    // Each node counts the Raft messages it receives: the followers of the idle cluster see
+    // heartbeats (empty appends) and the bootstrap's entries, reported with the store metrics.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, nodes) = get(&format!("{api}/nodes/")).await;
+        let received = |name: &str| -> f64 {
+            nodes["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|n| n["store_metrics"].as_object())
+                .flat_map(|stores| stores.values())
+                .filter_map(|store| store[name].as_f64())
+                .sum()
+        };
+        if received("raft.rcvd.heartbeat") > 0.0 && received("raft.rcvd.app") > 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Raft messages counted: {nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // A stopped node is reported, not waited for.
     let mut nodes = cluster.nodes;
     nodes.pop().unwrap().shutdown().await;

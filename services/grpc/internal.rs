@@ -13,6 +13,7 @@ use crate::pb::node_service_server::NodeService;
 use crate::pb::raft_service_server::RaftService;
 use crate::services::error::Result;
 use crate::services::kv::Op;
+use crate::services::metrics::RaftMessage;
 use crate::services::node::NodeCore;
 use crate::services::raft::{TypeConfig, codec, network};
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse};
@@ -84,26 +85,33 @@ impl RaftService for RaftApi {
         };
         let group = first.group;
         let active = self.0.raft_group(group)?;
+        let core = self.0.clone();
         // Requests end with the sender's stream, a transport error, one that does not decode
         // or one for another group; the leader then sees the replies end and opens a new stream.
-        let requests = futures::stream::unfold((Some(first), inbound), move |(first, mut inbound)| async move {
-            let payload = match first {
-                Some(payload) => payload,
-                None => inbound.message().await.ok()??,
-            };
-            if payload.group != group {
-                tracing::warn!(
-                    group,
-                    other = payload.group,
-                    "replication stream: request for another group, stream closed"
-                );
-                return None;
-            }
-            match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
-                Ok(request) => Some((request, (None, inbound))),
-                Err(err) => {
-                    tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
-                    None
+        let requests = futures::stream::unfold((Some(first), inbound), move |(first, mut inbound)| {
+            let core = core.clone();
+            async move {
+                let payload = match first {
+                    Some(payload) => payload,
+                    None => inbound.message().await.ok()??,
+                };
+                if payload.group != group {
+                    tracing::warn!(
+                        group,
+                        other = payload.group,
+                        "replication stream: request for another group, stream closed"
+                    );
+                    return None;
+                }
+                match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
+                    Ok(request) => {
+                        core.raft_messages().record(RaftMessage::Append(request.entries.len()));
+                        Some((request, (None, inbound)))
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
+                        None
+                    }
                 }
             }
         });
@@ -119,22 +127,29 @@ impl RaftService for RaftApi {
 
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let active = self.0.raft_group(request.get_ref().group)?;
-        encode(active.raft.append_entries(decode(request.get_ref())?).await)
+        let append: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
+        self.0.raft_messages().record(RaftMessage::Append(append.entries.len()));
+        encode(active.raft.append_entries(append).await)
     }
 
     async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let active = self.0.raft_group(request.get_ref().group)?;
-        encode(active.raft.vote(decode(request.get_ref())?).await)
+        let vote = decode(request.get_ref())?;
+        self.0.raft_messages().record(RaftMessage::Vote);
+        encode(active.raft.vote(vote).await)
     }
 
     async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let active = self.0.raft_group(request.get_ref().group)?;
-        encode(active.raft.handle_transfer_leader(decode(request.get_ref())?).await)
+        let transfer = decode(request.get_ref())?;
+        self.0.raft_messages().record(RaftMessage::TransferLeader);
+        encode(active.raft.handle_transfer_leader(transfer).await)
     }
 
     async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let active = self.0.raft_group(request.get_ref().group)?;
         let (chunk, bytes) = network::decode_chunk(&request.get_ref().data).map_err(Status::invalid_argument)?;
+        self.0.raft_messages().record(RaftMessage::SnapshotChunk);
         let vote = chunk.vote;
         match active.snapshot_inbox.receive(chunk, bytes).map_err(Status::invalid_argument)? {
             Some((vote, snapshot)) => encode(active.raft.install_full_snapshot(vote, snapshot).await),

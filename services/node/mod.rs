@@ -38,7 +38,7 @@ use crate::services::keys;
 use crate::services::kv::{self, Kv, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
 use crate::services::membership::{self, Membership, NodeDescriptor};
-use crate::services::metrics::{self as node_metrics, CpuSampler, SqlStats, StatusRecord};
+use crate::services::metrics::{self as node_metrics, CpuSampler, RaftMessages, SqlStats, StatusRecord};
 use crate::services::raft::log_store::LogStore;
 use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
 use crate::services::raft::state_machine::{RangeSize, StateMachine};
@@ -222,6 +222,7 @@ pub struct NodeCore {
     started: Instant,
     sessions: SessionRegistry,
     sql_stats: SqlStats,
+    raft_messages: RaftMessages,
     cpu: CpuSampler,
     /// Leaders this node observed, newest last (at most `LEASE_HISTORY`).
     lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
@@ -295,6 +296,11 @@ impl NodeCore {
     /// Statement counters of this node's SQL layer.
     pub fn sql_stats(&self) -> &SqlStats {
         &self.sql_stats
+    }
+
+    /// Raft messages this node's transport has received.
+    pub fn raft_messages(&self) -> &RaftMessages {
+        &self.raft_messages
     }
 
     /// Drains: gossips DRAINING, refuses new leaseholder work, hands leadership to a caught-up
@@ -406,6 +412,7 @@ impl NodeCore {
             sessions,
             started: Instant::now(),
             sql_stats: SqlStats::default(),
+            raft_messages: RaftMessages::default(),
             cpu: CpuSampler::default(),
             lease_history: Default::default(),
             own_status: Default::default(),

@@ -51,6 +51,9 @@ impl NodeCore {
         store.insert("ranges.unavailable".to_string(), if raft.current_leader.is_none() { ranges } else { 0.0 });
         store.insert("ranges.underreplicated".to_string(), if is_leader && underreplicated { ranges } else { 0.0 });
         store.insert("ranges.overreplicated".to_string(), 0.0);
+        for (name, count) in self.raft_messages.metrics() {
+            store.insert(name.to_string(), count);
+        }
         StatusRecord {
             node_id: active.node_id,
             metrics,
