@@ -14,6 +14,8 @@
 //! - [`demo`] — `ranged demo`: an in-process cluster on loopback, the embedded default.
 //! - [`workload`] — `ranged workload run kv`: a PostgreSQL-wire load generator.
 //! - [`wal_bench`] — `ranged bench wal`: appends per second of the write-ahead log, fsync on.
+//! - [`raft_groups_bench`] — `ranged bench raft-groups`: memory, tasks, CPU and RPCs of idle
+//!   openraft groups, heartbeats on and off, and re-election after a node stops.
 #![forbid(unsafe_code)]
 
 /// Generated protobuf and gRPC code for package `ranged.v1`. Never edited by hand.
@@ -38,6 +40,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod local_cluster;
+pub mod raft_groups_bench;
 pub mod server;
 pub mod wal_bench;
 pub mod workload;

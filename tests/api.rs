@@ -493,6 +493,19 @@ async fn bench_harnesses_run_small() {
     assert!(!out.status.success(), "zero nodes is refused");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_raft_groups_runs_small() {
+    use ranged::raft_groups_bench::{RaftGroupsOptions, run};
+    // Three groups on three simulated nodes: every group elects a leader, and once the node
+    // leading the most stops, each of its groups elects another.
+    let dir = tempfile::tempdir().unwrap();
+    let options = RaftGroupsOptions { groups: 3, nodes: 3, window: Duration::from_secs(1) };
+    let report = run(dir.path(), options).await.unwrap();
+    assert_eq!(report.leaders.1, 3, "{report}");
+    let failover = report.failover.as_ref().unwrap();
+    assert!(failover.groups_led > 0 && failover.reelected.len() == failover.groups_led, "{report}");
+}
+
 #[tokio::test]
 async fn bench_fanout_over_empty_status_endpoints_runs_small() {
     // Comparison 3's 1,000-endpoint harness at 3 nodes + 17 empty endpoints; it refuses to

@@ -479,6 +479,24 @@ pub enum BenchCommand {
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// What idle openraft groups cost: --groups groups over --nodes simulated nodes in this
+    /// process (real log store and config, in-process network); prints memory, tasks, CPU and
+    /// RPCs per second with heartbeats on and off, and the re-election time after a node stops.
+    RaftGroups {
+        /// Raft groups, each with every node a voter.
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        /// Simulated nodes, each with its own write-ahead log.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Seconds of each idle measurement window.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Directory to create the nodes' logs in (removed after); the system's temporary
+        /// directory if not given.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `ranged node` subcommands.

@@ -219,6 +219,12 @@ pub async fn bench(command: BenchCommand) -> Result<(), String> {
                 );
             }
         }
+        BenchCommand::RaftGroups { groups, nodes, seconds, dir } => {
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            let options =
+                crate::raft_groups_bench::RaftGroupsOptions { groups, nodes, window: Duration::from_secs(seconds) };
+            println!("{}", crate::raft_groups_bench::run(&dir, options).await?);
+        }
     }
     Ok(())
 }
