@@ -85,33 +85,30 @@ impl RaftService for RaftApi {
         };
         let group = first.group;
         let active = self.0.raft_group(group)?;
-        let core = self.0.clone();
         // Requests end with the sender's stream, a transport error, one that does not decode
         // or one for another group; the leader then sees the replies end and opens a new stream.
-        let requests = futures::stream::unfold((Some(first), inbound), move |(first, mut inbound)| {
-            let core = core.clone();
-            async move {
-                let payload = match first {
-                    Some(payload) => payload,
-                    None => inbound.message().await.ok()??,
-                };
-                if payload.group != group {
-                    tracing::warn!(
-                        group,
-                        other = payload.group,
-                        "replication stream: request for another group, stream closed"
-                    );
-                    return None;
+        let state = (Some(first), inbound, self.0.clone());
+        let requests = futures::stream::unfold(state, move |(first, mut inbound, core)| async move {
+            let payload = match first {
+                Some(payload) => payload,
+                None => inbound.message().await.ok()??,
+            };
+            if payload.group != group {
+                tracing::warn!(
+                    group,
+                    other = payload.group,
+                    "replication stream: request for another group, stream closed"
+                );
+                return None;
+            }
+            match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
+                Ok(request) => {
+                    core.raft_messages().record(RaftMessage::Append(request.entries.len()));
+                    Some((request, (None, inbound, core)))
                 }
-                match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
-                    Ok(request) => {
-                        core.raft_messages().record(RaftMessage::Append(request.entries.len()));
-                        Some((request, (None, inbound)))
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
-                        None
-                    }
+                Err(err) => {
+                    tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
+                    None
                 }
             }
         });

@@ -11,25 +11,27 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pb;
 use crate::services::kv::Op;
-#[cfg_attr(feature = "bench-json-raft", allow(unused_imports))]
 use crate::services::raft::{Command, Entry, LogId};
 
-/// Encodes an openraft value in postcard.
-#[cfg(not(feature = "bench-json-raft"))]
+/// Encodes an openraft value in postcard (in JSON in the `bench-json-raft` measurement build).
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    if cfg!(feature = "bench-json-raft") {
+        return serde_json::to_vec(value).map_err(|err| format!("encoding: {err}"));
+    }
     postcard::to_stdvec(value).map_err(|err| format!("encoding: {err}"))
 }
 
-/// Decodes an openraft value from postcard.
-#[cfg(not(feature = "bench-json-raft"))]
+/// Decodes an openraft value from postcard (from JSON in the `bench-json-raft` build).
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if cfg!(feature = "bench-json-raft") {
+        return serde_json::from_slice(bytes).map_err(|err| format!("decoding: {err}"));
+    }
     postcard::from_bytes(bytes).map_err(|err| format!("decoding: {err}"))
 }
 
 /// The JSON encoding before issue #12, kept only to measure the binary one against it (the
-/// `bench-json-raft` feature): openraft's serde types and commands as serde derives them, so
-/// every key and value byte is a decimal number in an array, as it was.
-#[cfg(feature = "bench-json-raft")]
+/// `bench-json-raft` feature): commands as serde derives them, so every key and value byte is
+/// a decimal number in an array, as it was.
 mod json {
     use serde::{Deserialize, Serialize};
 
@@ -56,18 +58,6 @@ mod json {
             JsonCommand::Split { split_key } => Command::Split { split_key },
         })
     }
-}
-
-/// Encodes an openraft value in JSON (the `bench-json-raft` measurement build).
-#[cfg(feature = "bench-json-raft")]
-pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(value).map_err(|err| format!("encoding: {err}"))
-}
-
-/// Decodes an openraft value from JSON (the `bench-json-raft` measurement build).
-#[cfg(feature = "bench-json-raft")]
-pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|err| format!("decoding: {err}"))
 }
 
 impl Command {
@@ -103,27 +93,24 @@ impl Command {
 
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[cfg(feature = "bench-json-raft")]
-        return json::to_json(self, serializer);
-        #[cfg(not(feature = "bench-json-raft"))]
+        if cfg!(feature = "bench-json-raft") {
+            return json::to_json(self, serializer);
+        }
         serializer.serialize_bytes(&self.encode())
     }
 }
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[cfg(feature = "bench-json-raft")]
-        return json::from_json(deserializer);
-        #[cfg(not(feature = "bench-json-raft"))]
-        {
-            let bytes: serde_bytes_buf::Buf = Deserialize::deserialize(deserializer)?;
-            Command::decode(&bytes.0).map_err(serde::de::Error::custom)
+        if cfg!(feature = "bench-json-raft") {
+            return json::from_json(deserializer);
         }
+        let bytes: serde_bytes_buf::Buf = Deserialize::deserialize(deserializer)?;
+        Command::decode(&bytes.0).map_err(serde::de::Error::custom)
     }
 }
 
 /// Byte buffers through serde without a crate for it: accepts bytes or a sequence of u8.
-#[cfg(not(feature = "bench-json-raft"))]
 mod serde_bytes_buf {
     use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 
@@ -156,21 +143,12 @@ mod serde_bytes_buf {
     }
 }
 
-/// Encodes a log entry as openraft's serde form in JSON (the `bench-json-raft` measurement build).
-#[cfg(feature = "bench-json-raft")]
+/// Encodes a log entry as the `LogEntry` envelope (as openraft's serde form in JSON in the
+/// `bench-json-raft` measurement build).
 pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, String> {
-    to_bytes(entry)
-}
-
-/// Decodes a log entry from JSON (the `bench-json-raft` measurement build).
-#[cfg(feature = "bench-json-raft")]
-pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
-    from_bytes(bytes)
-}
-
-/// Encodes a log entry as the `LogEntry` envelope.
-#[cfg(not(feature = "bench-json-raft"))]
-pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, String> {
+    if cfg!(feature = "bench-json-raft") {
+        return to_bytes(entry);
+    }
     use pb::log_entry::Payload as P;
     let payload = match &entry.payload {
         openraft::EntryPayload::Blank => P::Blank(pb::BlankEntry {}),
@@ -186,9 +164,11 @@ pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, String> {
     Ok(envelope.encode_to_vec())
 }
 
-/// Decodes a `LogEntry` envelope.
-#[cfg(not(feature = "bench-json-raft"))]
+/// Decodes a `LogEntry` envelope (JSON in the `bench-json-raft` build).
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
+    if cfg!(feature = "bench-json-raft") {
+        return from_bytes(bytes);
+    }
     use pb::log_entry::Payload as P;
     let envelope = pb::LogEntry::decode(bytes).map_err(|err| format!("bad log entry: {err}"))?;
     let payload = match envelope.payload.ok_or("log entry without payload")? {
