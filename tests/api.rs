@@ -308,7 +308,7 @@ async fn authentication_and_authorization() {
     let sql_port = cluster.nodes[0].sql_addr.split(':').nth(1).unwrap().to_string();
     let root_sql = wait_for(Duration::from_secs(20), "root SQL login", || {
         let url = format!(
-            "postgresql://root:rootpw@localhost:{sql_port}/defaultdb?sslmode=verify-full&sslrootcert={}",
+            "postgresql://root:rootpw@localhost:{sql_port}/defaultdb?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
             ca.display()
         );
         async move { ranged::workload::connect(&url).await.ok() }

@@ -209,7 +209,7 @@ async fn auth_failures_and_statement_errors_have_sqlstates() {
     let (cluster, certs) = Cluster::start_secure(1, &[], root_password).await;
     let url = |user: &str, password: &str| {
         format!(
-            "postgresql://{user}:{}@localhost:{}/defaultdb?sslmode=verify-full&sslrootcert={}",
+            "postgresql://{user}:{}@localhost:{}/defaultdb?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
             password.replace(' ', "%20"),
             cluster.nodes[0].sql_addr.split(':').nth(1).unwrap(),
             certs.join("ca.crt").display()

@@ -56,8 +56,13 @@ impl Demo {
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
             if let Some(url) = line.trim_start().strip_prefix("sql: ") {
-                // tokio-postgres-rustls checks the certificate by host name, not by IP address.
-                sql_urls.push(url.trim().replace("@127.0.0.1:", "@localhost:"));
+                // The certificate names localhost; hostaddr keeps the connection on 127.0.0.1
+                // (localhost also resolves to ::1, where another process may listen).
+                sql_urls.push(
+                    url.trim()
+                        .replace("@127.0.0.1:", "@localhost:")
+                        .replace("?sslmode=", "?hostaddr=127.0.0.1&sslmode="),
+                );
             }
             if line.starts_with("Press Ctrl-C") || Instant::now() > deadline {
                 break;
@@ -238,7 +243,7 @@ async fn every_failed_login_answers_alike() {
     let port = cluster.nodes[0].sql_addr.split(':').nth(1).unwrap().to_string();
     let url = |user: &str, password: &str| {
         format!(
-            "postgresql://{user}:{password}@localhost:{port}/defaultdb?sslmode=verify-full&sslrootcert={}",
+            "postgresql://{user}:{password}@localhost:{port}/defaultdb?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
             certs.join("ca.crt").display()
         )
     };
