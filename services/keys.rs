@@ -25,6 +25,8 @@ pub const RANGE_ID_ALLOCATOR: &[u8] = b"\x04idalloc/range";
 pub const NODE_PREFIX: &[u8] = b"\x04node/";
 /// Prefix of node status records (`/System/status/<id>`).
 pub const STATUS_PREFIX: &[u8] = b"\x04status/";
+/// Prefix of node membership records (`/System/membership/<id>`): decommissioning state.
+pub const MEMBERSHIP_PREFIX: &[u8] = b"\x04membership/";
 /// Prefix of web sessions (`/System/websession/<id>`).
 pub const WEB_SESSION_PREFIX: &[u8] = b"\x04websession/";
 /// Prefixes of the SQL catalog (databases, table names, table descriptors). A write under
@@ -42,6 +44,11 @@ pub fn range_descriptor_key(range_id: u64) -> Vec<u8> {
 /// The key of node `node_id`'s registry record.
 pub fn node_key(node_id: u64) -> Vec<u8> {
     [NODE_PREFIX, &node_id.to_be_bytes()].concat()
+}
+
+/// The key of node `node_id`'s membership record.
+pub fn membership_key(node_id: u64) -> Vec<u8> {
+    [MEMBERSHIP_PREFIX, &node_id.to_be_bytes()].concat()
 }
 
 /// The key of node `node_id`'s status record.

@@ -92,24 +92,50 @@ impl Liveness {
     }
 }
 
-/// Classifies a node from what gossip says of it.
+/// Whether a node is, or is being taken, out of the cluster: CockroachDB's
+/// `MembershipStatus`, set by `ranged node decommission|recommission` and kept in range 1
+/// (`/System/membership/<id>`; no record means active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeMembership {
+    /// A full member.
+    #[default]
+    Active,
+    /// Its replicas are moving off.
+    Decommissioning,
+    /// Out of the cluster: it holds no replica and the fan-out skips it.
+    Decommissioned,
+}
+
+impl NodeMembership {
+    /// CockroachDB's lower-case name (`decommissioning`), as its CLI prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeMembership::Active => "active",
+            NodeMembership::Decommissioning => "decommissioning",
+            NodeMembership::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// Classifies a node from what gossip says of it and its membership record (CockroachDB's
+/// order: a decommissioned node, or a decommissioning one gone dead, is DECOMMISSIONED).
 pub fn classify(
     heard_from: bool,
     draining: bool,
-    decommissioned: bool,
+    membership: NodeMembership,
     since_last_seen: Duration,
     time_until_dead: Duration,
 ) -> Liveness {
-    if decommissioned {
-        Liveness::Decommissioned
-    } else if heard_from && draining {
-        Liveness::Draining
-    } else if heard_from {
-        Liveness::Live
-    } else if since_last_seen < time_until_dead {
-        Liveness::Unavailable
-    } else {
-        Liveness::Dead
+    let dead = !heard_from && since_last_seen >= time_until_dead;
+    match membership {
+        NodeMembership::Decommissioned => Liveness::Decommissioned,
+        NodeMembership::Decommissioning if dead => Liveness::Decommissioned,
+        NodeMembership::Decommissioning => Liveness::Decommissioning,
+        NodeMembership::Active if heard_from && draining => Liveness::Draining,
+        NodeMembership::Active if heard_from => Liveness::Live,
+        NodeMembership::Active if dead => Liveness::Dead,
+        NodeMembership::Active => Liveness::Unavailable,
     }
 }
 
@@ -136,7 +162,8 @@ pub struct NodeDescriptor {
     pub total_system_memory: u64,
     /// `--cluster-name`.
     pub cluster_name: String,
-    /// Set by decommissioning (not yet offered by the CLI).
+    /// Whether the node is decommissioned, as reported (the membership record in range 1 is
+    /// the authority; see [`NodeMembership`]).
     #[serde(default)]
     pub decommissioned: bool,
 }
@@ -302,12 +329,16 @@ mod tests {
     #[test]
     fn classification_follows_the_table() {
         let s = Duration::from_secs;
-        assert_eq!(classify(true, false, false, s(0), DEAD_AFTER), Liveness::Live);
-        assert_eq!(classify(true, true, false, s(0), DEAD_AFTER), Liveness::Draining);
-        assert_eq!(classify(false, false, false, s(10), DEAD_AFTER), Liveness::Unavailable);
-        assert_eq!(classify(false, true, false, s(299), DEAD_AFTER), Liveness::Unavailable);
-        assert_eq!(classify(false, false, false, s(300), DEAD_AFTER), Liveness::Dead);
-        assert_eq!(classify(true, false, true, s(0), DEAD_AFTER), Liveness::Decommissioned);
+        use NodeMembership::*;
+        assert_eq!(classify(true, false, Active, s(0), DEAD_AFTER), Liveness::Live);
+        assert_eq!(classify(true, true, Active, s(0), DEAD_AFTER), Liveness::Draining);
+        assert_eq!(classify(false, false, Active, s(10), DEAD_AFTER), Liveness::Unavailable);
+        assert_eq!(classify(false, true, Active, s(299), DEAD_AFTER), Liveness::Unavailable);
+        assert_eq!(classify(false, false, Active, s(300), DEAD_AFTER), Liveness::Dead);
+        assert_eq!(classify(true, false, Decommissioned, s(0), DEAD_AFTER), Liveness::Decommissioned);
+        assert_eq!(classify(true, true, Decommissioning, s(0), DEAD_AFTER), Liveness::Decommissioning);
+        assert_eq!(classify(false, false, Decommissioning, s(10), DEAD_AFTER), Liveness::Decommissioning);
+        assert_eq!(classify(false, false, Decommissioning, s(300), DEAD_AFTER), Liveness::Decommissioned);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`kv`] — KV batches: evaluation at the leaseholder, forwarding, retries.
 //! - [`scan`] — paged scans from one snapshot: paging, the cursors a node keeps open.
 //! - [`membership`] — gossip (chitchat) membership and liveness classification.
+//! - [`allocator`] — where a Raft group's replicas should be: the next membership change.
 //! - [`metrics`] — measured node and store metrics, persisted in range 1.
 //! - [`tls`] — loading certificates and building rustls/tonic TLS configurations.
 //! - [`certs`] — creating CA, node and client certificates (rcgen).
@@ -24,6 +25,7 @@
 //! - [`sql`] — SQL over the PostgreSQL wire protocol: catalog, users, sessions, execution.
 
 pub mod accept;
+pub mod allocator;
 pub mod certs;
 pub mod clock;
 pub mod dialer;

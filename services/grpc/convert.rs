@@ -7,6 +7,8 @@ use crate::services::clock::unix_nanos;
 use crate::services::error::{Error, Result};
 use crate::services::kv::{Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates};
+use crate::services::membership::NodeMembership;
+use crate::services::node::DecommissionStatus;
 use crate::services::scan::{CursorRef, PageLimits, ScanPage, ScanRequest};
 use crate::services::sql::session::{SessionInfo, SessionStatus};
 use crate::services::status::{NodeView, ReplicaStatus};
@@ -330,6 +332,39 @@ impl From<SessionInfo> for pb::Session {
             }),
             alloc_bytes: info.alloc_bytes as i64,
             max_alloc_bytes: info.max_alloc_bytes as i64,
+        }
+    }
+}
+
+impl From<NodeMembership> for pb::MembershipStatus {
+    fn from(membership: NodeMembership) -> Self {
+        match membership {
+            NodeMembership::Active => pb::MembershipStatus::Active,
+            NodeMembership::Decommissioning => pb::MembershipStatus::Decommissioning,
+            NodeMembership::Decommissioned => pb::MembershipStatus::Decommissioned,
+        }
+    }
+}
+
+/// A membership from the wire; `None` for an unspecified (or unknown) one.
+pub fn membership_from_wire(value: i32) -> Option<NodeMembership> {
+    match pb::MembershipStatus::try_from(value).ok()? {
+        pb::MembershipStatus::Unspecified => None,
+        pb::MembershipStatus::Active => Some(NodeMembership::Active),
+        pb::MembershipStatus::Decommissioning => Some(NodeMembership::Decommissioning),
+        pb::MembershipStatus::Decommissioned => Some(NodeMembership::Decommissioned),
+    }
+}
+
+impl From<DecommissionStatus> for pb::DecommissionStatus {
+    fn from(status: DecommissionStatus) -> Self {
+        pb::DecommissionStatus {
+            node_id: status.node_id,
+            address: status.address,
+            is_live: status.is_live,
+            replica_count: status.replica_count as i64,
+            membership: pb::MembershipStatus::from(status.membership) as i32,
+            draining: status.draining,
         }
     }
 }

@@ -84,7 +84,7 @@ impl RaftService for RaftApi {
             return Ok(Response::new(Box::pin(futures::stream::empty::<Result<pb::RaftPayload, Status>>())));
         };
         let group = first.group;
-        let active = self.0.raft_group(group)?;
+        let replica = self.0.raft_group(group)?;
         // Requests end with the sender's stream, a transport error, one that does not decode
         // or one for another group; the leader then sees the replies end and opens a new stream.
         let state = (Some(first), inbound, self.0.clone());
@@ -112,7 +112,7 @@ impl RaftService for RaftApi {
                 }
             }
         });
-        let replies = active.raft.stream_append(requests).map(|reply| {
+        let replies = replica.raft.stream_append(requests).map(|reply| {
             let (data, error) = match reply {
                 Ok(result) => (codec::to_bytes(&result).map_err(Status::internal)?, false),
                 Err(fatal) => (fatal.to_string().into_bytes(), true),
@@ -123,33 +123,33 @@ impl RaftService for RaftApi {
     }
 
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.raft_group(request.get_ref().group)?;
+        let replica = self.0.raft_group(request.get_ref().group)?;
         let append: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::Append(append.entries.len()));
-        encode(active.raft.append_entries(append).await)
+        encode(replica.raft.append_entries(append).await)
     }
 
     async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.raft_group(request.get_ref().group)?;
+        let replica = self.0.raft_group(request.get_ref().group)?;
         let vote = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::Vote);
-        encode(active.raft.vote(vote).await)
+        encode(replica.raft.vote(vote).await)
     }
 
     async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.raft_group(request.get_ref().group)?;
+        let replica = self.0.raft_group(request.get_ref().group)?;
         let transfer = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::TransferLeader);
-        encode(active.raft.handle_transfer_leader(transfer).await)
+        encode(replica.raft.handle_transfer_leader(transfer).await)
     }
 
     async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let active = self.0.raft_group(request.get_ref().group)?;
+        let replica = self.0.raft_group(request.get_ref().group)?;
         let (chunk, bytes) = network::decode_chunk(&request.get_ref().data).map_err(Status::invalid_argument)?;
         self.0.raft_messages().record(RaftMessage::SnapshotChunk);
         let vote = chunk.vote;
-        match active.snapshot_inbox.receive(chunk, bytes).map_err(Status::invalid_argument)? {
-            Some((vote, snapshot)) => encode(active.raft.install_full_snapshot(vote, snapshot).await),
+        match replica.snapshot_inbox.receive(chunk, bytes).map_err(Status::invalid_argument)? {
+            Some((vote, snapshot)) => encode(replica.raft.install_full_snapshot(vote, snapshot).await),
             // The sender reads only the last chunk's reply.
             None => encode(Ok::<_, std::convert::Infallible>(SnapshotResponse::<TypeConfig>::new(vote))),
         }
@@ -179,5 +179,18 @@ impl NodeService for NodeApi {
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         Ok(Response::new(self.0.add_member(request.into_inner()).await?))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
+        let request = request.into_inner();
+        if request.target != 0 && super::convert::membership_from_wire(request.target).is_none() {
+            return Err(Status::invalid_argument(format!("unknown membership status {}", request.target)));
+        }
+        let target = super::convert::membership_from_wire(request.target);
+        let status = self.0.decommission(&request.node_ids, target).await?;
+        Ok(Response::new(pb::DecommissionResponse { status: status.into_iter().map(Into::into).collect() }))
     }
 }

@@ -25,7 +25,10 @@ impl NodeCore {
         if self.is_draining() {
             return Some("node is shutting down".into());
         }
-        let metrics = active.raft.metrics().borrow_watched().clone();
+        let Some(group) = active.replicas.get(raft_mod::GROUP) else {
+            return Some("node is not healthy: no replica of the Raft group".into());
+        };
+        let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader.is_none() {
             return Some("node is not healthy: no Raft leader".into());
         }
@@ -80,8 +83,9 @@ impl NodeCore {
         let root = &root;
         let active = self.active()?.clone();
         let members = BTreeMap::from([(active.node_id, BasicNode::new(&self.config.advertise_addr))]);
-        if !active.raft.is_initialized().await.map_err(Error::internal)? {
-            active.raft.initialize(members).await.map_err(Error::internal)?;
+        let group = active.replica(raft_mod::GROUP)?;
+        if !group.raft.is_initialized().await.map_err(Error::internal)? {
+            group.raft.initialize(members).await.map_err(Error::internal)?;
         }
         let mut ops = vec![
             Op::ConditionalPut {
@@ -148,7 +152,8 @@ impl NodeCore {
                 request.cluster_id, active.cluster_id
             )));
         }
-        let leader = active.raft.current_leader().await;
+        let group = active.replica(raft_mod::GROUP)?;
+        let leader = group.raft.current_leader().await;
         if leader != Some(active.node_id) {
             if request.forwarded {
                 return Err(Error::NotLeaseholder { leader });
@@ -158,15 +163,23 @@ impl NodeCore {
             forwarded.forwarded = true;
             return Ok(self.node_client(&addr)?.add_member(forwarded).await?.into_inner());
         }
+        let node_membership = self.membership_of(request.node_id).await?;
+        if node_membership != NodeMembership::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "node {} is {} and cannot rejoin",
+                request.node_id,
+                node_membership.name()
+            )));
+        }
         let _changes = self.membership_changes.lock().await;
-        let membership = active.raft.metrics().borrow_watched().membership_config.clone();
+        let membership = group.raft.metrics().borrow_watched().membership_config.clone();
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
         if voters.contains(&request.node_id) {
             return Ok(pb::AddMemberResponse { voter: true });
         }
         let is_learner = membership.membership().learner_ids().any(|id| id == request.node_id);
         if !is_learner {
-            active
+            group
                 .raft
                 .add_learner(request.node_id, BasicNode::new(&request.advertise_addr), true)
                 .await
@@ -175,7 +188,7 @@ impl NodeCore {
         if voters.len() >= MAX_VOTERS {
             return Ok(pb::AddMemberResponse { voter: false });
         }
-        active
+        group
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), false)
             .await
@@ -185,7 +198,8 @@ impl NodeCore {
     }
 
     pub(super) fn member_addr(&self, active: &Active, node_id: NodeId) -> Option<String> {
-        let membership = active.raft.metrics().borrow_watched().membership_config.clone();
+        let membership =
+            active.replicas.get(raft_mod::GROUP)?.raft.metrics().borrow_watched().membership_config.clone();
         membership.membership().get_node(&node_id).map(|node| node.addr.clone())
     }
 
@@ -259,17 +273,28 @@ impl NodeCore {
         self.activate(node_id, cluster_id).await
     }
 
-    /// Keeps asking the leader to make this node a member until it is one.
+    /// Asks the leader to make this node a member until it is one, and again every
+    /// [`MEMBERSHIP_RECHECK`] after.
     pub(super) async fn membership_loop(self: Arc<Self>) {
         let Ok(active) = self.active().cloned() else { return };
+        let Ok(group) = active.replica(raft_mod::GROUP) else { return };
         let mut backoff = Duration::from_millis(200);
         loop {
-            let membership = active.raft.metrics().borrow_watched().membership_config.clone();
+            let membership = group.raft.metrics().borrow_watched().membership_config.clone();
             let is_voter = membership.membership().voter_ids().any(|id| id == active.node_id);
             let is_learner = membership.membership().learner_ids().any(|id| id == active.node_id);
             let voters = membership.membership().voter_ids().count();
-            if is_voter || (is_learner && voters >= MAX_VOTERS) || self.is_draining() {
+            if self.is_draining() {
                 return;
+            }
+            // Settled as far as this node knows. It asks again now and then all the same: a
+            // node removed while it was down (a DEAD voter replaced) still sees itself as a
+            // member in the log it restarted with, and only the leader can tell it otherwise.
+            let settled = is_voter || (is_learner && voters >= MAX_VOTERS);
+            // A node leaving the cluster does not ask back in (the leader would refuse).
+            if self.membership_of(active.node_id).await.is_ok_and(|m| m != NodeMembership::Active) {
+                tokio::time::sleep(MEMBERSHIP_RECHECK).await;
+                continue;
             }
             let request = pb::AddMemberRequest {
                 node_id: active.node_id,
@@ -287,19 +312,27 @@ impl NodeCore {
                     break;
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            if settled {
+                tokio::time::sleep(MEMBERSHIP_RECHECK).await;
+                backoff = Duration::from_millis(200);
+            } else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
         }
     }
 
     /// Starts Raft and gossip for node `node_id` and the background tasks.
     pub(super) async fn activate(self: &Arc<Self>, node_id: NodeId, cluster_id: String) -> Result<()> {
-        let state = StateMachine::open(self.engine.state.clone())?;
-        let log = LogStore::new(self.engine.log.clone(), raft_mod::GROUP);
-        let config = Arc::new(raft_mod::config(&cluster_id)?);
-        let network =
-            NetworkFactory::new(self.dialer.clone(), raft_mod::GROUP, !self.config.testing_sequential_raft_appends);
-        let raft = Raft::new(node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
+        let setup = ReplicaSetup {
+            node_id,
+            cluster_id: &cluster_id,
+            engine: &self.engine,
+            dialer: &self.dialer,
+            pipelined: !self.config.testing_sequential_raft_appends,
+        };
+        let replicas = Replicas::default();
+        replicas.insert(Replica::start(&setup, raft_mod::GROUP).await?)?;
         let descriptor = self.descriptor(node_id);
         let gossip = Membership::start(
             &descriptor,
@@ -309,15 +342,7 @@ impl NodeCore {
             &self.config.join,
         )
         .await?;
-        let active = Arc::new(Active {
-            node_id,
-            cluster_id,
-            raft,
-            state,
-            snapshot_inbox: SnapshotInbox::default(),
-            gossip,
-            descriptor,
-        });
+        let active = Arc::new(Active { node_id, cluster_id, replicas, gossip, descriptor });
         if self.active.set(active).is_err() {
             return Err(Error::Internal("node activated twice".into()));
         }

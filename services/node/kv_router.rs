@@ -58,8 +58,8 @@ impl NodeCore {
     /// this node knows, answered even while the range has no reachable leader.
     pub async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         kv::validate_read_only(&ops)?;
-        let active = self.active()?.clone();
-        Ok(active.state.read(ops).await?.0)
+        let group = self.active()?.replica(raft_mod::GROUP)?;
+        Ok(group.state.read(ops).await?.0)
     }
 
     pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
@@ -82,16 +82,17 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
+        let group = active.replica(raft_mod::GROUP)?;
         if ops.iter().any(Op::is_write) {
             let reply =
-                tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.client_write(Command::Batch(ops.clone())))
+                tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(Command::Batch(ops.clone())))
                     .await
                     .map_err(|_| Error::DeadlineExceeded("timed out waiting for the write to commit".into()))?;
             match reply {
                 Ok(response) => match response.data {
                     CommandResponse::Batch { results, cpu_nanos } => {
                         let results = results?;
-                        self.record_load(active, &ops, &results, cpu_nanos);
+                        self.record_load(&group, &ops, &results, cpu_nanos);
                         Ok(results)
                     }
                     other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
@@ -110,37 +111,37 @@ impl NodeCore {
             // The test-only switch skips the lease, so a lagging follower answers from what it
             // has applied: the broken read path the nemesis test must catch.
             if !self.config.testing_stale_follower_reads {
-                self.confirm_read_lease(active).await?;
+                self.confirm_read_lease(active, &group).await?;
             }
-            let (results, cpu_nanos) = active.state.read(ops.clone()).await?;
-            self.record_load(active, &ops, &results, cpu_nanos);
+            let (results, cpu_nanos) = group.state.read(ops.clone()).await?;
+            self.record_load(&group, &ops, &results, cpu_nanos);
             Ok(results)
         }
     }
 
     /// Returns once this node may serve a linearizable read from its own state: at once while
     /// its read lease holds, otherwise after a quorum round that renews the lease.
-    pub(super) async fn confirm_read_lease(&self, active: &Active) -> Result<()> {
+    pub(super) async fn confirm_read_lease(&self, active: &Active, group: &Replica) -> Result<()> {
         let (leader, term) = {
-            let metrics = active.raft.metrics();
+            let metrics = group.raft.metrics();
             let metrics = metrics.borrow_watched();
             (metrics.current_leader, metrics.current_term)
         };
         if leader == Some(active.node_id) {
-            let lease = *self.read_lease.lock().unwrap_or_else(|p| p.into_inner());
+            let lease = *group.read_lease.lock().unwrap_or_else(|p| p.into_inner());
             if lease.is_some_and(|lease| lease.term == term && Instant::now() < lease.expires) {
                 return Ok(());
             }
         }
         // The log's end from the Raft core itself: the metrics of a node just restarted may
         // not show its recovered log yet.
-        let last_log_index = active
+        let last_log_index = group
             .raft
             .with_raft_state(|st| st.log_ids.last().map(|id| id.index))
             .await
             .map_err(|err| Error::Unavailable(format!("read failed: {err}")))?;
         let sent = Instant::now();
-        let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, active.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+        let check = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.ensure_linearizable(ReadPolicy::ReadIndex))
             .await
             .map_err(|_| Error::Unavailable("timed out confirming the lease with a quorum".into()))?;
         match check {
@@ -151,7 +152,7 @@ impl NodeCore {
                 // last durable apply, which trails entries committed and acknowledged before
                 // the crash. So wait until every entry in its log when the read came is
                 // applied: they all commit while this leader's term holds.
-                active
+                group
                     .raft
                     .wait(Some(RAFT_REQUEST_TIMEOUT))
                     .applied_index_at_least(last_log_index, "entries logged before the read applied")
@@ -160,7 +161,7 @@ impl NodeCore {
                 // The term read before the round: if leadership changed meanwhile, the lease
                 // recorded under the old term is never used.
                 if leader == Some(active.node_id) {
-                    *self.read_lease.lock().unwrap_or_else(|p| p.into_inner()) =
+                    *group.read_lease.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(ReadLease { term, expires: sent + READ_LEASE });
                 }
                 Ok(())
@@ -174,8 +175,8 @@ impl NodeCore {
 
     /// Attributes one batch's work to the ranges it touched: one query per range, keys and
     /// bytes per operation, CPU time shared evenly.
-    pub(super) fn record_load(&self, active: &Active, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
-        let samples = active.state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
+    pub(super) fn record_load(&self, group: &Replica, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
+        let samples = group.state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
         let share = cpu_nanos / samples.len().max(1) as u64;
         for (range_id, mut sample) in samples {
             sample.cpu_nanos = share;
@@ -189,10 +190,11 @@ impl NodeCore {
             return Err(Error::InvalidArgument("empty split key".into()));
         }
         let active = self.active()?.clone();
+        let group = active.replica(raft_mod::GROUP)?;
         let attempt = || async {
             let reply = tokio::time::timeout(
                 RAFT_REQUEST_TIMEOUT,
-                active.raft.client_write(Command::Split { split_key: split_key.clone() }),
+                group.raft.client_write(Command::Split { split_key: split_key.clone() }),
             )
             .await
             .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;

@@ -13,8 +13,8 @@
 //!
 //! This file holds the configuration, the core's state, opening and resuming, drain and stop;
 //! the rest by job: [`formation`] (init, join, membership), [`kv_router`] (batches, read
-//! leases, splits, load attribution), [`scan_router`] (paged scans from one snapshot), [`views`] (status, node list, replicas) and [`tasks`]
-//! (background loops).
+//! leases, splits, load attribution), [`scan_router`] (paged scans from one snapshot), [`views`] (status, node list, replicas),
+//! [`replicas`] (the Raft groups this node holds a replica of) and [`tasks`] (background loops).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Raft, ReadPolicy, ServerState};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
 use tokio::sync::watch;
 
 use crate::pb;
@@ -37,11 +37,9 @@ use crate::services::error::{Error, Result};
 use crate::services::keys;
 use crate::services::kv::{self, Kv, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
-use crate::services::membership::{self, Membership, NodeDescriptor};
+use crate::services::membership::{self, Membership, NodeDescriptor, NodeMembership};
 use crate::services::metrics::{self as node_metrics, CpuSampler, RaftMessages, SqlStats, StatusRecord};
-use crate::services::raft::log_store::LogStore;
-use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
-use crate::services::raft::state_machine::{RangeSize, StateMachine};
+use crate::services::raft::state_machine::RangeSize;
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
 use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
 use crate::services::sql::session::SessionRegistry;
@@ -51,11 +49,14 @@ use crate::services::tls::TlsMaterials;
 
 mod formation;
 mod kv_router;
+mod placement;
+mod replicas;
 mod scan_router;
 mod tasks;
 mod views;
 
-use kv_router::ReadLease;
+pub use placement::DecommissionStatus;
+pub use replicas::{Replica, ReplicaSetup, Replicas};
 
 /// Default `--range-max-bytes`: a range above this size splits in two (CockroachDB: 512 MiB).
 pub const DEFAULT_RANGE_MAX_BYTES: u64 = 512 * 1024 * 1024;
@@ -67,6 +68,8 @@ pub const RAFT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const FORMATION_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the leaseholder looks for ranges to split and voters to replace.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a node that is a member asks the leader again whether it still is.
+const MEMBERSHIP_RECHECK: Duration = Duration::from_secs(5);
 /// How long drain waits for another voter to take over leadership.
 const DRAIN_LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long drain waits for the voter it handed leadership to before it silences its
@@ -184,16 +187,21 @@ pub struct Active {
     pub node_id: NodeId,
     /// The cluster's id.
     pub cluster_id: String,
-    /// The Raft instance of the (single) group.
-    pub raft: Raft<TypeConfig, StateMachine>,
-    /// The state machine, for local reads.
-    pub state: StateMachine,
-    /// Snapshot chunks being received from the leader.
-    pub snapshot_inbox: SnapshotInbox,
+    /// This node's replicas, by Raft group.
+    pub replicas: Replicas,
     /// Gossip membership.
     pub gossip: Membership,
     /// This node's descriptor.
     pub descriptor: NodeDescriptor,
+}
+
+impl Active {
+    /// This node's replica of `group`, or NotFound when it holds none.
+    pub fn replica(&self, group: u64) -> Result<Arc<Replica>> {
+        self.replicas
+            .get(group)
+            .ok_or_else(|| Error::NotFound(format!("Raft group {group} has no replica on node {}", self.node_id)))
+    }
 }
 
 /// The state of one node shared by its gRPC services and background tasks.
@@ -228,7 +236,6 @@ pub struct NodeCore {
     lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
     /// This node's last measured status and when (reused for `OWN_STATUS_REUSE`).
     own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
-    read_lease: std::sync::Mutex<Option<ReadLease>>,
     /// Snapshots of the paged scans this node serves, kept between pages.
     cursors: scan_router::ScanCursors,
     /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
@@ -256,13 +263,9 @@ impl NodeCore {
     }
 
     /// Where the Raft transport delivers a message for `group`: this node's replica of it, or
-    /// NotFound when it holds none (the sender backs off). One group holds every range today.
-    pub fn raft_group(&self, group: u64) -> Result<&Arc<Active>> {
-        let active = self.active()?;
-        if group != raft_mod::GROUP {
-            return Err(Error::NotFound(format!("Raft group {group} has no replica on node {}", active.node_id)));
-        }
-        Ok(active)
+    /// NotFound when it holds none (the sender backs off).
+    pub fn raft_group(&self, group: u64) -> Result<Arc<Replica>> {
+        self.active()?.replica(group)
     }
 
     /// The SQL sessions of this node.
@@ -290,7 +293,8 @@ impl NodeCore {
 
     /// The catalog version this node's state machine has applied (0 before activation).
     pub fn catalog_version(&self) -> u64 {
-        self.active.get().map(|a| a.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
+        let replica = self.active.get().and_then(|a| a.replicas.get(raft_mod::GROUP));
+        replica.map(|r| r.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
     }
 
     /// Statement counters of this node's SQL layer.
@@ -309,31 +313,32 @@ impl NodeCore {
         self.draining.store(true, Ordering::SeqCst);
         let Some(active) = self.active.get().cloned() else { return };
         active.gossip.set_draining().await;
-        active.raft.runtime_config().elect(false);
+        let Some(group) = active.replicas.get(raft_mod::GROUP) else { return };
+        group.raft.runtime_config().elect(false);
         // A transfer lets the target win at once, inside the followers' lease, so this node's
         // read lease must end first: no new lease reads (the draining flag) and none in flight.
-        *self.read_lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *group.read_lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let reads_done = Instant::now() + DRAIN_READS_TIMEOUT;
         while self.lease_reads.load(Ordering::SeqCst) > 0 && Instant::now() < reads_done {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let metrics = active.raft.metrics().borrow_watched().clone();
+        let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader == Some(active.node_id)
             && let Some(to) = transfer_target(&metrics)
         {
             let started = Instant::now();
-            if let Err(err) = active.raft.trigger().transfer_leader(to).await {
+            if let Err(err) = group.raft.trigger().transfer_leader(to).await {
                 tracing::warn!(error = %err, "leadership transfer not started");
             }
             let handed_away = |m: &openraft::RaftMetrics<TypeConfig>| m.current_leader.is_some_and(|l| l != m.id);
             let mut handed =
-                active.raft.wait(Some(DRAIN_TRANSFER_TIMEOUT)).metrics(handed_away, "leadership handed away").await;
+                group.raft.wait(Some(DRAIN_TRANSFER_TIMEOUT)).metrics(handed_away, "leadership handed away").await;
             if handed.is_err() {
                 tracing::warn!(target = to, "leadership transfer timed out; silencing heartbeats");
                 // The target did not take over (it may have fallen behind or died): silencing
                 // heartbeats makes the followers' election timers elect one of them.
-                active.raft.runtime_config().heartbeat(false);
-                handed = active
+                group.raft.runtime_config().heartbeat(false);
+                handed = group
                     .raft
                     .wait(Some(DRAIN_LEADERSHIP_TIMEOUT.saturating_sub(started.elapsed())))
                     .metrics(handed_away, "leadership handed away")
@@ -356,8 +361,10 @@ impl NodeCore {
     /// Stops Raft and gossip (without draining first).
     pub async fn stop(&self) {
         if let Some(active) = self.active.get() {
-            if let Err(err) = active.raft.shutdown().await {
-                tracing::warn!(error = %err, "raft shutdown");
+            for replica in active.replicas.all() {
+                if let Err(err) = replica.raft.shutdown().await {
+                    tracing::warn!(group = replica.group, error = %err, "raft shutdown");
+                }
             }
             active.gossip.shutdown();
         }
@@ -416,7 +423,6 @@ impl NodeCore {
             cpu: CpuSampler::default(),
             lease_history: Default::default(),
             own_status: Default::default(),
-            read_lease: Default::default(),
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
         });

@@ -6,8 +6,8 @@ use super::*;
 impl NodeCore {
     /// Records every leader change this node sees (the lease history of its replicas).
     pub(super) async fn lease_watch(self: Arc<Self>) {
-        let Ok(active) = self.active().cloned() else { return };
-        let mut metrics = active.raft.metrics();
+        let Ok(group) = self.active().and_then(|active| active.replica(raft_mod::GROUP)) else { return };
+        let mut metrics = group.raft.metrics();
         loop {
             let (term, leader) = {
                 let m = metrics.borrow_and_update();
@@ -70,6 +70,7 @@ impl NodeCore {
     /// Leaseholder duties: split oversized ranges; reset load counts on lease changes.
     pub(super) async fn maintenance_loop(self: Arc<Self>) {
         let Ok(active) = self.active().cloned() else { return };
+        let Ok(group) = active.replica(raft_mod::GROUP) else { return };
         let mut was_leader = false;
         let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {
@@ -79,16 +80,24 @@ impl NodeCore {
             }
             // Scans whose reader went away are closed here, not only when the next one opens.
             self.cursors.sweep(Instant::now());
-            let is_leader = active.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
+            let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
             if is_leader != was_leader {
                 // Load is counted only while holding the lease; a new holder starts afresh.
                 self.load.reset();
                 was_leader = is_leader;
             }
+            // A node leaving the cluster does not campaign: leadership moves off it, and once
+            // removed it may never hear of its removal, so it must not disrupt the group.
+            if self.membership_of(active.node_id).await.is_ok_and(|m| m != NodeMembership::Active) {
+                group.raft.runtime_config().elect(false);
+            }
             if !is_leader {
                 continue;
             }
-            match active.state.split_points(self.config.range_max_bytes).await {
+            if let Err(err) = self.place_replicas(&active, &group).await {
+                tracing::warn!(error = %err, "replica placement");
+            }
+            match group.state.split_points(self.config.range_max_bytes).await {
                 Ok(points) => {
                     for split_key in points {
                         match self.split(split_key.clone(), true).await {

@@ -18,6 +18,7 @@ impl NodeCore {
 
     /// Measures this node's metrics now.
     pub async fn status_record(&self, active: &Active) -> StatusRecord {
+        let group = active.replicas.get(raft_mod::GROUP);
         let cpu = self.cpu.sample();
         let metrics = node_metrics::process_metrics(
             cpu,
@@ -26,12 +27,13 @@ impl NodeCore {
             &self.sql_stats,
             self.sessions.live_count(),
         );
-        let raft = active.raft.metrics().borrow_watched().clone();
-        let is_leader = raft.current_leader == Some(active.node_id);
-        let voters = raft.membership_config.membership().voter_ids().count();
-        let (ranges, live_bytes) = active
-            .state
-            .with_shared(|s| (s.ranges.len() as f64, s.sizes.values().map(|z| z.bytes).sum::<u64>() as f64));
+        let raft = group.as_ref().map(|group| group.raft.metrics().borrow_watched().clone());
+        let leader = raft.as_ref().and_then(|raft| raft.current_leader);
+        let is_leader = leader == Some(active.node_id);
+        let voters = raft.as_ref().map_or(0, |raft| raft.membership_config.membership().voter_ids().count());
+        let (ranges, live_bytes) = group.as_ref().map_or((0.0, 0.0), |group| {
+            group.state.with_shared(|s| (s.ranges.len() as f64, s.sizes.values().map(|z| z.bytes).sum::<u64>() as f64))
+        });
         let store_dir = self.engine.dir().to_path_buf();
         let (store_bytes, (capacity, available)) = tokio::task::spawn_blocking(move || {
             (node_metrics::dir_size(&store_dir), node_metrics::disk_space(&store_dir))
@@ -48,7 +50,7 @@ impl NodeCore {
         store.insert("totalbytes".to_string(), store_bytes as f64);
         store.insert("replicas".to_string(), ranges);
         store.insert("replicas.leaseholders".to_string(), if is_leader { ranges } else { 0.0 });
-        store.insert("ranges.unavailable".to_string(), if raft.current_leader.is_none() { ranges } else { 0.0 });
+        store.insert("ranges.unavailable".to_string(), if leader.is_none() { ranges } else { 0.0 });
         store.insert("ranges.underreplicated".to_string(), if is_leader && underreplicated { ranges } else { 0.0 });
         store.insert("ranges.overreplicated".to_string(), 0.0);
         for (name, count) in self.raft_messages.metrics() {
@@ -93,7 +95,13 @@ impl NodeCore {
         // The node list comes from this node's applied copy of range 1, as CockroachDB reads
         // node descriptors from gossip: it must answer while range 1's leader is frozen or cut
         // off, and a moment's lag does not matter to a list refreshed continually.
-        let mut results = self.read_applied(vec![scan, status_scan]).await?;
+        let membership_scan = Op::Scan {
+            start: keys::MEMBERSHIP_PREFIX.to_vec(),
+            end: keys::prefix_end(keys::MEMBERSHIP_PREFIX),
+            limit: 0,
+        };
+        let mut results = self.read_applied(vec![scan, status_scan, membership_scan]).await?;
+        let memberships = membership_records(results.pop().map(|r| r.rows).unwrap_or_default());
         let status_rows = results.pop().map(|r| r.rows).unwrap_or_default();
         let rows = results.pop().map(|r| r.rows).unwrap_or_default();
         let mut statuses: HashMap<NodeId, StatusRecord> = HashMap::new();
@@ -114,11 +122,13 @@ impl NodeCore {
         for id in ids {
             let peer = peers.remove(&id).unwrap_or_else(|| active.gossip.unknown_peer(id));
             // Prefer the registry (durable, last known); gossip fills in nodes not yet registered.
-            let Some(descriptor) = registry.remove(&id).or(peer.descriptor.clone()) else { continue };
+            let Some(mut descriptor) = registry.remove(&id).or(peer.descriptor.clone()) else { continue };
+            let node_membership = memberships.get(&id).copied().unwrap_or_default();
+            descriptor.decommissioned = node_membership == NodeMembership::Decommissioned;
             let liveness = membership::classify(
                 peer.heard_from,
                 peer.draining,
-                descriptor.decommissioned,
+                node_membership,
                 peer.since_last_seen,
                 self.config.time_until_dead,
             );
@@ -144,9 +154,10 @@ impl NodeCore {
         limit: usize,
     ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
-        let metrics = active.raft.metrics().borrow_watched().clone();
+        let group = active.replica(raft_mod::GROUP)?;
+        let metrics = group.raft.metrics().borrow_watched().clone();
         let committed =
-            active.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
+            group.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
         let members: Vec<(NodeId, bool)> = {
             let membership = metrics.membership_config.membership();
             let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -163,7 +174,7 @@ impl NodeCore {
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
         // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
         // possibly thousands.
-        let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = active.state.with_shared(|shared| {
+        let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = group.state.with_shared(|shared| {
             let mut matching: Vec<&RangeDescriptor> =
                 shared.ranges.iter().filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id)).collect();
             // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order of
@@ -212,7 +223,8 @@ impl NodeCore {
     /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).
     pub async fn hot_ranges(&self, metric: LoadMetric, limit: usize) -> Result<Vec<ReplicaStatus>> {
         let active = self.active()?.clone();
-        if active.raft.metrics().borrow_watched().current_leader != Some(active.node_id) {
+        let group = active.replica(raft_mod::GROUP)?;
+        if group.raft.metrics().borrow_watched().current_leader != Some(active.node_id) {
             return Ok(Vec::new());
         }
         let top = self.load.top(metric, limit);
@@ -221,4 +233,15 @@ impl NodeCore {
             self.ranges(&ids).await?.into_iter().map(|r| (r.descriptor.range_id, r)).collect();
         Ok(ids.into_iter().filter_map(|id| by_id.remove(&id)).collect())
     }
+}
+
+/// The membership records of range 1 by node id (rows that do not decode are skipped: no
+/// record means active).
+pub(super) fn membership_records(rows: Vec<(Vec<u8>, Vec<u8>)>) -> BTreeMap<NodeId, NodeMembership> {
+    rows.into_iter()
+        .filter_map(|(key, value)| {
+            let id = keys::decode_u64(key.strip_prefix(keys::MEMBERSHIP_PREFIX)?)?;
+            Some((id, serde_json::from_slice(&value).ok()?))
+        })
+        .collect()
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use super::args::{BenchCommand, CertArgs, CertCommand, ClientArgs, InitArgs, KvCommand, NodeCommand, WorkloadCommand};
-use super::args::{KvArgs, Workload};
-use super::output::{print_latency, print_nodes, print_path_latency, print_ranges};
+use super::args::{CertArgs, CertCommand, ClientArgs, InitArgs, KvCommand, NodeCommand, WorkloadCommand};
+use super::args::{Format, KvArgs, Wait, Workload};
+use super::bench_args::BenchCommand;
+use super::output::{print_decommission, print_latency, print_nodes, print_path_latency, print_ranges};
 use super::shutdown_signal;
 use crate::pb;
 use crate::services::dialer::Dialer;
@@ -132,6 +133,44 @@ pub async fn node(client: ClientArgs, command: NodeCommand) -> Result<(), Error>
                 }
             };
             print_ranges(&ranges, format);
+        }
+        NodeCommand::Decommission { node_ids, wait, format } => {
+            let mut nodes = pb::node_service_client::NodeServiceClient::new(connect(&client).await?);
+            let request = |target: pb::MembershipStatus| pb::DecommissionRequest {
+                node_ids: node_ids.clone(),
+                target: target as i32,
+            };
+            let mut status = nodes.decommission(request(pb::MembershipStatus::Decommissioning)).await?.into_inner();
+            if wait == Wait::None {
+                print_decommission(&status.status, format);
+                return Ok(());
+            }
+            // CockroachDB's loop: report the replicas left until none are, then mark the
+            // nodes decommissioned. Replicas move at the pace of snapshots: no deadline.
+            let mut last = None;
+            while status.status.iter().any(|s| s.replica_count > 0) {
+                let left: i64 = status.status.iter().map(|s| s.replica_count).sum();
+                if last != Some(left) && format == Format::Table {
+                    print_decommission(&status.status, format);
+                    last = Some(left);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                status = nodes.decommission(request(pb::MembershipStatus::Unspecified)).await?.into_inner();
+            }
+            let status = nodes.decommission(request(pb::MembershipStatus::Decommissioned)).await?.into_inner();
+            print_decommission(&status.status, format);
+            if format == Format::Table {
+                println!(
+                    "\nNo more data reported on target nodes. Please verify cluster health before removing the nodes."
+                );
+            }
+        }
+        NodeCommand::Recommission { node_ids } => {
+            let mut nodes = pb::node_service_client::NodeServiceClient::new(connect(&client).await?);
+            let request = pb::DecommissionRequest { node_ids, target: pb::MembershipStatus::Active as i32 };
+            let status = nodes.decommission(request).await?.into_inner();
+            print_decommission(&status.status, Format::Table);
+            println!("The affected nodes must be restarted for the change to take effect.");
         }
     }
     Ok(())

@@ -2,12 +2,14 @@
 //! command to its module. `main.rs` calls [`main`] and nothing else.
 //!
 //! - [`args`] — the flags as clap types (every flag has a `RANGED_*` environment twin);
+//! - [`bench_args`] — the flags of `ranged bench`;
 //! - [`parse`] — value parsers and address rules;
 //! - `serve` — `start`, `gateway`, `demo`, and their flags' translation into library configs;
 //! - `client` — `init`, `kv`, `node`, `cert`, `workload`, `bench`;
 //! - `output` — tables and JSON.
 
 pub mod args;
+pub mod bench_args;
 mod client;
 mod output;
 pub mod parse;
@@ -15,8 +17,8 @@ mod serve;
 
 use std::process::ExitCode;
 
-use self::args::BenchCommand;
 pub use self::args::{Cli, Command};
+use self::bench_args::BenchCommand;
 pub use self::client::connect;
 
 /// Default log filter of `ranged start` (override with RANGED_LOG). openraft logs every failed

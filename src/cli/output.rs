@@ -56,6 +56,50 @@ pub fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
     }
 }
 
+/// Prints `ranged node decommission`'s progress in CockroachDB's columns.
+pub fn print_decommission(status: &[pb::DecommissionStatus], format: Format) {
+    let membership = |value: i32| match pb::MembershipStatus::try_from(value) {
+        Ok(pb::MembershipStatus::Decommissioning) => "decommissioning",
+        Ok(pb::MembershipStatus::Decommissioned) => "decommissioned",
+        _ => "active",
+    };
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = status
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.node_id,
+                        "is_live": s.is_live,
+                        "replicas": s.replica_count,
+                        "is_decommissioning": s.membership != pb::MembershipStatus::Active as i32,
+                        "membership": membership(s.membership),
+                        "is_draining": s.draining,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(rows));
+        }
+        Format::Table => {
+            println!("  id | is_live | replicas | is_decommissioning |   membership    | is_draining");
+            println!("-----+---------+----------+--------------------+-----------------+--------------");
+            for s in status {
+                let row = format!(
+                    "{:>4} | {:^7} | {:>8} | {:^18} | {:^15} | {:^11}",
+                    s.node_id,
+                    s.is_live,
+                    s.replica_count,
+                    s.membership != pb::MembershipStatus::Active as i32,
+                    membership(s.membership),
+                    s.draining
+                );
+                println!("{}", row.trim_end());
+            }
+            println!("({} row{})", status.len(), if status.len() == 1 { "" } else { "s" });
+        }
+    }
+}
+
 /// Prints `ranged node ranges`: one row per range with its replicas, lease and load.
 pub fn print_ranges(ranges: &[pb::RangeInfo], format: Format) {
     let rows: Vec<serde_json::Value> = ranges

@@ -1,0 +1,186 @@
+//! Where a Raft group's replicas should be, as pure decisions on what the group's leader
+//! sees: its voters and learners, and each node's liveness and membership. The leader makes
+//! one change at a time and decides again once it has committed, so every step is a valid
+//! configuration and a crash between steps leaves nothing to undo.
+//!
+//! The rules, in order of urgency:
+//! 1. a leader on a node being decommissioned hands leadership to another voter first;
+//! 2. a voter on a DEAD or decommissioning node is replaced: a LIVE learner is promoted, then
+//!    the voter removed (never removed first: that would shrink the quorum's margin);
+//! 3. a learner on a decommissioning node is removed;
+//! 4. fewer than [`MAX_VOTERS`] voters: a LIVE learner is promoted.
+//!
+//! A voter with nobody to replace it stays: a decommission then waits (as CockroachDB's does
+//! when no node can take the replicas), and a DEAD voter keeps its place until a node joins.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::services::membership::{Liveness, NodeMembership};
+use crate::services::raft::{MAX_VOTERS, NodeId};
+
+/// What the allocator knows of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    /// Its liveness as gossip sees it.
+    pub liveness: Liveness,
+    /// Whether the operator is decommissioning it.
+    pub membership: NodeMembership,
+}
+
+impl NodeState {
+    /// Whether the node must give up its replicas.
+    fn must_leave(&self) -> bool {
+        self.membership != NodeMembership::Active
+    }
+
+    /// Whether the node may take a voter's place.
+    fn may_vote(&self) -> bool {
+        self.liveness == Liveness::Live && self.membership == NodeMembership::Active
+    }
+}
+
+/// One membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Hand leadership to this voter.
+    TransferLeader(NodeId),
+    /// Make this learner a voter.
+    Promote(NodeId),
+    /// Take this voter out of the group.
+    RemoveVoter(NodeId),
+    /// Take this learner out of the group.
+    RemoveLearner(NodeId),
+}
+
+/// The next change for a group led by `leader`; `None` when the group is where it should be.
+/// A node missing from `nodes` is treated as LIVE and active (it has just joined and gossip
+/// has not reached it yet).
+pub fn next_change(
+    leader: NodeId,
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+    nodes: &BTreeMap<NodeId, NodeState>,
+) -> Option<Change> {
+    let state = |id: &NodeId| {
+        nodes.get(id).copied().unwrap_or(NodeState { liveness: Liveness::Live, membership: NodeMembership::Active })
+    };
+    let leaving = |id: &NodeId| {
+        let state = state(id);
+        state.must_leave() || state.liveness == Liveness::Dead
+    };
+    let staying_voters: Vec<NodeId> = voters.iter().copied().filter(|id| !leaving(id)).collect();
+    if state(&leader).must_leave() {
+        let to = staying_voters.iter().copied().find(|id| *id != leader && state(id).liveness == Liveness::Live);
+        return to.map(Change::TransferLeader);
+    }
+    let spare = learners.iter().copied().find(|id| state(id).may_vote());
+    let outgoing = voters.iter().copied().find(|id| *id != leader && leaving(id));
+    if let Some(outgoing) = outgoing {
+        if staying_voters.len() >= MAX_VOTERS {
+            return Some(Change::RemoveVoter(outgoing));
+        }
+        if let Some(spare) = spare {
+            return Some(Change::Promote(spare));
+        }
+        // A group smaller than MAX_VOTERS (a cluster of fewer nodes) has no margin to keep:
+        // a node being decommissioned leaves it as long as one voter stays.
+        if voters.len() < MAX_VOTERS && !staying_voters.is_empty() && state(&outgoing).must_leave() {
+            return Some(Change::RemoveVoter(outgoing));
+        }
+    }
+    if let Some(learner) = learners.iter().copied().find(|id| state(id).must_leave()) {
+        return Some(Change::RemoveLearner(learner));
+    }
+    if voters.len() < MAX_VOTERS
+        && let Some(spare) = spare
+    {
+        return Some(Change::Promote(spare));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[NodeId]) -> BTreeSet<NodeId> {
+        list.iter().copied().collect()
+    }
+
+    fn live() -> NodeState {
+        NodeState { liveness: Liveness::Live, membership: NodeMembership::Active }
+    }
+
+    fn nodes(list: &[(NodeId, Liveness, NodeMembership)]) -> BTreeMap<NodeId, NodeState> {
+        list.iter()
+            .map(|(id, liveness, membership)| (*id, NodeState { liveness: *liveness, membership: *membership }))
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_group_stays() {
+        let all = (1..=5).map(|id| (id, live())).collect();
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &all), None);
+    }
+
+    #[test]
+    fn a_dead_voter_is_replaced_by_promoting_a_live_learner_first() {
+        let states = nodes(&[
+            (1, Liveness::Live, NodeMembership::Active),
+            (2, Liveness::Live, NodeMembership::Active),
+            (3, Liveness::Dead, NodeMembership::Active),
+            (4, Liveness::Dead, NodeMembership::Active),
+            (5, Liveness::Live, NodeMembership::Active),
+        ]);
+        // The dead learner 4 is not a candidate; the live one is.
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &states), Some(Change::Promote(5)));
+        // Once promoted, the dead voter goes.
+        assert_eq!(next_change(1, &ids(&[1, 2, 3, 5]), &ids(&[4]), &states), Some(Change::RemoveVoter(3)));
+        assert_eq!(next_change(1, &ids(&[1, 2, 5]), &ids(&[4]), &states), None);
+    }
+
+    #[test]
+    fn an_unavailable_voter_is_not_replaced_yet_and_a_dead_one_without_a_spare_stays() {
+        let states = nodes(&[
+            (1, Liveness::Live, NodeMembership::Active),
+            (2, Liveness::Unavailable, NodeMembership::Active),
+            (3, Liveness::Dead, NodeMembership::Active),
+        ]);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), None);
+    }
+
+    #[test]
+    fn decommissioning_a_voter_promotes_then_removes_and_a_learner_is_removed() {
+        let mut states: BTreeMap<NodeId, NodeState> = (1..=5).map(|id| (id, live())).collect();
+        states.get_mut(&3).unwrap().membership = NodeMembership::Decommissioning;
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &states), Some(Change::Promote(4)));
+        assert_eq!(next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[5]), &states), Some(Change::RemoveVoter(3)));
+        states.get_mut(&5).unwrap().membership = NodeMembership::Decommissioning;
+        assert_eq!(next_change(1, &ids(&[1, 2, 4]), &ids(&[5]), &states), Some(Change::RemoveLearner(5)));
+    }
+
+    #[test]
+    fn a_decommissioning_voter_without_a_replacement_waits() {
+        let mut states: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
+        states.get_mut(&2).unwrap().membership = NodeMembership::Decommissioning;
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), None);
+        // With fewer nodes than MAX_VOTERS to begin with, it can go.
+        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &states), Some(Change::RemoveVoter(2)));
+    }
+
+    #[test]
+    fn a_decommissioning_leader_hands_leadership_to_a_live_staying_voter() {
+        let mut states: BTreeMap<NodeId, NodeState> = (1..=4).map(|id| (id, live())).collect();
+        states.get_mut(&1).unwrap().membership = NodeMembership::Decommissioning;
+        states.get_mut(&2).unwrap().liveness = Liveness::Unavailable;
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &states), Some(Change::TransferLeader(3)));
+    }
+
+    #[test]
+    fn too_few_voters_promote_a_live_active_learner() {
+        let mut states: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
+        states.get_mut(&2).unwrap().membership = NodeMembership::Decommissioned;
+        assert_eq!(next_change(1, &ids(&[1]), &ids(&[2, 3]), &states), Some(Change::RemoveLearner(2)));
+        assert_eq!(next_change(1, &ids(&[1]), &ids(&[3]), &states), Some(Change::Promote(3)));
+    }
+}

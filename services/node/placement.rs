@@ -1,0 +1,198 @@
+//! Replica placement on the groups this node leads, and decommissioning: the leader applies
+//! the [`allocator`]'s next change each maintenance pass (replacing voters on DEAD or
+//! decommissioning nodes, removing learners of decommissioning nodes), and any node answers
+//! `ranged node decommission|recommission` by writing the membership record in range 1 and
+//! reporting how many replicas each node still holds.
+
+use super::*;
+use crate::services::allocator::{self, Change, NodeState};
+
+/// How long one membership change may take before the next pass tries again.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One node's decommissioning progress (CockroachDB's `DecommissionStatusResponse.Status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecommissionStatus {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its RPC address.
+    pub address: String,
+    /// Whether gossip hears from it.
+    pub is_live: bool,
+    /// Replicas it still holds.
+    pub replica_count: u64,
+    /// Its membership.
+    pub membership: NodeMembership,
+    /// Whether it is draining.
+    pub draining: bool,
+}
+
+impl NodeCore {
+    /// Every node's membership record and liveness, as the allocator takes them.
+    async fn node_states(&self, active: &Active) -> Result<BTreeMap<NodeId, (NodeState, membership::GossipPeer)>> {
+        let scan = Op::Scan {
+            start: keys::MEMBERSHIP_PREFIX.to_vec(),
+            end: keys::prefix_end(keys::MEMBERSHIP_PREFIX),
+            limit: 0,
+        };
+        let registry =
+            Op::Scan { start: keys::NODE_PREFIX.to_vec(), end: keys::prefix_end(keys::NODE_PREFIX), limit: 0 };
+        let mut results = self.read_applied(vec![scan, registry]).await?;
+        let registered: Vec<NodeId> = (results.pop().map(|r| r.rows).unwrap_or_default().into_iter())
+            .filter_map(|(key, _)| keys::decode_u64(key.strip_prefix(keys::NODE_PREFIX)?))
+            .collect();
+        let memberships = views::membership_records(results.pop().map(|r| r.rows).unwrap_or_default());
+        let mut peers = active.gossip.peers().await;
+        let group = active.replica(raft_mod::GROUP)?;
+        let members: BTreeSet<NodeId> =
+            group.raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let mut ids: BTreeSet<NodeId> = members;
+        ids.extend(peers.keys().copied());
+        ids.extend(memberships.keys().copied());
+        ids.extend(registered);
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let peer = peers.remove(&id).unwrap_or_else(|| active.gossip.unknown_peer(id));
+                let membership = memberships.get(&id).copied().unwrap_or_default();
+                let liveness = membership::classify(
+                    peer.heard_from,
+                    peer.draining,
+                    membership,
+                    peer.since_last_seen,
+                    self.config.time_until_dead,
+                );
+                (id, (NodeState { liveness, membership }, peer))
+            })
+            .collect())
+    }
+
+    /// As the group's leader: makes the allocator's next membership change, if any.
+    pub(super) async fn place_replicas(&self, active: &Active, group: &Replica) -> Result<()> {
+        let metrics = group.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(active.node_id) {
+            return Ok(());
+        }
+        let membership = metrics.membership_config.membership();
+        // One change at a time: a joint configuration in flight is finished first.
+        if membership.get_joint_config().len() > 1 {
+            return Ok(());
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let states: BTreeMap<NodeId, NodeState> =
+            self.node_states(active).await?.into_iter().map(|(id, (state, _))| (id, state)).collect();
+        let Some(change) = allocator::next_change(active.node_id, &voters, &learners, &states) else {
+            return Ok(());
+        };
+        let _changes = self.membership_changes.lock().await;
+        tracing::info!(?change, "changing the Raft group's members");
+        let raft = &group.raft;
+        let outcome = match change {
+            Change::TransferLeader(to) => raft.trigger().transfer_leader(to).await.map_err(|err| err.to_string()),
+            Change::Promote(id) => tokio::time::timeout(
+                CHANGE_TIMEOUT,
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map(|_| ()).map_err(|err| err.to_string())),
+            Change::RemoveVoter(id) => tokio::time::timeout(
+                CHANGE_TIMEOUT,
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map(|_| ()).map_err(|err| err.to_string())),
+            Change::RemoveLearner(id) => tokio::time::timeout(
+                CHANGE_TIMEOUT,
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map(|_| ()).map_err(|err| err.to_string())),
+        };
+        outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
+    }
+
+    /// The membership record of node `id` in this node's applied copy of range 1.
+    pub(super) async fn membership_of(&self, id: NodeId) -> Result<NodeMembership> {
+        let rows = self.read_applied(vec![Op::Get { key: keys::membership_key(id) }]).await?;
+        match rows.into_iter().next().and_then(|r| r.value) {
+            Some(value) => serde_json::from_slice(&value).map_err(Error::internal),
+            None => Ok(NodeMembership::Active),
+        }
+    }
+
+    /// Sets the membership of `node_ids` to `target` (if given) and reports each one's
+    /// progress. DECOMMISSIONED needs the node to hold no replica; a decommissioned node
+    /// cannot be recommissioned (its replicas are gone), as in CockroachDB.
+    pub async fn decommission(
+        &self,
+        node_ids: &[NodeId],
+        target: Option<NodeMembership>,
+    ) -> Result<Vec<DecommissionStatus>> {
+        let active = self.active()?.clone();
+        if node_ids.is_empty() {
+            return Err(Error::InvalidArgument("no node ids given".into()));
+        }
+        let mut statuses = self.decommission_status(&active, node_ids).await?;
+        if let Some(target) = target {
+            let mut ops = Vec::new();
+            for status in &statuses {
+                match (status.membership, target) {
+                    (NodeMembership::Decommissioned, NodeMembership::Active) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "node {} is decommissioned and cannot be recommissioned",
+                            status.node_id
+                        )));
+                    }
+                    (NodeMembership::Active, NodeMembership::Decommissioned) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "node {} must be decommissioning before it is decommissioned",
+                            status.node_id
+                        )));
+                    }
+                    (_, NodeMembership::Decommissioned) if status.replica_count > 0 => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "node {} still holds {} replicas",
+                            status.node_id, status.replica_count
+                        )));
+                    }
+                    _ => {}
+                }
+                let value = serde_json::to_vec(&target).map_err(Error::internal)?;
+                ops.push(Op::Put { key: keys::membership_key(status.node_id), value });
+            }
+            self.kv_batch(ops, false).await?;
+            for status in &mut statuses {
+                status.membership = target;
+            }
+        }
+        Ok(statuses)
+    }
+
+    async fn decommission_status(&self, active: &Active, node_ids: &[NodeId]) -> Result<Vec<DecommissionStatus>> {
+        let mut states = self.node_states(active).await?;
+        let group = active.replica(raft_mod::GROUP)?;
+        let members: BTreeSet<NodeId> =
+            group.raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let ranges = group.state.with_shared(|shared| shared.ranges.len() as u64);
+        let mut out = Vec::new();
+        for id in node_ids {
+            let Some((state, peer)) = states.remove(id) else {
+                return Err(Error::NotFound(format!("node {id} does not exist")));
+            };
+            out.push(DecommissionStatus {
+                node_id: *id,
+                address: peer.descriptor.map(|d| d.address).unwrap_or_default(),
+                is_live: peer.heard_from,
+                // Every range is in the one group: a member holds a replica of each.
+                replica_count: if members.contains(id) { ranges } else { 0 },
+                membership: state.membership,
+                draining: peer.draining,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,95 @@
+//! The replicas a node holds, by Raft group id (a range's id is its group's id): each one's
+//! openraft instance, its state-machine view for local reads, and the inbox that reassembles
+//! the snapshots sent to it. The Raft transport, the KV router and the status views find a
+//! replica here, so that adding and removing groups (splits, rebalancing, replica GC) touches
+//! one map instead of every caller. One group holds every range today ([`raft_mod::GROUP`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use openraft::Raft;
+
+use crate::services::dialer::Dialer;
+use crate::services::engine::Engine;
+use crate::services::error::{Error, Result};
+use crate::services::raft::log_store::LogStore;
+use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
+use crate::services::raft::state_machine::StateMachine;
+use crate::services::raft::{self as raft_mod, NodeId, TypeConfig};
+
+use super::kv_router::ReadLease;
+
+/// This node's replica of one Raft group.
+pub struct Replica {
+    /// The group's id.
+    pub group: u64,
+    /// The group's openraft instance on this node.
+    pub raft: Raft<TypeConfig, StateMachine>,
+    /// The state machine, for local reads.
+    pub state: StateMachine,
+    /// Snapshot chunks being received from the group's leader.
+    pub snapshot_inbox: SnapshotInbox,
+    /// While this node leads the group: its right to serve reads without a quorum round.
+    pub(super) read_lease: Mutex<Option<ReadLease>>,
+}
+
+/// How a node starts a replica's Raft instance.
+pub struct ReplicaSetup<'a> {
+    /// This node's id (its Raft id in every group).
+    pub node_id: NodeId,
+    /// The cluster's id (openraft's cluster name).
+    pub cluster_id: &'a str,
+    /// The store whose write-ahead log and state database the replica shares.
+    pub engine: &'a Engine,
+    /// The channels the replica's Raft messages go out on.
+    pub dialer: &'a Arc<Dialer>,
+    /// Whether appends stream (pipelined) or go one at a time per follower.
+    pub pipelined: bool,
+}
+
+impl Replica {
+    /// Starts this node's replica of `group` over the shared store: its log in the store's
+    /// write-ahead log under `group`, its messages tagged with `group`.
+    pub async fn start(setup: &ReplicaSetup<'_>, group: u64) -> Result<Replica> {
+        let state = StateMachine::open(setup.engine.state.clone())?;
+        let log = LogStore::new(setup.engine.log.clone(), group);
+        let config = Arc::new(raft_mod::config(setup.cluster_id)?);
+        let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);
+        let raft = Raft::new(setup.node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
+        Ok(Replica { group, raft, state, snapshot_inbox: SnapshotInbox::default(), read_lease: Mutex::new(None) })
+    }
+}
+
+/// The replicas of one node.
+#[derive(Default)]
+pub struct Replicas {
+    by_group: RwLock<BTreeMap<u64, Arc<Replica>>>,
+}
+
+impl Replicas {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Replica>>> {
+        self.by_group.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This node's replica of `group`, if it holds one.
+    pub fn get(&self, group: u64) -> Option<Arc<Replica>> {
+        self.read().get(&group).cloned()
+    }
+
+    /// Adds a replica; refused if the node already holds one of its group (two instances of
+    /// one group on a node would each vote and append on their own).
+    pub fn insert(&self, replica: Replica) -> Result<Arc<Replica>> {
+        let mut by_group = self.by_group.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if by_group.contains_key(&replica.group) {
+            return Err(Error::Internal(format!("a replica of Raft group {} is already running", replica.group)));
+        }
+        let replica = Arc::new(replica);
+        by_group.insert(replica.group, replica.clone());
+        Ok(replica)
+    }
+
+    /// Every replica, by group id.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.read().values().cloned().collect()
+    }
+}

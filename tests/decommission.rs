@@ -1,0 +1,174 @@
+//! Replica placement end to end on `ranged start` processes: `ranged node decommission`
+//! moves a node's replicas off while writes go on and leaves it DECOMMISSIONED; a voter on a
+//! node that turns DEAD is replaced by a live learner; no acknowledged write is lost.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+/// (voters, learners) of the one group as node `i` sees it.
+async fn members(cluster: &Cluster, i: usize) -> Option<(Vec<u64>, Vec<u64>)> {
+    let ranges = cluster.ranges(i).await.ok()?;
+    let replicas = &ranges.first()?.descriptor.as_ref()?.replicas;
+    let of = |voter: bool| replicas.iter().filter(|r| r.voter == voter).map(|r| r.node_id).collect::<Vec<_>>();
+    Some((of(true), of(false)))
+}
+
+/// A writer through node `i` that records every acknowledged key until stopped.
+struct Writer {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(cluster: &Cluster, i: usize, prefix: &'static str) -> Writer {
+        let mut kv = cluster.kv(i).await;
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                for n in 0..100_000u64 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let key = format!("{prefix}{n:06}");
+                    if put(&mut kv, &key, &key).await.is_ok() {
+                        acked.lock().unwrap().push(key);
+                    }
+                }
+            })
+        };
+        Writer { acked, stop, task }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn progress(&self, what: &str) {
+        let from = self.count();
+        wait_for(Duration::from_secs(30), what, || async { (self.count() >= from + 10).then_some(()) }).await;
+    }
+
+    /// Stops and checks that every acknowledged key reads back through node `i`.
+    async fn stop_and_check(self, cluster: &Cluster, i: usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+        let keys = self.acked.lock().unwrap().clone();
+        assert!(keys.len() >= 20, "only {} writes acknowledged", keys.len());
+        let kv = cluster.kv(i).await;
+        for key in &keys {
+            let value = wait_for(Duration::from_secs(10), "an acknowledged write reads back", || async {
+                get(&mut kv.clone(), key).await.ok()
+            })
+            .await;
+            assert_eq!(value.as_deref(), Some(key.as_str()), "acknowledged write {key} lost");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decommissioning_a_voter_moves_its_replicas_off_while_writes_continue() {
+    let cluster = Cluster::start(5, &[]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let leader = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
+    let (voters, learners) = members(&cluster, 0).await.expect("members");
+    assert_eq!((voters.len(), learners.len()), (3, 2), "voters {voters:?} learners {learners:?}");
+    // A voter that is not the leader, and a writer through a node that stays.
+    let target = *voters.iter().find(|id| **id != leader).unwrap();
+    let writer_node = cluster.index_of(leader).await;
+    let writer = Writer::start(&cluster, writer_node, "d/").await;
+    writer.progress("writes before decommissioning").await;
+
+    let out = cluster.cli_ok(writer_node, &["node", "decommission", &target.to_string()]);
+    println!("ranged node decommission {target}:\n{out}");
+    assert!(out.contains("No more data reported on target nodes"), "{out}");
+    let last_row = out.lines().rfind(|l| l.trim_start().starts_with(&format!("{target} |"))).unwrap();
+    assert!(last_row.contains("decommissioned"), "{out}");
+    assert!(last_row.split('|').nth(2).unwrap().trim() == "0", "replicas left: {out}");
+
+    // The group has three voters again, none of them the decommissioned node, and a learner
+    // took its place.
+    let (voters, learners) = wait_for(Duration::from_secs(10), "three voters without the node", || async {
+        let (voters, learners) = members(&cluster, writer_node).await?;
+        (voters.len() == 3 && !voters.contains(&target)).then_some((voters, learners))
+    })
+    .await;
+    assert!(!learners.contains(&target), "voters {voters:?} learners {learners:?}");
+    writer.progress("writes after decommissioning").await;
+
+    // The node list shows it DECOMMISSIONED; the JSON report says so too; recommissioning
+    // a decommissioned node is refused.
+    let table = cluster.cli_ok(writer_node, &["node", "status"]);
+    assert!(table.lines().any(|l| l.starts_with(&format!("{target} ")) && l.contains("DECOMMISSIONED")), "{table}");
+    let again = cluster.cli(writer_node, &["node", "recommission", &target.to_string()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cannot be recommissioned"));
+    // An unknown node is a clear error.
+    let unknown = cluster.cli(writer_node, &["node", "decommission", "42", "--wait", "none"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("node 42 does not exist"), "{unknown:?}");
+    writer.stop_and_check(&cluster, writer_node).await;
+}
+
+/// The largest `ranges.underreplicated` the LIVE nodes report, as node `i` lists them.
+async fn underreplicated(cluster: &Cluster, i: usize) -> Option<f64> {
+    let nodes = cluster.status_nodes(i).await.ok()?;
+    let live = nodes.iter().filter(|n| n.liveness == ranged::pb::Liveness::Live as i32);
+    let reported: Vec<f64> = live
+        .flat_map(|n| n.store_metrics.values().filter_map(|m| m.metrics.get("ranges.underreplicated").copied()))
+        .collect();
+    (!reported.is_empty()).then(|| reported.into_iter().fold(0.0, f64::max))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_node_rejoins() {
+    let mut cluster = Cluster::start(5, &["--time-until-dead", "3s"]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let leader = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
+    let writer_node = cluster.index_of(leader).await;
+    let writer = Writer::start(&cluster, writer_node, "k/").await;
+    writer.progress("writes before the kills").await;
+    let mut killed = Vec::new();
+    for round in 0..2 {
+        let (voters, learners) = members(&cluster, writer_node).await.expect("members");
+        assert_eq!((voters.len(), learners.len()), (3, 2 - round), "voters {voters:?} learners {learners:?}");
+        let victim = *voters.iter().find(|id| **id != leader).unwrap();
+        let victim_index = cluster.index_of(victim).await;
+        cluster.kill(victim_index);
+        killed.push((victim, victim_index));
+        // After --time-until-dead the leader promotes a live learner, then removes the dead
+        // voter; the live nodes then report nothing underreplicated.
+        wait_for(Duration::from_secs(40), "the dead voter replaced", || async {
+            let (voters, learners) = members(&cluster, writer_node).await?;
+            let gone = killed.iter().all(|(id, _)| !voters.contains(id) && !learners.contains(id));
+            (voters.len() == 3 && gone).then_some(())
+        })
+        .await;
+        for i in (0..5).filter(|i| !killed.iter().any(|(_, k)| k == i)) {
+            wait_for(Duration::from_secs(20), "no range underreplicated", || async {
+                (underreplicated(&cluster, i).await? == 0.0).then_some(())
+            })
+            .await;
+        }
+        writer.progress("writes after the replacement").await;
+    }
+    // The first node killed comes back on its store: it still believes it is a voter, but
+    // asks the leader, joins again as a learner and catches up.
+    let (revived, revived_index) = killed[0];
+    cluster.restart(revived_index);
+    wait_for(Duration::from_secs(40), "the revived node a learner", || async {
+        let (voters, learners) = members(&cluster, writer_node).await?;
+        (voters.len() == 3 && learners.contains(&revived)).then_some(())
+    })
+    .await;
+    writer.progress("writes after the node came back").await;
+    writer.stop_and_check(&cluster, writer_node).await;
+}
