@@ -27,9 +27,13 @@ async fn three_nodes_replicate_and_split_by_size() {
     assert_eq!(cluster.cli_ok(1, &["kv", "get", "greeting"]).trim(), "hello");
     assert_eq!(cluster.cli_ok(2, &["kv", "get", "greeting"]).trim(), "hello");
 
-    // node status: every node LIVE, as table and as JSON.
-    let table = cluster.cli_ok(2, &["node", "status"]);
-    assert_eq!(table.lines().filter(|l| l.contains(" LIVE ")).count(), 3, "{table}");
+    // node status: every node LIVE, as table and as JSON. wait_ready saw it from node 0;
+    // node 2's gossip may hear from the others a moment later.
+    wait_for(Duration::from_secs(20), "node 2 hears every node", || async {
+        let table = cluster.cli_ok(2, &["node", "status"]);
+        (table.lines().filter(|l| l.contains(" LIVE ")).count() == 3).then_some(())
+    })
+    .await;
     let json: serde_json::Value =
         serde_json::from_str(&cluster.cli_ok(1, &["node", "status", "--format", "json"])).unwrap();
     let ids: Vec<u64> = json.as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();

@@ -178,21 +178,21 @@ fn report_registers(history: &History) -> Vec<Failure> {
     check(&operations)
 }
 
-/// Runs the registers and the bank under the nemesis for `duration`, then heals, waits for
-/// the cluster and checks everything.
-async fn nemesis_run(duration: Duration) {
+/// Runs the registers and the bank under the nemesis for `duration` on `nodes` nodes started
+/// with `extra` flags, then heals, waits for the cluster and checks everything.
+async fn nemesis_run(duration: Duration, nodes: usize, extra: &[&str]) {
     let seed = seed_from_env();
-    let mut cluster = match Cluster::start_isolated(3, &[]) {
+    let mut cluster = match Cluster::start_isolated(nodes, extra) {
         Ok(cluster) => cluster,
         Err(why) => {
             println!("network cuts skipped: {why}; nodes on loopback");
-            Cluster::start(3, &[])
+            Cluster::start(nodes, extra)
         }
     };
     cluster.init().await;
     cluster.wait_ready().await;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let urls: Vec<String> = (0..3).map(|i| cluster.pg_url(i, "root")).collect();
+    let urls: Vec<String> = (0..nodes).map(|i| cluster.pg_url(i, "root")).collect();
     let bank = Bank { table: "bank".into(), accounts: 8, initial: 1000, clients: 3, seed };
     bank.create(&urls[0]).await;
     let registers = Registers::new("nemesis", 5, 6, seed);
@@ -213,6 +213,8 @@ async fn nemesis_run(duration: Duration) {
     register_load.await.unwrap();
     let bank_report = bank_load.await.unwrap();
     println!("faults injected: {:?}", nemesis.injected);
+    let changes = cluster.log_lines_containing("changing the Raft group's members");
+    println!("membership changes made by the leaders (in the logs kept): {changes}");
 
     // Healed: every node back, then the last word on every register and account.
     cluster.wait_ready().await;
@@ -247,13 +249,25 @@ fn duration_from_env(default: u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nemesis_short() {
-    nemesis_run(Duration::from_secs(40)).await;
+    nemesis_run(Duration::from_secs(40), 3, &[]).await;
+}
+
+/// Five nodes (three voters, two learners) that count a node DEAD after 2 s: a fault held
+/// longer makes the leader replace a voter with a learner while the load runs, and the node,
+/// once back, asks in again as a learner. Membership changes under faults, checked the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn nemesis_five_nodes_while_replicas_move() {
+    nemesis_run(Duration::from_secs(40), 5, &["--time-until-dead", "2s"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "long tier: RANGED_NEMESIS_SECS (default 600)"]
 async fn nemesis_long() {
-    nemesis_run(duration_from_env(600)).await;
+    // RANGED_NEMESIS_NODES=5 runs the long tier with replicas moving, as the five-node test.
+    match std::env::var("RANGED_NEMESIS_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(3) {
+        3 => nemesis_run(duration_from_env(600), 3, &[]).await,
+        n => nemesis_run(duration_from_env(600), n, &["--time-until-dead", "2s"]).await,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -88,29 +88,21 @@ impl NodeCore {
         let _changes = self.membership_changes.lock().await;
         tracing::info!(?change, "changing the Raft group's members");
         let raft = &group.raft;
-        let outcome = match change {
-            Change::TransferLeader(to) => raft.trigger().transfer_leader(to).await.map_err(|err| err.to_string()),
-            Change::Promote(id) => tokio::time::timeout(
-                CHANGE_TIMEOUT,
-                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
-            )
-            .await
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map(|_| ()).map_err(|err| err.to_string())),
-            Change::RemoveVoter(id) => tokio::time::timeout(
-                CHANGE_TIMEOUT,
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
-            )
-            .await
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map(|_| ()).map_err(|err| err.to_string())),
-            Change::RemoveLearner(id) => tokio::time::timeout(
-                CHANGE_TIMEOUT,
-                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
-            )
-            .await
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map(|_| ()).map_err(|err| err.to_string())),
+        let members = match change {
+            Change::TransferLeader(to) => {
+                return raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")));
+            }
+            Change::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+            Change::RemoveVoter(id) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            Change::RemoveLearner(id) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        };
+        let outcome = match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(members, false)).await {
+            Ok(result) => result.map(drop).map_err(|err| err.to_string()),
+            Err(_) => Err("timed out".to_string()),
         };
         outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
     }

@@ -442,6 +442,12 @@ impl Cluster {
         out
     }
 
+    /// How many lines of the nodes' current logs contain `needle`.
+    pub fn log_lines_containing(&self, needle: &str) -> usize {
+        let read = |node: &NodeProc| std::fs::read_to_string(&node.log).unwrap_or_default();
+        self.nodes.iter().map(|node| read(node).lines().filter(|line| line.contains(needle)).count()).sum()
+    }
+
     /// An insecure PostgreSQL URL for node `i` as `user`.
     pub fn pg_url(&self, i: usize, user: &str) -> String {
         format!("postgresql://{user}@{}/defaultdb?sslmode=disable", self.nodes[i].sql_addr)
