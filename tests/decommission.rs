@@ -103,6 +103,20 @@ async fn decommissioning_a_voter_moves_its_replicas_off_while_writes_continue() 
     .await;
     assert!(!learners.contains(&target), "voters {voters:?} learners {learners:?}");
     writer.progress("writes after decommissioning").await;
+    // The node itself learns it was removed (it hears nothing more from the group): it lists
+    // no replica, and its persisted metrics, as another node shows them, say 0.
+    let target_index = cluster.index_of(target).await;
+    wait_for(Duration::from_secs(30), "the decommissioned node lists no replica", || async {
+        cluster.ranges(target_index).await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "its persisted replica count 0", || async {
+        let nodes = cluster.status_nodes(writer_node).await.ok()?;
+        let entry = nodes.iter().find(|n| n.descriptor.as_ref().is_some_and(|d| d.node_id == target))?;
+        let replicas = entry.store_metrics.values().find_map(|m| m.metrics.get("replicas").copied())?;
+        (replicas == 0.0).then_some(())
+    })
+    .await;
 
     // The node list shows it DECOMMISSIONED; the JSON report says so too; recommissioning
     // a decommissioned node is refused.

@@ -28,6 +28,9 @@ impl NodeCore {
         let Some(group) = active.replicas.get(raft_mod::GROUP) else {
             return Some("node is not healthy: no replica of the Raft group".into());
         };
+        if group.is_removed() {
+            return Some("node is decommissioned".into());
+        }
         let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader.is_none() {
             return Some("node is not healthy: no Raft leader".into());
@@ -291,8 +294,13 @@ impl NodeCore {
             // node removed while it was down (a DEAD voter replaced) still sees itself as a
             // member in the log it restarted with, and only the leader can tell it otherwise.
             let settled = is_voter || (is_learner && voters >= MAX_VOTERS);
-            // A node leaving the cluster does not ask back in (the leader would refuse).
+            // A node leaving the cluster does not ask back in (the leader would refuse); it asks
+            // whether it still holds a replica, since once removed it hears nothing more.
             if self.membership_of(active.node_id).await.is_ok_and(|m| m != NodeMembership::Active) {
+                if !group.is_removed() && self.removed_by_the_others(&active, &membership).await {
+                    tracing::info!(group = group.group, "this node's replica was removed from its Raft group");
+                    group.mark_removed();
+                }
                 tokio::time::sleep(MEMBERSHIP_RECHECK).await;
                 continue;
             }

@@ -107,6 +107,23 @@ impl NodeCore {
         outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
     }
 
+    /// Whether another node, asked, says this node holds no replica any more. Asked of the
+    /// members this node knows: their views lag towards configurations that still held this
+    /// node (a node leaving is never added back), so a "none" is never early.
+    pub(super) async fn removed_by_the_others(&self, active: &Active, membership: &raft_mod::StoredMembership) -> bool {
+        let request = pb::DecommissionRequest { node_ids: vec![active.node_id], target: 0 };
+        for (id, node) in membership.membership().nodes() {
+            if *id == active.node_id {
+                continue;
+            }
+            let Ok(mut client) = self.node_client(&node.addr) else { continue };
+            if let Ok(reply) = client.decommission(request.clone()).await {
+                return reply.into_inner().status.iter().all(|s| s.replica_count == 0);
+            }
+        }
+        false
+    }
+
     /// The membership record of node `id` in this node's applied copy of range 1.
     pub(super) async fn membership_of(&self, id: NodeId) -> Result<NodeMembership> {
         let rows = self.read_applied(vec![Op::Get { key: keys::membership_key(id) }]).await?;

@@ -5,6 +5,7 @@
 //! one map instead of every caller. One group holds every range today ([`raft_mod::GROUP`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::Raft;
@@ -31,6 +32,9 @@ pub struct Replica {
     pub snapshot_inbox: SnapshotInbox,
     /// While this node leads the group: its right to serve reads without a quorum round.
     pub(super) read_lease: Mutex<Option<ReadLease>>,
+    /// Set once the group's other members say this node is no longer one of them: a removed
+    /// replica hears no more from the group, so its own view would list it forever.
+    removed: AtomicBool,
 }
 
 /// How a node starts a replica's Raft instance.
@@ -56,7 +60,25 @@ impl Replica {
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
         let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);
         let raft = Raft::new(setup.node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
-        Ok(Replica { group, raft, state, snapshot_inbox: SnapshotInbox::default(), read_lease: Mutex::new(None) })
+        Ok(Replica {
+            group,
+            raft,
+            state,
+            snapshot_inbox: SnapshotInbox::default(),
+            read_lease: Mutex::new(None),
+            removed: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Replica {
+    /// Whether the group has removed this replica (it then reports nothing as its own).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::SeqCst);
     }
 }
 

@@ -18,7 +18,7 @@ impl NodeCore {
 
     /// Measures this node's metrics now.
     pub async fn status_record(&self, active: &Active) -> StatusRecord {
-        let group = active.replicas.get(raft_mod::GROUP);
+        let group = active.replicas.get(raft_mod::GROUP).filter(|group| !group.is_removed());
         let cpu = self.cpu.sample();
         let metrics = node_metrics::process_metrics(
             cpu,
@@ -155,6 +155,9 @@ impl NodeCore {
     ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
         let group = active.replica(raft_mod::GROUP)?;
+        if group.is_removed() {
+            return Ok((Vec::new(), 0));
+        }
         let metrics = group.raft.metrics().borrow_watched().clone();
         let committed =
             group.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
