@@ -332,10 +332,12 @@ impl NodeCore {
 
     /// Starts Raft and gossip for node `node_id` and the background tasks.
     pub(super) async fn activate(self: &Arc<Self>, node_id: NodeId, cluster_id: String) -> Result<()> {
+        let state = StateStore::open(self.engine.state.clone())?;
         let setup = ReplicaSetup {
             node_id,
             cluster_id: &cluster_id,
             engine: &self.engine,
+            state: &state,
             dialer: &self.dialer,
             pipelined: !self.config.testing_sequential_raft_appends,
         };

@@ -39,7 +39,7 @@ use crate::services::kv::{self, Kv, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
 use crate::services::membership::{self, Membership, NodeDescriptor, NodeMembership};
 use crate::services::metrics::{self as node_metrics, CpuSampler, RaftMessages, SqlStats, StatusRecord};
-use crate::services::raft::state_machine::RangeSize;
+use crate::services::raft::state_machine::{RangeSize, StateStore};
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
 use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
 use crate::services::sql::session::SessionRegistry;

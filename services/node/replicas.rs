@@ -15,7 +15,7 @@ use crate::services::engine::Engine;
 use crate::services::error::{Error, Result};
 use crate::services::raft::log_store::LogStore;
 use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
-use crate::services::raft::state_machine::StateMachine;
+use crate::services::raft::state_machine::{Span, StateMachine, StateStore};
 use crate::services::raft::{self as raft_mod, NodeId, TypeConfig};
 
 use super::kv_router::ReadLease;
@@ -43,8 +43,10 @@ pub struct ReplicaSetup<'a> {
     pub node_id: NodeId,
     /// The cluster's id (openraft's cluster name).
     pub cluster_id: &'a str,
-    /// The store whose write-ahead log and state database the replica shares.
+    /// The store whose write-ahead log the replica shares.
     pub engine: &'a Engine,
+    /// The node's applied data, which every replica's state machine shares.
+    pub state: &'a StateStore,
     /// The channels the replica's Raft messages go out on.
     pub dialer: &'a Arc<Dialer>,
     /// Whether appends stream (pipelined) or go one at a time per follower.
@@ -55,7 +57,8 @@ impl Replica {
     /// Starts this node's replica of `group` over the shared store: its log in the store's
     /// write-ahead log under `group`, its messages tagged with `group`.
     pub async fn start(setup: &ReplicaSetup<'_>, group: u64) -> Result<Replica> {
-        let state = StateMachine::open(setup.engine.state.clone())?;
+        // One group holds every range, so its state machine owns every key.
+        let state = setup.state.group(group, Span::all())?;
         let log = LogStore::new(setup.engine.log.clone(), group);
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
         let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);

@@ -1,8 +1,12 @@
-//! The replicated state machine on redb. Applying a batch of Raft entries is one fsynced redb
-//! transaction that also records the applied log id, so data and applied state never diverge
-//! after a crash. Alongside the data it keeps, in memory, the range index (rebuilt from the
-//! `/Meta/range/` keys) and each range's size (keys and bytes), both derived from applied data
-//! and therefore identical on every replica.
+//! The replicated state machines on redb. A node has one [`StateStore`]: the `state.redb`
+//! data shared by all its Raft groups, with, in memory, the range index (rebuilt from the
+//! `/Meta/range/` keys), each range's size (keys and bytes) and the catalog version, all
+//! derived from applied data and therefore identical on every replica. Each group's
+//! [`StateMachine`] applies that group's entries to the shared data and keeps its own applied
+//! log id, membership and snapshot under keys of its own (`applied/<group>`, …); its
+//! snapshots carry the rows of its span only, and installing one replaces only that span.
+//! Applying a batch of entries is one redb transaction that also records the group's applied
+//! log id, so data and applied state never diverge after a crash.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -11,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
+use redb::{Database, ReadableDatabase, ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::services::engine::{DATA, STATE_META, storage_error};
@@ -36,30 +40,73 @@ pub struct RangeSize {
     pub bytes: u64,
 }
 
-/// What the state machine knows in memory, shared with readers.
+/// What the node's state store knows in memory, shared with readers.
 #[derive(Debug, Default)]
 pub struct SmShared {
     /// Every range of the cluster.
     pub ranges: RangeIndex,
     /// Each range's size.
     pub sizes: HashMap<u64, RangeSize>,
-    /// The last applied log id.
-    pub last_applied: Option<LogId>,
-    /// The last applied membership.
-    pub membership: StoredMembership,
     /// Bumped by every applied write to the SQL catalog (see [`keys::CATALOG_PREFIXES`]).
     pub catalog_version: u64,
+}
+
+/// What one group has applied.
+#[derive(Debug, Default, Clone)]
+struct GroupApplied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// The keys one group's state machine owns, `[start, end)` (an empty end: unbounded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Span {
+    /// The first key.
+    pub start: Vec<u8>,
+    /// The first key past the span; empty for the end of the keyspace.
+    pub end: Vec<u8>,
+}
+
+impl Span {
+    /// Every key: the span of the one group that holds every range.
+    pub fn all() -> Span {
+        Span::default()
+    }
+}
+
+/// A group's key in `STATE_META`: `name/<group>`.
+fn group_key(name: &str, group: u64) -> String {
+    format!("{name}/{group}")
 }
 
 /// Most point reads of one batch served on the calling task (see [`StateMachine::read`]).
 const INLINE_READ_OPS: usize = 16;
 
-/// The state machine of one node; clones share the same database and memory.
+/// A node's applied data, shared by the state machines of all its groups; clones share the
+/// same database and memory.
 #[derive(Clone)]
-pub struct StateMachine {
+pub struct StateStore {
     db: Arc<Database>,
     shared: Arc<RwLock<SmShared>>,
     last_durable_apply: Arc<std::sync::Mutex<std::time::Instant>>,
+}
+
+/// One group's state machine over the node's [`StateStore`]; clones share it. Reads go to the
+/// store (`Deref`): the data is one.
+#[derive(Clone)]
+pub struct StateMachine {
+    store: StateStore,
+    group: u64,
+    span: Span,
+    applied: Arc<RwLock<GroupApplied>>,
+}
+
+impl std::ops::Deref for StateMachine {
+    type Target = StateStore;
+
+    fn deref(&self) -> &StateStore {
+        &self.store
+    }
 }
 
 /// How often an apply is made durable (fsync). Applies in between commit without fsync: the
@@ -247,8 +294,8 @@ fn apply_split(
     Ok(Ok((left.range_id, right.range_id)))
 }
 
-impl StateMachine {
-    /// Opens the state machine over the engine's state database, rebuilding the in-memory
+impl StateStore {
+    /// Opens the node's state over the engine's state database, rebuilding the in-memory
     /// index and sizes from the applied data.
     pub fn open(db: Arc<Database>) -> Result<Self> {
         let shared = Self::load_shared(&db)?;
@@ -259,15 +306,21 @@ impl StateMachine {
         })
     }
 
+    /// The state machine of `group`, owning `span`, as far as the store has applied it.
+    pub fn group(&self, group: u64, span: Span) -> Result<StateMachine> {
+        let txn = self.db.begin_read().map_err(storage_error)?;
+        let meta = txn.open_table(STATE_META).map_err(storage_error)?;
+        let applied = GroupApplied {
+            last_applied: get_meta(&meta, &group_key("applied", group))?.flatten(),
+            membership: get_meta(&meta, &group_key("membership", group))?.unwrap_or_default(),
+        };
+        Ok(StateMachine { store: self.clone(), group, span, applied: Arc::new(RwLock::new(applied)) })
+    }
+
     fn load_shared(db: &Database) -> Result<SmShared> {
         let txn = db.begin_read().map_err(storage_error)?;
-        let meta = txn.open_table(STATE_META).map_err(storage_error)?;
         let data = txn.open_table(DATA).map_err(storage_error)?;
-        let mut shared = SmShared {
-            last_applied: get_meta(&meta, "applied")?.flatten(),
-            membership: get_meta(&meta, "membership")?.unwrap_or_default(),
-            ..Default::default()
-        };
+        let mut shared = SmShared::default();
         let meta_end = keys::prefix_end(keys::META_PREFIX);
         for (_, value) in TableView(&data).scan(keys::META_PREFIX, &meta_end, 0)? {
             shared.ranges.insert(serde_json::from_slice(&value).map_err(storage_error)?);
@@ -364,10 +417,18 @@ impl StateMachine {
         .await
         .map_err(Error::internal)?
     }
+}
+
+impl StateMachine {
+    fn read_applied(&self) -> GroupApplied {
+        self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
 
     fn apply_blocking(
         db: &Database,
         shared: &RwLock<SmShared>,
+        applied: &RwLock<GroupApplied>,
+        group: u64,
         last_durable: &std::sync::Mutex<std::time::Instant>,
         entries: Vec<Entry>,
     ) -> Result<Vec<CommandResponse>> {
@@ -385,8 +446,9 @@ impl StateMachine {
             let mut data = txn.open_table(DATA).map_err(storage_error)?;
             let mut meta = txn.open_table(STATE_META).map_err(storage_error)?;
             let mut shared = shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut applied = applied.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             for entry in entries {
-                shared.last_applied = Some(entry.log_id);
+                applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => CommandResponse::None,
                     EntryPayload::Normal(Command::Batch(ops)) => {
@@ -398,85 +460,116 @@ impl StateMachine {
                         CommandResponse::Split(apply_split(&mut data, &mut shared, &split_key)?)
                     }
                     EntryPayload::Membership(membership) => {
-                        shared.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                         CommandResponse::None
                     }
                 };
                 responses.push(response);
             }
-            let applied = codec::to_bytes(&shared.last_applied).map_err(storage_error)?;
-            meta.insert("applied", applied.as_slice()).map_err(storage_error)?;
-            let membership = codec::to_bytes(&shared.membership).map_err(storage_error)?;
-            meta.insert("membership", membership.as_slice()).map_err(storage_error)?;
+            let last_applied = codec::to_bytes(&applied.last_applied).map_err(storage_error)?;
+            meta.insert(group_key("applied", group).as_str(), last_applied.as_slice()).map_err(storage_error)?;
+            let membership = codec::to_bytes(&applied.membership).map_err(storage_error)?;
+            meta.insert(group_key("membership", group).as_str(), membership.as_slice()).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)?;
         Ok(responses)
     }
 
-    fn build_snapshot_blocking(db: &Database) -> Result<Snapshot> {
+    /// The rows of `span` in `data`, in key order.
+    fn span_rows<'t>(
+        data: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
+        span: &Span,
+    ) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>> {
+        let rows = if span.end.is_empty() {
+            data.range::<&[u8]>(span.start.as_slice()..)
+        } else {
+            data.range::<&[u8]>(span.start.as_slice()..span.end.as_slice())
+        };
+        rows.map_err(storage_error)
+    }
+
+    fn build_snapshot_blocking(db: &Database, group: u64, span: &Span) -> Result<Snapshot> {
         let txn = db.begin_read().map_err(storage_error)?;
         let meta_table = txn.open_table(STATE_META).map_err(storage_error)?;
         let data = txn.open_table(DATA).map_err(storage_error)?;
-        let last_applied: Option<LogId> = get_meta(&meta_table, "applied")?.flatten();
-        let membership: StoredMembership = get_meta(&meta_table, "membership")?.unwrap_or_default();
-        let rows = data.len().map_err(storage_error)?;
+        let last_applied: Option<LogId> = get_meta(&meta_table, &group_key("applied", group))?.flatten();
+        let membership: StoredMembership = get_meta(&meta_table, &group_key("membership", group))?.unwrap_or_default();
+        let rows = Self::span_rows(&data, span)?.count() as u64;
         let header = SnapshotHeader { last_applied, membership: membership.clone(), rows };
         let mut out = Vec::new();
         write_frame(&mut out, &codec::to_bytes(&header).map_err(storage_error)?);
-        for row in data.iter().map_err(storage_error)? {
+        for row in Self::span_rows(&data, span)? {
             let (k, v) = row.map_err(storage_error)?;
             write_frame(&mut out, k.value());
             write_frame(&mut out, v.value());
         }
         drop((meta_table, data, txn));
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership };
-        Self::save_snapshot(db, &meta, &out)?;
+        Self::save_snapshot(db, group, &meta, &out)?;
         Ok(Snapshot { meta, snapshot: Cursor::new(out) })
     }
 
-    fn save_snapshot(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
+    fn save_snapshot(db: &Database, group: u64, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
         let txn = db.begin_write().map_err(storage_error)?;
         {
             let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
             let meta = codec::to_bytes(meta).map_err(storage_error)?;
-            table.insert("snapshot_meta", meta.as_slice()).map_err(storage_error)?;
-            table.insert("snapshot_data", bytes).map_err(storage_error)?;
+            table.insert(group_key("snapshot_meta", group).as_str(), meta.as_slice()).map_err(storage_error)?;
+            table.insert(group_key("snapshot_data", group).as_str(), bytes).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)
     }
 
-    fn install_blocking(db: &Database, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
+    /// Replaces the rows of `span` with the snapshot's and records the group's applied state,
+    /// in one transaction; rows outside the span (other groups') are not touched.
+    fn install_blocking(db: &Database, group: u64, span: &Span, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
         let mut input = bytes;
         let header: SnapshotHeader =
             codec::from_bytes(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
         let txn = db.begin_write().map_err(storage_error)?;
         {
-            txn.delete_table(DATA).map_err(storage_error)?;
             let mut data = txn.open_table(DATA).map_err(storage_error)?;
+            if span.end.is_empty() {
+                data.retain_in::<&[u8], _>(span.start.as_slice().., |_, _| false).map_err(storage_error)?;
+            } else {
+                data.retain_in::<&[u8], _>(span.start.as_slice()..span.end.as_slice(), |_, _| false)
+                    .map_err(storage_error)?;
+            }
             for _ in 0..header.rows {
                 let key = read_frame(&mut input).map_err(Error::Internal)?;
                 let value = read_frame(&mut input).map_err(Error::Internal)?;
+                let inside = key >= span.start.as_slice() && (span.end.is_empty() || key < span.end.as_slice());
+                if !inside {
+                    return Err(Error::Internal(format!(
+                        "snapshot for Raft group {group} holds key {} outside its span",
+                        keys::pretty(key)
+                    )));
+                }
                 data.insert(key, value).map_err(storage_error)?;
             }
             let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
             let applied = codec::to_bytes(&meta.last_log_id).map_err(storage_error)?;
-            table.insert("applied", applied.as_slice()).map_err(storage_error)?;
+            table.insert(group_key("applied", group).as_str(), applied.as_slice()).map_err(storage_error)?;
             let membership = codec::to_bytes(&meta.last_membership).map_err(storage_error)?;
-            table.insert("membership", membership.as_slice()).map_err(storage_error)?;
+            table.insert(group_key("membership", group).as_str(), membership.as_slice()).map_err(storage_error)?;
             let meta_bytes = codec::to_bytes(meta).map_err(storage_error)?;
-            table.insert("snapshot_meta", meta_bytes.as_slice()).map_err(storage_error)?;
-            table.insert("snapshot_data", bytes).map_err(storage_error)?;
+            table.insert(group_key("snapshot_meta", group).as_str(), meta_bytes.as_slice()).map_err(storage_error)?;
+            table.insert(group_key("snapshot_data", group).as_str(), bytes).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)
     }
 
-    fn current_snapshot_blocking(db: &Database) -> Result<Option<Snapshot>> {
+    fn current_snapshot_blocking(db: &Database, group: u64) -> Result<Option<Snapshot>> {
         let txn = db.begin_read().map_err(storage_error)?;
         let table = txn.open_table(STATE_META).map_err(storage_error)?;
-        let Some(meta) = get_meta::<SnapshotMeta>(&table, "snapshot_meta")? else {
+        let Some(meta) = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))? else {
             return Ok(None);
         };
-        let bytes = table.get("snapshot_data").map_err(storage_error)?.map(|v| v.value().to_vec()).unwrap_or_default();
+        let bytes = table
+            .get(group_key("snapshot_data", group).as_str())
+            .map_err(storage_error)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
         Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
     }
 }
@@ -489,8 +582,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot> {
-        let db = self.db.clone();
-        blocking(move || Self::build_snapshot_blocking(&db)).await
+        let (db, group, span) = (self.db.clone(), self.group, self.span.clone());
+        blocking(move || Self::build_snapshot_blocking(&db, group, &span)).await
     }
 }
 
@@ -499,8 +592,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembership)> {
-        let shared = self.read_shared();
-        Ok((shared.last_applied, shared.membership.clone()))
+        let applied = self.read_applied();
+        Ok((applied.last_applied, applied.membership))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> StorageResult<()>
@@ -510,7 +603,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // openraft hands over every entry ready to apply at once; they become one transaction.
         let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
         let (db, shared, last_durable) = (self.db.clone(), self.shared.clone(), self.last_durable_apply.clone());
-        let responses = blocking(move || Self::apply_blocking(&db, &shared, &last_durable, entries)).await?;
+        let (applied, group) = (self.applied.clone(), self.group);
+        let responses =
+            blocking(move || Self::apply_blocking(&db, &shared, &applied, group, &last_durable, entries)).await?;
         for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(responder) = responder {
                 responder.send(response);
@@ -524,17 +619,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> StorageResult<()> {
-        let (db, meta) = (self.db.clone(), meta.clone());
+        let (db, group, span, installed) = (self.db.clone(), self.group, self.span.clone(), meta.clone());
         let bytes = snapshot.into_inner();
         let db2 = db.clone();
-        blocking(move || Self::install_blocking(&db2, &meta, &bytes)).await?;
-        let reloaded = blocking(move || Self::load_shared(&db)).await?;
+        blocking(move || Self::install_blocking(&db2, group, &span, &installed, &bytes)).await?;
+        // The index, sizes and catalog version are derived from all the data: recounted.
+        // (While one group holds every range no other group applies meanwhile.)
+        let reloaded = blocking(move || StateStore::load_shared(&db)).await?;
         *self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = reloaded;
+        *self.applied.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            GroupApplied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot>> {
-        let db = self.db.clone();
-        blocking(move || Self::current_snapshot_blocking(&db)).await
+        let (db, group) = (self.db.clone(), self.group);
+        blocking(move || Self::current_snapshot_blocking(&db, group)).await
     }
 }
