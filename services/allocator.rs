@@ -99,6 +99,15 @@ pub fn next_change(
     None
 }
 
+/// Whether a group with `voters` is (under, over) replicated: fewer voters on nodes `heard`
+/// from than the `known` nodes could give it (up to [`MAX_VOTERS`]; a voter on a dead or
+/// unreachable node counts as missing, as in CockroachDB), or more than [`MAX_VOTERS`].
+pub fn replication_problems(voters: &[NodeId], heard: impl Fn(&NodeId) -> bool, known: usize) -> (bool, bool) {
+    let live_voters = voters.iter().filter(|id| heard(id)).count();
+    let target = known.max(voters.len()).clamp(1, MAX_VOTERS);
+    (live_voters < target, voters.len() > MAX_VOTERS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +124,18 @@ mod tests {
         list.iter()
             .map(|(id, liveness, membership)| (*id, NodeState { liveness: *liveness, membership: *membership }))
             .collect()
+    }
+
+    #[test]
+    fn replication_problems_count_voters_on_nodes_heard_from() {
+        let all = |_: &NodeId| true;
+        assert_eq!(replication_problems(&[1, 2, 3], all, 5), (false, false));
+        assert_eq!(replication_problems(&[1, 2, 3], |id| *id != 3, 5), (true, false));
+        // A two-node cluster cannot give more than two.
+        assert_eq!(replication_problems(&[1, 2], all, 2), (false, false));
+        assert_eq!(replication_problems(&[1], all, 2), (true, false));
+        // Half-way through a replacement: four voters.
+        assert_eq!(replication_problems(&[1, 2, 3, 4], |id| *id != 3, 5), (false, true));
     }
 
     #[test]

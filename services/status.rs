@@ -64,8 +64,10 @@ pub struct ReplicaStatus {
     pub lease_history: Vec<LeaseRecord>,
     /// No leader known.
     pub no_raft_leader: bool,
-    /// Fewer voters than the cluster could give it.
+    /// Fewer voters on LIVE nodes than the cluster could give it.
     pub underreplicated: bool,
+    /// More voters than it should have (while a replacement is half done).
+    pub overreplicated: bool,
     /// The node reporting this replica.
     pub reporting_node: NodeId,
 }

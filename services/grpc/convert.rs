@@ -249,7 +249,7 @@ impl From<ReplicaStatus> for pb::RangeInfo {
                 unavailable: replica.no_raft_leader,
                 no_raft_leader: replica.no_raft_leader,
                 underreplicated: replica.underreplicated,
-                overreplicated: false,
+                overreplicated: replica.overreplicated,
                 no_lease: replica.no_raft_leader,
             }),
             node_id: replica.reporting_node,

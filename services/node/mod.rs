@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::pb;
 use crate::pb::node_service_client::NodeServiceClient;
 use crate::services::accept::ListenerLimits;
+use crate::services::allocator;
 use crate::services::dialer::Dialer;
 use crate::services::engine::{Engine, StoreIdentity};
 use crate::services::error::{Error, Result};

@@ -5,7 +5,7 @@
 //! reporting how many replicas each node still holds.
 
 use super::*;
-use crate::services::allocator::{self, Change, NodeState};
+use crate::services::allocator::{Change, NodeState};
 
 /// How long one membership change may take before the next pass tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -30,7 +30,6 @@ impl NodeCore {
         let raft = group.as_ref().map(|group| group.raft.metrics().borrow_watched().clone());
         let leader = raft.as_ref().and_then(|raft| raft.current_leader);
         let is_leader = leader == Some(active.node_id);
-        let voters = raft.as_ref().map_or(0, |raft| raft.membership_config.membership().voter_ids().count());
         let (ranges, live_bytes) = group.as_ref().map_or((0.0, 0.0), |group| {
             group.state.with_shared(|s| (s.ranges.len() as f64, s.sizes.values().map(|z| z.bytes).sum::<u64>() as f64))
         });
@@ -40,8 +39,9 @@ impl NodeCore {
         })
         .await
         .unwrap_or((0, (0, 0)));
-        let known_nodes = active.gossip.peers().await.len().max(1);
-        let underreplicated = voters < known_nodes.min(MAX_VOTERS);
+        let voter_ids: Vec<NodeId> =
+            raft.as_ref().map(|raft| raft.membership_config.membership().voter_ids().collect()).unwrap_or_default();
+        let (underreplicated, overreplicated) = self.replication(active, &voter_ids).await;
         let mut store = BTreeMap::new();
         store.insert("capacity".to_string(), capacity as f64);
         store.insert("capacity.available".to_string(), available as f64);
@@ -52,7 +52,7 @@ impl NodeCore {
         store.insert("replicas.leaseholders".to_string(), if is_leader { ranges } else { 0.0 });
         store.insert("ranges.unavailable".to_string(), if leader.is_none() { ranges } else { 0.0 });
         store.insert("ranges.underreplicated".to_string(), if is_leader && underreplicated { ranges } else { 0.0 });
-        store.insert("ranges.overreplicated".to_string(), 0.0);
+        store.insert("ranges.overreplicated".to_string(), if is_leader && overreplicated { ranges } else { 0.0 });
         for (name, count) in self.raft_messages.metrics() {
             store.insert(name.to_string(), count);
         }
@@ -84,6 +84,16 @@ impl NodeCore {
             cluster_name: self.config.cluster_name.clone(),
             decommissioned: false,
         }
+    }
+
+    /// Whether a group with `voters` is (under, over) replicated: fewer voters on nodes heard
+    /// from than the cluster's known nodes could give it (up to [`MAX_VOTERS`]; a voter on a
+    /// dead or unreachable node counts as missing, as in CockroachDB), or more than
+    /// [`MAX_VOTERS`] voters.
+    async fn replication(&self, active: &Active, voters: &[NodeId]) -> (bool, bool) {
+        let peers = active.gossip.peers().await;
+        let heard = |id: &NodeId| *id == active.node_id || peers.get(id).is_some_and(|peer| peer.heard_from);
+        allocator::replication_problems(voters, heard, peers.len())
     }
 
     /// Every node in the registry or in gossip, with its liveness as seen here.
@@ -196,8 +206,8 @@ impl NodeCore {
         });
         let lease_history: Vec<LeaseRecord> =
             self.lease_history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
-        let voters = members.iter().filter(|(_, voter)| *voter).count();
-        let underreplicated = voters < members.len().min(MAX_VOTERS);
+        let voters: Vec<NodeId> = members.iter().filter(|(_, voter)| *voter).map(|(id, _)| *id).collect();
+        let (underreplicated, overreplicated) = self.replication(&active, &voters).await;
         let mut out = Vec::with_capacity(selected.len());
         for (descriptor, size) in selected {
             out.push(ReplicaStatus {
@@ -206,6 +216,7 @@ impl NodeCore {
                 lease_history: lease_history.clone(),
                 no_raft_leader: metrics.current_leader.is_none(),
                 underreplicated,
+                overreplicated,
                 reporting_node: active.node_id,
                 load: if is_leaseholder { self.load.rates(descriptor.range_id) } else { LoadRates::default() },
                 descriptor,
