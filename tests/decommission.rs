@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::writer::Writer;
 use common::*;
 
 /// (voters, learners) of the one group as node `i` sees it.
@@ -18,58 +17,17 @@ async fn members(cluster: &Cluster, i: usize) -> Option<(Vec<u64>, Vec<u64>)> {
     Some((of(true), of(false)))
 }
 
-/// A writer through node `i` that records every acknowledged key until stopped.
-struct Writer {
-    acked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    async fn start(cluster: &Cluster, i: usize, prefix: &'static str) -> Writer {
-        let mut kv = cluster.kv(i).await;
-        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = {
-            let (acked, stop) = (acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                for n in 0..100_000u64 {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let key = format!("{prefix}{n:06}");
-                    if put(&mut kv, &key, &key).await.is_ok() {
-                        acked.lock().unwrap().push(key);
-                    }
-                }
-            })
-        };
-        Writer { acked, stop, task }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    async fn progress(&self, what: &str) {
-        let from = self.count();
-        wait_for(Duration::from_secs(30), what, || async { (self.count() >= from + 10).then_some(()) }).await;
-    }
-
-    /// Stops and checks that every acknowledged key reads back through node `i`.
-    async fn stop_and_check(self, cluster: &Cluster, i: usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await.unwrap();
-        let keys = self.acked.lock().unwrap().clone();
-        assert!(keys.len() >= 20, "only {} writes acknowledged", keys.len());
-        let kv = cluster.kv(i).await;
-        for key in &keys {
-            let value = wait_for(Duration::from_secs(10), "an acknowledged write reads back", || async {
-                get(&mut kv.clone(), key).await.ok()
-            })
-            .await;
-            assert_eq!(value.as_deref(), Some(key.as_str()), "acknowledged write {key} lost");
-        }
+/// Stops `writer` and checks that every acknowledged key reads back through node `i`.
+async fn stop_and_check(writer: Writer, cluster: &Cluster, i: usize) {
+    let keys = writer.finish().await;
+    assert!(keys.len() >= 20, "only {} writes acknowledged", keys.len());
+    let kv = cluster.kv(i).await;
+    for key in &keys {
+        let value = wait_for(Duration::from_secs(10), "an acknowledged write reads back", || async {
+            get(&mut kv.clone(), key).await.ok()
+        })
+        .await;
+        assert_eq!(value.as_deref(), Some(key.as_str()), "acknowledged write {key} lost");
     }
 }
 
@@ -85,7 +43,7 @@ async fn decommissioning_a_voter_moves_its_replicas_off_while_writes_continue() 
     let target = *voters.iter().find(|id| **id != leader).unwrap();
     let writer_node = cluster.index_of(leader).await;
     let writer = Writer::start(&cluster, writer_node, "d/").await;
-    writer.progress("writes before decommissioning").await;
+    writer.wait_more(&cluster, 10, "writes before decommissioning").await;
 
     let out = cluster.cli_ok(writer_node, &["node", "decommission", &target.to_string()]);
     println!("ranged node decommission {target}:\n{out}");
@@ -102,7 +60,7 @@ async fn decommissioning_a_voter_moves_its_replicas_off_while_writes_continue() 
     })
     .await;
     assert!(!learners.contains(&target), "voters {voters:?} learners {learners:?}");
-    writer.progress("writes after decommissioning").await;
+    writer.wait_more(&cluster, 10, "writes after decommissioning").await;
     // The node itself learns it was removed (it hears nothing more from the group): it lists
     // no replica, and its persisted metrics, as another node shows them, say 0.
     let target_index = cluster.index_of(target).await;
@@ -128,17 +86,16 @@ async fn decommissioning_a_voter_moves_its_replicas_off_while_writes_continue() 
     // An unknown node is a clear error.
     let unknown = cluster.cli(writer_node, &["node", "decommission", "42", "--wait", "none"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("node 42 does not exist"), "{unknown:?}");
-    writer.stop_and_check(&cluster, writer_node).await;
+    stop_and_check(writer, &cluster, writer_node).await;
 }
 
-/// The largest `ranges.underreplicated` the LIVE nodes report, as node `i` lists them.
-async fn underreplicated(cluster: &Cluster, i: usize) -> Option<f64> {
-    let nodes = cluster.status_nodes(i).await.ok()?;
-    let live = nodes.iter().filter(|n| n.liveness == ranged::pb::Liveness::Live as i32);
-    let reported: Vec<f64> = live
-        .flat_map(|n| n.store_metrics.values().filter_map(|m| m.metrics.get("ranges.underreplicated").copied()))
-        .collect();
-    (!reported.is_empty()).then(|| reported.into_iter().fold(0.0, f64::max))
+/// The largest `ranges_underreplicated` of the LIVE nodes in `ranged node status --ranges`
+/// through node `i`.
+fn underreplicated(cluster: &Cluster, i: usize) -> Option<u64> {
+    let out = cluster.cli(i, &["node", "status", "--ranges", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let live = rows.as_array()?.iter().filter(|row| row["liveness"] == "LIVE");
+    live.map(|row| row["ranges_underreplicated"].as_u64()).collect::<Option<Vec<u64>>>()?.into_iter().max()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,7 +106,7 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
     let leader = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
     let writer_node = cluster.index_of(leader).await;
     let writer = Writer::start(&cluster, writer_node, "k/").await;
-    writer.progress("writes before the kills").await;
+    writer.wait_more(&cluster, 10, "writes before the kills").await;
     let mut killed = Vec::new();
     for round in 0..2 {
         let (voters, learners) = members(&cluster, writer_node).await.expect("members");
@@ -168,11 +125,11 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
         .await;
         for i in (0..5).filter(|i| !killed.iter().any(|(_, k)| k == i)) {
             wait_for(Duration::from_secs(20), "no range underreplicated", || async {
-                (underreplicated(&cluster, i).await? == 0.0).then_some(())
+                (underreplicated(&cluster, i)? == 0).then_some(())
             })
             .await;
         }
-        writer.progress("writes after the replacement").await;
+        writer.wait_more(&cluster, 10, "writes after the replacement").await;
     }
     // The first node killed comes back on its store: it still believes it is a voter, but
     // asks the leader, joins again as a learner and catches up.
@@ -183,6 +140,6 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
         (voters.len() == 3 && learners.contains(&revived)).then_some(())
     })
     .await;
-    writer.progress("writes after the node came back").await;
-    writer.stop_and_check(&cluster, writer_node).await;
+    writer.wait_more(&cluster, 10, "writes after the node came back").await;
+    stop_and_check(writer, &cluster, writer_node).await;
 }

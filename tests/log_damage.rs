@@ -8,63 +8,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::writer::Writer;
 use common::*;
 use rand::{Rng, SeedableRng};
 use ranged::pb;
 use ranged::services::wal::segment::HEADER_LEN;
-
-/// Puts `w/NNNNNN` keys through one node until stopped, recording those acknowledged.
-struct Writer {
-    acked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    async fn start(cluster: &Cluster, node: usize) -> Writer {
-        let mut kv = cluster.kv(node).await;
-        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = {
-            let (acked, stop) = (acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                for i in 0..200_000u64 {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let key = format!("w/{i:06}");
-                    if put(&mut kv, &key, &key).await.is_ok() {
-                        acked.lock().unwrap().push(key);
-                    }
-                }
-            })
-        };
-        Writer { acked, stop, task }
-    }
-
-    fn acked(&self) -> Vec<String> {
-        self.acked.lock().unwrap().clone()
-    }
-
-    async fn wait_more(&self, cluster: &Cluster, more: usize, what: &str) {
-        let from = self.acked.lock().unwrap().len();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.acked.lock().unwrap().len() < from + more {
-            assert!(Instant::now() < deadline, "no {what} within 30 s\n{}", cluster.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await.unwrap();
-        self.acked.lock().unwrap().clone()
-    }
-}
 
 /// The keys under `w/` in node `i`'s own applied copy (no leaseholder involved).
 async fn applied_keys(cluster: &Cluster, i: usize) -> Option<BTreeSet<Vec<u8>>> {
@@ -137,7 +87,7 @@ async fn a_follower_with_a_cut_or_damaged_log_recovers_or_refuses_and_no_acknowl
     let leader_id = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
     let leader = cluster.index_of(leader_id).await;
     let follower = (0..3).find(|i| *i != leader).unwrap();
-    let writer = Writer::start(&cluster, leader).await;
+    let writer = Writer::start(&cluster, leader, "w/").await;
     writer.wait_more(&cluster, 50, "writes before any damage").await;
 
     // 1. Killed mid-append, its last segment cut at a random byte: it restarts on what is

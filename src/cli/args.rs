@@ -404,6 +404,10 @@ pub enum NodeCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also each node's replicas, leaseholders, unavailable and underreplicated ranges
+        /// (its last reported store metrics).
+        #[arg(long)]
+        ranges: bool,
     },
     /// List the ranges a node holds, with Raft state and load.
     Ranges {
@@ -569,7 +573,7 @@ mod tests {
         let before = parse(&["ranged", "node", "--host", "n2:1", "status", "--format", "json"]);
         let after = parse(&["ranged", "node", "status", "--format", "json", "--host", "n2:1"]);
         assert_eq!(format!("{before:?}"), format!("{after:?}"));
-        let Command::Node { client, command: NodeCommand::Status { format } } = before.command else {
+        let Command::Node { client, command: NodeCommand::Status { format, .. } } = before.command else {
             panic!("not node status")
         };
         assert_eq!(client.host, "n2:1");

@@ -114,9 +114,9 @@ pub async fn kv(client: ClientArgs, command: KvCommand) -> Result<(), Error> {
 pub async fn node(client: ClientArgs, command: NodeCommand) -> Result<(), Error> {
     let mut status = pb::status_service_client::StatusServiceClient::new(connect(&client).await?);
     match command {
-        NodeCommand::Status { format } => {
+        NodeCommand::Status { format, ranges } => {
             let nodes = status.nodes(pb::NodesRequest {}).await?.into_inner().nodes;
-            print_nodes(&nodes, format);
+            print_nodes(&nodes, format, ranges);
         }
         NodeCommand::Ranges { format, hot, limit } => {
             let ranges = match hot {

@@ -15,8 +15,17 @@ pub fn print_path_latency(p: &crate::bench::PathLatency) {
     println!("{} {} {} {:.3} {:.3} {:.1}", p.path, l.requests, l.errors, l.p50_ms, l.p99_ms, l.ops_per_s);
 }
 
-/// Prints `ranged node status`: one row per node with its liveness.
-pub fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
+/// The store metrics `ranged node status --ranges` shows: (column, metric).
+const RANGE_COLUMNS: [(&str, &str); 4] = [
+    ("replicas", "replicas"),
+    ("replicas_leaseholders", "replicas.leaseholders"),
+    ("ranges_unavailable", "ranges.unavailable"),
+    ("ranges_underreplicated", "ranges.underreplicated"),
+];
+
+/// Prints `ranged node status`: one row per node with its liveness, and with `ranges` its
+/// last reported range counts (summed over its stores).
+pub fn print_nodes(nodes: &[pb::NodeEntry], format: Format, ranges: bool) {
     let rows: Vec<serde_json::Value> = nodes
         .iter()
         .map(|node| {
@@ -25,7 +34,7 @@ pub fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
                 .locality
                 .map(|l| l.tiers.into_iter().map(|t| format!("{}={}", t.key, t.value)).collect())
                 .unwrap_or_default();
-            serde_json::json!({
+            let mut row = serde_json::json!({
                 "id": d.node_id,
                 "address": d.address,
                 "sql_address": d.sql_address,
@@ -34,23 +43,42 @@ pub fn print_nodes(nodes: &[pb::NodeEntry], format: Format) {
                 "locality": locality.join(","),
                 "liveness": membership::Liveness::from_wire(node.liveness).name(),
                 "is_live": node.liveness == membership::Liveness::Live as i32,
-            })
+            });
+            if ranges {
+                for (column, metric) in RANGE_COLUMNS {
+                    let sum: f64 = node.store_metrics.values().filter_map(|m| m.metrics.get(metric)).sum();
+                    row[column] = serde_json::json!(sum as u64);
+                }
+            }
+            row
         })
         .collect();
     match format {
         Format::Json => println!("{}", serde_json::Value::Array(rows)),
         Format::Table => {
-            println!("{:<4} {:<24} {:<24} {:<10} {:<12} locality", "id", "address", "sql_address", "build", "liveness");
+            let mut header =
+                format!("{:<4} {:<24} {:<24} {:<10} {:<12}", "id", "address", "sql_address", "build", "liveness");
+            if ranges {
+                for (column, _) in RANGE_COLUMNS {
+                    header.push_str(&format!(" {column:>22}"));
+                }
+            }
+            println!("{header} locality");
             for row in rows {
-                println!(
-                    "{:<4} {:<24} {:<24} {:<10} {:<12} {}",
+                let mut line = format!(
+                    "{:<4} {:<24} {:<24} {:<10} {:<12}",
                     row["id"].to_string(),
                     row["address"].as_str().unwrap_or_default(),
                     row["sql_address"].as_str().unwrap_or_default(),
                     row["build"].as_str().unwrap_or_default(),
                     row["liveness"].as_str().unwrap_or_default(),
-                    row["locality"].as_str().unwrap_or_default()
                 );
+                if ranges {
+                    for (column, _) in RANGE_COLUMNS {
+                        line.push_str(&format!(" {:>22}", row[column]));
+                    }
+                }
+                println!("{line} {}", row["locality"].as_str().unwrap_or_default());
             }
         }
     }

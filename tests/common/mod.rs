@@ -10,6 +10,7 @@ pub mod nemesis;
 pub mod netns;
 pub mod registers;
 pub mod swagger;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
