@@ -27,6 +27,9 @@ pub const NODE_PREFIX: &[u8] = b"\x04node/";
 pub const STATUS_PREFIX: &[u8] = b"\x04status/";
 /// Prefix of node membership records (`/System/membership/<id>`): decommissioning state.
 pub const MEMBERSHIP_PREFIX: &[u8] = b"\x04membership/";
+/// Prefix of spans pending deletion (`/System/gc/<id>`): the rows of a dropped table, deleted
+/// after the catalog change that dropped it (see [`crate::services::kv::delete_pending_span`]).
+pub const GC_PREFIX: &[u8] = b"\x04gc/";
 /// Prefix of web sessions (`/System/websession/<id>`).
 pub const WEB_SESSION_PREFIX: &[u8] = b"\x04websession/";
 /// Prefixes of the SQL catalog (databases, table names, table descriptors). A write under
@@ -44,6 +47,23 @@ pub fn range_descriptor_key(range_id: u64) -> Vec<u8> {
 /// The key of node `node_id`'s registry record.
 pub fn node_key(node_id: u64) -> Vec<u8> {
     [NODE_PREFIX, &node_id.to_be_bytes()].concat()
+}
+
+/// The key of pending deletion `id` (a dropped table's id).
+pub fn gc_key(id: u64) -> Vec<u8> {
+    [GC_PREFIX, &id.to_be_bytes()].concat()
+}
+
+/// A pending deletion's value: `[start length u32 BE][start][end]`.
+pub fn encode_span(start: &[u8], end: &[u8]) -> Vec<u8> {
+    [&(start.len() as u32).to_be_bytes()[..], start, end].concat()
+}
+
+/// The span of a pending deletion's value; `None` if it is not one.
+pub fn decode_span(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (len, rest) = value.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    (rest.len() >= len).then(|| (rest[..len].to_vec(), rest[len..].to_vec()))
 }
 
 /// The key of node `node_id`'s membership record.
@@ -152,8 +172,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pending_deletion_spans_round_trip_and_garbage_is_refused() {
+        let value = encode_span(b"\x05t\x00\x00\x00\x07", b"\x05t\x00\x00\x00\x08");
+        assert_eq!(decode_span(&value), Some((b"\x05t\x00\x00\x00\x07".to_vec(), b"\x05t\x00\x00\x00\x08".to_vec())));
+        assert_eq!(decode_span(&encode_span(b"", b"")), Some((Vec::new(), Vec::new())));
+        assert_eq!(decode_span(b"\x00\x00"), None);
+        assert_eq!(decode_span(b"\x00\x00\x00\x09abc"), None);
+    }
+
+    #[test]
     fn system_keys_sort_inside_range_one() {
-        for key in [CLUSTER_ID, NODE_ID_ALLOCATOR, &node_key(7), &range_descriptor_key(9), &user_key("root")] {
+        let (gc, membership) = (gc_key(3), membership_key(4));
+        for key in
+            [CLUSTER_ID, NODE_ID_ALLOCATOR, &node_key(7), &range_descriptor_key(9), &user_key("root"), &gc, &membership]
+        {
             assert!(key < USER_SPACE_START, "{key:?}");
         }
         assert!(range_descriptor_key(2) < range_descriptor_key(10));

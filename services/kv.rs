@@ -37,6 +37,17 @@ pub trait Kv: Send + Sync {
     }
 }
 
+/// Deletes the rows of pending deletion `id` (`[start, end)`) and then its record. Idempotent:
+/// the statement that dropped the rows' table calls it once, and the leaseholder's maintenance
+/// again for any record still there (the first attempt failed or the process died), so the
+/// rows go in a batch of their own, apart from the catalog change, as a range's rows must
+/// once each range is its own Raft group.
+pub async fn delete_pending_span(kv: &dyn Kv, id: u64, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
+    kv.batch(vec![Op::DeleteRange { start, end }]).await?;
+    kv.batch(vec![Op::Delete { key: keys::gc_key(id) }]).await?;
+    Ok(())
+}
+
 /// The value at `key`: from the serving node's applied copy when it has one, else from the
 /// leaseholder. For records that are created once and then only change by later writes the
 /// caller tolerates seeing a moment late (web sessions, users): the common case then needs no

@@ -329,6 +329,16 @@ async fn workload_databases_and_drop_table() {
     // DROP TABLE removes the table and its rows; a new table of the same name starts empty.
     client.batch_execute("DROP TABLE t; CREATE TABLE t (k INT PRIMARY KEY)").await.unwrap();
     assert_eq!(client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get::<_, i64>(0), 0);
+    // The statement deleted the old rows itself: no deletion is left pending.
+    let gc = ranged::pb::KvOp {
+        op: Some(ranged::pb::kv_op::Op::Scan(ranged::pb::ScanRequest {
+            start: ranged::services::keys::GC_PREFIX.to_vec().into(),
+            end: ranged::services::keys::prefix_end(ranged::services::keys::GC_PREFIX).into(),
+            limit: 0,
+        })),
+    };
+    let pending = cluster.kv(0).await.batch(ranged::pb::BatchRequest { ops: vec![gc], ..Default::default() }).await;
+    assert!(pending.unwrap().into_inner().results[0].rows.is_empty());
     let err = client.batch_execute("DROP TABLE nope").await.unwrap_err();
     assert_eq!(code(&err), "42P01");
     client.batch_execute("DROP TABLE IF EXISTS nope; SET application_name = 'renamed'").await.unwrap();

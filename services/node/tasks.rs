@@ -67,6 +67,23 @@ impl NodeCore {
         }
     }
 
+    /// Deletes the spans still recorded as pending deletion (rows of dropped tables whose
+    /// statement could not delete them), a few per pass.
+    async fn delete_pending_spans(&self) -> Result<()> {
+        let scan = Op::Scan { start: keys::GC_PREFIX.to_vec(), end: keys::prefix_end(keys::GC_PREFIX), limit: 16 };
+        let pending = self.kv_batch(vec![scan], false).await?.pop().map(|r| r.rows).unwrap_or_default();
+        for (key, value) in pending {
+            let id = key.strip_prefix(keys::GC_PREFIX).and_then(keys::decode_u64);
+            let (Some(id), Some((start, end))) = (id, keys::decode_span(&value)) else {
+                tracing::warn!(key = %keys::pretty(&key), "unreadable pending deletion left alone");
+                continue;
+            };
+            kv::delete_pending_span(self, id, start, end).await?;
+            tracing::info!(id, "deleted the rows of a dropped table");
+        }
+        Ok(())
+    }
+
     /// Leaseholder duties: split oversized ranges; reset load counts on lease changes.
     pub(super) async fn maintenance_loop(self: Arc<Self>) {
         let Ok(active) = self.active().cloned() else { return };
@@ -96,6 +113,9 @@ impl NodeCore {
             }
             if let Err(err) = self.place_replicas(&active, &group).await {
                 tracing::warn!(error = %err, "replica placement");
+            }
+            if let Err(err) = self.delete_pending_spans().await {
+                tracing::warn!(error = %err, "deleting the rows of dropped tables");
             }
             match group.state.split_points(self.config.range_max_bytes).await {
                 Ok(points) => {

@@ -347,6 +347,8 @@ impl Catalog {
         let Some(table) = self.table(database, name).await? else {
             return if if_exists { Ok(false) } else { Err(SqlError::undefined_table(name)) };
         };
+        // The catalog change first, with a record of the rows to delete; then the rows. Table
+        // ids are never reused, so rows left behind for a moment are never seen again.
         let (start, end) = value::table_span(table.id);
         let ops = vec![
             Op::ConditionalPut {
@@ -356,12 +358,17 @@ impl Catalog {
             },
             Op::Delete { key: namespace_key(database, name) },
             Op::Delete { key: descriptor_key(table.id) },
-            Op::DeleteRange { start, end },
+            Op::Put { key: keys::gc_key(table.id), value: keys::encode_span(&start, &end) },
         ];
         let result = self.kv.batch(ops).await;
         self.clear_table_cache();
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                if let Err(err) = kv::delete_pending_span(self.kv.as_ref(), table.id, start, end).await {
+                    tracing::warn!(table = table.id, error = %err, "rows of a dropped table left for the maintenance pass");
+                }
+                Ok(true)
+            }
             Err(Error::ConditionFailed { .. }) => {
                 Err(SqlError::new(SERIALIZATION_FAILURE, "table changed concurrently; retry"))
             }
