@@ -101,9 +101,11 @@ pub fn split_root_cert(url: &str) -> (String, Option<PathBuf>) {
 
 /// A PostgreSQL error with its SQLSTATE and message (tokio-postgres prints only "db error").
 pub fn describe_error(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => err.to_string(),
+    match (err.as_db_error(), std::error::Error::source(err)) {
+        (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+        // "error communicating with the server" alone does not say what went wrong.
+        (None, Some(cause)) => format!("{err}: {cause}"),
+        (None, None) => err.to_string(),
     }
 }
 

@@ -200,11 +200,20 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
         no_workload: args.no_workload,
     };
     let demo = crate::demo::Demo::start(&options).await.map_err(|err| err.to_string())?;
-    println!("{}", demo.banner());
+    say(&demo.banner());
     shutdown_signal().await;
-    println!("stopping the demo cluster");
+    say("stopping the demo cluster\n");
     demo.stop().await;
     Ok(())
+}
+
+/// Writes `text` to stdout in one write, ignoring a closed stdout: `println!` panics on a
+/// broken pipe, and a reader that stops reading (`ranged demo | head`, a test that read the
+/// banner) must not take the cluster down.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 #[cfg(test)]
