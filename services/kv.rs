@@ -90,6 +90,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// A scan of every key under `prefix`, at most `limit` (0: no limit).
+    pub fn scan_prefix(prefix: &[u8], limit: u32) -> Op {
+        Op::Scan { start: prefix.to_vec(), end: keys::prefix_end(prefix), limit }
+    }
+
     /// Whether the operation changes data.
     pub fn is_write(&self) -> bool {
         !matches!(self, Op::Get { .. } | Op::Scan { .. })

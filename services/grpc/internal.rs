@@ -186,10 +186,13 @@ impl NodeService for NodeApi {
         request: Request<pb::DecommissionRequest>,
     ) -> Result<Response<pb::DecommissionResponse>, Status> {
         let request = request.into_inner();
-        if request.target != 0 && super::convert::membership_from_wire(request.target).is_none() {
-            return Err(Status::invalid_argument(format!("unknown membership status {}", request.target)));
-        }
-        let target = super::convert::membership_from_wire(request.target);
+        let target = match request.target {
+            0 => None,
+            wire => Some(
+                super::convert::membership_from_wire(wire)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown membership status {wire}")))?,
+            ),
+        };
         let status = self.0.decommission(&request.node_ids, target).await?;
         Ok(Response::new(pb::DecommissionResponse { status: status.into_iter().map(Into::into).collect() }))
     }

@@ -296,7 +296,10 @@ impl NodeCore {
             let settled = is_voter || (is_learner && voters >= MAX_VOTERS);
             // A node leaving the cluster does not ask back in (the leader would refuse); it asks
             // whether it still holds a replica, since once removed it hears nothing more.
+            // Nor does it campaign: leadership moves off it, and once removed it may never hear
+            // of its removal, so it must not disrupt the group.
             if self.membership_of(active.node_id).await.is_ok_and(|m| m != NodeMembership::Active) {
+                group.raft.runtime_config().elect(false);
                 if !group.is_removed() && self.removed_by_the_others(&active, &membership).await {
                     tracing::info!(group = group.group, "this node's replica was removed from its Raft group");
                     group.mark_removed();

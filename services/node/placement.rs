@@ -28,25 +28,21 @@ pub struct DecommissionStatus {
 }
 
 impl NodeCore {
-    /// Every node's membership record and liveness, as the allocator takes them.
-    async fn node_states(&self, active: &Active) -> Result<BTreeMap<NodeId, (NodeState, membership::GossipPeer)>> {
-        let scan = Op::Scan {
-            start: keys::MEMBERSHIP_PREFIX.to_vec(),
-            end: keys::prefix_end(keys::MEMBERSHIP_PREFIX),
-            limit: 0,
-        };
-        let registry =
-            Op::Scan { start: keys::NODE_PREFIX.to_vec(), end: keys::prefix_end(keys::NODE_PREFIX), limit: 0 };
-        let mut results = self.read_applied(vec![scan, registry]).await?;
+    /// The membership record and liveness of every node known to the registry, gossip or the
+    /// group (whose `members` the caller has read), as the allocator takes them.
+    async fn node_states(
+        &self,
+        active: &Active,
+        members: &BTreeSet<NodeId>,
+    ) -> Result<BTreeMap<NodeId, (NodeState, membership::GossipPeer)>> {
+        let scans = vec![Op::scan_prefix(keys::MEMBERSHIP_PREFIX, 0), Op::scan_prefix(keys::NODE_PREFIX, 0)];
+        let mut results = self.read_applied(scans).await?;
         let registered: Vec<NodeId> = (results.pop().map(|r| r.rows).unwrap_or_default().into_iter())
             .filter_map(|(key, _)| keys::decode_u64(key.strip_prefix(keys::NODE_PREFIX)?))
             .collect();
         let memberships = views::membership_records(results.pop().map(|r| r.rows).unwrap_or_default());
         let mut peers = active.gossip.peers().await;
-        let group = active.replica(raft_mod::GROUP)?;
-        let members: BTreeSet<NodeId> =
-            group.raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
-        let mut ids: BTreeSet<NodeId> = members;
+        let mut ids = members.clone();
         ids.extend(peers.keys().copied());
         ids.extend(memberships.keys().copied());
         ids.extend(registered);
@@ -80,8 +76,9 @@ impl NodeCore {
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
         let states: BTreeMap<NodeId, NodeState> =
-            self.node_states(active).await?.into_iter().map(|(id, (state, _))| (id, state)).collect();
+            self.node_states(active, &members).await?.into_iter().map(|(id, (state, _))| (id, state)).collect();
         let Some(change) = allocator::next_change(active.node_id, &voters, &learners, &states) else {
             return Ok(());
         };
@@ -182,10 +179,10 @@ impl NodeCore {
     }
 
     async fn decommission_status(&self, active: &Active, node_ids: &[NodeId]) -> Result<Vec<DecommissionStatus>> {
-        let mut states = self.node_states(active).await?;
         let group = active.replica(raft_mod::GROUP)?;
         let members: BTreeSet<NodeId> =
             group.raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let mut states = self.node_states(active, &members).await?;
         let ranges = group.state.with_shared(|shared| shared.ranges.len() as u64);
         let mut out = Vec::new();
         for id in node_ids {

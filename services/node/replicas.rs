@@ -72,9 +72,7 @@ impl Replica {
             removed: AtomicBool::new(false),
         })
     }
-}
 
-impl Replica {
     /// Whether the group has removed this replica (it then reports nothing as its own).
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::SeqCst)

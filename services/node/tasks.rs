@@ -70,8 +70,12 @@ impl NodeCore {
     /// Deletes the spans still recorded as pending deletion (rows of dropped tables whose
     /// statement could not delete them), a few per pass.
     async fn delete_pending_spans(&self) -> Result<()> {
-        let scan = Op::Scan { start: keys::GC_PREFIX.to_vec(), end: keys::prefix_end(keys::GC_PREFIX), limit: 16 };
-        let pending = self.kv_batch(vec![scan], false).await?.pop().map(|r| r.rows).unwrap_or_default();
+        let pending = self
+            .kv_batch(vec![Op::scan_prefix(keys::GC_PREFIX, 16)], false)
+            .await?
+            .pop()
+            .map(|r| r.rows)
+            .unwrap_or_default();
         for (key, value) in pending {
             let id = key.strip_prefix(keys::GC_PREFIX).and_then(keys::decode_u64);
             let (Some(id), Some((start, end))) = (id, keys::decode_span(&value)) else {
@@ -102,11 +106,6 @@ impl NodeCore {
                 // Load is counted only while holding the lease; a new holder starts afresh.
                 self.load.reset();
                 was_leader = is_leader;
-            }
-            // A node leaving the cluster does not campaign: leadership moves off it, and once
-            // removed it may never hear of its removal, so it must not disrupt the group.
-            if self.membership_of(active.node_id).await.is_ok_and(|m| m != NodeMembership::Active) {
-                group.raft.runtime_config().elect(false);
             }
             if !is_leader {
                 continue;

@@ -99,17 +99,12 @@ impl NodeCore {
     /// Every node in the registry or in gossip, with its liveness as seen here.
     pub async fn nodes(&self) -> Result<Vec<NodeView>> {
         let active = self.active()?.clone();
-        let scan = Op::Scan { start: keys::NODE_PREFIX.to_vec(), end: keys::prefix_end(keys::NODE_PREFIX), limit: 0 };
-        let status_scan =
-            Op::Scan { start: keys::STATUS_PREFIX.to_vec(), end: keys::prefix_end(keys::STATUS_PREFIX), limit: 0 };
+        let scan = Op::scan_prefix(keys::NODE_PREFIX, 0);
+        let status_scan = Op::scan_prefix(keys::STATUS_PREFIX, 0);
         // The node list comes from this node's applied copy of range 1, as CockroachDB reads
         // node descriptors from gossip: it must answer while range 1's leader is frozen or cut
         // off, and a moment's lag does not matter to a list refreshed continually.
-        let membership_scan = Op::Scan {
-            start: keys::MEMBERSHIP_PREFIX.to_vec(),
-            end: keys::prefix_end(keys::MEMBERSHIP_PREFIX),
-            limit: 0,
-        };
+        let membership_scan = Op::scan_prefix(keys::MEMBERSHIP_PREFIX, 0);
         let mut results = self.read_applied(vec![scan, status_scan, membership_scan]).await?;
         let memberships = membership_records(results.pop().map(|r| r.rows).unwrap_or_default());
         let status_rows = results.pop().map(|r| r.rows).unwrap_or_default();

@@ -172,7 +172,7 @@ impl<'a> Users<'a> {
 
     /// Every user, by name.
     pub async fn list(&self) -> Result<Vec<UserRecord>, Error> {
-        let op = Op::Scan { start: keys::USER_PREFIX.to_vec(), end: keys::prefix_end(keys::USER_PREFIX), limit: 0 };
+        let op = Op::scan_prefix(keys::USER_PREFIX, 0);
         let rows = self.kv.batch(vec![op]).await?.remove(0).rows;
         rows.iter().map(|(_, v)| serde_json::from_slice(v).map_err(Error::internal)).collect()
     }
