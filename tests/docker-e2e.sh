@@ -194,7 +194,7 @@ ok "psql over TLS (verify-full) on 127.0.0.1:$HOST_SQL_PORT: CREATE TABLE e2e, I
 PGAPPNAME=e2e-sleeper timeout 60 psql "$PGURL" -X -q -c "SELECT pg_sleep(45)" >/dev/null 2>&1 &
 SLEEPER_PID=$!
 
-timeout 60 target/release/ranged workload run kv --url "$PGURL" --duration 8s --concurrency 2 >"$TMP/workload.out" 2>&1 \
+timeout -k 10 60 target/release/ranged workload run kv --url "$PGURL" --duration 8s --concurrency 2 >"$TMP/workload.out" 2>&1 \
     || { cat "$TMP/workload.out"; fail "ranged workload"; }
 ok "ranged workload run kv for 8s through node1: $(tail -n 1 "$TMP/workload.out")"
 
