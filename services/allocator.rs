@@ -8,7 +8,9 @@
 //! 2. a voter on a DEAD or decommissioning node is replaced: a LIVE learner is promoted, then
 //!    the voter removed (never removed first: that would shrink the quorum's margin);
 //! 3. a learner on a decommissioning node is removed;
-//! 4. fewer than [`MAX_VOTERS`] voters: a LIVE learner is promoted.
+//! 4. fewer than [`MAX_VOTERS`] voters: a LIVE learner is promoted;
+//! 5. with nothing else to do, a leader holding two or more leases more than another LIVE
+//!    voter of the group hands it this group's lease ([`lease_target`]).
 //!
 //! A voter with nobody to replace it stays: a decommission then waits (as CockroachDB's does
 //! when no node can take the replicas), and a DEAD voter keeps its place until a node joins.
@@ -99,6 +101,25 @@ pub fn next_change(
     None
 }
 
+/// The voter `leader` should hand this group's lease to so that leases even out: the LIVE,
+/// active voter leading the fewest groups (`leases`; a node missing leads none), when the
+/// leader leads at least two more. A difference of one is left alone: moving it would only
+/// swap which node has the extra lease.
+pub fn lease_target(
+    leader: NodeId,
+    voters: &BTreeSet<NodeId>,
+    leases: &BTreeMap<NodeId, usize>,
+    nodes: &BTreeMap<NodeId, NodeState>,
+) -> Option<NodeId> {
+    let count = |id: &NodeId| leases.get(id).copied().unwrap_or(0);
+    let may_lead = |id: &NodeId| nodes.get(id).is_none_or(NodeState::may_vote);
+    let (target, fewest) = (voters.iter())
+        .filter(|id| **id != leader && may_lead(id))
+        .map(|id| (*id, count(id)))
+        .min_by_key(|(id, leases)| (*leases, *id))?;
+    (count(&leader) >= fewest + 2).then_some(target)
+}
+
 /// Whether a group with `voters` is (under, over) replicated: fewer voters on nodes `heard`
 /// from than the `known` nodes could give it (up to [`MAX_VOTERS`]; a voter on a dead or
 /// unreachable node counts as missing, as in CockroachDB), or more than [`MAX_VOTERS`].
@@ -124,6 +145,27 @@ mod tests {
         list.iter()
             .map(|(id, liveness, membership)| (*id, NodeState { liveness: *liveness, membership: *membership }))
             .collect()
+    }
+
+    #[test]
+    fn leases_move_to_the_live_voter_leading_fewest_when_two_apart() {
+        let voters = ids(&[1, 2, 3]);
+        let leases = |list: &[(NodeId, usize)]| list.iter().copied().collect::<BTreeMap<_, _>>();
+        let all_live = nodes(&[]);
+        // Node 1 leads both groups: one goes to the lowest id among those leading none.
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &all_live), Some(2));
+        // One apart: balanced enough.
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 1), (2, 0), (3, 0)]), &all_live), None);
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 2), (2, 1), (3, 1)]), &all_live), None);
+        // The fewest wins over the lower id.
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 3), (2, 2), (3, 1)]), &all_live), Some(3));
+        // Not to a dead, draining or decommissioning voter, nor to a learner.
+        let (dead, leaving) = (Liveness::Dead, NodeMembership::Decommissioning);
+        let states = nodes(&[(2, dead, NodeMembership::Active), (3, Liveness::Live, leaving)]);
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &states), None);
+        let draining = nodes(&[(2, Liveness::Draining, NodeMembership::Active)]);
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &draining), Some(3));
+        assert_eq!(lease_target(1, &ids(&[1]), &leases(&[(1, 5)]), &all_live), None);
     }
 
     #[test]

@@ -78,10 +78,12 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<Database> {
 
 /// The layout and encoding of a store (1: protobuf entries and postcard metadata in
 /// `raft-log.redb`; 2: the same in the write-ahead log; 3: the state machine's applied log
-/// id, membership and snapshot kept per Raft group, `applied/<group>` …). The state database
+/// id, membership and snapshot kept per Raft group, `applied/<group>` …; 4: range descriptors
+/// kept per Raft group, `desc/<group>/<range>`, no longer `/Meta/range/` rows; 5: range 1 and
+/// user space in Raft groups of their own, 1 and 2). The state database
 /// and the log each record it under [`FORMAT_KEY`]; one recording another format, or written
 /// before formats were recorded, refuses to open.
-pub const STORE_FORMAT: u64 = 3;
+pub const STORE_FORMAT: u64 = 5;
 /// The meta key holding a database's store format.
 pub const FORMAT_KEY: &str = "format";
 

@@ -255,9 +255,10 @@ impl LoadTracker {
         ranked.into_iter().filter_map(|(id, _)| replicas.get(&id).map(|load| (id, load.rates(now)))).collect()
     }
 
-    /// Forgets all counts: called when this node loses or gains the lease.
-    pub fn reset(&self) {
-        self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    /// Forgets the counts of the ranges `forget` picks: called for the ranges whose lease this
+    /// node loses or gains.
+    pub fn forget(&self, forget: impl Fn(u64) -> bool) {
+        self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).retain(|id, _| !forget(*id));
     }
 }
 

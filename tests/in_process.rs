@@ -60,7 +60,7 @@ async fn embedded_api_answers_for_its_own_node_in_process_and_dials_the_others()
     let refused = raft.vote(payload(7)).await.expect_err("no replica of group 7");
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
     assert!(refused.message().contains("Raft group 7"), "{refused:?}");
-    let refused = raft.vote(payload(ranged::services::raft::GROUP)).await.expect_err("undecodable vote");
+    let refused = raft.vote(payload(ranged::services::raft::SYSTEM_GROUP)).await.expect_err("undecodable vote");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert_eq!(get(&format!("{api}/health/?ready=true")).await.0, 200);
 

@@ -10,6 +10,7 @@ use ranged::services::kv::Op;
 use ranged::services::raft::log_store::LogStore;
 use ranged::services::raft::state_machine::{Span, StateMachine, StateStore};
 use ranged::services::raft::{Command, TypeConfig};
+use ranged::services::ranges::{self, RangeDescriptor};
 
 struct Builder;
 
@@ -18,9 +19,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("a temporary directory");
         let engine = Engine::open(&dir.path().join("store"), ranged::services::engine::DEFAULT_CACHE_BYTES)
             .expect("opening a fresh store");
-        let log = LogStore::new(engine.log.clone(), ranged::services::raft::GROUP);
+        let log = LogStore::new(engine.log.clone(), ranged::services::raft::SYSTEM_GROUP);
         let state = StateStore::open(engine.state.clone())
-            .and_then(|store| store.group(1, Span::all()))
+            .and_then(|store| store.group(1, Span::all(), &ranges::bootstrap_descriptors()))
             .expect("opening the state machine");
         Ok((dir, log, state))
     }
@@ -46,51 +47,99 @@ async fn apply(state: &mut StateMachine, entries: Vec<ranged::services::raft::En
     state.apply(stream).await.expect("apply");
 }
 
+fn split_entry(index: u64, key: &str, right_range_id: u64) -> ranged::services::raft::Entry {
+    use openraft::entry::RaftEntry;
+    ranged::services::raft::Entry::new_normal(
+        openraft::testing::log_id::<TypeConfig>(1, 1, index),
+        Command::Split { split_key: key.as_bytes().to_vec(), right_range_id },
+    )
+}
+
+fn desc(range_id: u64, start: &str, end: &str) -> RangeDescriptor {
+    RangeDescriptor { range_id, start_key: start.into(), end_key: end.into(), generation: 0 }
+}
+
+/// The store's range index as (id, start, end).
+fn index(store: &StateStore) -> Vec<(u64, String, String)> {
+    let as_text = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
+    store.ranges().iter().map(|d| (d.range_id, as_text(&d.start_key), as_text(&d.end_key))).collect()
+}
+
+fn ids(store: &StateStore) -> Vec<u64> {
+    index(store).into_iter().map(|(id, ..)| id).collect()
+}
+
 async fn value(store: &StateStore, key: &str) -> Option<Vec<u8>> {
     store.read(vec![Op::Get { key: key.as_bytes().to_vec() }]).await.unwrap().0.remove(0).value
 }
 
 /// Two groups over one store (as per-range groups will be): each keeps its own applied log
-/// id across a reopen, a snapshot carries its own span's rows only, and installing one into
-/// another store replaces that span and leaves the other group's rows and applied state.
+/// id and range descriptors across a reopen, a snapshot carries its own span's rows and
+/// descriptors only, and installing one into another store replaces those and leaves the
+/// other groups' rows, descriptors and applied state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_groups_over_one_store_keep_their_applied_state_and_snapshots_apart() {
-    let (left, right) =
-        (Span { start: Vec::new(), end: b"m".to_vec() }, Span { start: b"m".to_vec(), end: Vec::new() });
+    let (left, right, far) = (
+        Span { start: Vec::new(), end: b"m".to_vec() },
+        Span { start: b"m".to_vec(), end: b"x".to_vec() },
+        Span { start: b"x".to_vec(), end: Vec::new() },
+    );
+    let (left_desc, right_desc, far_desc) = (desc(1, "", "m"), desc(2, "m", "x"), desc(20, "x", ""));
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(&dir.path().join("a"), ranged::services::engine::DEFAULT_CACHE_BYTES).unwrap();
     let store = StateStore::open(engine.state.clone()).unwrap();
-    let mut one = store.group(1, left.clone()).unwrap();
-    let mut two = store.group(2, right.clone()).unwrap();
+    let mut one = store.group(1, left.clone(), std::slice::from_ref(&left_desc)).unwrap();
+    let mut two = store.group(2, right.clone(), std::slice::from_ref(&right_desc)).unwrap();
     apply(&mut one, vec![put_entry(1, "apple"), put_entry(2, "banana")]).await;
-    apply(&mut two, vec![put_entry(1, "melon")]).await;
+    apply(&mut two, vec![put_entry(1, "melon"), put_entry(2, "pear"), split_entry(3, "p", 3)]).await;
     assert_eq!(one.applied_state().await.unwrap().0.map(|id| id.index), Some(2));
-    assert_eq!(two.applied_state().await.unwrap().0.map(|id| id.index), Some(1));
-    // A reopened store finds each group where it was.
+    assert_eq!(two.applied_state().await.unwrap().0.map(|id| id.index), Some(3));
+    let split_index = vec![(1, "".into(), "m".into()), (2, "m".into(), "p".into()), (3, "p".into(), "x".into())];
+    assert_eq!(index(&store), split_index);
+    assert_eq!(
+        store.with_shared(|shared| shared.sizes.get(&3).map(|size| size.keys)),
+        Some(1),
+        "pear moved to range 3"
+    );
+    // A split outside the group's span, or onto an id in use, changes nothing.
+    apply(&mut two, vec![split_entry(4, "c", 9), split_entry(5, "q", 1)]).await;
+    assert_eq!(index(&store), split_index);
+    // A reopened store finds each group where it was, with the split's descriptors; the
+    // initial descriptors of a group it already holds are not applied again.
     let reopened = StateStore::open(engine.state.clone()).unwrap();
-    assert_eq!(reopened.group(1, left.clone()).unwrap().applied_state().await.unwrap().0.map(|id| id.index), Some(2));
-    assert_eq!(reopened.group(2, right.clone()).unwrap().applied_state().await.unwrap().0.map(|id| id.index), Some(1));
-    assert_eq!(reopened.group(3, Span::all()).unwrap().applied_state().await.unwrap().0, None);
+    assert_eq!(index(&reopened), split_index);
+    let applied = reopened.group(1, left.clone(), &[]).unwrap().applied_state().await.unwrap().0;
+    assert_eq!(applied.map(|id| id.index), Some(2));
+    let applied = reopened.group(2, right.clone(), &[desc(7, "m", "x")]).unwrap().applied_state().await.unwrap().0;
+    assert_eq!(applied.map(|id| id.index), Some(5));
+    assert_eq!(ids(&reopened), vec![1, 2, 3]);
+    assert_eq!(reopened.group(4, Span::all(), &[]).unwrap().applied_state().await.unwrap().0, None);
 
-    // Group 2's snapshot holds melon only.
+    // Group 2's snapshot holds melon and pear and ranges 2 and 3.
     let snapshot = two.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(1));
+    assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(5));
 
-    // Another store whose group 1 has applied its own rows, and a stray row in group 2's span
-    // that the install must replace.
+    // Another store whose group 1 has applied its own rows, a stray row in group 2's span
+    // that the install must replace, and a group 20 whose descriptor sorts right after
+    // group 2's (`desc/2…` < `desc/20…`) and must stay.
     let other = Engine::open(&dir.path().join("b"), ranged::services::engine::DEFAULT_CACHE_BYTES).unwrap();
     let other_store = StateStore::open(other.state.clone()).unwrap();
-    let mut other_one = other_store.group(1, left.clone()).unwrap();
+    let mut other_one = other_store.group(1, left.clone(), std::slice::from_ref(&left_desc)).unwrap();
     apply(&mut other_one, vec![put_entry(1, "cherry")]).await;
-    let mut other_two = other_store.group(2, right.clone()).unwrap();
+    let mut other_two = other_store.group(2, right.clone(), std::slice::from_ref(&right_desc)).unwrap();
     apply(&mut other_two, vec![put_entry(1, "stray")]).await;
+    other_store.group(20, far, std::slice::from_ref(&far_desc)).unwrap();
+    assert_eq!(ids(&other_store), vec![1, 2, 20]);
     other_two.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(ids(&other_store), vec![1, 2, 3, 20], "the snapshot's descriptors replaced group 2's");
+    assert_eq!(ids(&StateStore::open(other.state.clone()).unwrap()), vec![1, 2, 3, 20], "and were stored");
+    assert_eq!(other_store.with_shared(|shared| shared.sizes.get(&3).map(|size| size.keys)), Some(1));
     assert_eq!(value(&other_store, "melon").await.as_deref(), Some(&b"melon"[..]));
     assert_eq!(value(&other_store, "stray").await, None, "the span was replaced");
     assert_eq!(value(&other_store, "cherry").await.as_deref(), Some(&b"cherry"[..]), "group 1's rows stay");
     assert_eq!(value(&other_store, "apple").await, None, "group 1's span was not in the snapshot");
     assert_eq!(other_one.applied_state().await.unwrap().0.map(|id| id.index), Some(1));
-    assert_eq!(other_two.applied_state().await.unwrap().0.map(|id| id.index), Some(1));
+    assert_eq!(other_two.applied_state().await.unwrap().0.map(|id| id.index), Some(5));
     // A snapshot of group 1 sent to group 2 holds rows outside its span: refused.
     let wrong = one.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert!(other_two.install_snapshot(&wrong.meta, wrong.snapshot).await.is_err());

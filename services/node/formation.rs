@@ -25,18 +25,21 @@ impl NodeCore {
         if self.is_draining() {
             return Some("node is shutting down".into());
         }
-        let Some(group) = active.replicas.get(raft_mod::GROUP) else {
-            return Some("node is not healthy: no replica of the Raft group".into());
-        };
-        if group.is_removed() {
+        let groups = active.replicas.all();
+        if groups.is_empty() {
+            return Some("node is not healthy: no replica of the Raft groups".into());
+        }
+        if groups.iter().any(|group| group.is_removed()) {
             return Some("node is decommissioned".into());
         }
-        let metrics = group.raft.metrics().borrow_watched().clone();
-        if metrics.current_leader.is_none() {
-            return Some("node is not healthy: no Raft leader".into());
-        }
-        if !metrics.membership_config.membership().nodes().any(|(id, _)| *id == active.node_id) {
-            return Some("node is not healthy: not yet a member".into());
+        for group in groups {
+            let metrics = group.raft.metrics().borrow_watched().clone();
+            if metrics.current_leader.is_none() {
+                return Some(format!("node is not healthy: no Raft leader of group {}", group.group));
+            }
+            if !metrics.membership_config.membership().nodes().any(|(id, _)| *id == active.node_id) {
+                return Some(format!("node is not healthy: not yet a member of group {}", group.group));
+            }
         }
         None
     }
@@ -80,15 +83,16 @@ impl NodeCore {
         Ok((cluster_id, 1))
     }
 
-    /// Initializes the Raft group with this node alone and writes the system records. Safe to
-    /// repeat after a crash: the cluster id is written with a conditional put.
+    /// Initializes the Raft groups with this node alone and writes the system records. Safe
+    /// to repeat after a crash: the cluster id is written with a conditional put.
     pub(super) async fn finish_bootstrap(self: &Arc<Self>, root: users::UserRecord) -> Result<()> {
         let root = &root;
         let active = self.active()?.clone();
         let members = BTreeMap::from([(active.node_id, BasicNode::new(&self.config.advertise_addr))]);
-        let group = active.replica(raft_mod::GROUP)?;
-        if !group.raft.is_initialized().await.map_err(Error::internal)? {
-            group.raft.initialize(members).await.map_err(Error::internal)?;
+        for group in active.replicas.all() {
+            if !group.raft.is_initialized().await.map_err(Error::internal)? {
+                group.raft.initialize(members.clone()).await.map_err(Error::internal)?;
+            }
         }
         let mut ops = vec![
             Op::ConditionalPut {
@@ -101,12 +105,6 @@ impl NodeCore {
             users::put_op(root),
         ];
         ops.extend(catalog::bootstrap_ops());
-        for desc in ranges::bootstrap_descriptors() {
-            ops.push(Op::Put {
-                key: keys::range_descriptor_key(desc.range_id),
-                value: serde_json::to_vec(&desc).map_err(Error::internal)?,
-            });
-        }
         match self.kv_batch(ops, false).await {
             Ok(_) => {}
             // A retried bootstrap finds its own cluster id already written.
@@ -145,8 +143,8 @@ impl NodeCore {
         Ok(())
     }
 
-    /// Makes a node a member of the Raft group: a learner, then a voter while fewer than
-    /// [`MAX_VOTERS`] exist. Runs on the leader; other nodes forward once.
+    /// Makes a node a member of the request's Raft group: a learner, then a voter while fewer
+    /// than [`MAX_VOTERS`] exist. Runs on the group's leader; other nodes forward once.
     pub async fn add_member(&self, request: pb::AddMemberRequest) -> Result<pb::AddMemberResponse> {
         let active = self.active()?.clone();
         if request.cluster_id != active.cluster_id {
@@ -155,7 +153,7 @@ impl NodeCore {
                 request.cluster_id, active.cluster_id
             )));
         }
-        let group = active.replica(raft_mod::GROUP)?;
+        let group = active.replica(if request.group == 0 { raft_mod::SYSTEM_GROUP } else { request.group })?;
         let leader = group.raft.current_leader().await;
         if leader != Some(active.node_id) {
             if request.forwarded {
@@ -196,14 +194,23 @@ impl NodeCore {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), false)
             .await
             .map_err(|err| Error::Unavailable(format!("promoting node {} to voter: {err}", request.node_id)))?;
-        tracing::info!(node_id = request.node_id, "node became a voter");
+        tracing::info!(node_id = request.node_id, group = group.group, "node became a voter");
         Ok(pb::AddMemberResponse { voter: true })
     }
 
+    /// The members of `group` as this node last saw them.
+    pub(super) fn member_ids(&self, active: &Active, group: u64) -> Vec<NodeId> {
+        let Some(group) = active.replicas.get(group) else { return Vec::new() };
+        let membership = group.raft.metrics().borrow_watched().membership_config.clone();
+        membership.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
+    /// Node `node_id`'s address, from the membership of any group that has it.
     pub(super) fn member_addr(&self, active: &Active, node_id: NodeId) -> Option<String> {
-        let membership =
-            active.replicas.get(raft_mod::GROUP)?.raft.metrics().borrow_watched().membership_config.clone();
-        membership.membership().get_node(&node_id).map(|node| node.addr.clone())
+        active.replicas.all().into_iter().find_map(|group| {
+            let membership = group.raft.metrics().borrow_watched().membership_config.clone();
+            membership.membership().get_node(&node_id).map(|node| node.addr.clone())
+        })
     }
 
     /// Asks the `--join` nodes for a node id until one answers, then starts this node.
@@ -276,11 +283,10 @@ impl NodeCore {
         self.activate(node_id, cluster_id).await
     }
 
-    /// Asks the leader to make this node a member until it is one, and again every
+    /// Asks `group`'s leader to make this node a member until it is one, and again every
     /// [`MEMBERSHIP_RECHECK`] after.
-    pub(super) async fn membership_loop(self: Arc<Self>) {
+    pub(super) async fn membership_loop(self: Arc<Self>, group: Arc<Replica>) {
         let Ok(active) = self.active().cloned() else { return };
-        let Ok(group) = active.replica(raft_mod::GROUP) else { return };
         let mut backoff = Duration::from_millis(200);
         loop {
             let membership = group.raft.metrics().borrow_watched().membership_config.clone();
@@ -312,6 +318,7 @@ impl NodeCore {
                 advertise_addr: self.config.advertise_addr.clone(),
                 cluster_id: active.cluster_id.clone(),
                 forwarded: false,
+                group: group.group,
             };
             // Any member can route the request to the leader; try the join list, then known members.
             let mut targets = self.peers();
@@ -345,7 +352,9 @@ impl NodeCore {
             pipelined: !self.config.testing_sequential_raft_appends,
         };
         let replicas = Replicas::default();
-        replicas.insert(Replica::start(&setup, raft_mod::GROUP).await?)?;
+        for layout in raft_mod::groups() {
+            replicas.insert(Replica::start(&setup, &layout).await?)?;
+        }
         let descriptor = self.descriptor(node_id);
         let gossip = Membership::start(
             &descriptor,
@@ -355,15 +364,17 @@ impl NodeCore {
             &self.config.join,
         )
         .await?;
-        let active = Arc::new(Active { node_id, cluster_id, replicas, gossip, descriptor });
-        if self.active.set(active).is_err() {
+        let active = Arc::new(Active { node_id, cluster_id, replicas, state, gossip, descriptor });
+        if self.active.set(active.clone()).is_err() {
             return Err(Error::Internal("node activated twice".into()));
         }
         tokio::spawn(self.clone().register_loop());
-        tokio::spawn(self.clone().membership_loop());
+        for group in active.replicas.all() {
+            tokio::spawn(self.clone().membership_loop(group.clone()));
+            tokio::spawn(self.clone().lease_watch(group));
+        }
         tokio::spawn(self.clone().maintenance_loop());
         tokio::spawn(self.clone().status_loop());
-        tokio::spawn(self.clone().lease_watch());
         Ok(())
     }
 

@@ -39,6 +39,9 @@ impl Drop for LeaseRead<'_> {
     }
 }
 
+/// How many nodes one routing attempt forwards a batch to, following the leaders they name.
+const FORWARD_HOPS: usize = 3;
+
 /// The part of `ELECTION_TIMEOUT_MAX` a read lease uses; the rest is margin.
 const READ_LEASE: Duration = Duration::from_millis(crate::services::raft::ELECTION_TIMEOUT_MAX.as_millis() as u64 / 2);
 
@@ -58,31 +61,59 @@ impl NodeCore {
     /// this node knows, answered even while the range has no reachable leader.
     pub async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         kv::validate_read_only(&ops)?;
-        let group = self.active()?.replica(raft_mod::GROUP)?;
-        Ok(group.state.read(ops).await?.0)
+        raft_mod::group_of_ops(&ops)?;
+        Ok(self.active()?.state.read(ops).await?.0)
     }
 
     pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        match self.kv_local(active, ops.clone()).await {
-            Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
-                let addr = self.member_addr(active, leader).ok_or(Error::NotLeaseholder { leader: None })?;
-                let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?)
-                    .max_decoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES);
-                let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, true));
-                request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
-                let reply = client.batch(request).await.map_err(Error::from)?;
-                Ok(reply.into_inner().into_results())
+        let hint = match self.kv_local(active, ops.clone()).await {
+            Err(Error::NotLeaseholder { leader }) => leader.filter(|id| *id != active.node_id),
+            other => return other,
+        };
+        let mut target = match hint {
+            Some(leader) => leader,
+            // This node does not know the leader: an election is under way, or the group
+            // removed this node and it hears no more. Another member runs the batch if it
+            // leads, or names the leader.
+            None => {
+                let members = self.member_ids(active, raft_mod::group_of_ops(&ops)?);
+                let others: Vec<NodeId> = members.into_iter().filter(|id| *id != active.node_id).collect();
+                match others.get(rand::random_range(0..others.len().max(1))) {
+                    Some(&member) => member,
+                    None => return Err(Error::NotLeaseholder { leader: None }),
+                }
             }
-            other => other,
+        };
+        // The node asked may itself be out of date (a removed node's view of its group is
+        // frozen, and leases move): a few hops follow the leaders each one names.
+        for _ in 0..FORWARD_HOPS {
+            match self.forward_batch(active, target, ops.clone()).await {
+                Err(Error::NotLeaseholder { leader: Some(next) }) if next != active.node_id && next != target => {
+                    target = next;
+                }
+                other => return other,
+            }
         }
+        Err(Error::NotLeaseholder { leader: None })
+    }
+
+    /// Runs `ops` on node `to` only (it does not forward them further).
+    async fn forward_batch(&self, active: &Active, to: NodeId, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        let addr = self.member_addr(active, to).ok_or(Error::NotLeaseholder { leader: None })?;
+        let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?)
+            .max_decoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, true));
+        request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
+        let reply = client.batch(request).await.map_err(Error::from)?;
+        Ok(reply.into_inner().into_results())
     }
 
     pub(super) async fn kv_local(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
-        let group = active.replica(raft_mod::GROUP)?;
+        let group = active.replica(raft_mod::group_of_ops(&ops)?)?;
         if ops.iter().any(Op::is_write) {
             let reply =
                 tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(Command::Batch(ops.clone())))
@@ -92,7 +123,7 @@ impl NodeCore {
                 Ok(response) => match response.data {
                     CommandResponse::Batch { results, cpu_nanos } => {
                         let results = results?;
-                        self.record_load(&group, &ops, &results, cpu_nanos);
+                        self.record_load(&active.state, &ops, &results, cpu_nanos);
                         Ok(results)
                     }
                     other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
@@ -114,7 +145,7 @@ impl NodeCore {
                 self.confirm_read_lease(active, &group).await?;
             }
             let (results, cpu_nanos) = group.state.read(ops.clone()).await?;
-            self.record_load(&group, &ops, &results, cpu_nanos);
+            self.record_load(&active.state, &ops, &results, cpu_nanos);
             Ok(results)
         }
     }
@@ -175,8 +206,8 @@ impl NodeCore {
 
     /// Attributes one batch's work to the ranges it touched: one query per range, keys and
     /// bytes per operation, CPU time shared evenly.
-    pub(super) fn record_load(&self, group: &Replica, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
-        let samples = group.state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
+    pub(super) fn record_load(&self, state: &StateStore, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
+        let samples = state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
         let share = cpu_nanos / samples.len().max(1) as u64;
         for (range_id, mut sample) in samples {
             sample.cpu_nanos = share;
@@ -190,14 +221,17 @@ impl NodeCore {
             return Err(Error::InvalidArgument("empty split key".into()));
         }
         let active = self.active()?.clone();
-        let group = active.replica(raft_mod::GROUP)?;
+        let group = active.replica(raft_mod::group_of_key(&split_key))?;
+        // The new range's id comes from range 1's counter, in a write of its own: the split is
+        // applied by the range's own group, which must not write range 1's keys. An id taken
+        // by a split that then fails or turns out a no-op is never used.
+        let allocated = self.kv_batch(vec![Op::Increment { key: keys::RANGE_ID_ALLOCATOR.to_vec(), delta: 1 }], false);
+        let right_range_id = allocated.await?[0].new_value as u64;
         let attempt = || async {
-            let reply = tokio::time::timeout(
-                RAFT_REQUEST_TIMEOUT,
-                group.raft.client_write(Command::Split { split_key: split_key.clone() }),
-            )
-            .await
-            .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;
+            let command = Command::Split { split_key: split_key.clone(), right_range_id };
+            let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(command))
+                .await
+                .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;
             match reply {
                 Ok(response) => match response.data {
                     CommandResponse::Split(result) => result,

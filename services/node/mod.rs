@@ -42,7 +42,9 @@ use crate::services::membership::{self, Membership, NodeDescriptor, NodeMembersh
 use crate::services::metrics::{self as node_metrics, CpuSampler, RaftMessages, SqlStats, StatusRecord};
 use crate::services::raft::state_machine::{RangeSize, StateStore};
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
-use crate::services::ranges::{self, RangeDescriptor, RangeIndex};
+#[cfg(test)]
+use crate::services::ranges;
+use crate::services::ranges::{RangeDescriptor, RangeIndex};
 use crate::services::sql::session::SessionRegistry;
 use crate::services::sql::{catalog, users};
 use crate::services::status::{LeaseRecord, NodeView, ReplicaStatus, TableNames};
@@ -190,6 +192,8 @@ pub struct Active {
     pub cluster_id: String,
     /// This node's replicas, by Raft group.
     pub replicas: Replicas,
+    /// The applied data all its replicas share, with the node-wide range index and sizes.
+    pub state: StateStore,
     /// Gossip membership.
     pub gossip: Membership,
     /// This node's descriptor.
@@ -202,6 +206,13 @@ impl Active {
         self.replicas
             .get(group)
             .ok_or_else(|| Error::NotFound(format!("Raft group {group} has no replica on node {}", self.node_id)))
+    }
+
+    /// The ranges this node's copy of `group` holds, by the node-wide index.
+    pub fn range_count(&self, group: u64) -> usize {
+        self.state.with_shared(|shared| {
+            shared.ranges.iter().filter(|desc| raft_mod::group_of_key(&desc.start_key) == group).count()
+        })
     }
 }
 
@@ -233,8 +244,8 @@ pub struct NodeCore {
     sql_stats: SqlStats,
     raft_messages: RaftMessages,
     cpu: CpuSampler,
-    /// Leaders this node observed, newest last (at most `LEASE_HISTORY`).
-    lease_history: std::sync::Mutex<VecDeque<LeaseRecord>>,
+    /// Leaders this node observed per Raft group, newest last (at most `LEASE_HISTORY`).
+    lease_history: std::sync::Mutex<HashMap<u64, VecDeque<LeaseRecord>>>,
     /// This node's last measured status and when (reused for `OWN_STATUS_REUSE`).
     own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
     /// Snapshots of the paged scans this node serves, kept between pages.
@@ -294,8 +305,7 @@ impl NodeCore {
 
     /// The catalog version this node's state machine has applied (0 before activation).
     pub fn catalog_version(&self) -> u64 {
-        let replica = self.active.get().and_then(|a| a.replicas.get(raft_mod::GROUP));
-        replica.map(|r| r.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
+        self.active.get().map(|active| active.state.with_shared(|s| s.catalog_version)).unwrap_or(0)
     }
 
     /// Statement counters of this node's SQL layer.
@@ -308,21 +318,32 @@ impl NodeCore {
         &self.raft_messages
     }
 
-    /// Drains: gossips DRAINING, refuses new leaseholder work, hands leadership to a caught-up
-    /// voter, then stops Raft and gossip.
+    /// Drains: gossips DRAINING, refuses new leaseholder work, hands the leadership of each
+    /// group it leads to a caught-up voter, then stops Raft and gossip.
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         let Some(active) = self.active.get().cloned() else { return };
         active.gossip.set_draining().await;
-        let Some(group) = active.replicas.get(raft_mod::GROUP) else { return };
-        group.raft.runtime_config().elect(false);
-        // A transfer lets the target win at once, inside the followers' lease, so this node's
-        // read lease must end first: no new lease reads (the draining flag) and none in flight.
-        *group.read_lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let groups = active.replicas.all();
+        for group in &groups {
+            group.raft.runtime_config().elect(false);
+            // A transfer lets the target win at once, inside the followers' lease, so this
+            // node's read leases must end first: no new lease reads (the draining flag) and
+            // none in flight.
+            *group.read_lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let reads_done = Instant::now() + DRAIN_READS_TIMEOUT;
         while self.lease_reads.load(Ordering::SeqCst) > 0 && Instant::now() < reads_done {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        futures::future::join_all(groups.iter().map(|group| Self::hand_leadership_away(&active, group))).await;
+        // Let gossip carry the draining flag before the node goes quiet.
+        tokio::time::sleep(membership::GOSSIP_INTERVAL * 2).await;
+    }
+
+    /// As drain's last step for one group: if this node leads it, hands leadership to the
+    /// voter that can take over soonest.
+    async fn hand_leadership_away(active: &Active, group: &Replica) {
         let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader == Some(active.node_id)
             && let Some(to) = transfer_target(&metrics)
@@ -335,7 +356,7 @@ impl NodeCore {
             let mut handed =
                 group.raft.wait(Some(DRAIN_TRANSFER_TIMEOUT)).metrics(handed_away, "leadership handed away").await;
             if handed.is_err() {
-                tracing::warn!(target = to, "leadership transfer timed out; silencing heartbeats");
+                tracing::warn!(group = group.group, target = to, "leadership transfer timed out; silencing heartbeats");
                 // The target did not take over (it may have fallen behind or died): silencing
                 // heartbeats makes the followers' election timers elect one of them.
                 group.raft.runtime_config().heartbeat(false);
@@ -347,16 +368,17 @@ impl NodeCore {
             }
             match handed {
                 Ok(metrics) => tracing::info!(
+                    group = group.group,
                     target = to,
                     leader = ?metrics.current_leader,
                     millis = started.elapsed().as_millis() as u64,
                     "handed leadership away"
                 ),
-                Err(err) => tracing::warn!(error = %err, "no other node took leadership before shutdown"),
+                Err(err) => {
+                    tracing::warn!(group = group.group, error = %err, "no other node took leadership before shutdown")
+                }
             }
         }
-        // Let gossip carry the draining flag before the node goes quiet.
-        tokio::time::sleep(membership::GOSSIP_INTERVAL * 2).await;
     }
 
     /// Stops Raft and gossip (without draining first).

@@ -63,27 +63,32 @@ impl NodeCore {
             .collect())
     }
 
-    /// As the group's leader: makes the allocator's next membership change, if any.
-    pub(super) async fn place_replicas(&self, active: &Active, group: &Replica) -> Result<()> {
+    /// As the group's leader: makes the allocator's next membership change, if any, and
+    /// otherwise (if `may_move_lease`) evens out leases. Returns whether the lease was handed
+    /// away.
+    pub(super) async fn place_replicas(&self, active: &Active, group: &Replica, may_move_lease: bool) -> Result<bool> {
         let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader != Some(active.node_id) {
-            return Ok(());
+            return Ok(false);
         }
         let membership = metrics.membership_config.membership();
         // One change at a time: a joint configuration in flight is finished first.
         if membership.get_joint_config().len() > 1 {
-            return Ok(());
+            return Ok(false);
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
         let states: BTreeMap<NodeId, NodeState> =
             self.node_states(active, &members).await?.into_iter().map(|(id, (state, _))| (id, state)).collect();
-        let Some(change) = allocator::next_change(active.node_id, &voters, &learners, &states) else {
-            return Ok(());
-        };
+        let change = allocator::next_change(active.node_id, &voters, &learners, &states).or_else(|| {
+            let lease_counts = self.lease_counts(active);
+            let target = allocator::lease_target(active.node_id, &voters, &lease_counts, &states);
+            target.filter(|_| may_move_lease).map(Change::TransferLeader)
+        });
+        let Some(change) = change else { return Ok(false) };
         let _changes = self.membership_changes.lock().await;
-        tracing::info!(?change, "changing the Raft group's members");
+        tracing::info!(group = group.group, ?change, "changing the Raft group's members");
         let raft = &group.raft;
         let members = match change {
             Change::TransferLeader(to) => {
@@ -91,6 +96,7 @@ impl NodeCore {
                     .trigger()
                     .transfer_leader(to)
                     .await
+                    .map(|()| true)
                     .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")));
             }
             Change::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
@@ -98,10 +104,22 @@ impl NodeCore {
             Change::RemoveLearner(id) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         };
         let outcome = match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(members, false)).await {
-            Ok(result) => result.map(drop).map_err(|err| err.to_string()),
+            Ok(result) => result.map(|_| false).map_err(|err| err.to_string()),
             Err(_) => Err("timed out".to_string()),
         };
         outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
+    }
+
+    /// How many groups each node leads, as this node's replicas of them see it (every node
+    /// holds a replica of every group).
+    fn lease_counts(&self, active: &Active) -> BTreeMap<NodeId, usize> {
+        let mut counts = BTreeMap::new();
+        for group in active.replicas.all() {
+            if let Some(leader) = group.raft.metrics().borrow_watched().current_leader {
+                *counts.entry(leader).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// Whether another node, asked, says this node holds no replica any more. Asked of the
@@ -179,11 +197,16 @@ impl NodeCore {
     }
 
     async fn decommission_status(&self, active: &Active, node_ids: &[NodeId]) -> Result<Vec<DecommissionStatus>> {
-        let group = active.replica(raft_mod::GROUP)?;
-        let members: BTreeSet<NodeId> =
-            group.raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        // Each group's members and how many ranges it holds.
+        let groups: Vec<(BTreeSet<NodeId>, u64)> = (active.replicas.all().iter())
+            .map(|group| {
+                let membership = group.raft.metrics().borrow_watched().membership_config.clone();
+                let members = membership.membership().nodes().map(|(id, _)| *id).collect();
+                (members, active.range_count(group.group) as u64)
+            })
+            .collect();
+        let members: BTreeSet<NodeId> = groups.iter().flat_map(|(members, _)| members.iter().copied()).collect();
         let mut states = self.node_states(active, &members).await?;
-        let ranges = group.state.with_shared(|shared| shared.ranges.len() as u64);
         let mut out = Vec::new();
         for id in node_ids {
             let Some((state, peer)) = states.remove(id) else {
@@ -193,8 +216,12 @@ impl NodeCore {
                 node_id: *id,
                 address: peer.descriptor.map(|d| d.address).unwrap_or_default(),
                 is_live: peer.heard_from,
-                // Every range is in the one group: a member holds a replica of each.
-                replica_count: if members.contains(id) { ranges } else { 0 },
+                // A member of a group holds a replica of each of its ranges.
+                replica_count: groups
+                    .iter()
+                    .filter(|(members, _)| members.contains(id))
+                    .map(|(_, ranges)| ranges)
+                    .sum(),
                 membership: state.membership,
                 draining: peer.draining,
             });

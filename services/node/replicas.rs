@@ -2,7 +2,7 @@
 //! openraft instance, its state-machine view for local reads, and the inbox that reassembles
 //! the snapshots sent to it. The Raft transport, the KV router and the status views find a
 //! replica here, so that adding and removing groups (splits, rebalancing, replica GC) touches
-//! one map instead of every caller. One group holds every range today ([`raft_mod::GROUP`]).
+//! one map instead of every caller. Every node holds the groups of [`raft_mod::groups`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +15,8 @@ use crate::services::engine::Engine;
 use crate::services::error::{Error, Result};
 use crate::services::raft::log_store::LogStore;
 use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
-use crate::services::raft::state_machine::{Span, StateMachine, StateStore};
-use crate::services::raft::{self as raft_mod, NodeId, TypeConfig};
+use crate::services::raft::state_machine::{StateMachine, StateStore};
+use crate::services::raft::{self as raft_mod, GroupLayout, NodeId, TypeConfig};
 
 use super::kv_router::ReadLease;
 
@@ -54,11 +54,11 @@ pub struct ReplicaSetup<'a> {
 }
 
 impl Replica {
-    /// Starts this node's replica of `group` over the shared store: its log in the store's
-    /// write-ahead log under `group`, its messages tagged with `group`.
-    pub async fn start(setup: &ReplicaSetup<'_>, group: u64) -> Result<Replica> {
-        // One group holds every range, so its state machine owns every key.
-        let state = setup.state.group(group, Span::all())?;
+    /// Starts this node's replica of `layout`'s group over the shared store: its log in the
+    /// store's write-ahead log under the group's id, its messages tagged with it.
+    pub async fn start(setup: &ReplicaSetup<'_>, layout: &GroupLayout) -> Result<Replica> {
+        let group = layout.id;
+        let state = setup.state.group(group, layout.span.clone(), &layout.initial)?;
         let log = LogStore::new(setup.engine.log.clone(), group);
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
         let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);

@@ -77,7 +77,9 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
-        let group = active.replica(raft_mod::GROUP)?;
+        let group = raft_mod::group_of_span(&request.start, &request.end)
+            .ok_or_else(|| Error::Unsupported("a scan may not span range 1 and user space".into()))?;
+        let group = active.replica(group)?;
         // The test-only switch skips the lease, as for batches (see `kv_local`).
         if !self.config.testing_stale_follower_reads {
             self.confirm_read_lease(active, &group).await?;
@@ -93,7 +95,7 @@ impl NodeCore {
         .await
         .map_err(Error::internal)??;
         let TakenPage { rows, next_key } = page;
-        let rows = self.record_scan_load(&group, &request, rows, cpu_nanos);
+        let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos);
         let resume = match next_key {
             Some(next) => {
                 let id = self.cursors.register(snapshot, request.end, Instant::now())?;
@@ -129,7 +131,7 @@ impl NodeCore {
                 return Err(Error::internal(join));
             }
         };
-        let rows = self.record_scan_load(active.replica(raft_mod::GROUP)?.as_ref(), &request, rows, cpu_nanos);
+        let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos);
         let resume = match next_key {
             Some(next) => {
                 self.cursors.put_back(id, cursor, Instant::now());
@@ -146,14 +148,14 @@ impl NodeCore {
     /// Attributes a page's reads to the ranges they touched, as for a scan in a batch.
     fn record_scan_load(
         &self,
-        group: &Replica,
+        state: &StateStore,
         request: &ScanRequest,
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         cpu_nanos: u64,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let op = Op::Scan { start: request.start.clone(), end: request.end.clone(), limit: 0 };
         let result = OpResult { rows, ..Default::default() };
-        self.record_load(group, std::slice::from_ref(&op), std::slice::from_ref(&result), cpu_nanos);
+        self.record_load(state, std::slice::from_ref(&op), std::slice::from_ref(&result), cpu_nanos);
         result.rows
     }
 }

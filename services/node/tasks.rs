@@ -4,9 +4,8 @@
 use super::*;
 
 impl NodeCore {
-    /// Records every leader change this node sees (the lease history of its replicas).
-    pub(super) async fn lease_watch(self: Arc<Self>) {
-        let Ok(group) = self.active().and_then(|active| active.replica(raft_mod::GROUP)) else { return };
+    /// Records every leader change of `group` this node sees (the lease history of its ranges).
+    pub(super) async fn lease_watch(self: Arc<Self>, group: Arc<Replica>) {
         let mut metrics = group.raft.metrics();
         loop {
             let (term, leader) = {
@@ -14,7 +13,8 @@ impl NodeCore {
                 (m.current_term, m.current_leader)
             };
             if let Some(leader_id) = leader {
-                let mut history = self.lease_history.lock().unwrap_or_else(|p| p.into_inner());
+                let mut histories = self.lease_history.lock().unwrap_or_else(|p| p.into_inner());
+                let history = histories.entry(group.group).or_default();
                 if history.back().is_none_or(|last| last.leader_id != leader_id || last.term != term) {
                     if history.len() == LEASE_HISTORY {
                         history.pop_front();
@@ -88,11 +88,12 @@ impl NodeCore {
         Ok(())
     }
 
-    /// Leaseholder duties: split oversized ranges; reset load counts on lease changes.
+    /// Leaseholder duties, for each group this node leads: replica placement and lease
+    /// balance, splitting oversized ranges, and (range 1's) carrying out pending deletions;
+    /// load counts are reset when a group's lease comes or goes.
     pub(super) async fn maintenance_loop(self: Arc<Self>) {
         let Ok(active) = self.active().cloned() else { return };
-        let Ok(group) = active.replica(raft_mod::GROUP) else { return };
-        let mut was_leader = false;
+        let mut led: BTreeSet<u64> = BTreeSet::new();
         let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {
             ticker.tick().await;
@@ -101,34 +102,59 @@ impl NodeCore {
             }
             // Scans whose reader went away are closed here, not only when the next one opens.
             self.cursors.sweep(Instant::now());
-            let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
-            if is_leader != was_leader {
-                // Load is counted only while holding the lease; a new holder starts afresh.
-                self.load.reset();
-                was_leader = is_leader;
-            }
-            if !is_leader {
-                continue;
-            }
-            if let Err(err) = self.place_replicas(&active, &group).await {
-                tracing::warn!(error = %err, "replica placement");
-            }
-            if let Err(err) = self.delete_pending_spans().await {
-                tracing::warn!(error = %err, "deleting the rows of dropped tables");
-            }
-            match group.state.split_points(self.config.range_max_bytes).await {
-                Ok(points) => {
-                    for split_key in points {
-                        match self.split(split_key.clone(), true).await {
-                            Ok((left, right)) => {
-                                tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size")
-                            }
-                            Err(err) => tracing::warn!(error = %err, "size-based split failed"),
-                        }
+            let mut moved_a_lease = false;
+            for group in active.replicas.all() {
+                let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
+                if is_leader != led.contains(&group.group) {
+                    // Load is counted only while holding the lease; a new holder starts afresh.
+                    let ranges: BTreeSet<u64> = active.state.with_shared(|shared| {
+                        (shared.ranges.iter())
+                            .filter(|desc| raft_mod::group_of_key(&desc.start_key) == group.group)
+                            .map(|desc| desc.range_id)
+                            .collect()
+                    });
+                    self.load.forget(|id| ranges.contains(&id));
+                    if is_leader {
+                        led.insert(group.group);
+                    } else {
+                        led.remove(&group.group);
                     }
                 }
-                Err(err) => tracing::warn!(error = %err, "looking for split points"),
+                if is_leader {
+                    // One lease moves per pass: each move changes the counts the next decides on.
+                    let may_move_lease = !moved_a_lease;
+                    moved_a_lease |= self.lead_group(&active, &group, may_move_lease).await;
+                }
             }
         }
+    }
+
+    /// One maintenance pass over a group this node leads. Returns whether it handed the
+    /// group's lease to another node (only if `may_move_lease`).
+    async fn lead_group(&self, active: &Active, group: &Replica, may_move_lease: bool) -> bool {
+        match self.place_replicas(active, group, may_move_lease).await {
+            Ok(moved) if moved => return true,
+            Ok(_) => {}
+            Err(err) => tracing::warn!(group = group.group, error = %err, "replica placement"),
+        }
+        if group.group == raft_mod::SYSTEM_GROUP
+            && let Err(err) = self.delete_pending_spans().await
+        {
+            tracing::warn!(error = %err, "deleting the rows of dropped tables");
+        }
+        match group.state.split_points(self.config.range_max_bytes).await {
+            Ok(points) => {
+                for split_key in points.into_iter().filter(|key| raft_mod::group_of_key(key) == group.group) {
+                    match self.split(split_key.clone(), true).await {
+                        Ok((left, right)) => {
+                            tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size")
+                        }
+                        Err(err) => tracing::warn!(error = %err, "size-based split failed"),
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "looking for split points"),
+        }
+        false
     }
 }

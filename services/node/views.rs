@@ -18,7 +18,6 @@ impl NodeCore {
 
     /// Measures this node's metrics now.
     pub async fn status_record(&self, active: &Active) -> StatusRecord {
-        let group = active.replicas.get(raft_mod::GROUP).filter(|group| !group.is_removed());
         let cpu = self.cpu.sample();
         let metrics = node_metrics::process_metrics(
             cpu,
@@ -27,32 +26,40 @@ impl NodeCore {
             &self.sql_stats,
             self.sessions.live_count(),
         );
-        let raft = group.as_ref().map(|group| group.raft.metrics().borrow_watched().clone());
-        let leader = raft.as_ref().and_then(|raft| raft.current_leader);
-        let is_leader = leader == Some(active.node_id);
-        let (ranges, live_bytes) = group.as_ref().map_or((0.0, 0.0), |group| {
-            group.state.with_shared(|s| (s.ranges.len() as f64, s.sizes.values().map(|z| z.bytes).sum::<u64>() as f64))
-        });
+        let live_bytes = active.state.with_shared(|s| s.sizes.values().map(|z| z.bytes).sum::<u64>() as f64);
+        // Each group's ranges count once per state: held, led, without a leader, under- or
+        // overreplicated (the last two by the leader, as CockroachDB's leaseholder reports them).
+        let (mut replicas, mut leaseholders, mut unavailable, mut underreplicated, mut overreplicated) =
+            (0.0, 0.0, 0.0, 0.0, 0.0);
+        for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
+            let raft = group.raft.metrics().borrow_watched().clone();
+            let ranges = active.range_count(group.group) as f64;
+            let voter_ids: Vec<NodeId> = raft.membership_config.membership().voter_ids().collect();
+            let is_leader = raft.current_leader == Some(active.node_id);
+            let (under, over) = self.replication(active, &voter_ids).await;
+            replicas += ranges;
+            leaseholders += if is_leader { ranges } else { 0.0 };
+            unavailable += if raft.current_leader.is_none() { ranges } else { 0.0 };
+            underreplicated += if is_leader && under { ranges } else { 0.0 };
+            overreplicated += if is_leader && over { ranges } else { 0.0 };
+        }
         let store_dir = self.engine.dir().to_path_buf();
         let (store_bytes, (capacity, available)) = tokio::task::spawn_blocking(move || {
             (node_metrics::dir_size(&store_dir), node_metrics::disk_space(&store_dir))
         })
         .await
         .unwrap_or((0, (0, 0)));
-        let voter_ids: Vec<NodeId> =
-            raft.as_ref().map(|raft| raft.membership_config.membership().voter_ids().collect()).unwrap_or_default();
-        let (underreplicated, overreplicated) = self.replication(active, &voter_ids).await;
         let mut store = BTreeMap::new();
         store.insert("capacity".to_string(), capacity as f64);
         store.insert("capacity.available".to_string(), available as f64);
         store.insert("capacity.used".to_string(), store_bytes as f64);
         store.insert("livebytes".to_string(), live_bytes);
         store.insert("totalbytes".to_string(), store_bytes as f64);
-        store.insert("replicas".to_string(), ranges);
-        store.insert("replicas.leaseholders".to_string(), if is_leader { ranges } else { 0.0 });
-        store.insert("ranges.unavailable".to_string(), if leader.is_none() { ranges } else { 0.0 });
-        store.insert("ranges.underreplicated".to_string(), if is_leader && underreplicated { ranges } else { 0.0 });
-        store.insert("ranges.overreplicated".to_string(), if is_leader && overreplicated { ranges } else { 0.0 });
+        store.insert("replicas".to_string(), replicas);
+        store.insert("replicas.leaseholders".to_string(), leaseholders);
+        store.insert("ranges.unavailable".to_string(), unavailable);
+        store.insert("ranges.underreplicated".to_string(), underreplicated);
+        store.insert("ranges.overreplicated".to_string(), overreplicated);
         for (name, count) in self.raft_messages.metrics() {
             store.insert(name.to_string(), count);
         }
@@ -145,9 +152,43 @@ impl NodeCore {
         Ok(views)
     }
 
-    /// The replicas this node holds (all ranges: one group), optionally only `range_ids`.
+    /// The replicas this node holds, optionally only `range_ids`.
     pub async fn ranges(&self, range_ids: &[u64]) -> Result<Vec<ReplicaStatus>> {
         Ok(self.ranges_page(range_ids, 0, usize::MAX).await?.0)
+    }
+
+    /// What this node knows of its replica of `group`, as each of the group's ranges reports it.
+    async fn group_view(&self, active: &Active, group: &Replica) -> Result<GroupView> {
+        let metrics = group.raft.metrics().borrow_watched().clone();
+        let committed =
+            group.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
+        let members: Vec<(NodeId, bool)> = {
+            let membership = metrics.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            membership.nodes().map(|(id, _)| (*id, voters.contains(id))).collect()
+        };
+        let voters: Vec<NodeId> = members.iter().filter(|(_, voter)| *voter).map(|(id, _)| *id).collect();
+        let (underreplicated, overreplicated) = self.replication(active, &voters).await;
+        let lease_history: Vec<LeaseRecord> = (self.lease_history.lock().unwrap_or_else(|p| p.into_inner()))
+            .get(&group.group)
+            .map(|history| history.iter().copied().collect())
+            .unwrap_or_default();
+        Ok(GroupView {
+            is_leaseholder: metrics.current_leader == Some(active.node_id) && !self.is_draining(),
+            raft_state: match metrics.state {
+                ServerState::Leader => "StateLeader",
+                ServerState::Follower => "StateFollower",
+                ServerState::Candidate => "StateCandidate",
+                ServerState::Learner => "StateLearner",
+                ServerState::Shutdown => "StateShutdown",
+            },
+            commit_index: committed.map(|id| id.index).unwrap_or(0),
+            members,
+            underreplicated,
+            overreplicated,
+            lease_history,
+            metrics,
+        })
     }
 
     /// [`NodeCore::ranges`] paged: `limit` of them from `offset` in range id order (unpaged:
@@ -159,32 +200,20 @@ impl NodeCore {
         limit: usize,
     ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
-        let group = active.replica(raft_mod::GROUP)?;
-        if group.is_removed() {
-            return Ok((Vec::new(), 0));
+        let mut views = HashMap::new();
+        for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
+            views.insert(group.group, self.group_view(&active, &group).await?);
         }
-        let metrics = group.raft.metrics().borrow_watched().clone();
-        let committed =
-            group.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
-        let members: Vec<(NodeId, bool)> = {
-            let membership = metrics.membership_config.membership();
-            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-            membership.nodes().map(|(id, _)| (*id, voters.contains(id))).collect()
-        };
-        let is_leaseholder = metrics.current_leader == Some(active.node_id) && !self.is_draining();
-        let raft_state = match metrics.state {
-            ServerState::Leader => "StateLeader",
-            ServerState::Follower => "StateFollower",
-            ServerState::Candidate => "StateCandidate",
-            ServerState::Learner => "StateLearner",
-            ServerState::Shutdown => "StateShutdown",
-        };
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
         // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
         // possibly thousands.
-        let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = group.state.with_shared(|shared| {
-            let mut matching: Vec<&RangeDescriptor> =
-                shared.ranges.iter().filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id)).collect();
+        let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = active.state.with_shared(|shared| {
+            let mut matching: Vec<&RangeDescriptor> = shared
+                .ranges
+                .iter()
+                .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
+                .filter(|desc| views.contains_key(&raft_mod::group_of_key(&desc.start_key)))
+                .collect();
             // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order of
             // the HTTP API's pages, so that pages are stable while ranges split.
             if offset > 0 || limit < matching.len() {
@@ -199,30 +228,28 @@ impl NodeCore {
                 .collect();
             (page, total)
         });
-        let lease_history: Vec<LeaseRecord> =
-            self.lease_history.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
-        let voters: Vec<NodeId> = members.iter().filter(|(_, voter)| *voter).map(|(id, _)| *id).collect();
-        let (underreplicated, overreplicated) = self.replication(&active, &voters).await;
         let mut out = Vec::with_capacity(selected.len());
         for (descriptor, size) in selected {
+            let Some(view) = views.get(&raft_mod::group_of_key(&descriptor.start_key)) else { continue };
+            let metrics = &view.metrics;
             out.push(ReplicaStatus {
                 // Filled in by the StatusService from the catalog.
                 names: TableNames::default(),
-                lease_history: lease_history.clone(),
+                lease_history: view.lease_history.clone(),
                 no_raft_leader: metrics.current_leader.is_none(),
-                underreplicated,
-                overreplicated,
+                underreplicated: view.underreplicated,
+                overreplicated: view.overreplicated,
                 reporting_node: active.node_id,
-                load: if is_leaseholder { self.load.rates(descriptor.range_id) } else { LoadRates::default() },
+                load: if view.is_leaseholder { self.load.rates(descriptor.range_id) } else { LoadRates::default() },
                 descriptor,
-                replicas: members.clone(),
+                replicas: view.members.clone(),
                 term: metrics.current_term,
-                commit_index: committed.map(|id| id.index).unwrap_or(0),
+                commit_index: view.commit_index,
                 applied_index: metrics.last_applied.map(|id| id.index).unwrap_or(0),
                 last_log_index: metrics.last_log_index.unwrap_or(0),
                 leader_id: metrics.current_leader.unwrap_or(0),
-                raft_state: raft_state.to_string(),
-                is_leaseholder,
+                raft_state: view.raft_state.to_string(),
+                is_leaseholder: view.is_leaseholder,
                 size,
             });
         }
@@ -232,16 +259,35 @@ impl NodeCore {
     /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).
     pub async fn hot_ranges(&self, metric: LoadMetric, limit: usize) -> Result<Vec<ReplicaStatus>> {
         let active = self.active()?.clone();
-        let group = active.replica(raft_mod::GROUP)?;
-        if group.raft.metrics().borrow_watched().current_leader != Some(active.node_id) {
+        let led: BTreeSet<u64> = (active.replicas.all().into_iter())
+            .filter(|group| group.raft.metrics().borrow_watched().current_leader == Some(active.node_id))
+            .map(|group| group.group)
+            .collect();
+        if led.is_empty() {
             return Ok(Vec::new());
         }
+        // Load is recorded only where batches run, on the leaseholder; a group whose lease
+        // left has its load forgotten (see the maintenance loop), so what remains is led here.
         let top = self.load.top(metric, limit);
         let ids: Vec<u64> = top.iter().map(|(id, _)| *id).collect();
-        let mut by_id: HashMap<u64, ReplicaStatus> =
-            self.ranges(&ids).await?.into_iter().map(|r| (r.descriptor.range_id, r)).collect();
+        let mut by_id: HashMap<u64, ReplicaStatus> = (self.ranges(&ids).await?.into_iter())
+            .filter(|r| r.is_leaseholder)
+            .map(|r| (r.descriptor.range_id, r))
+            .collect();
         Ok(ids.into_iter().filter_map(|id| by_id.remove(&id)).collect())
     }
+}
+
+/// One group's state as this node's replica sees it, shared by the group's ranges.
+struct GroupView {
+    metrics: openraft::RaftMetrics<TypeConfig>,
+    commit_index: u64,
+    members: Vec<(NodeId, bool)>,
+    is_leaseholder: bool,
+    raft_state: &'static str,
+    underreplicated: bool,
+    overreplicated: bool,
+    lease_history: Vec<LeaseRecord>,
 }
 
 /// The membership records of range 1 by node id (rows that do not decode are skipped: no

@@ -41,13 +41,15 @@ mod json {
     #[derive(Serialize, Deserialize)]
     enum JsonCommand {
         Batch(Vec<Op>),
-        Split { split_key: Vec<u8> },
+        Split { split_key: Vec<u8>, right_range_id: u64 },
     }
 
     pub fn to_json<S: serde::Serializer>(command: &Command, serializer: S) -> Result<S::Ok, S::Error> {
         match command {
             Command::Batch(ops) => JsonCommand::Batch(ops.clone()),
-            Command::Split { split_key } => JsonCommand::Split { split_key: split_key.clone() },
+            Command::Split { split_key, right_range_id } => {
+                JsonCommand::Split { split_key: split_key.clone(), right_range_id: *right_range_id }
+            }
         }
         .serialize(serializer)
     }
@@ -55,7 +57,7 @@ mod json {
     pub fn from_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Command, D::Error> {
         Ok(match JsonCommand::deserialize(deserializer)? {
             JsonCommand::Batch(ops) => Command::Batch(ops),
-            JsonCommand::Split { split_key } => Command::Split { split_key },
+            JsonCommand::Split { split_key, right_range_id } => Command::Split { split_key, right_range_id },
         })
     }
 }
@@ -65,7 +67,9 @@ impl Command {
         use pb::raft_command::Command as P;
         let command = match self {
             Command::Batch(ops) => P::Batch(pb::CommandBatch { ops: ops.iter().cloned().map(Into::into).collect() }),
-            Command::Split { split_key } => P::Split(pb::CommandSplit { split_key: split_key.clone().into() }),
+            Command::Split { split_key, right_range_id } => {
+                P::Split(pb::CommandSplit { split_key: split_key.clone().into(), right_range_id: *right_range_id })
+            }
         };
         pb::RaftCommand { command: Some(command) }
     }
@@ -76,7 +80,9 @@ impl Command {
             P::Batch(batch) => Ok(Command::Batch(
                 batch.ops.into_iter().map(Op::try_from).collect::<Result<_, _>>().map_err(|err| err.to_string())?,
             )),
-            P::Split(split) => Ok(Command::Split { split_key: split.split_key.to_vec() }),
+            P::Split(split) => {
+                Ok(Command::Split { split_key: split.split_key.to_vec(), right_range_id: split.right_range_id })
+            }
         }
     }
 

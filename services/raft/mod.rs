@@ -1,6 +1,9 @@
-//! openraft wiring. In this version every range shares one Raft group whose members are the
-//! cluster's nodes (at most [`MAX_VOTERS`] voters, the rest learners), so a range's replicas are
-//! exactly the group's members and its leaseholder is the group's leader.
+//! openraft wiring. In this version the keyspace is held by two Raft groups: range 1 (the
+//! system keys) is [`SYSTEM_GROUP`], and user space (range 2 and every range split from it) is
+//! [`USER_GROUP`]. Every node holds a replica of both; each group's members are the cluster's
+//! nodes (at most [`MAX_VOTERS`] voters, the rest learners), so a range's replicas are its
+//! group's members and its leaseholder is its group's leader. The two leaders may be on
+//! different nodes. A batch is applied by one group, so it may not touch both.
 //!
 //! - [`codec`] — binary encodings: protobuf log entries and commands, postcard for openraft's types.
 //! - [`log_store`] — the Raft log in the store's write-ahead log.
@@ -23,8 +26,76 @@ use crate::services::kv::{Op, OpResult};
 /// Node ids double as Raft ids.
 pub type NodeId = u64;
 
-/// The Raft group's id in the write-ahead log (group 0 is the store's own records).
-pub const GROUP: u64 = 1;
+/// Range 1's Raft group, holding the system keys (ids double as write-ahead log group ids;
+/// group 0 is the store's own records).
+pub const SYSTEM_GROUP: u64 = 1;
+/// The Raft group of user space: range 2 and every range split from it.
+pub const USER_GROUP: u64 = 2;
+
+/// One Raft group every node holds: its id, the keys it owns, and the ranges it starts with.
+#[derive(Debug, Clone)]
+pub struct GroupLayout {
+    /// The group's id.
+    pub id: u64,
+    /// The keys its state machine owns.
+    pub span: state_machine::Span,
+    /// The ranges it holds when created (the cluster's bootstrap range in its span, whose id
+    /// is the group's).
+    pub initial: Vec<crate::services::ranges::RangeDescriptor>,
+}
+
+/// The Raft groups of the cluster, one per bootstrap range: range 1 and range 2.
+pub fn groups() -> Vec<GroupLayout> {
+    crate::services::ranges::bootstrap_descriptors()
+        .into_iter()
+        .map(|desc| GroupLayout {
+            id: desc.range_id,
+            span: state_machine::Span { start: desc.start_key.clone(), end: desc.end_key.clone() },
+            initial: vec![desc],
+        })
+        .collect()
+}
+
+/// The group holding `key`.
+pub fn group_of_key(key: &[u8]) -> u64 {
+    if key < crate::services::keys::USER_SPACE_START { SYSTEM_GROUP } else { USER_GROUP }
+}
+
+/// The group holding every key in `[start, end)` (empty end: to the end of the keyspace), or
+/// `None` if they fall in both.
+pub fn group_of_span(start: &[u8], end: &[u8]) -> Option<u64> {
+    let last = if end.is_empty() || end > crate::services::keys::USER_SPACE_START { USER_GROUP } else { SYSTEM_GROUP };
+    let first = group_of_key(start);
+    // An empty span (end at or before start) touches nothing: it goes to its start's group.
+    (first == last || (!end.is_empty() && end <= start)).then_some(first)
+}
+
+/// The group that runs `ops`: the one holding every key they touch. A batch touching both
+/// groups is refused: it could not be atomic without a cross-range commit protocol.
+pub fn group_of_ops(ops: &[Op]) -> Result<u64, Error> {
+    let mut group = None;
+    for op in ops {
+        let of_op = match op {
+            Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => group_of_span(start, end),
+            other => Some(group_of_key(other.key())),
+        };
+        match (group, of_op) {
+            (_, None) => return Err(cross_group(op.key())),
+            (None, Some(g)) => group = Some(g),
+            (Some(a), Some(b)) if a != b => return Err(cross_group(op.key())),
+            _ => {}
+        }
+    }
+    Ok(group.unwrap_or(SYSTEM_GROUP))
+}
+
+fn cross_group(key: &[u8]) -> Error {
+    Error::Unsupported(format!(
+        "this operation touches both system keys (range 1) and user keys (at {}): they are \
+         separate Raft groups, and operations spanning them are not supported",
+        crate::services::keys::pretty(key)
+    ))
+}
 
 /// The most voters the group has; more nodes join as learners (non-voting replicas).
 pub const MAX_VOTERS: usize = 3;
@@ -71,6 +142,8 @@ pub enum Command {
     Split {
         /// The first key of the new right-hand range.
         split_key: Vec<u8>,
+        /// The new range's id, allocated before the split is proposed.
+        right_range_id: u64,
     },
 }
 
@@ -78,7 +151,9 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Batch(ops) => write!(f, "batch of {} ops", ops.len()),
-            Command::Split { split_key } => write!(f, "split at {} key bytes", split_key.len()),
+            Command::Split { split_key, right_range_id } => {
+                write!(f, "split at {} key bytes into range {right_range_id}", split_key.len())
+            }
         }
     }
 }
@@ -121,4 +196,52 @@ pub fn config(cluster_name: &str) -> Result<openraft::Config, Error> {
 /// Maps a storage failure to the I/O error openraft's storage traits return.
 pub(crate) fn io_err(err: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &[u8]) -> Op {
+        Op::Put { key: key.to_vec(), value: b"v".to_vec() }
+    }
+
+    fn scan(start: &[u8], end: &[u8]) -> Op {
+        Op::Scan { start: start.to_vec(), end: end.to_vec(), limit: 0 }
+    }
+
+    #[test]
+    fn a_batch_runs_in_the_one_group_holding_its_keys() {
+        assert_eq!(group_of_key(b""), SYSTEM_GROUP);
+        assert_eq!(group_of_key(b"\x04user/root"), SYSTEM_GROUP);
+        assert_eq!(group_of_key(b"\x05"), USER_GROUP);
+        assert_eq!(group_of_key(b"kv/1"), USER_GROUP);
+        assert_eq!(group_of_ops(&[put(b"\x04node/1"), scan(b"\x04", b"\x05")]).unwrap(), SYSTEM_GROUP);
+        assert_eq!(group_of_ops(&[put(b"a"), scan(b"\x05", b""), scan(b"b", b"c")]).unwrap(), USER_GROUP);
+        assert_eq!(group_of_ops(&[]).unwrap(), SYSTEM_GROUP);
+        // Spans: the end is exclusive; an empty end runs to the end of the keyspace.
+        assert_eq!(group_of_span(b"", b"\x05"), Some(SYSTEM_GROUP));
+        assert_eq!(group_of_span(b"\x04", b"\x05\x00"), None);
+        assert_eq!(group_of_span(b"\x04", b""), None);
+        assert_eq!(group_of_span(b"z", b"a"), Some(USER_GROUP), "an empty span touches nothing");
+        // Both groups in one batch: refused, not half applied.
+        for ops in [vec![put(b"\x04gc/1"), put(b"t/1")], vec![scan(b"", b"")], vec![put(b"x"), scan(b"\x02", b"\x04")]]
+        {
+            let err = group_of_ops(&ops).unwrap_err();
+            assert!(matches!(&err, Error::Unsupported(m) if m.contains("not supported")), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn the_groups_tile_the_keyspace_from_the_bootstrap_ranges() {
+        let groups = groups();
+        assert_eq!(groups.iter().map(|g| g.id).collect::<Vec<_>>(), vec![SYSTEM_GROUP, USER_GROUP]);
+        assert_eq!(groups[0].span.end, groups[1].span.start);
+        assert!(groups[0].span.start.is_empty() && groups[1].span.end.is_empty());
+        for group in &groups {
+            assert_eq!(group.initial.len(), 1);
+            assert_eq!(group.initial[0].range_id, group.id);
+            assert!(group.span.contains(&group.initial[0].start_key));
+        }
+    }
 }

@@ -1,15 +1,18 @@
 //! The replicated state machines on redb. A node has one [`StateStore`]: the `state.redb`
-//! data shared by all its Raft groups, with, in memory, the range index (rebuilt from the
-//! `/Meta/range/` keys), each range's size (keys and bytes) and the catalog version, all
-//! derived from applied data and therefore identical on every replica. Each group's
-//! [`StateMachine`] applies that group's entries to the shared data and keeps its own applied
-//! log id, membership and snapshot under keys of its own (`applied/<group>`, …); its
-//! snapshots carry the rows of its span only, and installing one replaces only that span.
-//! Applying a batch of entries is one redb transaction that also records the group's applied
-//! log id, so data and applied state never diverge after a crash.
+//! data shared by all its Raft groups, with, in memory, the range index, each range's size
+//! (keys and bytes) and the catalog version, all derived from applied state and therefore
+//! identical on every replica. Each group's [`StateMachine`] applies that group's entries to
+//! the shared data and keeps its own applied log id, membership, snapshot and range
+//! descriptors under keys of its own (`applied/<group>`, `desc/<group>/<range>`, …).
+//!
+//! A range's descriptor is the group's, not a row in range 1: a split applied by one group
+//! would otherwise write into another group's span, and that group's next snapshot would
+//! silently undo it. A group's snapshot carries its span's rows and its descriptors, and
+//! installing one replaces exactly those. Applying a batch of entries is one redb transaction
+//! that also records the group's applied log id, so data, descriptors and applied state never
+//! diverge after a crash.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, TryStreamExt};
@@ -28,6 +31,8 @@ use crate::services::raft::{
 };
 use crate::services::ranges::{RangeDescriptor, RangeIndex};
 use crate::services::scan::{PageLimits, TakenPage, take_page};
+
+mod snapshot;
 
 type StorageResult<T> = Result<T, std::io::Error>;
 
@@ -72,11 +77,45 @@ impl Span {
     pub fn all() -> Span {
         Span::default()
     }
+
+    /// Whether `key` is in the span.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
 }
 
 /// A group's key in `STATE_META`: `name/<group>`.
 fn group_key(name: &str, group: u64) -> String {
     format!("{name}/{group}")
+}
+
+/// Where a group's range descriptors start in `STATE_META` (`desc/` alone: every group's).
+fn desc_prefix(group: Option<u64>) -> String {
+    group.map_or_else(|| "desc/".to_string(), |group| format!("desc/{group}/"))
+}
+
+/// A range's descriptor key in `STATE_META`, under the group that holds the range.
+fn desc_key(group: u64, range_id: u64) -> String {
+    format!("desc/{group}/{range_id:020}")
+}
+
+/// The descriptors under `prefix` (see [`desc_prefix`]).
+fn read_descs(meta: &impl ReadableTable<&'static str, &'static [u8]>, prefix: &str) -> Result<Vec<RangeDescriptor>> {
+    let mut descs = Vec::new();
+    for row in meta.range::<&str>(prefix..).map_err(storage_error)? {
+        let (key, value) = row.map_err(storage_error)?;
+        if !key.value().starts_with(prefix) {
+            break;
+        }
+        descs.push(codec::from_bytes(value.value()).map_err(storage_error)?);
+    }
+    Ok(descs)
+}
+
+fn put_desc(meta: &mut Table<&'static str, &'static [u8]>, group: u64, desc: &RangeDescriptor) -> Result<()> {
+    let bytes = codec::to_bytes(desc).map_err(storage_error)?;
+    meta.insert(desc_key(group, desc.range_id).as_str(), bytes.as_slice()).map_err(storage_error)?;
+    Ok(())
 }
 
 /// Most point reads of one batch served on the calling task (see [`StateMachine::read`]).
@@ -89,6 +128,10 @@ pub struct StateStore {
     db: Arc<Database>,
     shared: Arc<RwLock<SmShared>>,
     last_durable_apply: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// Held by every apply and snapshot install for its whole transaction, so that an
+    /// install's recount of the node-wide index and sizes sees no other group's apply half
+    /// done (applied to memory, not yet committed) and is not overwritten by one.
+    apply_gate: Arc<std::sync::Mutex<()>>,
 }
 
 /// One group's state machine over the node's [`StateStore`]; clones share it. Reads go to the
@@ -162,29 +205,6 @@ impl ReadSnapshot {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotHeader {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    rows: u64,
-}
-
-fn write_frame(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn read_frame<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
-    let (len, rest) = input.split_first_chunk::<4>().ok_or("truncated snapshot")?;
-    let len = u32::from_be_bytes(*len) as usize;
-    if rest.len() < len {
-        return Err("truncated snapshot".into());
-    }
-    let (frame, rest) = rest.split_at(len);
-    *input = rest;
-    Ok(frame)
-}
-
 fn get_meta<T: serde::de::DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
@@ -208,14 +228,6 @@ fn put_tracked(
     };
     if keys::CATALOG_PREFIXES.iter().any(|prefix| key.starts_with(prefix)) {
         shared.catalog_version += 1;
-    }
-    // A descriptor enters the index first, so the bootstrap's own descriptor keys are
-    // counted in range 1 exactly as a restart's recount will count them.
-    if key.starts_with(keys::META_PREFIX)
-        && let Some(value) = value
-    {
-        let desc: RangeDescriptor = serde_json::from_slice(value).map_err(storage_error)?;
-        shared.ranges.insert(desc);
     }
     if let Some(range_id) = shared.ranges.lookup(key).map(|d| d.range_id) {
         let size = shared.sizes.entry(range_id).or_default();
@@ -258,11 +270,20 @@ fn size_of_span(data: &Table<&'static [u8], &'static [u8]>, start: &[u8], end: &
     Ok(size)
 }
 
+struct SplitTarget<'a> {
+    group: u64,
+    span: &'a Span,
+    split_key: &'a [u8],
+    right_range_id: u64,
+}
+
 fn apply_split(
-    data: &mut Table<&'static [u8], &'static [u8]>,
+    data: &Table<&'static [u8], &'static [u8]>,
+    meta: &mut Table<&'static str, &'static [u8]>,
     shared: &mut SmShared,
-    split_key: &[u8],
+    target: SplitTarget<'_>,
 ) -> Result<Result<(u64, u64)>> {
+    let SplitTarget { group, span, split_key, right_range_id } = target;
     // Splitting at an existing boundary is a no-op that reports the two ranges, as a retried
     // split or `SPLIT AT` of an existing split point expects.
     if let Some(existing) = shared.ranges.lookup(split_key).filter(|d| d.start_key == split_key) {
@@ -270,18 +291,25 @@ fn apply_split(
         let left = shared.ranges.iter().find(|d| d.end_key == split_key).map(|d| d.range_id).unwrap_or(right);
         return Ok(Ok((left, right)));
     }
-    let last_id = TableView(&*data).get(keys::RANGE_ID_ALLOCATOR)?.and_then(|b| keys::decode_u64(&b)).unwrap_or(0);
-    let (left, right) = match shared.ranges.plan_split(split_key, last_id + 1) {
+    if !span.contains(split_key) {
+        return Ok(Err(Error::InvalidArgument(format!(
+            "split key {} is not in Raft group {group}'s span",
+            keys::pretty(split_key)
+        ))));
+    }
+    if shared.ranges.get(right_range_id).is_some() {
+        return Ok(Err(Error::FailedPrecondition(format!("range id {right_range_id} is already in use"))));
+    }
+    let (left, right) = match shared.ranges.plan_split(split_key, right_range_id) {
         Ok(plan) => plan,
         Err(Error::Internal(detail)) => return Err(Error::Internal(detail)),
         Err(err) => return Ok(Err(err)),
     };
     let old_size = shared.sizes.get(&left.range_id).copied().unwrap_or_default();
     let right_size = size_of_span(data, &right.start_key, &right.end_key)?;
-    put_tracked(data, shared, keys::RANGE_ID_ALLOCATOR, Some(&keys::encode_u64(right.range_id)))?;
     for desc in [&left, &right] {
-        let bytes = serde_json::to_vec(desc).map_err(storage_error)?;
-        put_tracked(data, shared, &keys::range_descriptor_key(desc.range_id), Some(&bytes))?;
+        put_desc(meta, group, desc)?;
+        shared.ranges.insert(desc.clone());
     }
     shared.sizes.insert(right.range_id, right_size);
     shared.sizes.insert(
@@ -303,27 +331,41 @@ impl StateStore {
             db,
             shared: Arc::new(RwLock::new(shared)),
             last_durable_apply: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            apply_gate: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
-    /// The state machine of `group`, owning `span`, as far as the store has applied it.
-    pub fn group(&self, group: u64, span: Span) -> Result<StateMachine> {
-        let txn = self.db.begin_read().map_err(storage_error)?;
-        let meta = txn.open_table(STATE_META).map_err(storage_error)?;
-        let applied = GroupApplied {
-            last_applied: get_meta(&meta, &group_key("applied", group))?.flatten(),
-            membership: get_meta(&meta, &group_key("membership", group))?.unwrap_or_default(),
+    /// The state machine of `group`, owning `span`, as far as the store has applied it. A
+    /// group new to this store starts with `initial` as its ranges: the ranges the group was
+    /// created with, the same on every replica, which its log's splits then change.
+    pub fn group(&self, group: u64, span: Span, initial: &[RangeDescriptor]) -> Result<StateMachine> {
+        let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write().map_err(storage_error)?;
+        let applied = {
+            let mut meta = txn.open_table(STATE_META).map_err(storage_error)?;
+            if read_descs(&meta, &desc_prefix(Some(group)))?.is_empty() {
+                let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for desc in initial {
+                    put_desc(&mut meta, group, desc)?;
+                    shared.ranges.insert(desc.clone());
+                }
+            }
+            GroupApplied {
+                last_applied: get_meta(&meta, &group_key("applied", group))?.flatten(),
+                membership: get_meta(&meta, &group_key("membership", group))?.unwrap_or_default(),
+            }
         };
+        txn.commit().map_err(storage_error)?;
         Ok(StateMachine { store: self.clone(), group, span, applied: Arc::new(RwLock::new(applied)) })
     }
 
     fn load_shared(db: &Database) -> Result<SmShared> {
         let txn = db.begin_read().map_err(storage_error)?;
         let data = txn.open_table(DATA).map_err(storage_error)?;
+        let meta = txn.open_table(STATE_META).map_err(storage_error)?;
         let mut shared = SmShared::default();
-        let meta_end = keys::prefix_end(keys::META_PREFIX);
-        for (_, value) in TableView(&data).scan(keys::META_PREFIX, &meta_end, 0)? {
-            shared.ranges.insert(serde_json::from_slice(&value).map_err(storage_error)?);
+        for desc in read_descs(&meta, &desc_prefix(None))? {
+            shared.ranges.insert(desc);
         }
         for row in data.iter().map_err(storage_error)? {
             let (k, v) = row.map_err(storage_error)?;
@@ -424,14 +466,10 @@ impl StateMachine {
         self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    fn apply_blocking(
-        db: &Database,
-        shared: &RwLock<SmShared>,
-        applied: &RwLock<GroupApplied>,
-        group: u64,
-        last_durable: &std::sync::Mutex<std::time::Instant>,
-        entries: Vec<Entry>,
-    ) -> Result<Vec<CommandResponse>> {
+    fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<CommandResponse>> {
+        let (db, shared, applied, group) = (&self.db, &self.shared, &self.applied, self.group);
+        let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let last_durable = &self.last_durable_apply;
         let mut txn = db.begin_write().map_err(storage_error)?;
         {
             let mut last = last_durable.lock().unwrap_or_else(|p| p.into_inner());
@@ -456,8 +494,9 @@ impl StateMachine {
                         let results = apply_batch(&mut data, &mut shared, &ops)?;
                         CommandResponse::Batch { results, cpu_nanos: cpu.elapsed().as_nanos() as u64 }
                     }
-                    EntryPayload::Normal(Command::Split { split_key }) => {
-                        CommandResponse::Split(apply_split(&mut data, &mut shared, &split_key)?)
+                    EntryPayload::Normal(Command::Split { split_key, right_range_id }) => {
+                        let target = SplitTarget { group, span: &self.span, split_key: &split_key, right_range_id };
+                        CommandResponse::Split(apply_split(&data, &mut meta, &mut shared, target)?)
                     }
                     EntryPayload::Membership(membership) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -473,104 +512,6 @@ impl StateMachine {
         }
         txn.commit().map_err(storage_error)?;
         Ok(responses)
-    }
-
-    /// The rows of `span` in `data`, in key order.
-    fn span_rows<'t>(
-        data: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
-        span: &Span,
-    ) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>> {
-        let rows = if span.end.is_empty() {
-            data.range::<&[u8]>(span.start.as_slice()..)
-        } else {
-            data.range::<&[u8]>(span.start.as_slice()..span.end.as_slice())
-        };
-        rows.map_err(storage_error)
-    }
-
-    fn build_snapshot_blocking(db: &Database, group: u64, span: &Span) -> Result<Snapshot> {
-        let txn = db.begin_read().map_err(storage_error)?;
-        let meta_table = txn.open_table(STATE_META).map_err(storage_error)?;
-        let data = txn.open_table(DATA).map_err(storage_error)?;
-        let last_applied: Option<LogId> = get_meta(&meta_table, &group_key("applied", group))?.flatten();
-        let membership: StoredMembership = get_meta(&meta_table, &group_key("membership", group))?.unwrap_or_default();
-        let rows = Self::span_rows(&data, span)?.count() as u64;
-        let header = SnapshotHeader { last_applied, membership: membership.clone(), rows };
-        let mut out = Vec::new();
-        write_frame(&mut out, &codec::to_bytes(&header).map_err(storage_error)?);
-        for row in Self::span_rows(&data, span)? {
-            let (k, v) = row.map_err(storage_error)?;
-            write_frame(&mut out, k.value());
-            write_frame(&mut out, v.value());
-        }
-        drop((meta_table, data, txn));
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership };
-        Self::save_snapshot(db, group, &meta, &out)?;
-        Ok(Snapshot { meta, snapshot: Cursor::new(out) })
-    }
-
-    fn save_snapshot(db: &Database, group: u64, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
-        let txn = db.begin_write().map_err(storage_error)?;
-        {
-            let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
-            let meta = codec::to_bytes(meta).map_err(storage_error)?;
-            table.insert(group_key("snapshot_meta", group).as_str(), meta.as_slice()).map_err(storage_error)?;
-            table.insert(group_key("snapshot_data", group).as_str(), bytes).map_err(storage_error)?;
-        }
-        txn.commit().map_err(storage_error)
-    }
-
-    /// Replaces the rows of `span` with the snapshot's and records the group's applied state,
-    /// in one transaction; rows outside the span (other groups') are not touched.
-    fn install_blocking(db: &Database, group: u64, span: &Span, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
-        let mut input = bytes;
-        let header: SnapshotHeader =
-            codec::from_bytes(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
-        let txn = db.begin_write().map_err(storage_error)?;
-        {
-            let mut data = txn.open_table(DATA).map_err(storage_error)?;
-            if span.end.is_empty() {
-                data.retain_in::<&[u8], _>(span.start.as_slice().., |_, _| false).map_err(storage_error)?;
-            } else {
-                data.retain_in::<&[u8], _>(span.start.as_slice()..span.end.as_slice(), |_, _| false)
-                    .map_err(storage_error)?;
-            }
-            for _ in 0..header.rows {
-                let key = read_frame(&mut input).map_err(Error::Internal)?;
-                let value = read_frame(&mut input).map_err(Error::Internal)?;
-                let inside = key >= span.start.as_slice() && (span.end.is_empty() || key < span.end.as_slice());
-                if !inside {
-                    return Err(Error::Internal(format!(
-                        "snapshot for Raft group {group} holds key {} outside its span",
-                        keys::pretty(key)
-                    )));
-                }
-                data.insert(key, value).map_err(storage_error)?;
-            }
-            let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
-            let applied = codec::to_bytes(&meta.last_log_id).map_err(storage_error)?;
-            table.insert(group_key("applied", group).as_str(), applied.as_slice()).map_err(storage_error)?;
-            let membership = codec::to_bytes(&meta.last_membership).map_err(storage_error)?;
-            table.insert(group_key("membership", group).as_str(), membership.as_slice()).map_err(storage_error)?;
-            let meta_bytes = codec::to_bytes(meta).map_err(storage_error)?;
-            table.insert(group_key("snapshot_meta", group).as_str(), meta_bytes.as_slice()).map_err(storage_error)?;
-            table.insert(group_key("snapshot_data", group).as_str(), bytes).map_err(storage_error)?;
-        }
-        txn.commit().map_err(storage_error)
-    }
-
-    fn current_snapshot_blocking(db: &Database, group: u64) -> Result<Option<Snapshot>> {
-        let txn = db.begin_read().map_err(storage_error)?;
-        let table = txn.open_table(STATE_META).map_err(storage_error)?;
-        let Some(meta) = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))? else {
-            return Ok(None);
-        };
-        let bytes = table
-            .get(group_key("snapshot_data", group).as_str())
-            .map_err(storage_error)?
-            .map(|v| v.value().to_vec())
-            .unwrap_or_default();
-        Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
     }
 }
 
@@ -602,10 +543,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         // openraft hands over every entry ready to apply at once; they become one transaction.
         let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
-        let (db, shared, last_durable) = (self.db.clone(), self.shared.clone(), self.last_durable_apply.clone());
-        let (applied, group) = (self.applied.clone(), self.group);
-        let responses =
-            blocking(move || Self::apply_blocking(&db, &shared, &applied, group, &last_durable, entries)).await?;
+        let this = self.clone();
+        let responses = blocking(move || this.apply_blocking(entries)).await?;
         for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(responder) = responder {
                 responder.send(response);
@@ -619,14 +558,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> StorageResult<()> {
-        let (db, group, span, installed) = (self.db.clone(), self.group, self.span.clone(), meta.clone());
+        let (this, installed) = (self.clone(), meta.clone());
         let bytes = snapshot.into_inner();
-        let db2 = db.clone();
-        blocking(move || Self::install_blocking(&db2, group, &span, &installed, &bytes)).await?;
-        // The index, sizes and catalog version are derived from all the data: recounted.
-        // (While one group holds every range no other group applies meanwhile.)
-        let reloaded = blocking(move || StateStore::load_shared(&db)).await?;
-        *self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = reloaded;
+        blocking(move || this.install_blocking(&installed, &bytes)).await?;
         *self.applied.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
             GroupApplied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         Ok(())

@@ -393,10 +393,18 @@ impl Cluster {
         Ok(reply.into_inner().ranges)
     }
 
-    /// The leaseholder (Raft leader) as node `i` sees it, if any.
+    /// The leaseholder (Raft leader) of range 1 as node `i` sees it, if any.
     pub async fn leader(&self, i: usize) -> Option<u64> {
         let ranges = self.ranges(i).await.ok()?;
         let leader = ranges.first()?.raft.as_ref()?.leader_id;
+        (leader != 0).then_some(leader)
+    }
+
+    /// The leader of range `range_id` as node `i` sees it.
+    pub async fn range_leader(&self, i: usize, range_id: u64) -> Option<u64> {
+        let ranges = self.ranges(i).await.ok()?;
+        let range = ranges.iter().find(|r| r.descriptor.as_ref().is_some_and(|d| d.range_id == range_id))?;
+        let leader = range.raft.as_ref()?.leader_id;
         (leader != 0).then_some(leader)
     }
 

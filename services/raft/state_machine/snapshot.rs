@@ -1,0 +1,166 @@
+//! A group's snapshots: the rows of its span and its range descriptors, framed after a header
+//! with the group's applied state; built from one read transaction, installed in one write
+//! transaction that replaces exactly the group's span and descriptors.
+
+use std::io::Cursor;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::{Span, StateMachine, StateStore, desc_prefix, get_meta, group_key, put_desc, read_descs};
+use crate::services::engine::{DATA, STATE_META, storage_error};
+use crate::services::error::{Error, Result};
+use crate::services::keys;
+use crate::services::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, codec};
+use crate::services::ranges::RangeDescriptor;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The group's range descriptors.
+    descs: Vec<RangeDescriptor>,
+    rows: u64,
+}
+
+fn write_frame(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn read_frame<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let (len, rest) = input.split_first_chunk::<4>().ok_or("truncated snapshot")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err("truncated snapshot".into());
+    }
+    let (frame, rest) = rest.split_at(len);
+    *input = rest;
+    Ok(frame)
+}
+
+impl StateMachine {
+    /// The rows of `span` in `data`, in key order.
+    pub(super) fn span_rows<'t>(
+        data: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
+        span: &Span,
+    ) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>> {
+        let rows = if span.end.is_empty() {
+            data.range::<&[u8]>(span.start.as_slice()..)
+        } else {
+            data.range::<&[u8]>(span.start.as_slice()..span.end.as_slice())
+        };
+        rows.map_err(storage_error)
+    }
+
+    pub(super) fn build_snapshot_blocking(db: &Database, group: u64, span: &Span) -> Result<Snapshot> {
+        let txn = db.begin_read().map_err(storage_error)?;
+        let meta_table = txn.open_table(STATE_META).map_err(storage_error)?;
+        let data = txn.open_table(DATA).map_err(storage_error)?;
+        let last_applied: Option<LogId> = get_meta(&meta_table, &group_key("applied", group))?.flatten();
+        let membership: StoredMembership = get_meta(&meta_table, &group_key("membership", group))?.unwrap_or_default();
+        let descs = read_descs(&meta_table, &desc_prefix(Some(group)))?;
+        let rows = Self::span_rows(&data, span)?.count() as u64;
+        let header = SnapshotHeader { last_applied, membership: membership.clone(), descs, rows };
+        let mut out = Vec::new();
+        write_frame(&mut out, &codec::to_bytes(&header).map_err(storage_error)?);
+        for row in Self::span_rows(&data, span)? {
+            let (k, v) = row.map_err(storage_error)?;
+            write_frame(&mut out, k.value());
+            write_frame(&mut out, v.value());
+        }
+        drop((meta_table, data, txn));
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership };
+        Self::save_snapshot(db, group, &meta, &out)?;
+        Ok(Snapshot { meta, snapshot: Cursor::new(out) })
+    }
+
+    pub(super) fn save_snapshot(db: &Database, group: u64, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
+        let txn = db.begin_write().map_err(storage_error)?;
+        {
+            let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
+            let meta = codec::to_bytes(meta).map_err(storage_error)?;
+            table.insert(group_key("snapshot_meta", group).as_str(), meta.as_slice()).map_err(storage_error)?;
+            table.insert(group_key("snapshot_data", group).as_str(), bytes).map_err(storage_error)?;
+        }
+        txn.commit().map_err(storage_error)
+    }
+
+    /// Replaces the rows of `span` and the group's descriptors with the snapshot's and records
+    /// the group's applied state, in one transaction; other groups' rows are not touched. Then
+    /// recounts the node-wide index and sizes, which the install changed.
+    pub(super) fn install_blocking(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
+        let (db, group, span) = (&self.db, self.group, &self.span);
+        let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
+        Self::install_span(db, group, span, meta, bytes)?;
+        let mut reloaded = StateStore::load_shared(db)?;
+        let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The catalog may have changed in any way: a version never seen before makes every
+        // cached catalog reload.
+        reloaded.catalog_version = shared.catalog_version + 1;
+        *shared = reloaded;
+        Ok(())
+    }
+
+    pub(super) fn install_span(
+        db: &Database,
+        group: u64,
+        span: &Span,
+        meta: &SnapshotMeta,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let mut input = bytes;
+        let header: SnapshotHeader =
+            codec::from_bytes(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
+        let txn = db.begin_write().map_err(storage_error)?;
+        {
+            let mut data = txn.open_table(DATA).map_err(storage_error)?;
+            if span.end.is_empty() {
+                data.retain_in::<&[u8], _>(span.start.as_slice().., |_, _| false).map_err(storage_error)?;
+            } else {
+                data.retain_in::<&[u8], _>(span.start.as_slice()..span.end.as_slice(), |_, _| false)
+                    .map_err(storage_error)?;
+            }
+            for _ in 0..header.rows {
+                let key = read_frame(&mut input).map_err(Error::Internal)?;
+                let value = read_frame(&mut input).map_err(Error::Internal)?;
+                if !span.contains(key) {
+                    return Err(Error::Internal(format!(
+                        "snapshot for Raft group {group} holds key {} outside its span",
+                        keys::pretty(key)
+                    )));
+                }
+                data.insert(key, value).map_err(storage_error)?;
+            }
+            let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
+            // `desc/<group>0` is the first key past `desc/<group>/` (and before `desc/<group>0…`).
+            let (first, past) = (desc_prefix(Some(group)), format!("desc/{group}0"));
+            table.retain_in::<&str, _>(first.as_str()..past.as_str(), |_, _| false).map_err(storage_error)?;
+            for desc in &header.descs {
+                put_desc(&mut table, group, desc)?;
+            }
+            let applied = codec::to_bytes(&meta.last_log_id).map_err(storage_error)?;
+            table.insert(group_key("applied", group).as_str(), applied.as_slice()).map_err(storage_error)?;
+            let membership = codec::to_bytes(&meta.last_membership).map_err(storage_error)?;
+            table.insert(group_key("membership", group).as_str(), membership.as_slice()).map_err(storage_error)?;
+            let meta_bytes = codec::to_bytes(meta).map_err(storage_error)?;
+            table.insert(group_key("snapshot_meta", group).as_str(), meta_bytes.as_slice()).map_err(storage_error)?;
+            table.insert(group_key("snapshot_data", group).as_str(), bytes).map_err(storage_error)?;
+        }
+        txn.commit().map_err(storage_error)
+    }
+
+    pub(super) fn current_snapshot_blocking(db: &Database, group: u64) -> Result<Option<Snapshot>> {
+        let txn = db.begin_read().map_err(storage_error)?;
+        let table = txn.open_table(STATE_META).map_err(storage_error)?;
+        let Some(meta) = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))? else {
+            return Ok(None);
+        };
+        let bytes = table
+            .get(group_key("snapshot_data", group).as_str())
+            .map_err(storage_error)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
+    }
+}
