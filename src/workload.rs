@@ -229,6 +229,9 @@ async fn worker(options: Arc<KvOptions>, shared: Arc<Shared>, worker_rate: f64) 
     Ok(())
 }
 
+/// How long the workload waits, once it is over, for statements still running.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the kv workload; prints progress to stdout. `stop` ends it early.
 pub async fn run_kv(options: KvOptions, stop: impl std::future::Future<Output = ()>) -> Result<Summary, String> {
     if options.concurrency == 0 || options.read_percent > 100 {
@@ -296,11 +299,18 @@ pub async fn run_kv(options: KvOptions, stop: impl std::future::Future<Output = 
     shared.stop.store(true, Ordering::SeqCst);
     let elapsed = started.elapsed();
     let mut failures = Vec::new();
-    for worker in workers {
-        match worker.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => failures.push(err),
-            Err(err) => failures.push(err.to_string()),
+    // A worker whose statement never gets an answer would hold the run open forever (and a
+    // SIGTERM with it): after the grace period it is abandoned and reported.
+    let grace = tokio::time::Instant::now() + STOP_GRACE;
+    for mut worker in workers {
+        match tokio::time::timeout_at(grace, &mut worker).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => failures.push(err),
+            Ok(Err(err)) => failures.push(err.to_string()),
+            Err(_) => {
+                worker.abort();
+                failures.push(format!("a statement got no answer within {}s of the end", STOP_GRACE.as_secs()));
+            }
         }
     }
     let mut all = std::mem::take(&mut *shared.all.lock().unwrap_or_else(|p| p.into_inner()));

@@ -349,3 +349,34 @@ async fn workload_databases_and_drop_table() {
     });
     assert_eq!(value.as_deref(), Some("renamed"));
 }
+
+/// A workload whose node stops answering mid-statement (SIGSTOP) still ends when its time is
+/// up: it abandons the unanswered statements after a grace period, says so, and exits
+/// non-zero, rather than hanging (and ignoring SIGTERM) as it did.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workload_whose_node_freezes_ends_and_says_why() {
+    use std::process::{Command, Stdio};
+    let cluster = Cluster::start(1, &[]);
+    cluster.init().await;
+    let url = cluster.pg_url(0, "root");
+    let args = ["workload", "run", "kv", "--url", &url, "--duration", "4s", "--concurrency", "2"];
+    let mut workload = Command::new(RANGED).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let client = connect(&url).await;
+    wait_for(Duration::from_secs(15), "the workload writing", || async {
+        let rows: i64 = client.query_one("SELECT count(*) FROM kv.kv", &[]).await.ok()?.get(0);
+        (rows > 0).then_some(())
+    })
+    .await;
+    let pid = cluster.nodes[0].child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let exited = wait_for(Duration::from_secs(30), "the workload to exit", || {
+        let status = workload.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut workload.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exited.success(), "{stderr}");
+    assert!(stderr.contains("got no answer within 5s of the end"), "{stderr}");
+}
