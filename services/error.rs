@@ -39,6 +39,11 @@ pub enum Error {
         /// The current leaseholder, when known.
         leader: Option<u64>,
     },
+    /// The batch reached a Raft group that does not hold all of its keys (the sender's view
+    /// of the groups' spans was out of date, e.g. across a split). Nothing was applied: safe
+    /// to route again.
+    #[error("range key mismatch: {0}")]
+    RangeKeyMismatch(String),
     /// A node or quorum cannot be reached now; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
@@ -61,6 +66,8 @@ pub enum Error {
 
 /// Metadata key marking a NotLeaseholder status, so the caller can retry without ambiguity.
 pub const NOT_LEASEHOLDER_METADATA: &str = "ranged-not-leaseholder";
+/// Metadata key marking a RangeKeyMismatch status, which is as safe to retry.
+pub const RANGE_KEY_MISMATCH_METADATA: &str = "ranged-range-key-mismatch";
 
 impl Error {
     /// The gRPC code of this error kind: the one table of the crate.
@@ -70,7 +77,7 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) | Error::ConditionFailed { .. } => Code::FailedPrecondition,
-            Error::NotLeaseholder { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::NotLeaseholder { .. } | Error::RangeKeyMismatch(_) | Error::Unavailable(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
@@ -90,6 +97,7 @@ impl Error {
             Error::AlreadyExists(_) | Error::ConditionFailed { .. } => S::CONFLICT,
             Error::FailedPrecondition(_)
             | Error::NotLeaseholder { .. }
+            | Error::RangeKeyMismatch(_)
             | Error::Unavailable(_)
             | Error::DeadlineExceeded(_) => S::SERVICE_UNAVAILABLE,
             Error::Unauthenticated(_) => S::UNAUTHORIZED,
@@ -131,6 +139,13 @@ impl From<Error> for tonic::Status {
                 }
                 status
             }
+            Error::RangeKeyMismatch(detail) => {
+                let mut status = tonic::Status::new(code, detail.clone());
+                status
+                    .metadata_mut()
+                    .insert(RANGE_KEY_MISMATCH_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+                status
+            }
             Error::ConditionFailed { op_index, actual, .. } => {
                 let details = serde_json::to_vec(&(op_index, actual)).unwrap_or_default();
                 tonic::Status::with_details(code, err.to_string(), details.into())
@@ -155,6 +170,9 @@ impl From<tonic::Status> for Error {
                 },
                 Err(_) => Error::FailedPrecondition(message),
             },
+            Code::Unavailable if status.metadata().contains_key(RANGE_KEY_MISMATCH_METADATA) => {
+                Error::RangeKeyMismatch(message)
+            }
             Code::Unavailable => match status.metadata().get(NOT_LEASEHOLDER_METADATA) {
                 Some(value) => Error::NotLeaseholder { leader: value.to_str().ok().and_then(|v| v.parse().ok()) },
                 None => Error::Unavailable(message),
@@ -179,6 +197,7 @@ mod tests {
             Error::AlreadyExists("twice".into()),
             Error::NotLeaseholder { leader: Some(3) },
             Error::NotLeaseholder { leader: None },
+            Error::RangeKeyMismatch("not all in Raft group 7's span".into()),
             Error::Unavailable("down".into()),
             Error::ConditionFailed { op_index: 2, key: "\"k\"".into(), actual: Some(b"v".to_vec()) },
         ];

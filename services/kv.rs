@@ -319,13 +319,14 @@ where
             Err(err) => err,
         };
         let retryable = match &err {
-            Error::NotLeaseholder { .. } => true,
+            Error::NotLeaseholder { .. } | Error::RangeKeyMismatch(_) => true,
             Error::Unavailable(_) | Error::DeadlineExceeded(_) => idempotent,
             _ => false,
         };
         if !retryable || Instant::now() + backoff > deadline {
             return Err(match err {
                 Error::NotLeaseholder { .. } => Error::Unavailable("no leaseholder could be reached".into()),
+                Error::RangeKeyMismatch(_) => Error::Unavailable("the ranges holding the keys kept moving".into()),
                 other => other,
             });
         }

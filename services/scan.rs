@@ -6,8 +6,10 @@
 //! redb transaction. The first page of a scan is read by the leaseholder after the same lease
 //! check a linearizable read makes; if more rows remain, the snapshot it read from stays open
 //! on that node as a cursor, and every later page is read from it, on that node, wherever the
-//! lease has moved meanwhile. So a scan of any length reads exactly the state of the moment
-//! it began, never half of a concurrent batch. The price is that a snapshot held open keeps
+//! lease has moved meanwhile. So a scan of any length within one Raft group reads exactly the
+//! state of the moment it began, never half of a concurrent batch. A scan crossing groups is
+//! read one group's part after another, each part opened afresh at its group's leaseholder
+//! (see [`ScanPage::resume`]), and is atomic only within each part. The price is that a snapshot held open keeps
 //! the pages it sees from being reused; hence the bounds: a cursor unused for
 //! [`CURSOR_IDLE_TIMEOUT`] or older than [`CURSOR_MAX_LIFETIME`] is closed (the next page then
 //! fails, and the statement with it), and a node holds at most [`MAX_OPEN_CURSORS`].
@@ -65,7 +67,9 @@ pub struct ScanPage {
     /// Rows in key order.
     pub rows: Vec<(Vec<u8>, Vec<u8>)>,
     /// Where the next page starts and which cursor holds the snapshot; `None` at the end.
-    pub resume: Option<(CursorRef, Vec<u8>)>,
+    /// Without a cursor, the next page opens a new scan there: the rest lies in another
+    /// Raft group, whose snapshot is another node's.
+    pub resume: Option<(Option<CursorRef>, Vec<u8>)>,
 }
 
 /// One page taken from an ordered row iterator.

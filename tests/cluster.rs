@@ -522,7 +522,7 @@ async fn a_pending_deletion_left_behind_is_carried_out() {
 /// Range 1 and user space are separate Raft groups: a batch writing both is refused as
 /// unsupported and writes neither; a batch within either runs.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_batch_across_the_two_raft_groups_is_refused_and_writes_nothing() {
+async fn a_write_across_the_two_raft_groups_is_refused_and_reads_across_them_are_split() {
     let cluster = Cluster::start(1, &[]);
     cluster.init().await;
     let mut kv = cluster.kv(0).await;
@@ -536,4 +536,40 @@ async fn a_batch_across_the_two_raft_groups_is_refused_and_writes_nothing() {
     assert_eq!(get(&mut kv, "user-key").await.unwrap(), None, "nothing of the refused batch was written");
     put(&mut kv, "user-key", "v").await.unwrap();
     assert_eq!(get(&mut kv, "user-key").await.unwrap().as_deref(), Some("v"));
+    put(&mut kv, "\x04zz/sys", "s").await.unwrap();
+
+    // Reads are split by group: a scan across the boundary sees both groups' rows, in order.
+    let scan_op = |limit| pb::KvOp {
+        op: Some(pb::kv_op::Op::Scan(pb::ScanRequest {
+            start: b"\x04zz/".to_vec().into(),
+            end: b"user-kez".to_vec().into(),
+            limit,
+        })),
+    };
+    for (limit, expected) in [(0, vec!["\x04zz/sys", "user-key"]), (1, vec!["\x04zz/sys"])] {
+        let read = pb::BatchRequest { ops: vec![scan_op(limit)], ..Default::default() };
+        let reply = kv.batch(read).await.unwrap().into_inner();
+        let rows: Vec<String> =
+            (reply.results[0].rows.iter()).map(|row| String::from_utf8_lossy(&row.key).into_owned()).collect();
+        assert_eq!(rows, expected, "limit {limit}");
+    }
+    // So are paged scans: a page ends where the group does, and the next opens in the next one.
+    let mut request = pb::ScanPageRequest {
+        start: b"\x04zz/".to_vec().into(),
+        end: b"user-kez".to_vec().into(),
+        max_rows: 10,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let mut pages = Vec::new();
+    for _ in 0..10 {
+        let page = kv.scan_page(request.clone()).await.unwrap().into_inner();
+        pages.push(page.rows.iter().map(|row| String::from_utf8_lossy(&row.key).into_owned()).collect::<Vec<_>>());
+        if page.resume_key.is_empty() {
+            break;
+        }
+        assert_eq!(page.cursor_id, 0, "the first group's part fits one page: no cursor is left open");
+        request.start = page.resume_key;
+    }
+    assert_eq!(pages, vec![vec!["\x04zz/sys".to_string()], vec!["user-key".to_string()]]);
 }

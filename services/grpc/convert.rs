@@ -131,8 +131,8 @@ impl pb::ScanPageRequest {
 
 impl From<ScanPage> for pb::ScanPageResponse {
     fn from(page: ScanPage) -> Self {
-        let (cursor, resume_key) =
-            page.resume.map_or((CursorRef { node_id: 0, id: 0 }, Vec::new()), |(cursor, key)| (cursor, key));
+        let (cursor, resume_key) = page.resume.map_or((None, Vec::new()), |(cursor, key)| (cursor, key));
+        let cursor = cursor.unwrap_or(CursorRef { node_id: 0, id: 0 });
         pb::ScanPageResponse {
             rows: page.rows.into_iter().map(|(k, v)| pb::KeyValue { key: k.into(), value: v.into() }).collect(),
             resume_key: resume_key.into(),
@@ -146,8 +146,12 @@ impl From<pb::ScanPageResponse> for ScanPage {
     fn from(page: pb::ScanPageResponse) -> Self {
         ScanPage {
             rows: page.rows.into_iter().map(|kv| (kv.key.to_vec(), kv.value.to_vec())).collect(),
-            resume: (page.cursor_id != 0)
-                .then(|| (CursorRef { node_id: page.cursor_node_id, id: page.cursor_id }, page.resume_key.to_vec())),
+            // A resume key is never empty: it is past the page's first row.
+            resume: (!page.resume_key.is_empty()).then(|| {
+                let cursor =
+                    (page.cursor_id != 0).then_some(CursorRef { node_id: page.cursor_node_id, id: page.cursor_id });
+                (cursor, page.resume_key.to_vec())
+            }),
         }
     }
 }

@@ -54,14 +54,43 @@ impl NodeCore {
         if forwarded {
             return self.kv_local(&active, ops).await;
         }
+        if !ops.iter().any(Op::is_write) && matches!(active.state.group_of_ops(&ops), Err(Error::Unsupported(_))) {
+            return self.read_across_groups(&active, ops).await;
+        }
         kv::retry_batch(&ops, || self.kv_route(&active, ops.clone())).await
+    }
+
+    /// Runs a read-only batch whose keys lie in more than one Raft group one operation at a
+    /// time, a scan one group's part at a time: each part is a linearizable read of its own,
+    /// but together they are not one atomic view (see Atomicity in the README).
+    async fn read_across_groups(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Op::Scan { start, end, limit } = op else {
+                let single = vec![op];
+                results.extend(kv::retry_batch(&single, || self.kv_route(active, single.clone())).await?);
+                continue;
+            };
+            let mut rows = Vec::new();
+            let pieces = active.state.with_shared(|shared| shared.groups.pieces(&start, &end))?;
+            for (_, piece) in pieces {
+                let wanted = if limit == 0 { 0 } else { limit - rows.len() as u32 };
+                let part = vec![Op::Scan { start: piece.start, end: piece.end, limit: wanted }];
+                let mut result = kv::retry_batch(&part, || self.kv_route(active, part.clone())).await?;
+                rows.append(&mut result.remove(0).rows);
+                if limit != 0 && rows.len() >= limit as usize {
+                    break;
+                }
+            }
+            results.push(OpResult { rows, ..Default::default() });
+        }
+        Ok(results)
     }
 
     /// Runs read-only `ops` against this node's applied copy, without the leaseholder: what
     /// this node knows, answered even while the range has no reachable leader.
     pub async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         kv::validate_read_only(&ops)?;
-        raft_mod::group_of_ops(&ops)?;
         Ok(self.active()?.state.read(ops).await?.0)
     }
 
@@ -76,7 +105,7 @@ impl NodeCore {
             // removed this node and it hears no more. Another member runs the batch if it
             // leads, or names the leader.
             None => {
-                let members = self.member_ids(active, raft_mod::group_of_ops(&ops)?);
+                let members = self.member_ids(active, active.state.group_of_ops(&ops)?);
                 let others: Vec<NodeId> = members.into_iter().filter(|id| *id != active.node_id).collect();
                 match others.get(rand::random_range(0..others.len().max(1))) {
                     Some(&member) => member,
@@ -113,7 +142,7 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
-        let group = active.replica(raft_mod::group_of_ops(&ops)?)?;
+        let group = active.replica(active.state.group_of_ops(&ops)?)?;
         if ops.iter().any(Op::is_write) {
             let reply =
                 tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(Command::Batch(ops.clone())))
@@ -143,6 +172,11 @@ impl NodeCore {
             // has applied: the broken read path the nemesis test must catch.
             if !self.config.testing_stale_follower_reads {
                 self.confirm_read_lease(active, &group).await?;
+            }
+            // The span is checked after the lease, as an apply checks it: the group may have
+            // given keys away since the batch was routed.
+            if !raft_mod::groups::ops_within(&group.state.span(), &ops) {
+                return Err(crate::services::raft::state_machine::range_key_mismatch(group.group));
             }
             let (results, cpu_nanos) = group.state.read(ops.clone()).await?;
             self.record_load(&active.state, &ops, &results, cpu_nanos);
@@ -221,7 +255,9 @@ impl NodeCore {
             return Err(Error::InvalidArgument("empty split key".into()));
         }
         let active = self.active()?.clone();
-        let group = active.replica(raft_mod::group_of_key(&split_key))?;
+        let group = active.state.with_shared(|shared| shared.groups.of_key(&split_key));
+        let group = active
+            .replica(group.ok_or_else(|| Error::Unavailable("no Raft group here holds the split key".into()))?)?;
         // The new range's id comes from range 1's counter, in a write of its own: the split is
         // applied by the range's own group, which must not write range 1's keys. An id taken
         // by a split that then fails or turns out a no-op is never used.

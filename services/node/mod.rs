@@ -211,7 +211,7 @@ impl Active {
     /// The ranges this node's copy of `group` holds, by the node-wide index.
     pub fn range_count(&self, group: u64) -> usize {
         self.state.with_shared(|shared| {
-            shared.ranges.iter().filter(|desc| raft_mod::group_of_key(&desc.start_key) == group).count()
+            shared.ranges.iter().filter(|desc| shared.groups.of_key(&desc.start_key) == Some(group)).count()
         })
     }
 }

@@ -77,15 +77,25 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
-        let group = raft_mod::group_of_span(&request.start, &request.end)
-            .ok_or_else(|| Error::Unsupported("a scan may not span range 1 and user space".into()))?;
-        let group = active.replica(group)?;
+        // A scan crossing groups reads one group's part here; the page then says where the
+        // next part starts, without a cursor: another group's leaseholder serves it.
+        let (group_id, piece) = active
+            .state
+            .with_shared(|shared| shared.groups.pieces(&request.start, &request.end))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("a scan cut into no pieces".into()))?;
+        let group = active.replica(group_id)?;
         // The test-only switch skips the lease, as for batches (see `kv_local`).
         if !self.config.testing_stale_follower_reads {
             self.confirm_read_lease(active, &group).await?;
         }
+        let op = [Op::Scan { start: piece.start.clone(), end: piece.end.clone(), limit: 0 }];
+        if !raft_mod::groups::ops_within(&group.state.span(), &op) {
+            return Err(crate::services::raft::state_machine::range_key_mismatch(group_id));
+        }
         let state = group.state.clone();
-        let (start, end, limits) = (request.start.clone(), request.end.clone(), request.limits);
+        let (start, end, limits) = (piece.start, piece.end.clone(), request.limits);
         let (snapshot, page, cpu_nanos) = tokio::task::spawn_blocking(move || {
             let cpu = cpu_time::ThreadTime::now();
             let snapshot = state.snapshot()?;
@@ -98,10 +108,10 @@ impl NodeCore {
         let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos);
         let resume = match next_key {
             Some(next) => {
-                let id = self.cursors.register(snapshot, request.end, Instant::now())?;
-                Some((CursorRef { node_id: active.node_id, id }, next))
+                let id = self.cursors.register(snapshot, piece.end.clone(), Instant::now())?;
+                Some((Some(CursorRef { node_id: active.node_id, id }), next))
             }
-            None => None,
+            None => next_part(&piece.end, &request.end),
         };
         Ok(ScanPage { rows, resume })
     }
@@ -135,11 +145,11 @@ impl NodeCore {
         let resume = match next_key {
             Some(next) => {
                 self.cursors.put_back(id, cursor, Instant::now());
-                Some((CursorRef { node_id: active.node_id, id }, next))
+                Some((Some(CursorRef { node_id: active.node_id, id }), next))
             }
             None => {
                 self.cursors.close(id);
-                None
+                next_part(&cursor.end, &request.end)
             }
         };
         Ok(ScanPage { rows, resume })
@@ -158,4 +168,11 @@ impl NodeCore {
         self.record_load(state, std::slice::from_ref(&op), std::slice::from_ref(&result), cpu_nanos);
         result.rows
     }
+}
+
+/// Where a scan of `[.., scan_end)` goes on once its part ending at `part_end` is read: the
+/// next group's part, opened afresh, or nowhere.
+fn next_part(part_end: &[u8], scan_end: &[u8]) -> Option<(Option<CursorRef>, Vec<u8>)> {
+    let more = !part_end.is_empty() && (scan_end.is_empty() || part_end < scan_end);
+    more.then(|| (None, part_end.to_vec()))
 }

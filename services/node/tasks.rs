@@ -109,7 +109,7 @@ impl NodeCore {
                     // Load is counted only while holding the lease; a new holder starts afresh.
                     let ranges: BTreeSet<u64> = active.state.with_shared(|shared| {
                         (shared.ranges.iter())
-                            .filter(|desc| raft_mod::group_of_key(&desc.start_key) == group.group)
+                            .filter(|desc| shared.groups.of_key(&desc.start_key) == Some(group.group))
                             .map(|desc| desc.range_id)
                             .collect()
                     });
@@ -144,7 +144,8 @@ impl NodeCore {
         }
         match group.state.split_points(self.config.range_max_bytes).await {
             Ok(points) => {
-                for split_key in points.into_iter().filter(|key| raft_mod::group_of_key(key) == group.group) {
+                let ours = |key: &Vec<u8>| active.state.with_shared(|s| s.groups.of_key(key)) == Some(group.group);
+                for split_key in points.into_iter().filter(ours) {
                     match self.split(split_key.clone(), true).await {
                         Ok((left, right)) => {
                             tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size")

@@ -207,30 +207,33 @@ impl NodeCore {
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
         // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
         // possibly thousands.
-        let (selected, total): (Vec<(RangeDescriptor, RangeSize)>, usize) = active.state.with_shared(|shared| {
-            let mut matching: Vec<&RangeDescriptor> = shared
+        let (selected, total): (Vec<(RangeDescriptor, RangeSize, u64)>, usize) = active.state.with_shared(|shared| {
+            let mut matching: Vec<(&RangeDescriptor, u64)> = shared
                 .ranges
                 .iter()
                 .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
-                .filter(|desc| views.contains_key(&raft_mod::group_of_key(&desc.start_key)))
+                .filter_map(|desc| shared.groups.of_key(&desc.start_key).map(|group| (desc, group)))
+                .filter(|(_, group)| views.contains_key(group))
                 .collect();
             // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order of
             // the HTTP API's pages, so that pages are stable while ranges split.
             if offset > 0 || limit < matching.len() {
-                matching.sort_unstable_by_key(|desc| desc.range_id);
+                matching.sort_unstable_by_key(|(desc, _)| desc.range_id);
             }
             let total = matching.len();
             let page = matching
                 .into_iter()
                 .skip(offset)
                 .take(limit)
-                .map(|desc| (desc.clone(), shared.sizes.get(&desc.range_id).copied().unwrap_or_default()))
+                .map(|(desc, group)| {
+                    (desc.clone(), shared.sizes.get(&desc.range_id).copied().unwrap_or_default(), group)
+                })
                 .collect();
             (page, total)
         });
         let mut out = Vec::with_capacity(selected.len());
-        for (descriptor, size) in selected {
-            let Some(view) = views.get(&raft_mod::group_of_key(&descriptor.start_key)) else { continue };
+        for (descriptor, size, group) in selected {
+            let Some(view) = views.get(&group) else { continue };
             let metrics = &view.metrics;
             out.push(ReplicaStatus {
                 // Filled in by the StatusService from the catalog.

@@ -3,8 +3,10 @@
 //! [`USER_GROUP`]. Every node holds a replica of both; each group's members are the cluster's
 //! nodes (at most [`MAX_VOTERS`] voters, the rest learners), so a range's replicas are its
 //! group's members and its leaseholder is its group's leader. The two leaders may be on
-//! different nodes. A batch is applied by one group, so it may not touch both.
+//! different nodes. A write batch is applied by one group, so it may not touch both; reads
+//! spanning both are split by the KV router.
 //!
+//! - [`groups`] — which group holds which keys, from the spans the groups record.
 //! - [`codec`] — binary encodings: protobuf log entries and commands, postcard for openraft's types.
 //! - [`log_store`] — the Raft log in the store's write-ahead log.
 //! - [`state_machine`] — applies commands to `state.redb`, keeps the range index and sizes, and
@@ -12,6 +14,7 @@
 //! - [`network`] — sends openraft RPCs over the `RaftService` gRPC transport.
 
 pub mod codec;
+pub mod groups;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -54,47 +57,6 @@ pub fn groups() -> Vec<GroupLayout> {
             initial: vec![desc],
         })
         .collect()
-}
-
-/// The group holding `key`.
-pub fn group_of_key(key: &[u8]) -> u64 {
-    if key < crate::services::keys::USER_SPACE_START { SYSTEM_GROUP } else { USER_GROUP }
-}
-
-/// The group holding every key in `[start, end)` (empty end: to the end of the keyspace), or
-/// `None` if they fall in both.
-pub fn group_of_span(start: &[u8], end: &[u8]) -> Option<u64> {
-    let last = if end.is_empty() || end > crate::services::keys::USER_SPACE_START { USER_GROUP } else { SYSTEM_GROUP };
-    let first = group_of_key(start);
-    // An empty span (end at or before start) touches nothing: it goes to its start's group.
-    (first == last || (!end.is_empty() && end <= start)).then_some(first)
-}
-
-/// The group that runs `ops`: the one holding every key they touch. A batch touching both
-/// groups is refused: it could not be atomic without a cross-range commit protocol.
-pub fn group_of_ops(ops: &[Op]) -> Result<u64, Error> {
-    let mut group = None;
-    for op in ops {
-        let of_op = match op {
-            Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => group_of_span(start, end),
-            other => Some(group_of_key(other.key())),
-        };
-        match (group, of_op) {
-            (_, None) => return Err(cross_group(op.key())),
-            (None, Some(g)) => group = Some(g),
-            (Some(a), Some(b)) if a != b => return Err(cross_group(op.key())),
-            _ => {}
-        }
-    }
-    Ok(group.unwrap_or(SYSTEM_GROUP))
-}
-
-fn cross_group(key: &[u8]) -> Error {
-    Error::Unsupported(format!(
-        "this operation touches both system keys (range 1) and user keys (at {}): they are \
-         separate Raft groups, and operations spanning them are not supported",
-        crate::services::keys::pretty(key)
-    ))
 }
 
 /// The most voters the group has; more nodes join as learners (non-voting replicas).
@@ -201,36 +163,6 @@ pub(crate) fn io_err(err: impl std::fmt::Display) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn put(key: &[u8]) -> Op {
-        Op::Put { key: key.to_vec(), value: b"v".to_vec() }
-    }
-
-    fn scan(start: &[u8], end: &[u8]) -> Op {
-        Op::Scan { start: start.to_vec(), end: end.to_vec(), limit: 0 }
-    }
-
-    #[test]
-    fn a_batch_runs_in_the_one_group_holding_its_keys() {
-        assert_eq!(group_of_key(b""), SYSTEM_GROUP);
-        assert_eq!(group_of_key(b"\x04user/root"), SYSTEM_GROUP);
-        assert_eq!(group_of_key(b"\x05"), USER_GROUP);
-        assert_eq!(group_of_key(b"kv/1"), USER_GROUP);
-        assert_eq!(group_of_ops(&[put(b"\x04node/1"), scan(b"\x04", b"\x05")]).unwrap(), SYSTEM_GROUP);
-        assert_eq!(group_of_ops(&[put(b"a"), scan(b"\x05", b""), scan(b"b", b"c")]).unwrap(), USER_GROUP);
-        assert_eq!(group_of_ops(&[]).unwrap(), SYSTEM_GROUP);
-        // Spans: the end is exclusive; an empty end runs to the end of the keyspace.
-        assert_eq!(group_of_span(b"", b"\x05"), Some(SYSTEM_GROUP));
-        assert_eq!(group_of_span(b"\x04", b"\x05\x00"), None);
-        assert_eq!(group_of_span(b"\x04", b""), None);
-        assert_eq!(group_of_span(b"z", b"a"), Some(USER_GROUP), "an empty span touches nothing");
-        // Both groups in one batch: refused, not half applied.
-        for ops in [vec![put(b"\x04gc/1"), put(b"t/1")], vec![scan(b"", b"")], vec![put(b"x"), scan(b"\x02", b"\x04")]]
-        {
-            let err = group_of_ops(&ops).unwrap_err();
-            assert!(matches!(&err, Error::Unsupported(m) if m.contains("not supported")), "{err:?}");
-        }
-    }
 
     #[test]
     fn the_groups_tile_the_keyspace_from_the_bootstrap_ranges() {

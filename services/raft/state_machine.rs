@@ -25,6 +25,7 @@ use crate::services::engine::{DATA, STATE_META, storage_error};
 use crate::services::error::{Error, Result};
 use crate::services::keys;
 use crate::services::kv::{self, KvRead, Op, OpResult};
+use crate::services::raft::groups::{GroupIndex, ops_within};
 use crate::services::raft::{
     Command, CommandResponse, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, codec,
     io_err,
@@ -54,6 +55,8 @@ pub struct SmShared {
     pub sizes: HashMap<u64, RangeSize>,
     /// Bumped by every applied write to the SQL catalog (see [`keys::CATALOG_PREFIXES`]).
     pub catalog_version: u64,
+    /// The span of each group this node holds.
+    pub groups: GroupIndex,
 }
 
 /// What one group has applied.
@@ -64,7 +67,7 @@ struct GroupApplied {
 }
 
 /// The keys one group's state machine owns, `[start, end)` (an empty end: unbounded).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
     /// The first key.
     pub start: Vec<u8>,
@@ -118,6 +121,11 @@ fn put_desc(meta: &mut Table<&'static str, &'static [u8]>, group: u64, desc: &Ra
     Ok(())
 }
 
+/// The error of a batch sent to a group that does not hold all its keys.
+pub fn range_key_mismatch(group: u64) -> Error {
+    Error::RangeKeyMismatch(format!("the batch's keys are not all in Raft group {group}'s span"))
+}
+
 /// Most point reads of one batch served on the calling task (see [`StateMachine::read`]).
 const INLINE_READ_OPS: usize = 16;
 
@@ -140,7 +148,6 @@ pub struct StateStore {
 pub struct StateMachine {
     store: StateStore,
     group: u64,
-    span: Span,
     applied: Arc<RwLock<GroupApplied>>,
 }
 
@@ -335,28 +342,37 @@ impl StateStore {
         })
     }
 
-    /// The state machine of `group`, owning `span`, as far as the store has applied it. A
-    /// group new to this store starts with `initial` as its ranges: the ranges the group was
-    /// created with, the same on every replica, which its log's splits then change.
+    /// The state machine of `group` as far as the store has applied it. A group new to this
+    /// store starts owning `span`, with `initial` as its ranges: what the group was created
+    /// with, the same on every replica, which its log's splits then change.
     pub fn group(&self, group: u64, span: Span, initial: &[RangeDescriptor]) -> Result<StateMachine> {
         let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write().map_err(storage_error)?;
         let applied = {
             let mut meta = txn.open_table(STATE_META).map_err(storage_error)?;
+            let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             if read_descs(&meta, &desc_prefix(Some(group)))?.is_empty() {
-                let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
                 for desc in initial {
                     put_desc(&mut meta, group, desc)?;
                     shared.ranges.insert(desc.clone());
                 }
             }
+            let span = match get_meta::<Span>(&meta, &group_key("span", group))? {
+                Some(stored) => stored,
+                None => {
+                    let bytes = codec::to_bytes(&span).map_err(storage_error)?;
+                    meta.insert(group_key("span", group).as_str(), bytes.as_slice()).map_err(storage_error)?;
+                    span
+                }
+            };
+            shared.groups.insert(group, span);
             GroupApplied {
                 last_applied: get_meta(&meta, &group_key("applied", group))?.flatten(),
                 membership: get_meta(&meta, &group_key("membership", group))?.unwrap_or_default(),
             }
         };
         txn.commit().map_err(storage_error)?;
-        Ok(StateMachine { store: self.clone(), group, span, applied: Arc::new(RwLock::new(applied)) })
+        Ok(StateMachine { store: self.clone(), group, applied: Arc::new(RwLock::new(applied)) })
     }
 
     fn load_shared(db: &Database) -> Result<SmShared> {
@@ -366,6 +382,12 @@ impl StateStore {
         let mut shared = SmShared::default();
         for desc in read_descs(&meta, &desc_prefix(None))? {
             shared.ranges.insert(desc);
+        }
+        for row in meta.range::<&str>("span/"..).map_err(storage_error)? {
+            let (key, value) = row.map_err(storage_error)?;
+            let Some(group) = key.value().strip_prefix("span/") else { break };
+            let group = group.parse().map_err(|_| Error::Internal(format!("bad span key {:?}", key.value())))?;
+            shared.groups.insert(group, codec::from_bytes(value.value()).map_err(storage_error)?);
         }
         for row in data.iter().map_err(storage_error)? {
             let (k, v) = row.map_err(storage_error)?;
@@ -385,6 +407,11 @@ impl StateStore {
     /// A copy of the range index.
     pub fn ranges(&self) -> RangeIndex {
         self.read_shared().ranges.clone()
+    }
+
+    /// The group that runs `ops` (see [`GroupIndex::of_ops`]).
+    pub fn group_of_ops(&self, ops: &[Op]) -> Result<u64> {
+        self.with_shared(|shared| shared.groups.of_ops(ops))
     }
 
     /// Runs `f` with the shared in-memory state.
@@ -462,6 +489,11 @@ impl StateStore {
 }
 
 impl StateMachine {
+    /// The keys this group owns now.
+    pub fn span(&self) -> Span {
+        self.with_shared(|shared| shared.groups.span(self.group).cloned()).unwrap_or_default()
+    }
+
     fn read_applied(&self) -> GroupApplied {
         self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
@@ -485,17 +517,23 @@ impl StateMachine {
             let mut meta = txn.open_table(STATE_META).map_err(storage_error)?;
             let mut shared = shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut applied = applied.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let span = shared.groups.span(group).cloned().unwrap_or_default();
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => CommandResponse::None,
+                    // A batch routed here on an out-of-date view of the spans changes nothing:
+                    // its sender looks the keys up again and resends it.
+                    EntryPayload::Normal(Command::Batch(ops)) if !ops_within(&span, &ops) => {
+                        CommandResponse::Batch { results: Err(range_key_mismatch(group)), cpu_nanos: 0 }
+                    }
                     EntryPayload::Normal(Command::Batch(ops)) => {
                         let cpu = cpu_time::ThreadTime::now();
                         let results = apply_batch(&mut data, &mut shared, &ops)?;
                         CommandResponse::Batch { results, cpu_nanos: cpu.elapsed().as_nanos() as u64 }
                     }
                     EntryPayload::Normal(Command::Split { split_key, right_range_id }) => {
-                        let target = SplitTarget { group, span: &self.span, split_key: &split_key, right_range_id };
+                        let target = SplitTarget { group, span: &span, split_key: &split_key, right_range_id };
                         CommandResponse::Split(apply_split(&data, &mut meta, &mut shared, target)?)
                     }
                     EntryPayload::Membership(membership) => {
@@ -523,7 +561,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot> {
-        let (db, group, span) = (self.db.clone(), self.group, self.span.clone());
+        let (db, group, span) = (self.db.clone(), self.group, self.span());
         blocking(move || Self::build_snapshot_blocking(&db, group, &span)).await
     }
 }

@@ -62,7 +62,7 @@ impl From<Error> for SqlError {
             Error::FailedPrecondition(_) => "55000",
             Error::ConditionFailed { .. } => SERIALIZATION_FAILURE,
             // The statement may be retried: nothing or everything of it was applied.
-            Error::NotLeaseholder { .. } | Error::Unavailable(_) => SERIALIZATION_FAILURE,
+            Error::NotLeaseholder { .. } | Error::RangeKeyMismatch(_) | Error::Unavailable(_) => SERIALIZATION_FAILURE,
             // The write may or may not have been applied.
             Error::DeadlineExceeded(_) => "40003",
             Error::Unauthenticated(_) => "28000",

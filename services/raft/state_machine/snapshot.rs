@@ -90,7 +90,7 @@ impl StateMachine {
     /// the group's applied state, in one transaction; other groups' rows are not touched. Then
     /// recounts the node-wide index and sizes, which the install changed.
     pub(super) fn install_blocking(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
-        let (db, group, span) = (&self.db, self.group, &self.span);
+        let (db, group, span) = (&self.db, self.group, &self.span());
         let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
         Self::install_span(db, group, span, meta, bytes)?;
         let mut reloaded = StateStore::load_shared(db)?;

@@ -69,13 +69,22 @@ impl PagedScan {
     /// The next page, or `None` at the end; the previous page's charge is released first.
     async fn next_page(&mut self) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, SqlError> {
         self.budget.release(std::mem::take(&mut self.held));
-        let Some((cursor, start)) = self.next.take() else { return Ok(None) };
-        let request = ScanRequest { start, end: self.end.clone(), cursor, limits: self.limits, close: false };
-        let page = self.host.scan_page(request).await?;
-        if page.rows.is_empty() && page.resume.is_some() {
-            return Err(SqlError::new("XX000", "internal error: an empty page of a scan that goes on"));
-        }
-        self.next = page.resume.map(|(cursor, key)| (Some(cursor), key));
+        // A group's part of the scan may hold no rows: the next part opens where it ends, so
+        // the loop ends at the first page with rows or at the scan's end. Each turn starts
+        // further on: bounded by the number of groups the scan crosses.
+        let page = loop {
+            let Some((cursor, start)) = self.next.take() else { return Ok(None) };
+            let request = ScanRequest { start, end: self.end.clone(), cursor, limits: self.limits, close: false };
+            let page = self.host.scan_page(request).await?;
+            match &page.resume {
+                Some((None, next)) if page.rows.is_empty() => self.next = Some((None, next.clone())),
+                Some(_) if page.rows.is_empty() => {
+                    return Err(SqlError::new("XX000", "internal error: an empty page of a scan that goes on"));
+                }
+                _ => break page,
+            }
+        };
+        self.next = page.resume;
         self.held = page_bytes(&page.rows);
         self.budget.charge(self.held)?;
         Ok(Some(page.rows))
