@@ -17,6 +17,19 @@ async fn members(cluster: &Cluster, i: usize) -> Option<(Vec<u64>, Vec<u64>)> {
     Some((of(true), of(false)))
 }
 
+/// (voters, learners) of every range as node `i` sees them: the ranges' Raft groups change
+/// their members each on its own.
+async fn members_of_every_range(cluster: &Cluster, i: usize) -> Option<Vec<(Vec<u64>, Vec<u64>)>> {
+    let ranges = cluster.ranges(i).await.ok()?;
+    let mut out = Vec::new();
+    for range in &ranges {
+        let replicas = &range.descriptor.as_ref()?.replicas;
+        let of = |voter: bool| replicas.iter().filter(|r| r.voter == voter).map(|r| r.node_id).collect::<Vec<_>>();
+        out.push((of(true), of(false)));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Stops `writer` and checks that every acknowledged key reads back through node `i`.
 async fn stop_and_check(writer: Writer, cluster: &Cluster, i: usize) {
     let keys = writer.finish().await;
@@ -115,12 +128,15 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
         let victim_index = cluster.index_of(victim).await;
         cluster.kill(victim_index);
         killed.push((victim, victim_index));
-        // After --time-until-dead the leader promotes a live learner, then removes the dead
-        // voter; the live nodes then report nothing underreplicated.
-        wait_for(Duration::from_secs(40), "the dead voter replaced", || async {
-            let (voters, learners) = members(&cluster, writer_node).await?;
-            let gone = killed.iter().all(|(id, _)| !voters.contains(id) && !learners.contains(id));
-            (voters.len() == 3 && gone).then_some(())
+        // After --time-until-dead each range's leader promotes a live learner, then removes
+        // the dead voter; the live nodes then report nothing underreplicated. Every range:
+        // killing the next node before all of them healed could take two voters of one.
+        wait_for(Duration::from_secs(40), "the dead voter replaced in every range", || async {
+            let ranges = members_of_every_range(&cluster, writer_node).await?;
+            let healed = ranges.iter().all(|(voters, learners)| {
+                voters.len() == 3 && killed.iter().all(|(id, _)| !voters.contains(id) && !learners.contains(id))
+            });
+            healed.then_some(())
         })
         .await;
         for i in (0..5).filter(|i| !killed.iter().any(|(_, k)| k == i)) {
@@ -135,9 +151,9 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
     // asks the leader, joins again as a learner and catches up.
     let (revived, revived_index) = killed[0];
     cluster.restart(revived_index);
-    wait_for(Duration::from_secs(40), "the revived node a learner", || async {
-        let (voters, learners) = members(&cluster, writer_node).await?;
-        (voters.len() == 3 && learners.contains(&revived)).then_some(())
+    wait_for(Duration::from_secs(40), "the revived node a learner of every range", || async {
+        let ranges = members_of_every_range(&cluster, writer_node).await?;
+        ranges.iter().all(|(voters, learners)| voters.len() == 3 && learners.contains(&revived)).then_some(())
     })
     .await;
     writer.wait_more(&cluster, 10, "writes after the node came back").await;
