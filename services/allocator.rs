@@ -9,7 +9,9 @@
 //!    the voter removed (never removed first: that would shrink the quorum's margin);
 //! 3. a learner on a decommissioning node is removed;
 //! 4. fewer than [`MAX_VOTERS`] voters: a LIVE learner is promoted;
-//! 5. with nothing else to do, a leader holding two or more leases more than another LIVE
+//! 5. a LIVE, active node that is not a member joins as a learner: a node that joined the
+//!    cluster after the group was created (by a split) learns of the group this way;
+//! 6. with nothing else to do, a leader holding two or more leases more than another LIVE
 //!    voter of the group hands it this group's lease ([`lease_target`]).
 //!
 //! A voter with nobody to replace it stays: a decommission then waits (as CockroachDB's does
@@ -52,6 +54,8 @@ pub enum Change {
     RemoveVoter(NodeId),
     /// Take this learner out of the group.
     RemoveLearner(NodeId),
+    /// Add this node to the group as a learner.
+    AddLearner(NodeId),
 }
 
 /// The next change for a group led by `leader`; `None` when the group is where it should be.
@@ -98,7 +102,9 @@ pub fn next_change(
     {
         return Some(Change::Promote(spare));
     }
-    None
+    (nodes.iter())
+        .find(|(id, state)| state.may_vote() && !voters.contains(id) && !learners.contains(id))
+        .map(|(id, _)| Change::AddLearner(*id))
 }
 
 /// The voter `leader` should hand this group's lease to so that leases even out: the LIVE,
@@ -237,6 +243,18 @@ mod tests {
         states.get_mut(&1).unwrap().membership = NodeMembership::Decommissioning;
         states.get_mut(&2).unwrap().liveness = Liveness::Unavailable;
         assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &states), Some(Change::TransferLeader(3)));
+    }
+
+    #[test]
+    fn a_live_active_node_outside_the_group_joins_it_as_a_learner() {
+        let mut states: BTreeMap<NodeId, NodeState> = (1..=5).map(|id| (id, live())).collect();
+        states.get_mut(&4).unwrap().liveness = Liveness::Dead;
+        states.get_mut(&5).unwrap().membership = NodeMembership::Decommissioning;
+        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &states), Some(Change::AddLearner(3)));
+        // Neither a dead node nor one being decommissioned is added.
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), None);
+        states.get_mut(&4).unwrap().liveness = Liveness::Live;
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), Some(Change::AddLearner(4)));
     }
 
     #[test]

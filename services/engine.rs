@@ -83,7 +83,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<Database> {
 /// user space in Raft groups of their own, 1 and 2). The state database
 /// and the log each record it under [`FORMAT_KEY`]; one recording another format, or written
 /// before formats were recorded, refuses to open.
-pub const STORE_FORMAT: u64 = 5;
+pub const STORE_FORMAT: u64 = 6;
 /// The meta key holding a database's store format.
 pub const FORMAT_KEY: &str = "format";
 

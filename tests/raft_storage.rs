@@ -21,7 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             .expect("opening a fresh store");
         let log = LogStore::new(engine.log.clone(), ranged::services::raft::SYSTEM_GROUP);
         let state = StateStore::open(engine.state.clone())
-            .and_then(|store| store.group(1, Span::all(), &ranges::bootstrap_descriptors()))
+            .and_then(|store| store.group(1, Some(Span::all()), &ranges::bootstrap_descriptors()))
             .expect("opening the state machine");
         Ok((dir, log, state))
     }
@@ -88,8 +88,8 @@ async fn two_groups_over_one_store_keep_their_applied_state_and_snapshots_apart(
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(&dir.path().join("a"), ranged::services::engine::DEFAULT_CACHE_BYTES).unwrap();
     let store = StateStore::open(engine.state.clone()).unwrap();
-    let mut one = store.group(1, left.clone(), std::slice::from_ref(&left_desc)).unwrap();
-    let mut two = store.group(2, right.clone(), std::slice::from_ref(&right_desc)).unwrap();
+    let mut one = store.group(1, Some(left.clone()), std::slice::from_ref(&left_desc)).unwrap();
+    let mut two = store.group(2, Some(right.clone()), std::slice::from_ref(&right_desc)).unwrap();
     apply(&mut one, vec![put_entry(1, "apple"), put_entry(2, "banana")]).await;
     apply(&mut two, vec![put_entry(1, "melon"), put_entry(2, "pear"), split_entry(3, "p", 3)]).await;
     assert_eq!(one.applied_state().await.unwrap().0.map(|id| id.index), Some(2));
@@ -108,39 +108,58 @@ async fn two_groups_over_one_store_keep_their_applied_state_and_snapshots_apart(
     // initial descriptors of a group it already holds are not applied again.
     let reopened = StateStore::open(engine.state.clone()).unwrap();
     assert_eq!(index(&reopened), split_index);
-    let applied = reopened.group(1, left.clone(), &[]).unwrap().applied_state().await.unwrap().0;
+    let applied = reopened.group(1, Some(left.clone()), &[]).unwrap().applied_state().await.unwrap().0;
     assert_eq!(applied.map(|id| id.index), Some(2));
-    let applied = reopened.group(2, right.clone(), &[desc(7, "m", "x")]).unwrap().applied_state().await.unwrap().0;
+    let applied =
+        reopened.group(2, Some(right.clone()), &[desc(7, "m", "x")]).unwrap().applied_state().await.unwrap().0;
     assert_eq!(applied.map(|id| id.index), Some(5));
     assert_eq!(ids(&reopened), vec![1, 2, 3]);
-    assert_eq!(reopened.group(4, Span::all(), &[]).unwrap().applied_state().await.unwrap().0, None);
+    let unused = Span { start: b"z".to_vec(), end: Vec::new() };
+    assert_eq!(reopened.group(4, Some(unused), &[]).unwrap().applied_state().await.unwrap().0, None);
+    // The split made range 3 a group of its own: it owns [p, x), starts at the split's
+    // initial log id with group 2's members, and group 2 now owns [m, p).
+    assert_eq!(reopened.stored_groups(), vec![1, 2, 3, 4]);
+    let three = reopened.group(3, None, &[]).unwrap();
+    assert_eq!(three.span(), Some(Span { start: b"p".to_vec(), end: b"x".to_vec() }));
+    assert_eq!(two.span(), Some(Span { start: b"m".to_vec(), end: b"p".to_vec() }));
+    let (applied, members) = three.clone().applied_state().await.unwrap();
+    assert_eq!(applied, Some(ranged::services::raft::state_machine::split_initial_log_id()));
+    assert_eq!(members.membership(), two.clone().applied_state().await.unwrap().1.membership());
+    // Group 2 no longer takes writes to range 3's keys.
+    apply(&mut two, vec![put_entry(6, "plum")]).await;
+    assert_eq!(value(&store, "plum").await, None, "a write outside the group's span is refused");
 
-    // Group 2's snapshot holds melon and pear and ranges 2 and 3.
+    // Group 2's snapshot holds melon (pear went with range 3), range 2 and its span.
     let snapshot = two.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(5));
+    assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(6));
 
     // Another store whose group 1 has applied its own rows, a stray row in group 2's span
     // that the install must replace, and a group 20 whose descriptor sorts right after
     // group 2's (`desc/2…` < `desc/20…`) and must stay.
     let other = Engine::open(&dir.path().join("b"), ranged::services::engine::DEFAULT_CACHE_BYTES).unwrap();
     let other_store = StateStore::open(other.state.clone()).unwrap();
-    let mut other_one = other_store.group(1, left.clone(), std::slice::from_ref(&left_desc)).unwrap();
+    let mut other_one = other_store.group(1, Some(left.clone()), std::slice::from_ref(&left_desc)).unwrap();
     apply(&mut other_one, vec![put_entry(1, "cherry")]).await;
-    let mut other_two = other_store.group(2, right.clone(), std::slice::from_ref(&right_desc)).unwrap();
-    apply(&mut other_two, vec![put_entry(1, "stray")]).await;
-    other_store.group(20, far, std::slice::from_ref(&far_desc)).unwrap();
+    let mut other_two = other_store.group(2, Some(right.clone()), std::slice::from_ref(&right_desc)).unwrap();
+    apply(&mut other_two, vec![put_entry(1, "nectarine"), put_entry(2, "pear")]).await;
+    other_store.group(20, Some(far), std::slice::from_ref(&far_desc)).unwrap();
     assert_eq!(ids(&other_store), vec![1, 2, 20]);
+    // The snapshot's span, [m, p), overlaps no other group of that store: it may install.
+    assert_eq!(other_store.overlapping_group(2, &two.span().unwrap()), None);
+    assert_eq!(other_store.overlapping_group(2, &Span { start: b"m".to_vec(), end: b"y".to_vec() }), Some(20));
     other_two.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
-    assert_eq!(ids(&other_store), vec![1, 2, 3, 20], "the snapshot's descriptors replaced group 2's");
-    assert_eq!(ids(&StateStore::open(other.state.clone()).unwrap()), vec![1, 2, 3, 20], "and were stored");
-    assert_eq!(other_store.with_shared(|shared| shared.sizes.get(&3).map(|size| size.keys)), Some(1));
+    assert_eq!(ids(&other_store), vec![1, 2, 20], "the snapshot's descriptors replaced group 2's");
+    assert_eq!(ids(&StateStore::open(other.state.clone()).unwrap()), vec![1, 2, 20], "and were stored");
+    assert_eq!(other_two.span(), Some(Span { start: b"m".to_vec(), end: b"p".to_vec() }), "and its span");
+    assert_eq!(other_store.with_shared(|shared| shared.sizes.get(&2).map(|size| size.keys)), Some(1));
     assert_eq!(value(&other_store, "melon").await.as_deref(), Some(&b"melon"[..]));
-    assert_eq!(value(&other_store, "stray").await, None, "the span was replaced");
+    assert_eq!(value(&other_store, "nectarine").await, None, "the span was replaced");
+    assert_eq!(value(&other_store, "pear").await.as_deref(), Some(&b"pear"[..]), "keys past the span stay");
     assert_eq!(value(&other_store, "cherry").await.as_deref(), Some(&b"cherry"[..]), "group 1's rows stay");
     assert_eq!(value(&other_store, "apple").await, None, "group 1's span was not in the snapshot");
     assert_eq!(other_one.applied_state().await.unwrap().0.map(|id| id.index), Some(1));
-    assert_eq!(other_two.applied_state().await.unwrap().0.map(|id| id.index), Some(5));
-    // A snapshot of group 1 sent to group 2 holds rows outside its span: refused.
+    assert_eq!(other_two.applied_state().await.unwrap().0.map(|id| id.index), Some(6));
+    // A snapshot of group 1 sent to group 2 would own group 1's keys: refused.
     let wrong = one.get_snapshot_builder().await.build_snapshot().await.unwrap();
     assert!(other_two.install_snapshot(&wrong.meta, wrong.snapshot).await.is_err());
     assert_eq!(value(&other_store, "melon").await.as_deref(), Some(&b"melon"[..]), "a refused install changes nothing");

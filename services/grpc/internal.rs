@@ -15,7 +15,7 @@ use crate::services::error::Result;
 use crate::services::kv::Op;
 use crate::services::metrics::RaftMessage;
 use crate::services::node::NodeCore;
-use crate::services::raft::{TypeConfig, codec, network};
+use crate::services::raft::{TypeConfig, codec, network, state_machine};
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse};
 
 pub(super) struct KvApi(pub(super) Arc<NodeCore>);
@@ -84,7 +84,8 @@ impl RaftService for RaftApi {
             return Ok(Response::new(Box::pin(futures::stream::empty::<Result<pb::RaftPayload, Status>>())));
         };
         let group = first.group;
-        let replica = self.0.raft_group(group)?;
+        decode::<AppendEntriesRequest<TypeConfig>>(&first)?;
+        let replica = self.0.ensure_replica(group).await?;
         // Requests end with the sender's stream, a transport error, one that does not decode
         // or one for another group; the leader then sees the replies end and opens a new stream.
         let state = (Some(first), inbound, self.0.clone());
@@ -123,8 +124,10 @@ impl RaftService for RaftApi {
     }
 
     async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let replica = self.0.raft_group(request.get_ref().group)?;
+        // Decoded before a replica is started for it: only a well-formed message from the
+        // group's leader starts one.
         let append: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
+        let replica = self.0.ensure_replica(request.get_ref().group).await?;
         self.0.raft_messages().record(RaftMessage::Append(append.entries.len()));
         encode(replica.raft.append_entries(append).await)
     }
@@ -144,12 +147,24 @@ impl RaftService for RaftApi {
     }
 
     async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let replica = self.0.raft_group(request.get_ref().group)?;
         let (chunk, bytes) = network::decode_chunk(&request.get_ref().data).map_err(Status::invalid_argument)?;
+        let replica = self.0.ensure_replica(request.get_ref().group).await?;
         self.0.raft_messages().record(RaftMessage::SnapshotChunk);
         let vote = chunk.vote;
         match replica.snapshot_inbox.receive(chunk, bytes).map_err(Status::invalid_argument)? {
-            Some((vote, snapshot)) => encode(replica.raft.install_full_snapshot(vote, snapshot).await),
+            Some((vote, snapshot)) => {
+                // Refused (the leader sends it again later) while another group here still
+                // owns some of its keys: that group has yet to apply the split that gave them
+                // away, and its older entries would write over the snapshot's rows.
+                let span = state_machine::snapshot_span(snapshot.snapshot.get_ref()).map_err(Status::from)?;
+                if let Some(other) = self.0.active()?.state.overlapping_group(replica.group, &span) {
+                    return Err(Status::unavailable(format!(
+                        "a snapshot of Raft group {} overlaps group {other} on this node",
+                        replica.group
+                    )));
+                }
+                encode(replica.raft.install_full_snapshot(vote, snapshot).await)
+            }
             // The sender reads only the last chunk's reply.
             None => encode(Ok::<_, std::convert::Infallible>(SnapshotResponse::<TypeConfig>::new(vote))),
         }

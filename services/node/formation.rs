@@ -351,9 +351,17 @@ impl NodeCore {
             dialer: &self.dialer,
             pipelined: !self.config.testing_sequential_raft_appends,
         };
+        // Groups created by splits applied from now on are started by the task below; the
+        // channel keeps those applied before it runs.
+        let (created_tx, mut created) = tokio::sync::mpsc::unbounded_channel();
+        state.on_group_created(created_tx);
         let replicas = Replicas::default();
         for layout in raft_mod::groups() {
             replicas.insert(Replica::start(&setup, &layout).await?)?;
+        }
+        // Groups split off since the store began (their state is in the store).
+        for group in state.stored_groups().into_iter().filter(|group| replicas.get(*group).is_none()) {
+            replicas.insert(Replica::start_group(&setup, group, None, &[]).await?)?;
         }
         let descriptor = self.descriptor(node_id);
         let gossip = Membership::start(
@@ -369,12 +377,69 @@ impl NodeCore {
             return Err(Error::Internal("node activated twice".into()));
         }
         tokio::spawn(self.clone().register_loop());
+        let core = self.clone();
+        tokio::spawn(async move {
+            while let Some(group) = created.recv().await {
+                if let Err(err) = core.start_split_group(group).await {
+                    tracing::warn!(group, error = %err, "starting the Raft group a split created");
+                }
+            }
+        });
         for group in active.replicas.all() {
             tokio::spawn(self.clone().membership_loop(group.clone()));
             tokio::spawn(self.clone().lease_watch(group));
         }
         tokio::spawn(self.clone().maintenance_loop());
         tokio::spawn(self.clone().status_loop());
+        Ok(())
+    }
+
+    /// This node's replica of `group`, started now if it holds none: for a group a split
+    /// created (its state is in the store) or one whose leader sends it a message (it starts
+    /// empty and is caught up by snapshot). Its membership and lease loops start with it.
+    pub(crate) async fn ensure_replica(self: &Arc<Self>, group: u64) -> Result<Arc<Replica>> {
+        let active = self.active()?.clone();
+        if let Some(replica) = active.replicas.get(group) {
+            return Ok(replica);
+        }
+        let _starting = self.replica_starts.lock().await;
+        if let Some(replica) = active.replicas.get(group) {
+            return Ok(replica);
+        }
+        if self.is_draining() {
+            return Err(Error::Unavailable(format!("node {} is draining", active.node_id)));
+        }
+        let setup = ReplicaSetup {
+            node_id: active.node_id,
+            cluster_id: &active.cluster_id,
+            engine: &self.engine,
+            state: &active.state,
+            dialer: &self.dialer,
+            pipelined: !self.config.testing_sequential_raft_appends,
+        };
+        let replica = active.replicas.insert(Replica::start_group(&setup, group, None, &[]).await?)?;
+        tracing::info!(group, "started a replica of a new Raft group");
+        tokio::spawn(self.clone().membership_loop(replica.clone()));
+        tokio::spawn(self.clone().lease_watch(replica.clone()));
+        Ok(replica)
+    }
+
+    /// Starts the group a split applied here created. The node leading the split range
+    /// campaigns for it at once, so the new range starts with the old one's leaseholder
+    /// instead of waiting out an election timeout.
+    async fn start_split_group(self: &Arc<Self>, group: u64) -> Result<()> {
+        let replica = self.ensure_replica(group).await?;
+        let active = self.active()?.clone();
+        let left = active.state.with_shared(|shared| {
+            let start = shared.groups.span(group)?.start.clone();
+            shared.groups.ids().into_iter().find(|id| shared.groups.span(*id).is_some_and(|span| span.end == start))
+        });
+        let leads_left = left
+            .and_then(|left| active.replicas.get(left))
+            .is_some_and(|left| left.raft.metrics().borrow_watched().current_leader == Some(active.node_id));
+        if leads_left {
+            replica.raft.trigger().elect(false).await.map_err(|err| Error::Unavailable(err.to_string()))?;
+        }
         Ok(())
     }
 

@@ -142,7 +142,7 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
-        let group = active.replica(active.state.group_of_ops(&ops)?)?;
+        let group = active.routed_replica(active.state.group_of_ops(&ops)?)?;
         if ops.iter().any(Op::is_write) {
             let reply =
                 tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(Command::Batch(ops.clone())))
@@ -175,7 +175,7 @@ impl NodeCore {
             }
             // The span is checked after the lease, as an apply checks it: the group may have
             // given keys away since the batch was routed.
-            if !raft_mod::groups::ops_within(&group.state.span(), &ops) {
+            if !raft_mod::groups::ops_within(group.state.span().as_ref(), &ops) {
                 return Err(crate::services::raft::state_machine::range_key_mismatch(group.group));
             }
             let (results, cpu_nanos) = group.state.read(ops.clone()).await?;
@@ -255,15 +255,18 @@ impl NodeCore {
             return Err(Error::InvalidArgument("empty split key".into()));
         }
         let active = self.active()?.clone();
-        let group = active.state.with_shared(|shared| shared.groups.of_key(&split_key));
-        let group = active
-            .replica(group.ok_or_else(|| Error::Unavailable("no Raft group here holds the split key".into()))?)?;
         // The new range's id comes from range 1's counter, in a write of its own: the split is
         // applied by the range's own group, which must not write range 1's keys. An id taken
         // by a split that then fails or turns out a no-op is never used.
         let allocated = self.kv_batch(vec![Op::Increment { key: keys::RANGE_ID_ALLOCATOR.to_vec(), delta: 1 }], false);
         let right_range_id = allocated.await?[0].new_value as u64;
         let attempt = || async {
+            // Looked up on every attempt: a split just applied may have moved the key to a
+            // group still starting here.
+            let group = active.state.with_shared(|shared| shared.groups.of_key(&split_key));
+            let group = active.routed_replica(
+                group.ok_or_else(|| Error::Unavailable("no Raft group here holds the split key".into()))?,
+            )?;
             let command = Command::Split { split_key: split_key.clone(), right_range_id };
             let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(command))
                 .await
@@ -296,15 +299,33 @@ impl NodeCore {
         let deadline = Instant::now() + kv::RETRY_DEADLINE;
         loop {
             match attempt().await {
-                Err(Error::NotLeaseholder { .. } | Error::Unavailable(_))
+                Err(Error::NotLeaseholder { .. } | Error::RangeKeyMismatch(_) | Error::Unavailable(_))
                     if !forwarded && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
+                Ok((left, right)) => {
+                    wait_for_leader(&active, right).await;
+                    return Ok((left, right));
+                }
                 other => return other,
             }
         }
+    }
+}
+
+/// Waits (a little) until this node runs a replica of `group` that knows its leader: a split
+/// returns once its new range can be used, so the statement after it neither waits for the
+/// new group nor sees the range missing from this node's views.
+async fn wait_for_leader(active: &Active, group: u64) {
+    let deadline = Instant::now() + RAFT_REQUEST_TIMEOUT;
+    while Instant::now() < deadline {
+        let replica = active.replicas.get(group);
+        if replica.is_some_and(|replica| replica.raft.metrics().borrow_watched().current_leader.is_some()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

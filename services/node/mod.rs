@@ -208,6 +208,12 @@ impl Active {
             .ok_or_else(|| Error::NotFound(format!("Raft group {group} has no replica on node {}", self.node_id)))
     }
 
+    /// This node's replica of `group` for a request routed to it, or a NotLeaseholder to
+    /// retry while it has none: the group was just created by a split and is still starting.
+    pub fn routed_replica(&self, group: u64) -> Result<Arc<Replica>> {
+        self.replicas.get(group).ok_or(Error::NotLeaseholder { leader: None })
+    }
+
     /// The ranges this node's copy of `group` holds, by the node-wide index.
     pub fn range_count(&self, group: u64) -> usize {
         self.state.with_shared(|shared| {
@@ -229,6 +235,8 @@ pub struct NodeCore {
     active: OnceLock<Arc<Active>>,
     /// Serializes init and adopting a joined identity, so a node activates at most once.
     formation: tokio::sync::Mutex<()>,
+    /// Serializes starting replicas of groups created after activation.
+    replica_starts: tokio::sync::Mutex<()>,
     /// Serializes the Raft membership changes this node makes as leader.
     membership_changes: tokio::sync::Mutex<()>,
     draining: AtomicBool,
@@ -436,6 +444,7 @@ impl NodeCore {
             active: OnceLock::new(),
             formation: Default::default(),
             membership_changes: Default::default(),
+            replica_starts: Default::default(),
             draining: AtomicBool::new(false),
             fatal: fatal_tx,
             started_at: SystemTime::now(),

@@ -79,8 +79,10 @@ impl NodeCore {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
-        let states: BTreeMap<NodeId, NodeState> =
-            self.node_states(active, &members).await?.into_iter().map(|(id, (state, _))| (id, state)).collect();
+        let known = self.node_states(active, &members).await?;
+        let addr_of =
+            |id: NodeId| known.get(&id).and_then(|(_, peer)| peer.descriptor.as_ref()).map(|d| d.address.clone());
+        let states: BTreeMap<NodeId, NodeState> = known.iter().map(|(id, (state, _))| (*id, *state)).collect();
         let change = allocator::next_change(active.node_id, &voters, &learners, &states).or_else(|| {
             let lease_counts = self.lease_counts(active);
             let target = allocator::lease_target(active.node_id, &voters, &lease_counts, &states);
@@ -98,6 +100,10 @@ impl NodeCore {
                     .await
                     .map(|()| true)
                     .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")));
+            }
+            Change::AddLearner(id) => {
+                let Some(addr) = addr_of(id) else { return Ok(false) };
+                ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode::new(&addr))]))
             }
             Change::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
             Change::RemoveVoter(id) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),

@@ -57,8 +57,19 @@ impl Replica {
     /// Starts this node's replica of `layout`'s group over the shared store: its log in the
     /// store's write-ahead log under the group's id, its messages tagged with it.
     pub async fn start(setup: &ReplicaSetup<'_>, layout: &GroupLayout) -> Result<Replica> {
-        let group = layout.id;
-        let state = setup.state.group(group, layout.span.clone(), &layout.initial)?;
+        Self::start_group(setup, layout.id, Some(layout.span.clone()), &layout.initial).await
+    }
+
+    /// Starts this node's replica of `group`, created by a split (its state is in the store)
+    /// or learnt of from its leader (`span` `None` and nothing stored: it starts empty and is
+    /// caught up by snapshot).
+    pub async fn start_group(
+        setup: &ReplicaSetup<'_>,
+        group: u64,
+        span: Option<crate::services::raft::state_machine::Span>,
+        initial: &[crate::services::ranges::RangeDescriptor],
+    ) -> Result<Replica> {
+        let state = setup.state.group(group, span, initial)?;
         let log = LogStore::new(setup.engine.log.clone(), group);
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
         let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);

@@ -85,13 +85,13 @@ impl NodeCore {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Internal("a scan cut into no pieces".into()))?;
-        let group = active.replica(group_id)?;
+        let group = active.routed_replica(group_id)?;
         // The test-only switch skips the lease, as for batches (see `kv_local`).
         if !self.config.testing_stale_follower_reads {
             self.confirm_read_lease(active, &group).await?;
         }
         let op = [Op::Scan { start: piece.start.clone(), end: piece.end.clone(), limit: 0 }];
-        if !raft_mod::groups::ops_within(&group.state.span(), &op) {
+        if !raft_mod::groups::ops_within(group.state.span().as_ref(), &op) {
             return Err(crate::services::raft::state_machine::range_key_mismatch(group_id));
         }
         let state = group.state.clone();

@@ -25,6 +25,11 @@ impl GroupIndex {
         self.by_start.insert(span.start.clone(), (span, group));
     }
 
+    /// The ids of the groups with a span here.
+    pub fn ids(&self) -> Vec<u64> {
+        self.by_start.values().map(|(_, group)| *group).collect()
+    }
+
     /// The span of `group`, if this node holds it.
     pub fn span(&self, group: u64) -> Option<&Span> {
         self.by_start.values().find(|(_, id)| *id == group).map(|(span, _)| span)
@@ -97,7 +102,8 @@ impl GroupIndex {
 
 /// Whether every key `ops` touch lies in `span`: what a group checks before it applies or
 /// reads a batch routed to it, since the sender's view of the spans may be out of date.
-pub fn ops_within(span: &Span, ops: &[Op]) -> bool {
+pub fn ops_within(span: Option<&Span>, ops: &[Op]) -> bool {
+    let Some(span) = span else { return false };
     ops.iter().all(|op| match op {
         Op::Scan { start, end, .. } | Op::DeleteRange { start, end } => {
             let empty = !end.is_empty() && end <= start;
@@ -192,12 +198,14 @@ mod tests {
 
     #[test]
     fn a_group_accepts_only_batches_inside_its_span() {
-        let (middle, last) = (span(b"\x05", b"m"), span(b"m", b""));
-        assert!(ops_within(&middle, &[put(b"a"), scan(b"b", b"m"), scan(b"k", b"c")]));
-        assert!(!ops_within(&middle, &[put(b"m")]));
-        assert!(!ops_within(&middle, &[scan(b"b", b"")]), "an open end runs past the span");
-        assert!(!ops_within(&middle, &[scan(b"b", b"m\x00")]));
-        assert!(ops_within(&last, &[scan(b"m", b""), put(b"zz")]));
-        assert!(!ops_within(&last, &[put(b"a")]));
+        let (middle, last) = (&span(b"\x05", b"m"), &span(b"m", b""));
+        let (middle, last) = (Some(middle), Some(last));
+        assert!(!ops_within(None, &[put(b"a")]), "a replica without a span yet holds no keys");
+        assert!(ops_within(middle, &[put(b"a"), scan(b"b", b"m"), scan(b"k", b"c")]));
+        assert!(!ops_within(middle, &[put(b"m")]));
+        assert!(!ops_within(middle, &[scan(b"b", b"")]), "an open end runs past the span");
+        assert!(!ops_within(middle, &[scan(b"b", b"m\x00")]));
+        assert!(ops_within(last, &[scan(b"m", b""), put(b"zz")]));
+        assert!(!ops_within(last, &[put(b"a")]));
     }
 }

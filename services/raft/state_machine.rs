@@ -12,7 +12,7 @@
 //! that also records the group's applied log id, so data, descriptors and applied state never
 //! diverge after a crash.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, TryStreamExt};
@@ -34,6 +34,10 @@ use crate::services::ranges::{RangeDescriptor, RangeIndex};
 use crate::services::scan::{PageLimits, TakenPage, take_page};
 
 mod snapshot;
+mod split;
+pub use snapshot::snapshot_span;
+pub use split::{SPLIT_INITIAL_INDEX, split_initial_log_id};
+use split::{SplitTarget, apply_split};
 
 type StorageResult<T> = Result<T, std::io::Error>;
 
@@ -140,6 +144,10 @@ pub struct StateStore {
     /// install's recount of the node-wide index and sizes sees no other group's apply half
     /// done (applied to memory, not yet committed) and is not overwritten by one.
     apply_gate: Arc<std::sync::Mutex<()>>,
+    /// The groups whose state machines run on this node.
+    started: Arc<std::sync::Mutex<BTreeSet<u64>>>,
+    /// Told the id of each group a split applied here creates, for the node to start it.
+    created: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<u64>>>>,
 }
 
 /// One group's state machine over the node's [`StateStore`]; clones share it. Reads go to the
@@ -268,65 +276,10 @@ fn apply_batch(
     }
 }
 
-fn size_of_span(data: &Table<&'static [u8], &'static [u8]>, start: &[u8], end: &[u8]) -> Result<RangeSize> {
-    let mut size = RangeSize::default();
-    for (k, v) in TableView(data).scan(start, end, 0)? {
-        size.keys += 1;
-        size.bytes += (k.len() + v.len()) as u64;
-    }
-    Ok(size)
-}
-
-struct SplitTarget<'a> {
-    group: u64,
-    span: &'a Span,
-    split_key: &'a [u8],
-    right_range_id: u64,
-}
-
-fn apply_split(
-    data: &Table<&'static [u8], &'static [u8]>,
-    meta: &mut Table<&'static str, &'static [u8]>,
-    shared: &mut SmShared,
-    target: SplitTarget<'_>,
-) -> Result<Result<(u64, u64)>> {
-    let SplitTarget { group, span, split_key, right_range_id } = target;
-    // Splitting at an existing boundary is a no-op that reports the two ranges, as a retried
-    // split or `SPLIT AT` of an existing split point expects.
-    if let Some(existing) = shared.ranges.lookup(split_key).filter(|d| d.start_key == split_key) {
-        let right = existing.range_id;
-        let left = shared.ranges.iter().find(|d| d.end_key == split_key).map(|d| d.range_id).unwrap_or(right);
-        return Ok(Ok((left, right)));
-    }
-    if !span.contains(split_key) {
-        return Ok(Err(Error::InvalidArgument(format!(
-            "split key {} is not in Raft group {group}'s span",
-            keys::pretty(split_key)
-        ))));
-    }
-    if shared.ranges.get(right_range_id).is_some() {
-        return Ok(Err(Error::FailedPrecondition(format!("range id {right_range_id} is already in use"))));
-    }
-    let (left, right) = match shared.ranges.plan_split(split_key, right_range_id) {
-        Ok(plan) => plan,
-        Err(Error::Internal(detail)) => return Err(Error::Internal(detail)),
-        Err(err) => return Ok(Err(err)),
-    };
-    let old_size = shared.sizes.get(&left.range_id).copied().unwrap_or_default();
-    let right_size = size_of_span(data, &right.start_key, &right.end_key)?;
-    for desc in [&left, &right] {
-        put_desc(meta, group, desc)?;
-        shared.ranges.insert(desc.clone());
-    }
-    shared.sizes.insert(right.range_id, right_size);
-    shared.sizes.insert(
-        left.range_id,
-        RangeSize {
-            keys: old_size.keys.saturating_sub(right_size.keys),
-            bytes: old_size.bytes.saturating_sub(right_size.bytes),
-        },
-    );
-    Ok(Ok((left.range_id, right.range_id)))
+fn put_meta<T: Serialize>(meta: &mut Table<&'static str, &'static [u8]>, key: &str, value: &T) -> Result<()> {
+    let bytes = codec::to_bytes(value).map_err(storage_error)?;
+    meta.insert(key, bytes.as_slice()).map_err(storage_error)?;
+    Ok(())
 }
 
 impl StateStore {
@@ -339,13 +292,39 @@ impl StateStore {
             shared: Arc::new(RwLock::new(shared)),
             last_durable_apply: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             apply_gate: Arc::new(std::sync::Mutex::new(())),
+            started: Default::default(),
+            created: Default::default(),
         })
+    }
+
+    /// Where the ids of groups created by splits applied here go from now on.
+    pub fn on_group_created(&self, sender: tokio::sync::mpsc::UnboundedSender<u64>) {
+        *self.created.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+    }
+
+    fn announce_created(&self, group: u64) {
+        if let Some(sender) = self.created.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = sender.send(group);
+        }
+    }
+
+    fn started_groups(&self) -> BTreeSet<u64> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The groups this store holds state of (their spans are recorded), in id order.
+    pub fn stored_groups(&self) -> Vec<u64> {
+        let mut groups: Vec<u64> = self.with_shared(|shared| shared.groups.ids());
+        groups.sort_unstable();
+        groups
     }
 
     /// The state machine of `group` as far as the store has applied it. A group new to this
     /// store starts owning `span`, with `initial` as its ranges: what the group was created
-    /// with, the same on every replica, which its log's splits then change.
-    pub fn group(&self, group: u64, span: Span, initial: &[RangeDescriptor]) -> Result<StateMachine> {
+    /// with, the same on every replica, which its log's splits then change. Without a span
+    /// (a group this node learns of from its leader's messages) it starts empty, owning no
+    /// keys until a snapshot gives it its span.
+    pub fn group(&self, group: u64, span: Option<Span>, initial: &[RangeDescriptor]) -> Result<StateMachine> {
         let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write().map_err(storage_error)?;
         let applied = {
@@ -357,15 +336,18 @@ impl StateStore {
                     shared.ranges.insert(desc.clone());
                 }
             }
-            let span = match get_meta::<Span>(&meta, &group_key("span", group))? {
-                Some(stored) => stored,
-                None => {
-                    let bytes = codec::to_bytes(&span).map_err(storage_error)?;
-                    meta.insert(group_key("span", group).as_str(), bytes.as_slice()).map_err(storage_error)?;
-                    span
+            let span = match (get_meta::<Span>(&meta, &group_key("span", group))?, span) {
+                (Some(stored), _) => Some(stored),
+                (None, Some(span)) => {
+                    put_meta(&mut meta, &group_key("span", group), &span)?;
+                    Some(span)
                 }
+                (None, None) => None,
             };
-            shared.groups.insert(group, span);
+            if let Some(span) = span {
+                shared.groups.insert(group, span);
+            }
+            self.started.lock().unwrap_or_else(|p| p.into_inner()).insert(group);
             GroupApplied {
                 last_applied: get_meta(&meta, &group_key("applied", group))?.flatten(),
                 membership: get_meta(&meta, &group_key("membership", group))?.unwrap_or_default(),
@@ -489,9 +471,9 @@ impl StateStore {
 }
 
 impl StateMachine {
-    /// The keys this group owns now.
-    pub fn span(&self) -> Span {
-        self.with_shared(|shared| shared.groups.span(self.group).cloned()).unwrap_or_default()
+    /// The keys this group owns now; none before a new replica's first snapshot.
+    pub fn span(&self) -> Option<Span> {
+        self.with_shared(|shared| shared.groups.span(self.group).cloned())
     }
 
     fn read_applied(&self) -> GroupApplied {
@@ -512,19 +494,22 @@ impl StateMachine {
             }
         }
         let mut responses = Vec::with_capacity(entries.len());
+        let mut created = Vec::new();
         {
             let mut data = txn.open_table(DATA).map_err(storage_error)?;
             let mut meta = txn.open_table(STATE_META).map_err(storage_error)?;
             let mut shared = shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut applied = applied.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let span = shared.groups.span(group).cloned().unwrap_or_default();
+            // A group always has a span when it applies entries: it was created with one, by a
+            // split, or by the snapshot that preceded them.
+            let mut span = shared.groups.span(group).cloned().unwrap_or_default();
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => CommandResponse::None,
                     // A batch routed here on an out-of-date view of the spans changes nothing:
                     // its sender looks the keys up again and resends it.
-                    EntryPayload::Normal(Command::Batch(ops)) if !ops_within(&span, &ops) => {
+                    EntryPayload::Normal(Command::Batch(ops)) if !ops_within(Some(&span), &ops) => {
                         CommandResponse::Batch { results: Err(range_key_mismatch(group)), cpu_nanos: 0 }
                     }
                     EntryPayload::Normal(Command::Batch(ops)) => {
@@ -533,8 +518,22 @@ impl StateMachine {
                         CommandResponse::Batch { results, cpu_nanos: cpu.elapsed().as_nanos() as u64 }
                     }
                     EntryPayload::Normal(Command::Split { split_key, right_range_id }) => {
-                        let target = SplitTarget { group, span: &span, split_key: &split_key, right_range_id };
-                        CommandResponse::Split(apply_split(&data, &mut meta, &mut shared, target)?)
+                        let right_started = self.started_groups().contains(&right_range_id);
+                        let target = SplitTarget {
+                            group,
+                            span: &span,
+                            split_key: &split_key,
+                            right_range_id,
+                            membership: &applied.membership,
+                            right_started,
+                        };
+                        let result = apply_split(&data, &mut meta, &mut shared, target)?;
+                        if result.is_ok() && !right_started && shared.groups.span(right_range_id).is_some() {
+                            created.push(right_range_id);
+                        }
+                        // Later entries of this batch apply within the group's new span.
+                        span = shared.groups.span(group).cloned().unwrap_or_default();
+                        CommandResponse::Split(result)
                     }
                     EntryPayload::Membership(membership) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -549,6 +548,9 @@ impl StateMachine {
             meta.insert(group_key("membership", group).as_str(), membership.as_slice()).map_err(storage_error)?;
         }
         txn.commit().map_err(storage_error)?;
+        for group in created {
+            self.announce_created(group);
+        }
         Ok(responses)
     }
 }
@@ -561,7 +563,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot> {
-        let (db, group, span) = (self.db.clone(), self.group, self.span());
+        let (db, group) = (self.db.clone(), self.group);
+        let span = self.span().ok_or_else(|| io_err(format!("Raft group {group} has no span to snapshot")))?;
         blocking(move || Self::build_snapshot_blocking(&db, group, &span)).await
     }
 }

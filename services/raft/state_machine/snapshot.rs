@@ -7,7 +7,7 @@ use std::io::Cursor;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{Span, StateMachine, StateStore, desc_prefix, get_meta, group_key, put_desc, read_descs};
+use super::{Span, StateMachine, StateStore, desc_prefix, get_meta, group_key, put_desc, put_meta, read_descs};
 use crate::services::engine::{DATA, STATE_META, storage_error};
 use crate::services::error::{Error, Result};
 use crate::services::keys;
@@ -20,7 +20,31 @@ struct SnapshotHeader {
     membership: StoredMembership,
     /// The group's range descriptors.
     descs: Vec<RangeDescriptor>,
+    /// The keys the group owns: a replica that installs the snapshot owns them from then on
+    /// (a split since its last entry may have shrunk them, and a new replica had none).
+    span: Span,
     rows: u64,
+}
+
+/// The span a snapshot's group owns, read from its header: what a node checks before it
+/// installs the snapshot (see [`StateStore::overlapping_group`]).
+pub fn snapshot_span(bytes: &[u8]) -> Result<Span> {
+    let mut input = bytes;
+    let header: SnapshotHeader =
+        codec::from_bytes(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
+    Ok(header.span)
+}
+
+impl StateStore {
+    /// Another group on this node owning some of `span`'s keys, if one does: a snapshot of
+    /// `group` for `span` must wait until that group's split has applied here, or its older
+    /// entries would write over the newer rows the snapshot brings.
+    pub fn overlapping_group(&self, group: u64, span: &Span) -> Option<u64> {
+        self.with_shared(|shared| {
+            let pieces = shared.groups.pieces(&span.start, &span.end).unwrap_or_default();
+            pieces.into_iter().map(|(id, _)| id).find(|id| *id != group)
+        })
+    }
 }
 
 fn write_frame(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -61,7 +85,7 @@ impl StateMachine {
         let membership: StoredMembership = get_meta(&meta_table, &group_key("membership", group))?.unwrap_or_default();
         let descs = read_descs(&meta_table, &desc_prefix(Some(group)))?;
         let rows = Self::span_rows(&data, span)?.count() as u64;
-        let header = SnapshotHeader { last_applied, membership: membership.clone(), descs, rows };
+        let header = SnapshotHeader { last_applied, membership: membership.clone(), descs, span: span.clone(), rows };
         let mut out = Vec::new();
         write_frame(&mut out, &codec::to_bytes(&header).map_err(storage_error)?);
         for row in Self::span_rows(&data, span)? {
@@ -90,9 +114,14 @@ impl StateMachine {
     /// the group's applied state, in one transaction; other groups' rows are not touched. Then
     /// recounts the node-wide index and sizes, which the install changed.
     pub(super) fn install_blocking(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
-        let (db, group, span) = (&self.db, self.group, &self.span());
+        let (db, group) = (&self.db, self.group);
         let _gate = self.apply_gate.lock().unwrap_or_else(|p| p.into_inner());
-        Self::install_span(db, group, span, meta, bytes)?;
+        // The transport refuses such a snapshot before it gets here (see `overlapping_group`);
+        // this is the last line against two groups owning one key.
+        if let Some(other) = self.overlapping_group(group, &snapshot_span(bytes)?) {
+            return Err(Error::Internal(format!("a snapshot of Raft group {group} overlaps group {other}")));
+        }
+        Self::install_span(db, group, meta, bytes)?;
         let mut reloaded = StateStore::load_shared(db)?;
         let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         // The catalog may have changed in any way: a version never seen before makes every
@@ -102,16 +131,11 @@ impl StateMachine {
         Ok(())
     }
 
-    pub(super) fn install_span(
-        db: &Database,
-        group: u64,
-        span: &Span,
-        meta: &SnapshotMeta,
-        bytes: &[u8],
-    ) -> Result<()> {
+    pub(super) fn install_span(db: &Database, group: u64, meta: &SnapshotMeta, bytes: &[u8]) -> Result<()> {
         let mut input = bytes;
         let header: SnapshotHeader =
             codec::from_bytes(read_frame(&mut input).map_err(Error::Internal)?).map_err(storage_error)?;
+        let span = &header.span;
         let txn = db.begin_write().map_err(storage_error)?;
         {
             let mut data = txn.open_table(DATA).map_err(storage_error)?;
@@ -139,6 +163,7 @@ impl StateMachine {
             for desc in &header.descs {
                 put_desc(&mut table, group, desc)?;
             }
+            put_meta(&mut table, &group_key("span", group), span)?;
             let applied = codec::to_bytes(&meta.last_log_id).map_err(storage_error)?;
             table.insert(group_key("applied", group).as_str(), applied.as_slice()).map_err(storage_error)?;
             let membership = codec::to_bytes(&meta.last_membership).map_err(storage_error)?;

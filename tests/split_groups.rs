@@ -1,0 +1,111 @@
+//! Splits that create Raft groups, end to end on `ranged start` processes: the right-hand
+//! range of a split is a group of its own (its own leader, term and log), it goes on serving
+//! when the left range's leaseholder is killed, and a full cluster restart recovers every
+//! range with every acknowledged row.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// (range id, lease holder) of each range of table `kv`, through SQL on `url`.
+async fn table_ranges(url: &str) -> Option<Vec<(i64, i64)>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(connection);
+    let rows = client.query("SHOW RANGES FROM TABLE kv", &[]).await.ok()?;
+    Some(rows.iter().map(|row| (row.get("range_id"), row.get("lease_holder"))).collect())
+}
+
+/// The rows of `kv` through SQL on `url`, or `None` while the query fails.
+async fn rows(url: &str) -> Option<Vec<(i64, String)>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(connection);
+    let rows = client.query("SELECT k, v FROM kv ORDER BY k", &[]).await.ok()?;
+    Some(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Inserts row `k` through `url`; whether it was acknowledged.
+async fn insert(url: &str, k: i64) -> bool {
+    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else { return false };
+    tokio::spawn(connection);
+    client.execute("INSERT INTO kv VALUES ($1, $2)", &[&k, &format!("v{k}")]).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_off_range_is_a_raft_group_that_outlives_its_neighbours_leaseholder_and_a_full_restart() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let url = |cluster: &Cluster, i: usize| cluster.pg_url(i, "root");
+    let (ok, _, err) = psql(&url(&cluster, 0), &["CREATE TABLE kv (k INT8 PRIMARY KEY, v STRING)"]);
+    assert!(ok, "{err}");
+    let mut acked: Vec<i64> = Vec::new();
+    for k in (0..100).step_by(10) {
+        assert!(insert(&url(&cluster, 0), k).await, "insert {k}");
+        acked.push(k);
+    }
+    let (ok, _, err) = psql(&url(&cluster, 0), &["ALTER TABLE kv SPLIT AT VALUES (50)"]);
+    assert!(ok, "{err}");
+
+    // Two ranges, each its own Raft group: the new one has a term and log of its own.
+    let ranges = wait_for(Duration::from_secs(10), "the table's two ranges with leaseholders", || async {
+        let ranges = table_ranges(&url(&cluster, 0)).await?;
+        (ranges.len() == 2 && ranges.iter().all(|(_, holder)| *holder != 0)).then_some(ranges)
+    })
+    .await;
+    let (left, right) = (ranges[0].0 as u64, ranges[1].0 as u64);
+    let status = cluster.ranges(0).await.unwrap();
+    let raft_of = |id: u64| {
+        status.iter().find(|r| r.descriptor.as_ref().is_some_and(|d| d.range_id == id)).and_then(|r| r.raft.clone())
+    };
+    let (left_raft, right_raft) = (raft_of(left).expect("left range"), raft_of(right).expect("right range"));
+    assert!(
+        right_raft.last_log_index < left_raft.last_log_index || right_raft.term != left_raft.term,
+        "the right range has a log of its own: left {left_raft:?}, right {right_raft:?}"
+    );
+    assert_eq!(rows(&url(&cluster, 1)).await.map(|r| r.len()), Some(acked.len()), "a scan across both groups");
+    // A statement writing both ranges is refused whole (there is no cross-range commit yet).
+    let (client, connection) = tokio_postgres::connect(&url(&cluster, 0), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let refused = client.execute("INSERT INTO kv VALUES (1, 'v1'), (51, 'v51')", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED), "{refused:?}");
+    assert_eq!(rows(&url(&cluster, 0)).await.map(|r| r.len()), Some(acked.len()), "nothing of it was written");
+
+    // Kill the left range's leaseholder: both ranges elect leaders among the other two
+    // nodes, and writes to both go on.
+    let holder = wait_for(Duration::from_secs(10), "the left range's leaseholder", || async {
+        cluster.range_leader(0, left).await
+    })
+    .await;
+    let victim = cluster.index_of(holder).await;
+    cluster.kill(victim);
+    let survivor = (0..3).find(|i| *i != victim).unwrap();
+    for k in [5, 55, 15, 65] {
+        wait_for(Duration::from_secs(20), "a write after the leaseholder was killed", || async {
+            insert(&url(&cluster, survivor), k).await.then_some(())
+        })
+        .await;
+        acked.push(k);
+    }
+    cluster.restart(victim);
+
+    // Stop every node, start them again: every range comes back with every row.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    acked.sort_unstable();
+    let expected: Vec<(i64, String)> = acked.iter().map(|k| (*k, format!("v{k}"))).collect();
+    for i in 0..3 {
+        let found = wait_for(Duration::from_secs(30), "every row after a full restart", || async {
+            rows(&url(&cluster, i)).await.filter(|found| *found == expected)
+        })
+        .await;
+        assert_eq!(found, expected);
+    }
+    let ranges = table_ranges(&url(&cluster, 0)).await.expect("ranges after the restart");
+    assert_eq!(ranges.iter().map(|(id, _)| *id as u64).collect::<Vec<_>>(), vec![left, right]);
+}
