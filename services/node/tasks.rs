@@ -105,8 +105,13 @@ impl NodeCore {
             let mut moved_a_lease = false;
             for group in active.replicas.all() {
                 let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
-                if is_leader != led.contains(&group.group) {
-                    // Load is counted only while holding the lease; a new holder starts afresh.
+                if is_leader {
+                    led.insert(group.group);
+                } else if led.remove(&group.group) {
+                    // Load is counted only while holding the lease: it is forgotten when the
+                    // lease goes, so a later tenure starts afresh. Not when it comes: this pass
+                    // may first see a new group's lease after the group has served (and
+                    // counted) requests, and would wipe them.
                     let ranges: BTreeSet<u64> = active.state.with_shared(|shared| {
                         (shared.ranges.iter())
                             .filter(|desc| shared.groups.of_key(&desc.start_key) == Some(group.group))
@@ -114,11 +119,6 @@ impl NodeCore {
                             .collect()
                     });
                     self.load.forget(|id| ranges.contains(&id));
-                    if is_leader {
-                        led.insert(group.group);
-                    } else {
-                        led.remove(&group.group);
-                    }
                 }
                 if is_leader {
                     // One lease moves per pass: each move changes the counts the next decides on.
