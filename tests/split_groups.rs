@@ -1,7 +1,8 @@
 //! Splits that create Raft groups, end to end on `ranged start` processes: the right-hand
 //! range of a split is a group of its own (its own leader, term and log), it goes on serving
 //! when the left range's leaseholder is killed, and a full cluster restart recovers every
-//! range with every acknowledged row.
+//! range with every acknowledged row; a node that joins after the split becomes a replica of
+//! the new group too.
 
 mod common;
 
@@ -108,4 +109,48 @@ async fn a_split_off_range_is_a_raft_group_that_outlives_its_neighbours_leasehol
     }
     let ranges = table_ranges(&url(&cluster, 0)).await.expect("ranges after the restart");
     assert_eq!(ranges.iter().map(|(id, _)| *id as u64).collect::<Vec<_>>(), vec![left, right]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_joining_after_splits_gets_every_ranges_group_and_rows() {
+    let mut cluster = Cluster::start(4, &[]);
+    // The fourth node joins only after the table's splits, so it learns of their groups by
+    // replaying the left groups' logs, not from the bootstrap.
+    cluster.kill(3);
+    cluster.init().await;
+    let url = cluster.pg_url(0, "root");
+    let (ok, _, err) = psql(&url, &["CREATE TABLE kv (k INT8 PRIMARY KEY, v STRING)"]);
+    assert!(ok, "{err}");
+    for k in 0..20 {
+        assert!(insert(&url, k * 5).await, "insert {k}");
+    }
+    let (ok, _, err) = psql(&url, &["ALTER TABLE kv SPLIT AT VALUES (50)"]);
+    assert!(ok, "{err}");
+    cluster.restart(3);
+
+    // Every range node 1 holds, node 4 comes to hold too, with the same rows.
+    let counts = |ranges: Vec<ranged::pb::RangeInfo>| {
+        ranges.iter().map(|r| (r.descriptor.as_ref().map_or(0, |d| d.range_id), r.key_count)).collect::<Vec<_>>()
+    };
+    wait_for(Duration::from_secs(60), "node 4 holding every range with its rows", || async {
+        let expected = counts(cluster.ranges(0).await.ok()?);
+        let held = counts(cluster.ranges(3).await.ok()?);
+        (expected.len() >= 5 && held == expected).then_some(())
+    })
+    .await;
+
+    // Node 4 holds the split-off range's rows from replaying the left group's log, split
+    // included; it receives the right group's later writes only once it has asked that group
+    // to add it (its membership loop does, for every group it holds).
+    for k in 20..30 {
+        assert!(insert(&url, k * 5).await, "insert {k} after the join");
+    }
+    wait_for(Duration::from_secs(30), "node 4 holding the rows written after it joined", || async {
+        let expected = counts(cluster.ranges(0).await.ok()?);
+        let held = counts(cluster.ranges(3).await.ok()?);
+        (held == expected).then_some(())
+    })
+    .await;
+    let expected: Vec<(i64, String)> = (0..30).map(|k| (k * 5, format!("v{}", k * 5))).collect();
+    assert_eq!(rows(&cluster.pg_url(3, "root")).await, Some(expected), "read through the new node");
 }
