@@ -16,7 +16,8 @@
 //! | `capacity.used`, `totalbytes` | bytes | files of the store directory |
 //! | `livebytes` | bytes | keys + values of the ranges this store holds |
 //! | `replicas`, `replicas.leaseholders`, `ranges.*` | count | the range index and Raft state |
-//! | `raft.rcvd.app`, `raft.rcvd.heartbeat`, `raft.rcvd.vote`, `raft.rcvd.snap`, `raft.rcvd.transferleader` | count (cumulative) | Raft messages this node's transport received, by kind ([`RaftMessages`]) |
+//! | `raft.rcvd.app`, `raft.rcvd.heartbeat`, `raft.rcvd.vote`, `raft.rcvd.snap`, `raft.rcvd.transferleader`, `raft.rcvd.quiesce` | count (cumulative) | Raft messages this node's transport received, by kind ([`RaftMessages`]) |
+//! | `replicas.quiescent` | count | ranges whose replica here has its Raft clock stopped (idle) |
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -84,6 +85,7 @@ pub struct RaftMessages {
     vote: AtomicU64,
     snap: AtomicU64,
     transfer_leader: AtomicU64,
+    quiesce: AtomicU64,
 }
 
 /// A kind of Raft message, as [`RaftMessages`] counts it.
@@ -97,6 +99,8 @@ pub enum RaftMessage {
     SnapshotChunk,
     /// A leader handing over leadership.
     TransferLeader,
+    /// A leader asking to stop the clocks of its idle groups (one message for all of them).
+    Quiesce,
 }
 
 impl RaftMessages {
@@ -108,12 +112,13 @@ impl RaftMessages {
             RaftMessage::Vote => &self.vote,
             RaftMessage::SnapshotChunk => &self.snap,
             RaftMessage::TransferLeader => &self.transfer_leader,
+            RaftMessage::Quiesce => &self.quiesce,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counts under CockroachDB's metric names.
-    pub fn metrics(&self) -> [(&'static str, f64); 5] {
+    pub fn metrics(&self) -> [(&'static str, f64); 6] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
         [
             ("raft.rcvd.app", get(&self.app)),
@@ -121,6 +126,7 @@ impl RaftMessages {
             ("raft.rcvd.vote", get(&self.vote)),
             ("raft.rcvd.snap", get(&self.snap)),
             ("raft.rcvd.transferleader", get(&self.transfer_leader)),
+            ("raft.rcvd.quiesce", get(&self.quiesce)),
         ]
     }
 }
@@ -277,6 +283,7 @@ mod tests {
             RaftMessage::SnapshotChunk,
             RaftMessage::SnapshotChunk,
             RaftMessage::TransferLeader,
+            RaftMessage::Quiesce,
         ] {
             counts.record(message);
         }
@@ -287,7 +294,8 @@ mod tests {
                 ("raft.rcvd.heartbeat", 2.0),
                 ("raft.rcvd.vote", 1.0),
                 ("raft.rcvd.snap", 2.0),
-                ("raft.rcvd.transferleader", 1.0)
+                ("raft.rcvd.transferleader", 1.0),
+                ("raft.rcvd.quiesce", 1.0)
             ]
         );
     }

@@ -129,21 +129,37 @@ impl RaftService for RaftApi {
         let append: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
         let replica = self.0.ensure_replica(request.get_ref().group).await?;
         self.0.raft_messages().record(RaftMessage::Append(append.entries.len()));
-        encode(replica.raft.append_entries(append).await)
+        let proposing = !append.entries.is_empty();
+        let reply = replica.raft.append_entries(append).await;
+        // After the append, which restarted the election timer: woken first, the replica
+        // could campaign on the timer it stopped with.
+        if proposing {
+            replica.wake();
+        }
+        encode(reply)
     }
 
     async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let replica = self.0.raft_group(request.get_ref().group)?;
         let vote = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::Vote);
-        encode(replica.raft.vote(vote).await)
+        let reply = replica.raft.vote(vote).await;
+        // Someone campaigns: this replica takes part in the elections that follow.
+        replica.wake();
+        encode(reply)
     }
 
     async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let replica = self.0.raft_group(request.get_ref().group)?;
         let transfer = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::TransferLeader);
+        replica.wake();
         encode(replica.raft.handle_transfer_leader(transfer).await)
+    }
+
+    async fn quiesce(&self, request: Request<pb::QuiesceRequest>) -> Result<Response<pb::QuiesceResponse>, Status> {
+        self.0.raft_messages().record(RaftMessage::Quiesce);
+        Ok(Response::new(self.0.quiesce(request.into_inner())?))
     }
 
     async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
@@ -163,7 +179,9 @@ impl RaftService for RaftApi {
                         replica.group
                     )));
                 }
-                encode(replica.raft.install_full_snapshot(vote, snapshot).await)
+                let reply = replica.raft.install_full_snapshot(vote, snapshot).await;
+                replica.wake();
+                encode(reply)
             }
             // The sender reads only the last chunk's reply.
             None => encode(Ok::<_, std::convert::Infallible>(SnapshotResponse::<TypeConfig>::new(vote))),

@@ -179,6 +179,7 @@ impl NodeCore {
             return Ok(pb::AddMemberResponse { voter: true });
         }
         let is_learner = membership.membership().learner_ids().any(|id| id == request.node_id);
+        group.wake();
         if !is_learner {
             group
                 .raft
@@ -389,6 +390,8 @@ impl NodeCore {
             tokio::spawn(self.clone().membership_loop(group.clone()));
             tokio::spawn(self.clone().lease_watch(group));
         }
+        self.start_dormant(&active);
+        tokio::spawn(self.clone().quiescence_loop());
         tokio::spawn(self.clone().maintenance_loop());
         tokio::spawn(self.clone().status_loop());
         Ok(())

@@ -144,6 +144,7 @@ impl NodeCore {
         }
         let group = active.routed_replica(active.state.group_of_ops(&ops)?)?;
         if ops.iter().any(Op::is_write) {
+            group.wake();
             let reply =
                 tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(Command::Batch(ops.clone())))
                     .await
@@ -268,6 +269,7 @@ impl NodeCore {
                 group.ok_or_else(|| Error::Unavailable("no Raft group here holds the split key".into()))?,
             )?;
             let command = Command::Split { split_key: split_key.clone(), right_range_id };
+            group.wake();
             let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(command))
                 .await
                 .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;

@@ -53,13 +53,14 @@ use crate::services::tls::TlsMaterials;
 mod formation;
 mod kv_router;
 mod placement;
+mod quiescence;
 mod replicas;
 mod scan_router;
 mod tasks;
 mod views;
 
 pub use placement::DecommissionStatus;
-pub use replicas::{Replica, ReplicaSetup, Replicas};
+pub use replicas::{Clock, Replica, ReplicaSetup, Replicas};
 
 /// Default `--range-max-bytes`: a range above this size splits in two (CockroachDB: 512 MiB).
 pub const DEFAULT_RANGE_MAX_BYTES: u64 = 512 * 1024 * 1024;
@@ -357,6 +358,7 @@ impl NodeCore {
             && let Some(to) = transfer_target(&metrics)
         {
             let started = Instant::now();
+            group.wake();
             if let Err(err) = group.raft.trigger().transfer_leader(to).await {
                 tracing::warn!(error = %err, "leadership transfer not started");
             }

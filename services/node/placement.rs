@@ -92,6 +92,7 @@ impl NodeCore {
         let _changes = self.membership_changes.lock().await;
         tracing::info!(group = group.group, ?change, "changing the Raft group's members");
         let raft = &group.raft;
+        group.wake();
         let members = match change {
             Change::TransferLeader(to) => {
                 return raft

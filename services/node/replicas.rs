@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use openraft::Raft;
 
@@ -35,6 +36,37 @@ pub struct Replica {
     /// Set once the group's other members say this node is no longer one of them: a removed
     /// replica hears no more from the group, so its own view would list it forever.
     removed: AtomicBool,
+    /// Whether its Raft clock runs (see [`super::quiescence`]).
+    clock: Mutex<ClockState>,
+}
+
+/// Whether a replica's Raft clock (openraft's tick: its election timer and, on the leader,
+/// heartbeats) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Ticking: a follower campaigns when its leader goes quiet, a leader sends heartbeats.
+    Running,
+    /// Stopped while the group is idle, by agreement with its leader `leader` (on the leader
+    /// itself too), when every log ended at `index`.
+    Quiesced {
+        /// The group's leader when it quiesced.
+        leader: NodeId,
+        /// The index of the last entry then.
+        index: Option<u64>,
+    },
+    /// Stopped after a restart until `until`, so that the replica does not campaign against
+    /// a leader whose group is quiesced (and sends nothing) before that leader finds it again.
+    Dormant {
+        /// When the clock starts unless a leader's word came first.
+        until: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct ClockState {
+    clock: Clock,
+    /// Bumped on every wake: a quiescence decided on metrics read before a wake is dropped.
+    activity: u64,
 }
 
 /// How a node starts a replica's Raft instance.
@@ -81,7 +113,41 @@ impl Replica {
             snapshot_inbox: SnapshotInbox::default(),
             read_lease: Mutex::new(None),
             removed: AtomicBool::new(false),
+            clock: Mutex::new(ClockState { clock: Clock::Running, activity: 0 }),
         })
+    }
+
+    fn clock_state(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The replica's clock and its activity count.
+    pub fn clock(&self) -> (Clock, u64) {
+        let state = self.clock_state();
+        (state.clock, state.activity)
+    }
+
+    /// Starts the Raft clock if stopped: before a proposal on the leader, on a message that
+    /// shows the group active again, or when its leader is gone.
+    pub fn wake(&self) {
+        let mut state = self.clock_state();
+        state.activity += 1;
+        if state.clock != Clock::Running {
+            state.clock = Clock::Running;
+            self.raft.runtime_config().tick(true);
+        }
+    }
+
+    /// Stops the Raft clock as `clock` (not [`Clock::Running`]), unless the replica was woken
+    /// since `activity` was read (`None`: whatever happened since).
+    pub fn stop_clock(&self, clock: Clock, activity: Option<u64>) -> bool {
+        let mut state = self.clock_state();
+        if clock == Clock::Running || activity.is_some_and(|seen| seen != state.activity) {
+            return false;
+        }
+        state.clock = clock;
+        self.raft.runtime_config().tick(false);
+        true
     }
 
     /// Whether the group has removed this replica (it then reports nothing as its own).

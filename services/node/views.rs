@@ -31,6 +31,7 @@ impl NodeCore {
         // overreplicated (the last two by the leader, as CockroachDB's leaseholder reports them).
         let (mut replicas, mut leaseholders, mut unavailable, mut underreplicated, mut overreplicated) =
             (0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut quiescent = 0.0;
         for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
             let raft = group.raft.metrics().borrow_watched().clone();
             let ranges = active.range_count(group.group) as f64;
@@ -38,6 +39,7 @@ impl NodeCore {
             let is_leader = raft.current_leader == Some(active.node_id);
             let (under, over) = self.replication(active, &voter_ids).await;
             replicas += ranges;
+            quiescent += if matches!(group.clock().0, Clock::Quiesced { .. }) { ranges } else { 0.0 };
             leaseholders += if is_leader { ranges } else { 0.0 };
             unavailable += if raft.current_leader.is_none() { ranges } else { 0.0 };
             underreplicated += if is_leader && under { ranges } else { 0.0 };
@@ -57,6 +59,7 @@ impl NodeCore {
         store.insert("totalbytes".to_string(), store_bytes as f64);
         store.insert("replicas".to_string(), replicas);
         store.insert("replicas.leaseholders".to_string(), leaseholders);
+        store.insert("replicas.quiescent".to_string(), quiescent);
         store.insert("ranges.unavailable".to_string(), unavailable);
         store.insert("ranges.underreplicated".to_string(), underreplicated);
         store.insert("ranges.overreplicated".to_string(), overreplicated);

@@ -1,0 +1,286 @@
+//! Quiescence: idle Raft groups stop their clocks, so a node holding thousands of idle ranges
+//! spends no CPU and no network on their heartbeats and election timers.
+//!
+//! A group's leader that has seen no proposal for [`QUIESCE_AFTER`], with every entry applied
+//! and every live member's log at its last index, asks those members (one `Quiesce` message per
+//! peer for all such groups) to stop their clocks; once all have, it stops its own. It repeats
+//! the message every [`QUIESCE_CHECK`] while the group stays quiesced, so a follower that
+//! restarted (and starts [`Clock::Dormant`]) is found again before its grace ends.
+//!
+//! A stopped clock starts again (see [`Replica::wake`]):
+//! - on the leader, before any proposal (a write, a split, a membership change, a transfer);
+//! - on a follower, once its log grows past the quiesced index (the leader is proposing), on a
+//!   vote or leadership transfer request, or a snapshot;
+//! - on a follower, when gossip no longer hears from the leader's node or it is draining:
+//!   the only way a quiesced follower learns that it must campaign, so a dead leader's ranges
+//!   get a new one within failure detection plus an election;
+//! - when the group's term or leader is not the one it quiesced under, or a member refuses.
+//!
+//! Stopping a clock never risks consistency, only availability: a stopped replica still
+//! answers every Raft message; it does not campaign and, as leader, sends no heartbeats.
+//! Reads on a quiesced leader renew their lease with one heartbeat round on demand
+//! (`ensure_linearizable`), which does not wake the group.
+
+use super::*;
+
+use crate::pb::raft_service_client::RaftServiceClient;
+use crate::services::node::replicas::Clock;
+
+/// How long a group must see no proposal before its leader quiesces it.
+pub const QUIESCE_AFTER: Duration = Duration::from_secs(2);
+/// How often a node checks its replicas' clocks and re-asks followers of quiesced groups.
+pub const QUIESCE_CHECK: Duration = Duration::from_millis(500);
+/// How long a restarted node's replicas wait for their leader's word before campaigning.
+pub const DORMANT_GRACE: Duration = Duration::from_secs(3);
+/// How long a `Quiesce` message may take.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a leader found about one group it leads on one check.
+struct Candidate {
+    replica: Arc<Replica>,
+    clock: Clock,
+    activity: u64,
+    /// The live members that must agree.
+    asked: Vec<NodeId>,
+    /// Its last index.
+    index: Option<u64>,
+}
+
+/// Whether a follower's replica agrees to stop its clock for `request` from `leader`: same
+/// term, no other leader known, its log ending at the leader's last index.
+pub fn follower_agrees(metrics: &openraft::RaftMetrics<TypeConfig>, leader: NodeId, term: u64, index: u64) -> bool {
+    metrics.id != leader
+        && metrics.current_term == term
+        && metrics.current_leader.is_none_or(|known| known == leader)
+        && metrics.last_log_index == Some(index)
+        && metrics.last_applied.as_ref().map(|id| id.index) == Some(index)
+}
+
+impl NodeCore {
+    /// Stops the clocks of the replicas of a node that restarted with Raft state, until their
+    /// leader's word or [`DORMANT_GRACE`]; a fresh replica (no term yet) keeps ticking.
+    pub(super) fn start_dormant(&self, active: &Active) {
+        let until = Instant::now() + DORMANT_GRACE;
+        for replica in active.replicas.all() {
+            if replica.raft.metrics().borrow_watched().current_term > 0 {
+                replica.stop_clock(Clock::Dormant { until }, None);
+            }
+        }
+    }
+
+    /// A follower's side of a `Quiesce` message: the groups whose clocks it stopped.
+    pub fn quiesce(&self, request: pb::QuiesceRequest) -> Result<pb::QuiesceResponse> {
+        let active = self.active()?;
+        let mut quiesced = Vec::new();
+        for asked in request.groups {
+            let Some(replica) = active.replicas.get(asked.group) else { continue };
+            let metrics = replica.raft.metrics().borrow_watched().clone();
+            if !follower_agrees(&metrics, request.leader, asked.term, asked.last_index) {
+                continue;
+            }
+            let clock = Clock::Quiesced { leader: request.leader, index: Some(asked.last_index) };
+            if replica.stop_clock(clock, None) {
+                quiesced.push(asked.group);
+            }
+        }
+        Ok(pb::QuiesceResponse { quiesced })
+    }
+
+    /// Every [`QUIESCE_CHECK`]: wakes the replicas that must tick again, quiesces the idle
+    /// groups this node leads, and re-asks the followers of those already quiesced.
+    pub(super) async fn quiescence_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        // Per group led: (activity, last index) and since when they have not changed.
+        let mut idle: HashMap<u64, ((u64, Option<u64>), Instant)> = HashMap::new();
+        let mut ticker = tokio::time::interval(QUIESCE_CHECK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if self.is_draining() {
+                // Leadership is being handed away: every group needs its timers.
+                active.replicas.all().iter().for_each(|replica| replica.wake());
+                return;
+            }
+            let peers = active.gossip.peers().await;
+            let alive = |id: NodeId| {
+                id == active.node_id || peers.get(&id).is_some_and(|peer| peer.heard_from && !peer.draining)
+            };
+            let now = Instant::now();
+            let mut candidates = Vec::new();
+            let mut asks: BTreeMap<NodeId, (String, Vec<pb::QuiescedGroup>)> = BTreeMap::new();
+            for replica in active.replicas.all() {
+                let (clock, activity) = replica.clock();
+                let metrics = replica.raft.metrics().borrow_watched().clone();
+                let leads = metrics.state == ServerState::Leader;
+                let keep = match clock {
+                    Clock::Running => true,
+                    Clock::Dormant { until } => !leads && now < until,
+                    Clock::Quiesced { leader, index } => {
+                        metrics.last_log_index == index
+                            && metrics.current_leader.is_none_or(|known| known == leader)
+                            && leads == (leader == active.node_id)
+                            && alive(leader)
+                    }
+                };
+                if !keep {
+                    replica.wake();
+                    continue;
+                }
+                if !leads || replica.is_removed() {
+                    idle.remove(&replica.group);
+                    continue;
+                }
+                let seen = (activity, metrics.last_log_index);
+                let since = idle.entry(replica.group).or_insert((seen, now));
+                if since.0 != seen {
+                    *since = (seen, now);
+                }
+                if clock == Clock::Running && now.duration_since(since.1) < QUIESCE_AFTER {
+                    continue;
+                }
+                let Some(asked) = idle_members(&metrics, &alive) else {
+                    if clock != Clock::Running {
+                        replica.wake();
+                    }
+                    continue;
+                };
+                let index = metrics.last_log_index;
+                for id in &asked {
+                    let Some(node) = metrics.membership_config.membership().get_node(id) else { continue };
+                    let entry = asks.entry(*id).or_insert_with(|| (node.addr.clone(), Vec::new()));
+                    entry.1.push(pb::QuiescedGroup {
+                        group: replica.group,
+                        term: metrics.current_term,
+                        last_index: index.unwrap_or(0),
+                    });
+                }
+                candidates.push(Candidate { replica, clock, activity, asked, index });
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let agreed = self.ask_to_quiesce(active.node_id, asks).await;
+            for candidate in candidates {
+                let group = candidate.replica.group;
+                let all_agreed =
+                    candidate.asked.iter().all(|id| agreed.get(id).is_some_and(|groups| groups.contains(&group)));
+                if !all_agreed {
+                    candidate.replica.wake();
+                } else if candidate.clock == Clock::Running {
+                    let clock = Clock::Quiesced { leader: active.node_id, index: candidate.index };
+                    if candidate.replica.stop_clock(clock, Some(candidate.activity)) {
+                        tracing::debug!(group, "Raft group quiesced");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends each peer its `Quiesce` message at once; the groups each agreed to (none from a
+    /// peer that did not answer).
+    async fn ask_to_quiesce(
+        &self,
+        leader: NodeId,
+        asks: BTreeMap<NodeId, (String, Vec<pb::QuiescedGroup>)>,
+    ) -> HashMap<NodeId, BTreeSet<u64>> {
+        let sends = asks.into_iter().map(|(id, (addr, groups))| async move {
+            let Ok(channel) = self.dialer.channel(&addr) else { return (id, BTreeSet::new()) };
+            let mut request = tonic::Request::new(pb::QuiesceRequest { leader, groups });
+            request.set_timeout(QUIESCE_TIMEOUT);
+            let agreed = match RaftServiceClient::new(channel).quiesce(request).await {
+                Ok(reply) => reply.into_inner().quiesced.into_iter().collect(),
+                Err(_) => BTreeSet::new(),
+            };
+            (id, agreed)
+        });
+        futures::future::join_all(sends).await.into_iter().collect()
+    }
+}
+
+/// The members a leader must ask to quiesce a group: every live member but itself, if each
+/// has the leader's whole log and the leader has applied it; `None` if the group is not idle
+/// (something unreplicated or unapplied, or a membership change under way).
+fn idle_members(metrics: &openraft::RaftMetrics<TypeConfig>, alive: &impl Fn(NodeId) -> bool) -> Option<Vec<NodeId>> {
+    let membership = metrics.membership_config.membership();
+    if membership.get_joint_config().len() > 1 {
+        return None;
+    }
+    let last = metrics.last_log_index;
+    if metrics.last_applied.as_ref().map(|id| id.index) != last {
+        return None;
+    }
+    let replication = metrics.replication.as_ref()?;
+    let mut asked = Vec::new();
+    for (id, _) in membership.nodes() {
+        if *id == metrics.id || !alive(*id) {
+            continue;
+        }
+        if replication.get(id)?.as_ref().map(|id| id.index) != last {
+            return None;
+        }
+        asked.push(*id);
+    }
+    Some(asked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::Membership;
+    use openraft::impls::leader_id_adv::LeaderId;
+
+    fn log_id(index: u64) -> raft_mod::LogId {
+        raft_mod::LogId::new(LeaderId { term: 2, node_id: 1 }, index)
+    }
+
+    /// Node `id`'s metrics in a group of voters 1–3 and learner 4, term 2, led by node 1,
+    /// with its log ending and applied at `index`.
+    fn metrics(id: NodeId, index: u64) -> openraft::RaftMetrics<TypeConfig> {
+        let mut m = openraft::RaftMetrics::new_initial(id);
+        m.current_term = 2;
+        m.current_leader = Some(1);
+        m.last_log_index = Some(index);
+        m.last_applied = Some(log_id(index));
+        let membership = Membership::new_with_defaults(vec![BTreeSet::from([1, 2, 3])], [4]);
+        m.membership_config = Arc::new(raft_mod::StoredMembership::new(Some(log_id(1)), membership));
+        if id == 1 {
+            m.state = ServerState::Leader;
+            m.replication = Some((1..=4).map(|node| (node, Some(log_id(index)))).collect());
+        }
+        m
+    }
+
+    #[test]
+    fn a_follower_agrees_only_at_the_leaders_term_leader_and_index() {
+        assert!(follower_agrees(&metrics(2, 7), 1, 2, 7));
+        assert!(!follower_agrees(&metrics(2, 7), 1, 3, 7), "another term");
+        assert!(!follower_agrees(&metrics(2, 7), 3, 2, 7), "another leader");
+        assert!(!follower_agrees(&metrics(2, 6), 1, 2, 7), "behind");
+        assert!(!follower_agrees(&metrics(2, 8), 1, 2, 7), "ahead: the leader proposed since");
+        assert!(!follower_agrees(&metrics(1, 7), 1, 2, 7), "the leader itself");
+        let mut unapplied = metrics(2, 7);
+        unapplied.last_applied = Some(log_id(6));
+        assert!(!follower_agrees(&unapplied, 1, 2, 7), "not yet applied");
+        let mut restarted = metrics(2, 7);
+        restarted.current_leader = None;
+        assert!(follower_agrees(&restarted, 1, 2, 7), "a restarted follower that knows no leader yet");
+    }
+
+    #[test]
+    fn a_leader_asks_every_live_caught_up_member_or_nobody() {
+        let live = |id: NodeId| id != 3;
+        assert_eq!(idle_members(&metrics(1, 7), &|_| true), Some(vec![2, 3, 4]));
+        assert_eq!(idle_members(&metrics(1, 7), &live), Some(vec![2, 4]), "a dead member is not waited for");
+
+        let mut lagging = metrics(1, 7);
+        lagging.replication.as_mut().unwrap().insert(4, Some(log_id(6)));
+        assert_eq!(idle_members(&lagging, &|_| true), None, "a learner still catching up");
+        let mut unapplied = metrics(1, 7);
+        unapplied.last_applied = Some(log_id(6));
+        assert_eq!(idle_members(&unapplied, &|_| true), None);
+        let mut joint = metrics(1, 7);
+        let membership = Membership::new_with_defaults(vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 4])], []);
+        joint.membership_config = Arc::new(raft_mod::StoredMembership::new(Some(log_id(1)), membership));
+        assert_eq!(idle_members(&joint, &|_| true), None, "a membership change under way");
+    }
+}
