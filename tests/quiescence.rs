@@ -88,9 +88,9 @@ async fn idle_ranges_stop_heartbeating_and_wake_on_writes_and_on_their_leaders_d
     // follows (over 20 ranges: more than 100); quiesced, only the system range's traffic,
     // the leaders' quiesce messages and the status writes remain.
     let window = Duration::from_secs(5);
-    let before: Vec<f64> = futures_join(&cluster, messages_received).await;
+    let before: Vec<f64> = each_node(&cluster, messages_received).await;
     tokio::time::sleep(window).await;
-    let after: Vec<f64> = futures_join(&cluster, messages_received).await;
+    let after: Vec<f64> = each_node(&cluster, messages_received).await;
     for i in 0..3 {
         let rate = (after[i] - before[i]) / window.as_secs_f64();
         eprintln!("node {i}: {rate:.1} Raft messages a second received");
@@ -134,8 +134,8 @@ async fn idle_ranges_stop_heartbeating_and_wake_on_writes_and_on_their_leaders_d
     assert_eq!(counted, rows, "every acknowledged row after the leader's death");
 }
 
-/// `f` for every node of the 3, in order (0 where it fails).
-async fn futures_join<'a, F, Fut>(cluster: &'a Cluster, f: F) -> Vec<f64>
+/// `f` for each of the 3 nodes in turn (0 where it fails).
+async fn each_node<'a, F, Fut>(cluster: &'a Cluster, f: F) -> Vec<f64>
 where
     F: Fn(&'a Cluster, usize) -> Fut,
     Fut: std::future::Future<Output = Option<f64>>,

@@ -24,7 +24,6 @@
 use super::*;
 
 use crate::pb::raft_service_client::RaftServiceClient;
-use crate::services::node::replicas::Clock;
 
 /// How long a group must see no proposal before its leader quiesces it.
 pub const QUIESCE_AFTER: Duration = Duration::from_secs(2);
@@ -46,9 +45,9 @@ struct Candidate {
     index: Option<u64>,
 }
 
-/// Whether a follower's replica agrees to stop its clock for `request` from `leader`: same
-/// term, no other leader known, its log ending at the leader's last index.
-pub fn follower_agrees(metrics: &openraft::RaftMetrics<TypeConfig>, leader: NodeId, term: u64, index: u64) -> bool {
+/// Whether a follower's replica agrees to stop its clock for `leader`: same term, no other
+/// leader known, its log ending (and applied) at the leader's last index.
+fn follower_agrees(metrics: &openraft::RaftMetrics<TypeConfig>, leader: NodeId, term: u64, index: u64) -> bool {
     metrics.id != leader
         && metrics.current_term == term
         && metrics.current_leader.is_none_or(|known| known == leader)
@@ -74,8 +73,9 @@ impl NodeCore {
         let mut quiesced = Vec::new();
         for asked in request.groups {
             let Some(replica) = active.replicas.get(asked.group) else { continue };
-            let metrics = replica.raft.metrics().borrow_watched().clone();
-            if !follower_agrees(&metrics, request.leader, asked.term, asked.last_index) {
+            // Read in place: this and the loop below visit every group, often.
+            let watch = replica.raft.metrics();
+            if !follower_agrees(&watch.borrow_watched(), request.leader, asked.term, asked.last_index) {
                 continue;
             }
             let clock = Clock::Quiesced { leader: request.leader, index: Some(asked.last_index) };
@@ -110,7 +110,8 @@ impl NodeCore {
             let mut asks: BTreeMap<NodeId, (String, Vec<pb::QuiescedGroup>)> = BTreeMap::new();
             for replica in active.replicas.all() {
                 let (clock, activity) = replica.clock();
-                let metrics = replica.raft.metrics().borrow_watched().clone();
+                let watch = replica.raft.metrics();
+                let metrics = watch.borrow_watched();
                 let leads = metrics.state == ServerState::Leader;
                 let keep = match clock {
                     Clock::Running => true,
