@@ -9,8 +9,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// How many ranges the table is split into.
-const TABLE_RANGES: usize = 16;
+/// How many ranges the table is split into: enough that their heartbeats, were they running
+/// (about 6.7 a second per range a node follows: node 1 received 396 a second with the clock
+/// left running), stand far above what quiesced ranges leave ([`QUIESCED_RATE_LIMIT`]).
+const TABLE_RANGES: usize = 64;
+
+/// The most Raft messages a second a node may receive once the table's ranges are quiesced:
+/// what remains is range 1's traffic (every node's status write every 10 s wakes it), the
+/// leaders' quiesce messages, and lease moves; measured at 4-28 a second over 16 ranges and 16-25 over 64.
+const QUIESCED_RATE_LIMIT: f64 = 100.0;
 
 /// Node `i`'s own store metrics as it reports them now (its own entry is measured, not
 /// persisted).
@@ -84,9 +91,6 @@ async fn idle_ranges_stop_heartbeating_and_wake_on_writes_and_on_their_leaders_d
     })
     .await;
 
-    // Without quiescence each node would receive ~6.7 heartbeats a second per range it
-    // follows (over 20 ranges: more than 100); quiesced, only the system range's traffic,
-    // the leaders' quiesce messages and the status writes remain.
     let window = Duration::from_secs(5);
     let before: Vec<f64> = each_node(&cluster, messages_received).await;
     tokio::time::sleep(window).await;
@@ -94,7 +98,10 @@ async fn idle_ranges_stop_heartbeating_and_wake_on_writes_and_on_their_leaders_d
     for i in 0..3 {
         let rate = (after[i] - before[i]) / window.as_secs_f64();
         eprintln!("node {i}: {rate:.1} Raft messages a second received");
-        assert!(rate < 30.0, "node {i} received {rate:.1} Raft messages a second over {TABLE_RANGES} idle ranges");
+        assert!(
+            rate < QUIESCED_RATE_LIMIT,
+            "node {i} received {rate:.1} Raft messages a second over {TABLE_RANGES} idle ranges"
+        );
     }
 
     // Quiesced ranges serve reads and writes through any node.
