@@ -1,8 +1,9 @@
 //! Range descriptors and the in-memory index over them. A range is a contiguous span
-//! `[start_key, end_key)` of the keyspace (an empty end key means "to the end"). Descriptors are
-//! stored in range 1 under `/Meta/range/<id>` and mirrored here for lookups. Which nodes hold a
-//! range is not stored in the descriptor: it is the Raft group's membership, read when asked,
-//! so the two can never disagree.
+//! `[start_key, end_key)` of the keyspace (an empty end key means "to the end"). The
+//! authoritative descriptor is kept by the range's own Raft group, and which nodes hold the
+//! range is that group's membership, read when asked, so the two can never disagree. Range 1
+//! holds a routing copy of both under `/Meta/range/<id>` ([`MetaRecord`]), kept current by
+//! each range's leaseholder, for nodes that hold no replica of a range.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +53,35 @@ pub fn bootstrap_descriptors() -> [RangeDescriptor; 2] {
         },
         RangeDescriptor { range_id: 2, start_key: keys::USER_SPACE_START.to_vec(), end_key: Vec::new(), generation: 0 },
     ]
+}
+
+/// A range's entry in the routing copy in range 1: its descriptor and its group's members
+/// as its leaseholder last wrote them. It may lag the truth (a split or membership change
+/// commits in the range's group first, the copy follows); a request routed by a stale copy
+/// meets "range key mismatch" or "not leaseholder" and is routed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRecord {
+    /// The range's descriptor.
+    pub descriptor: RangeDescriptor,
+    /// The Raft group that holds the range.
+    pub group: u64,
+    /// The group's voters.
+    pub voters: Vec<u64>,
+    /// The group's learners.
+    pub learners: Vec<u64>,
+    /// The log index of the group's membership configuration the members come from.
+    pub membership_index: u64,
+}
+
+impl MetaRecord {
+    /// Whether this record should replace `stored`: it differs and is no older, by the
+    /// descriptor's generation and then the membership's log index. A former leaseholder
+    /// still writing what it saw before a split or a membership change cannot undo the
+    /// newer record its successor wrote.
+    pub fn supersedes(&self, stored: Option<&MetaRecord>) -> bool {
+        let version = |r: &MetaRecord| (r.descriptor.generation, r.membership_index);
+        stored.is_none_or(|stored| stored != self && version(self) >= version(stored))
+    }
 }
 
 /// All descriptors of the cluster, ordered by start key.
@@ -175,6 +205,27 @@ mod tests {
         assert_eq!(ids, vec![2, 3]);
         let ids: Vec<u64> = index.overlapping(b"a", b"m").map(|d| d.range_id).collect();
         assert_eq!(ids, vec![2]);
+    }
+
+    #[test]
+    fn a_meta_record_gives_way_only_to_a_different_record_no_older() {
+        let [_, desc] = bootstrap_descriptors();
+        let record = |generation, membership_index, voters: &[u64]| MetaRecord {
+            descriptor: RangeDescriptor { generation, ..desc.clone() },
+            group: 2,
+            voters: voters.to_vec(),
+            learners: vec![],
+            membership_index,
+        };
+        let stored = record(1, 10, &[1, 2, 3]);
+        assert!(stored.supersedes(None));
+        assert!(!stored.supersedes(Some(&stored)));
+        // A newer membership, or a later split with an older-looking membership index.
+        assert!(record(1, 12, &[1, 2, 4]).supersedes(Some(&stored)));
+        assert!(record(2, 3, &[1, 2, 3]).supersedes(Some(&stored)));
+        // A former leaseholder's older view.
+        assert!(!record(1, 8, &[1, 2]).supersedes(Some(&stored)));
+        assert!(!record(0, 40, &[1, 2, 3]).supersedes(Some(&stored)));
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! range of a split is a group of its own (its own leader, term and log), it goes on serving
 //! when the left range's leaseholder is killed, and a full cluster restart recovers every
 //! range with every acknowledged row; a node that joins after the split becomes a replica of
-//! the new group too.
+//! the new group too; range 1 keeps a routing copy of every range's descriptor and members.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use ranged::pb;
+use ranged::services::keys;
+use ranged::services::ranges::MetaRecord;
+use tonic::transport::Channel;
 
 /// (range id, lease holder) of each range of table `kv`, through SQL on `url`.
 async fn table_ranges(url: &str) -> Option<Vec<(i64, i64)>> {
@@ -153,4 +157,91 @@ async fn a_node_joining_after_splits_gets_every_ranges_group_and_rows() {
     .await;
     let expected: Vec<(i64, String)> = (0..30).map(|k| (k * 5, format!("v{}", k * 5))).collect();
     assert_eq!(rows(&cluster.pg_url(3, "root")).await, Some(expected), "read through the new node");
+}
+
+/// Range 1's routing copy of the range descriptors, as read through a KV client on `kv`
+/// (`None` while a record is unreadable).
+async fn meta_records(kv: &mut pb::kv_service_client::KvServiceClient<Channel>) -> Option<Vec<MetaRecord>> {
+    let scan = pb::KvOp {
+        op: Some(pb::kv_op::Op::Scan(pb::ScanRequest {
+            start: keys::META_PREFIX.to_vec().into(),
+            end: keys::prefix_end(keys::META_PREFIX).into(),
+            limit: 0,
+        })),
+    };
+    let reply = kv.batch(pb::BatchRequest { ops: vec![scan], ..Default::default() }).await.ok()?.into_inner();
+    reply.results[0].rows.iter().map(|row| serde_json::from_slice(&row.value).ok()).collect()
+}
+
+/// Whether `records` hold exactly one record per range of `ranges`, each with the range's
+/// span, generation and voters.
+fn records_match(records: &[MetaRecord], ranges: &[pb::RangeInfo]) -> bool {
+    records.len() == ranges.len()
+        && ranges.iter().all(|range| {
+            let Some(desc) = range.descriptor.as_ref() else { return false };
+            let mut voters: Vec<u64> = desc.replicas.iter().filter(|r| r.voter).map(|r| r.node_id).collect();
+            voters.sort_unstable();
+            records.iter().any(|record| {
+                let mut recorded = record.voters.clone();
+                recorded.sort_unstable();
+                record.descriptor.range_id == desc.range_id
+                    && record.descriptor.start_key == desc.start_key.as_ref()
+                    && record.descriptor.end_key == desc.end_key.as_ref()
+                    && record.descriptor.generation == desc.generation
+                    && recorded == voters
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn range_1_keeps_a_routing_record_of_every_range_that_comes_back_when_damaged() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.init().await;
+    cluster.wait_ready().await;
+    let url = cluster.pg_url(0, "root");
+    let (ok, _, err) = psql(
+        &url,
+        &[
+            "CREATE TABLE kv (k INT8 PRIMARY KEY, v STRING)",
+            "ALTER TABLE kv SPLIT AT VALUES (10), (20), (30), (40), (50), (60), (70)",
+        ],
+    );
+    assert!(ok, "{err}");
+    let mut kv = cluster.kv(1).await;
+    // Each range's leaseholder writes its record after the splits.
+    let records = wait_for(Duration::from_secs(30), "a routing record per range, equal to the range", || async {
+        let ranges = cluster.ranges(0).await.ok()?;
+        let records = meta_records(&mut kv.clone()).await?;
+        (ranges.len() >= 10 && records_match(&records, &ranges)).then_some(records)
+    })
+    .await;
+
+    // Damage three records as a crash between a split and its record, or an operator, could:
+    // one gone, one unreadable, one older than its range.
+    let key = |record: &MetaRecord| keys::range_descriptor_key(record.descriptor.range_id);
+    let mut older = records[4].clone();
+    older.descriptor.generation = 0;
+    older.descriptor.end_key = b"elsewhere".to_vec();
+    let damage = vec![
+        pb::KvOp { op: Some(pb::kv_op::Op::Delete(pb::DeleteRequest { key: key(&records[2]).into() })) },
+        pb::KvOp {
+            op: Some(pb::kv_op::Op::Put(pb::PutRequest {
+                key: key(&records[3]).into(),
+                value: b"{not json".to_vec().into(),
+            })),
+        },
+        pb::KvOp {
+            op: Some(pb::kv_op::Op::Put(pb::PutRequest {
+                key: key(&older).into(),
+                value: serde_json::to_vec(&older).unwrap().into(),
+            })),
+        },
+    ];
+    kv.batch(pb::BatchRequest { ops: damage, ..Default::default() }).await.unwrap();
+    assert!(meta_records(&mut kv).await.is_none(), "an unreadable record is visible");
+    wait_for(Duration::from_secs(60), "the damaged records rewritten by their leaseholders", || async {
+        let ranges = cluster.ranges(0).await.ok()?;
+        records_match(&meta_records(&mut kv.clone()).await?, &ranges).then_some(())
+    })
+    .await;
 }

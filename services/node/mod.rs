@@ -14,6 +14,7 @@
 //! This file holds the configuration, the core's state, opening and resuming, drain and stop;
 //! the rest by job: [`formation`] (init, join, membership), [`kv_router`] (batches, read
 //! leases, splits, load attribution), [`scan_router`] (paged scans from one snapshot), [`views`] (status, node list, replicas),
+//! [`meta`] (the routing copy of range descriptors in range 1),
 //! [`replicas`] (the Raft groups this node holds a replica of) and [`tasks`] (background loops).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -52,6 +53,7 @@ use crate::services::tls::TlsMaterials;
 
 mod formation;
 mod kv_router;
+mod meta;
 mod placement;
 mod quiescence;
 mod replicas;
@@ -261,6 +263,8 @@ pub struct NodeCore {
     cursors: scan_router::ScanCursors,
     /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
     lease_reads: AtomicUsize,
+    /// Routing records this node found current in range 1 (see [`meta`]).
+    meta_seen: meta::MetaSeen,
 }
 
 /// How long this node's own measured status is reused when asked for the node list: the
@@ -459,6 +463,7 @@ impl NodeCore {
             own_status: Default::default(),
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
+            meta_seen: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;

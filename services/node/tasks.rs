@@ -1,5 +1,6 @@
 //! The background loops of an active node: lease history, persisted status, registration
-//! in the node registry, and the leaseholder's maintenance (size-based splits).
+//! in the node registry, and the leaseholder's maintenance (placement, the routing copy of its
+//! ranges' descriptors, size-based splits).
 
 use super::*;
 
@@ -136,6 +137,9 @@ impl NodeCore {
             Ok(moved) if moved => return true,
             Ok(_) => {}
             Err(err) => tracing::warn!(group = group.group, error = %err, "replica placement"),
+        }
+        if let Err(err) = self.keep_meta_current(active, group).await {
+            tracing::debug!(group = group.group, error = %err, "keeping the routing copy current");
         }
         if group.group == raft_mod::SYSTEM_GROUP
             && let Err(err) = self.delete_pending_spans().await
