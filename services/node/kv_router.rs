@@ -54,7 +54,8 @@ impl NodeCore {
         if forwarded {
             return self.kv_local(&active, ops).await;
         }
-        if !ops.iter().any(Op::is_write) && matches!(active.state.group_of_ops(&ops), Err(Error::Unsupported(_))) {
+        if !ops.iter().any(Op::is_write) && matches!(self.route_group(&active, &ops).await, Err(Error::Unsupported(_)))
+        {
             return self.read_across_groups(&active, ops).await;
         }
         kv::retry_batch(&ops, || self.kv_route(&active, ops.clone())).await
@@ -72,7 +73,7 @@ impl NodeCore {
                 continue;
             };
             let mut rows = Vec::new();
-            let pieces = active.state.with_shared(|shared| shared.groups.pieces(&start, &end))?;
+            let pieces = self.pieces(active, &start, &end).await?;
             for (_, piece) in pieces {
                 let wanted = if limit == 0 { 0 } else { limit - rows.len() as u32 };
                 let part = vec![Op::Scan { start: piece.start, end: piece.end, limit: wanted }];
@@ -95,17 +96,38 @@ impl NodeCore {
     }
 
     pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        let hint = match self.kv_local(active, ops.clone()).await {
-            Err(Error::NotLeaseholder { leader }) => leader.filter(|id| *id != active.node_id),
-            other => return other,
+        let group = self.route_group(active, &ops).await?;
+        let hint = if active.holds(group) {
+            match self.kv_local(active, ops.clone()).await {
+                Err(Error::NotLeaseholder { leader }) => leader.filter(|id| *id != active.node_id),
+                other => return other,
+            }
+        } else {
+            None
         };
+        self.on_leaseholder(active, group, hint, |to| self.forward_batch(active, to, ops.clone())).await
+    }
+
+    /// Runs `call` on another node for `group`'s leaseholder: on `hint` if given, otherwise on
+    /// a member picked at random, which serves it if it leads or names the leader. An election
+    /// may be under way, or this node may hold no replica (or one the group removed, whose
+    /// view is frozen), and the node asked may itself be out of date as leases move: a few
+    /// hops follow the leaders each one names.
+    pub(super) async fn on_leaseholder<T, F, Fut>(
+        &self,
+        active: &Active,
+        group: u64,
+        hint: Option<NodeId>,
+        call: F,
+    ) -> Result<T>
+    where
+        F: Fn(NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut target = match hint {
             Some(leader) => leader,
-            // This node does not know the leader: an election is under way, or the group
-            // removed this node and it hears no more. Another member runs the batch if it
-            // leads, or names the leader.
             None => {
-                let members = self.member_ids(active, active.state.group_of_ops(&ops)?);
+                let members = self.group_members(active, group).await?;
                 let others: Vec<NodeId> = members.into_iter().filter(|id| *id != active.node_id).collect();
                 match others.get(rand::random_range(0..others.len().max(1))) {
                     Some(&member) => member,
@@ -113,10 +135,8 @@ impl NodeCore {
                 }
             }
         };
-        // The node asked may itself be out of date (a removed node's view of its group is
-        // frozen, and leases move): a few hops follow the leaders each one names.
         for _ in 0..FORWARD_HOPS {
-            match self.forward_batch(active, target, ops.clone()).await {
+            match call(target).await {
                 Err(Error::NotLeaseholder { leader: Some(next) }) if next != active.node_id && next != target => {
                     target = next;
                 }
@@ -142,7 +162,16 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
-        let group = active.routed_replica(active.state.group_of_ops(&ops)?)?;
+        // A batch forwarded here by a node whose routing copy was out of date: the sender looks
+        // again (nothing was proposed).
+        let group = match active.state.group_of_ops(&ops) {
+            Ok(group) if active.holds(group) => group,
+            Err(Error::Unavailable(_)) | Ok(_) => {
+                return Err(Error::RangeKeyMismatch("this node holds no replica of the batch's range".into()));
+            }
+            Err(err) => return Err(err),
+        };
+        let group = active.routed_replica(group)?;
         if ops.iter().any(Op::is_write) {
             group.wake();
             let reply =
@@ -261,13 +290,38 @@ impl NodeCore {
         // by a split that then fails or turns out a no-op is never used.
         let allocated = self.kv_batch(vec![Op::Increment { key: keys::RANGE_ID_ALLOCATOR.to_vec(), delta: 1 }], false);
         let right_range_id = allocated.await?[0].new_value as u64;
+        let forward = |to: NodeId| {
+            let split_key = split_key.clone();
+            let active = &active;
+            async move {
+                let addr = self.member_addr(active, to).ok_or(Error::NotLeaseholder { leader: None })?;
+                let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
+                let reply = client
+                    .admin_split(pb::AdminSplitRequest { split_key: split_key.into(), forwarded: true })
+                    .await?
+                    .into_inner();
+                Ok((reply.left_range_id, reply.right_range_id))
+            }
+        };
         let attempt = || async {
             // Looked up on every attempt: a split just applied may have moved the key to a
             // group still starting here.
-            let group = active.state.with_shared(|shared| shared.groups.of_key(&split_key));
-            let group = active.routed_replica(
-                group.ok_or_else(|| Error::Unavailable("no Raft group here holds the split key".into()))?,
-            )?;
+            let key_op = [Op::Get { key: split_key.clone() }];
+            let group = if forwarded {
+                active
+                    .state
+                    .group_of_ops(&key_op)
+                    .map_err(|_| Error::RangeKeyMismatch("this node holds no replica of the range to split".into()))?
+            } else {
+                self.route_group(&active, &key_op).await?
+            };
+            if !active.holds(group) {
+                if forwarded {
+                    return Err(Error::RangeKeyMismatch("this node holds no replica of the range to split".into()));
+                }
+                return self.on_leaseholder(&active, group, None, forward).await;
+            }
+            let group = active.routed_replica(group)?;
             let command = Command::Split { split_key: split_key.clone(), right_range_id };
             group.wake();
             let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(command))
@@ -278,17 +332,9 @@ impl NodeCore {
                     CommandResponse::Split(result) => result,
                     other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
                 },
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) if !forwarded => {
-                    let addr = forward
-                        .leader_id
-                        .and_then(|id| self.member_addr(&active, id))
-                        .ok_or(Error::NotLeaseholder { leader: forward.leader_id })?;
-                    let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?);
-                    let reply = client
-                        .admin_split(pb::AdminSplitRequest { split_key: split_key.clone().into(), forwarded: true })
-                        .await?
-                        .into_inner();
-                    Ok((reply.left_range_id, reply.right_range_id))
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward_to))) if !forwarded => {
+                    let hint = forward_to.leader_id.filter(|id| *id != active.node_id);
+                    self.on_leaseholder(&active, group.group, hint, forward).await
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     Err(Error::NotLeaseholder { leader: forward.leader_id })
@@ -308,7 +354,10 @@ impl NodeCore {
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 Ok((left, right)) => {
-                    wait_for_leader(&active, right).await;
+                    // The new group starts on the left group's replicas.
+                    if active.holds(left) {
+                        wait_for_leader(&active, right).await;
+                    }
                     return Ok((left, right));
                 }
                 other => return other,

@@ -5,6 +5,8 @@
 //! between the group that splits and range 1.
 
 use super::*;
+use crate::services::raft::groups::GroupIndex;
+use crate::services::raft::state_machine::Span;
 use crate::services::ranges::{MetaRecord, RangeDescriptor};
 
 /// How long a record this node has seen in range 1 is trusted before it is read again: a
@@ -15,6 +17,47 @@ const META_RECHECK: Duration = Duration::from_secs(30);
 /// The records this node last found current in range 1, by range id, with when it checked.
 pub(super) type MetaSeen = std::sync::Mutex<HashMap<u64, (MetaRecord, Instant)>>;
 
+/// Where the routing copy places each Raft group: what routes a request whose keys lie in a
+/// group this node holds no replica of.
+#[derive(Debug, Default)]
+pub(super) struct MetaRoutes {
+    /// Each group's span: the ranges recorded for it, end to end.
+    pub(super) index: GroupIndex,
+    /// Each group's members, voters first.
+    members: HashMap<u64, Vec<NodeId>>,
+}
+
+impl MetaRoutes {
+    fn from_records(records: &[MetaRecord]) -> MetaRoutes {
+        let mut spans: BTreeMap<u64, Span> = BTreeMap::new();
+        let mut members = HashMap::new();
+        for record in records {
+            let desc = &record.descriptor;
+            let span = spans
+                .entry(record.group)
+                .or_insert_with(|| Span { start: desc.start_key.clone(), end: desc.end_key.clone() });
+            if desc.start_key < span.start {
+                span.start = desc.start_key.clone();
+            }
+            if desc.end_key.is_empty() || (!span.end.is_empty() && desc.end_key > span.end) {
+                span.end = desc.end_key.clone();
+            }
+            members.insert(record.group, record.voters.iter().chain(&record.learners).copied().collect());
+        }
+        let mut index = GroupIndex::default();
+        spans.into_iter().for_each(|(group, span)| index.insert(group, span));
+        MetaRoutes { index, members }
+    }
+
+    /// The members of `group` the routing copy records (none if it records no such group).
+    pub(super) fn members(&self, group: u64) -> Vec<NodeId> {
+        self.members.get(&group).cloned().unwrap_or_default()
+    }
+}
+
+/// The routing copy as last read, with the store's `meta_version` then.
+pub(super) type MetaRoutesCache = std::sync::Mutex<Option<(u64, Arc<MetaRoutes>)>>;
+
 impl NodeCore {
     /// As `group`'s leader: writes the record of each of its ranges whose copy in range 1 is
     /// missing, older or different.
@@ -23,9 +66,15 @@ impl NodeCore {
             let metrics = group.raft.metrics();
             let metrics = metrics.borrow_watched();
             let config = &metrics.membership_config;
+            let membership_index = config.log_id().as_ref().map_or(0, |id| id.index);
+            // Only a configuration the group has committed: a node may give up its replica
+            // on the record's word, and an uncommitted one may still be undone.
+            if metrics.last_applied.as_ref().is_none_or(|applied| applied.index < membership_index) {
+                return Ok(());
+            }
             let voters: Vec<NodeId> = config.membership().voter_ids().collect();
             let learners: Vec<NodeId> = config.membership().learner_ids().collect();
-            (voters, learners, config.log_id().as_ref().map_or(0, |id| id.index))
+            (voters, learners, membership_index)
         };
         let descriptors: Vec<RangeDescriptor> = active.state.with_shared(|shared| {
             (shared.ranges.iter())
@@ -80,5 +129,61 @@ impl NodeCore {
         Ok((rows.into_iter().flat_map(|r| r.rows))
             .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
             .collect())
+    }
+
+    /// The routing copy as this node's range 1 holds it now, read again only when it changed.
+    pub(super) async fn meta_routes(&self, active: &Active) -> Result<Arc<MetaRoutes>> {
+        let version = active.state.with_shared(|shared| shared.meta_version);
+        let cached = self.meta_routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((seen, routes)) = cached
+            && seen == version
+        {
+            return Ok(routes);
+        }
+        let routes = Arc::new(MetaRoutes::from_records(&self.meta_records().await?));
+        *self.meta_routes.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, routes.clone()));
+        Ok(routes)
+    }
+
+    /// The group that runs `ops`: by this node's own replicas where it holds the group, by the
+    /// routing copy otherwise (or where its replica was removed from the group).
+    pub(super) async fn route_group(&self, active: &Active, ops: &[Op]) -> Result<u64> {
+        let local = active.state.group_of_ops(ops);
+        match local {
+            Ok(group) if active.holds(group) => return Ok(group),
+            Err(Error::Unavailable(_)) | Ok(_) => {}
+            Err(err) => return Err(err),
+        }
+        match (self.meta_routes(active).await?.index.of_ops(ops), local) {
+            // The copy does not know the keys yet (a node that has just joined has not applied
+            // range 1): its own replica, not yet a member, may still name the leader.
+            (Err(Error::Unavailable(_)), Ok(group)) => Ok(group),
+            (routed, _) => routed,
+        }
+    }
+
+    /// `[start, end)` cut where groups meet, each part with its group (see
+    /// [`GroupIndex::pieces`]): by this node's own replica where it holds the group, by the
+    /// routing copy otherwise.
+    pub(super) async fn pieces(&self, active: &Active, start: &[u8], end: &[u8]) -> Result<Vec<(u64, Span)>> {
+        let routes = self.meta_routes(active).await?;
+        let groups = routes.index.ids().len() + active.replicas.all().len();
+        raft_mod::groups::cut(start, end, groups, |from, end| {
+            let local = active.state.with_shared(|shared| shared.groups.first_piece(from, end));
+            match local {
+                Ok((group, piece)) if active.holds(group) => Ok((group, piece)),
+                _ => routes.index.first_piece(from, end),
+            }
+        })
+    }
+
+    /// The members of `group` to ask for its leaseholder: this node's view where it holds a
+    /// replica, the routing copy's otherwise.
+    pub(super) async fn group_members(&self, active: &Active, group: u64) -> Result<Vec<NodeId>> {
+        if active.holds(group) {
+            return Ok(self.member_ids(active, group));
+        }
+        let recorded = self.meta_routes(active).await?.members(group);
+        Ok(if recorded.is_empty() { self.member_ids(active, group) } else { recorded })
     }
 }

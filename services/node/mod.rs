@@ -217,6 +217,16 @@ impl Active {
         self.replicas.get(group).ok_or(Error::NotLeaseholder { leader: None })
     }
 
+    /// Whether this node holds a replica of `group` that is a member of it: not one the
+    /// group removed, nor one started empty for a leader that has not yet sent it the group.
+    pub fn holds(&self, group: u64) -> bool {
+        self.replicas.get(group).is_some_and(|replica| {
+            let metrics = replica.raft.metrics();
+            let member = metrics.borrow_watched().membership_config.membership().get_node(&self.node_id).is_some();
+            member && !replica.is_removed()
+        })
+    }
+
     /// The ranges this node's copy of `group` holds, by the node-wide index.
     pub fn range_count(&self, group: u64) -> usize {
         self.state.with_shared(|shared| {
@@ -265,6 +275,8 @@ pub struct NodeCore {
     lease_reads: AtomicUsize,
     /// Routing records this node found current in range 1 (see [`meta`]).
     meta_seen: meta::MetaSeen,
+    /// The routing copy of range 1 as this node last read it.
+    meta_routes: meta::MetaRoutesCache,
 }
 
 /// How long this node's own measured status is reused when asked for the node list: the
@@ -464,6 +476,7 @@ impl NodeCore {
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
             meta_seen: Default::default(),
+            meta_routes: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {
             core.check_foreign_cluster(cluster_id).await?;

@@ -47,12 +47,26 @@ impl NodeCore {
     }
 
     async fn scan_route(&self, active: &Active, request: ScanRequest) -> Result<ScanPage> {
-        match self.scan_open(active, request.clone()).await {
-            Err(Error::NotLeaseholder { leader: Some(leader) }) if leader != active.node_id => {
-                self.scan_forward(active, leader, request).await
+        let (group, _) = self.first_scan_piece(active, &request).await?;
+        let hint = if active.holds(group) {
+            match self.scan_open(active, request.clone()).await {
+                Err(Error::NotLeaseholder { leader }) => leader.filter(|id| *id != active.node_id),
+                other => return other,
             }
-            other => other,
-        }
+        } else {
+            None
+        };
+        self.on_leaseholder(active, group, hint, |to| self.scan_forward(active, to, request.clone())).await
+    }
+
+    /// The group holding the scan's first key, with the part of the scan it holds.
+    async fn first_scan_piece(
+        &self,
+        active: &Active,
+        request: &ScanRequest,
+    ) -> Result<(u64, crate::services::raft::state_machine::Span)> {
+        let pieces = self.pieces(active, &request.start, &request.end).await?;
+        pieces.into_iter().next().ok_or_else(|| Error::Internal("a scan cut into no pieces".into()))
     }
 
     async fn scan_forward(&self, active: &Active, node_id: NodeId, request: ScanRequest) -> Result<ScanPage> {
@@ -79,12 +93,11 @@ impl NodeCore {
         }
         // A scan crossing groups reads one group's part here; the page then says where the
         // next part starts, without a cursor: another group's leaseholder serves it.
-        let (group_id, piece) = active
-            .state
-            .with_shared(|shared| shared.groups.pieces(&request.start, &request.end))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Internal("a scan cut into no pieces".into()))?;
+        let (group_id, piece) = self.first_scan_piece(active, &request).await?;
+        if !active.holds(group_id) {
+            // Forwarded here by a node whose routing copy was out of date: it looks again.
+            return Err(Error::RangeKeyMismatch("this node holds no replica of the scan's range".into()));
+        }
         let group = active.routed_replica(group_id)?;
         // The test-only switch skips the lease, as for batches (see `kv_local`).
         if !self.config.testing_stale_follower_reads {

@@ -49,26 +49,22 @@ impl GroupIndex {
     /// (end at or before start) is one empty piece in its start's group. Fails when a part
     /// of it is held by no group this node knows.
     pub fn pieces(&self, start: &[u8], end: &[u8]) -> Result<Vec<(u64, Span)>> {
-        let unknown =
-            |key: &[u8]| Error::Unavailable(format!("no Raft group on this node holds key {}", keys::pretty(key)));
+        cut(start, end, self.by_start.len(), |from, end| self.first_piece(from, end))
+    }
+
+    /// The first of [`GroupIndex::pieces`]: the group holding `start`, with the part of
+    /// `[start, end)` it holds.
+    pub fn first_piece(&self, start: &[u8], end: &[u8]) -> Result<(u64, Span)> {
+        let group = self.of_key(start).ok_or_else(|| {
+            Error::Unavailable(format!("no Raft group on this node holds key {}", keys::pretty(start)))
+        })?;
         if !end.is_empty() && end <= start {
-            let group = self.of_key(start).ok_or_else(|| unknown(start))?;
-            return Ok(vec![(group, Span { start: start.to_vec(), end: end.to_vec() })]);
+            return Ok((group, Span { start: start.to_vec(), end: end.to_vec() }));
         }
-        let mut pieces = Vec::new();
-        let mut from = start.to_vec();
-        // Each step moves `from` to the end of a distinct group's span: bounded by their count.
-        for _ in 0..=self.by_start.len() {
-            let group = self.of_key(&from).ok_or_else(|| unknown(&from))?;
-            let group_end = &self.by_start.values().find(|(_, id)| *id == group).expect("group just found").0.end;
-            let piece_end_is_end = group_end.is_empty() || (!end.is_empty() && end <= group_end.as_slice());
-            let piece_end = if piece_end_is_end { end.to_vec() } else { group_end.clone() };
-            pieces.push((group, Span { start: std::mem::replace(&mut from, piece_end.clone()), end: piece_end }));
-            if piece_end_is_end {
-                return Ok(pieces);
-            }
-        }
-        Err(Error::Internal("the Raft groups' spans do not advance".into()))
+        let group_end = &self.span(group).expect("group just found").end;
+        let piece_end_is_end = group_end.is_empty() || (!end.is_empty() && end <= group_end.as_slice());
+        let piece_end = if piece_end_is_end { end.to_vec() } else { group_end.clone() };
+        Ok((group, Span { start: start.to_vec(), end: piece_end }))
     }
 
     /// The one group that runs `ops`: the one holding every key they touch. A batch touching
@@ -98,6 +94,29 @@ impl GroupIndex {
         }
         group.or_else(|| self.of_key(b"")).ok_or_else(|| Error::Unavailable("this node holds no Raft group".into()))
     }
+}
+
+/// `[start, end)` cut into the pieces `first_piece` names one after another (each the group
+/// holding a key with the part of `[key, end)` it holds), over at most `groups` groups.
+pub fn cut(
+    start: &[u8],
+    end: &[u8],
+    groups: usize,
+    mut first_piece: impl FnMut(&[u8], &[u8]) -> Result<(u64, Span)>,
+) -> Result<Vec<(u64, Span)>> {
+    let mut pieces = Vec::new();
+    let mut from = start.to_vec();
+    // Each step moves `from` to the end of a distinct group's span: bounded by their count.
+    for _ in 0..=groups {
+        let (group, piece) = first_piece(&from, end)?;
+        let last = piece.end == end || piece.end.is_empty();
+        from = piece.end.clone();
+        pieces.push((group, piece));
+        if last {
+            return Ok(pieces);
+        }
+    }
+    Err(Error::Internal("the Raft groups' spans do not advance".into()))
 }
 
 /// Whether every key `ops` touch lies in `span`: what a group checks before it applies or

@@ -59,6 +59,8 @@ pub struct SmShared {
     pub sizes: HashMap<u64, RangeSize>,
     /// Bumped by every applied write to the SQL catalog (see [`keys::CATALOG_PREFIXES`]).
     pub catalog_version: u64,
+    /// Bumped by every applied write to range 1's routing copy ([`keys::META_PREFIX`]).
+    pub meta_version: u64,
     /// The span of each group this node holds.
     pub groups: GroupIndex,
 }
@@ -243,6 +245,9 @@ fn put_tracked(
     };
     if keys::CATALOG_PREFIXES.iter().any(|prefix| key.starts_with(prefix)) {
         shared.catalog_version += 1;
+    }
+    if key.starts_with(keys::META_PREFIX) {
+        shared.meta_version += 1;
     }
     if let Some(range_id) = shared.ranges.lookup(key).map(|d| d.range_id) {
         let size = shared.sizes.entry(range_id).or_default();

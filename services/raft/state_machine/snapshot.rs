@@ -124,9 +124,10 @@ impl StateMachine {
         Self::install_span(db, group, meta, bytes)?;
         let mut reloaded = StateStore::load_shared(db)?;
         let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The catalog may have changed in any way: a version never seen before makes every
-        // cached catalog reload.
+        // The catalog and the routing copy may have changed in any way: a version never seen
+        // before makes every cached copy reload.
         reloaded.catalog_version = shared.catalog_version + 1;
+        reloaded.meta_version = shared.meta_version + 1;
         *shared = reloaded;
         Ok(())
     }
