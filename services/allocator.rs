@@ -8,9 +8,13 @@
 //! 2. a voter on a DEAD or decommissioning node is replaced: a LIVE learner is promoted, then
 //!    the voter removed (never removed first: that would shrink the quorum's margin);
 //! 3. a learner on a decommissioning node is removed;
-//! 4. fewer than [`MAX_VOTERS`] voters: a LIVE learner is promoted;
-//! 5. a LIVE, active node that is not a member joins as a learner: a node that joined the
-//!    cluster after the group was created (by a split) learns of the group this way;
+//! 4. range 1's group ([`Spread::EveryNode`]): fewer than [`MAX_VOTERS`] voters promote a LIVE
+//!    learner, and every LIVE, active node that is not a member joins as a learner;
+//! 5. any other group ([`Spread::Three`]): a learner on a DEAD or leaving node goes, a LIVE
+//!    learner is promoted, a fourth voter on the fullest node (by replica count) is removed
+//!    (after the lease moves off it), fewer than three voters that stay add a learner on the
+//!    emptiest LIVE node, and otherwise a replica moves from the group's fullest member to the
+//!    emptiest node outside it when their counts differ by two or more;
 //! 6. with nothing else to do, a leader holding two or more leases more than another LIVE
 //!    voter of the group hands it this group's lease ([`lease_target`]).
 //!
@@ -58,6 +62,20 @@ pub enum Change {
     AddLearner(NodeId),
 }
 
+/// Where a group's replicas go.
+#[derive(Debug, Clone, Copy)]
+pub enum Spread<'a> {
+    /// On every LIVE, active node: [`MAX_VOTERS`] voters and learners on the rest (range 1,
+    /// which every node reads locally: the node registry, the routing copy, the catalog).
+    EveryNode,
+    /// [`MAX_VOTERS`] voters on distinct nodes, placed and rebalanced by how many replicas
+    /// each node holds (`replicas`; a node missing holds none).
+    Three {
+        /// Replicas per node across the cluster.
+        replicas: &'a BTreeMap<NodeId, usize>,
+    },
+}
+
 /// The next change for a group led by `leader`; `None` when the group is where it should be.
 /// A node missing from `nodes` is treated as LIVE and active (it has just joined and gossip
 /// has not reached it yet).
@@ -66,6 +84,7 @@ pub fn next_change(
     voters: &BTreeSet<NodeId>,
     learners: &BTreeSet<NodeId>,
     nodes: &BTreeMap<NodeId, NodeState>,
+    spread: Spread<'_>,
 ) -> Option<Change> {
     let state = |id: &NodeId| {
         nodes.get(id).copied().unwrap_or(NodeState { liveness: Liveness::Live, membership: NodeMembership::Active })
@@ -94,17 +113,50 @@ pub fn next_change(
             return Some(Change::RemoveVoter(outgoing));
         }
     }
-    if let Some(learner) = learners.iter().copied().find(|id| state(id).must_leave()) {
+    let Spread::Three { replicas } = spread else {
+        if let Some(learner) = learners.iter().copied().find(|id| state(id).must_leave()) {
+            return Some(Change::RemoveLearner(learner));
+        }
+        if voters.len() < MAX_VOTERS
+            && let Some(spare) = spare
+        {
+            return Some(Change::Promote(spare));
+        }
+        return (nodes.iter())
+            .find(|(id, state)| state.may_vote() && !voters.contains(id) && !learners.contains(id))
+            .map(|(id, _)| Change::AddLearner(*id));
+    };
+    // A learner here is on its way to a vote; one that cannot get there goes.
+    if let Some(learner) = learners.iter().copied().find(|id| leaving(id)) {
         return Some(Change::RemoveLearner(learner));
     }
-    if voters.len() < MAX_VOTERS
-        && let Some(spare) = spare
+    if let Some(spare) = spare
+        && voters.len() <= MAX_VOTERS
     {
         return Some(Change::Promote(spare));
     }
-    (nodes.iter())
-        .find(|(id, state)| state.may_vote() && !voters.contains(id) && !learners.contains(id))
-        .map(|(id, _)| Change::AddLearner(*id))
+    let count = |id: &NodeId| replicas.get(id).copied().unwrap_or(0);
+    // One voter too many (a replacement or a move half done): the one on the fullest node
+    // goes, after handing over the lease if it holds it.
+    if staying_voters.len() > MAX_VOTERS {
+        let fullest = staying_voters.iter().copied().max_by_key(|id| (count(id), *id))?;
+        if fullest != leader {
+            return Some(Change::RemoveVoter(fullest));
+        }
+        let to = staying_voters.iter().copied().find(|id| *id != leader && state(id).liveness == Liveness::Live);
+        return to.map(Change::TransferLeader);
+    }
+    let emptiest = (nodes.iter())
+        .filter(|(id, state)| state.may_vote() && !voters.contains(id) && !learners.contains(id))
+        .map(|(id, _)| *id)
+        .min_by_key(|id| (count(id), *id))?;
+    if staying_voters.len() < MAX_VOTERS {
+        return Some(Change::AddLearner(emptiest));
+    }
+    // Rebalancing: a replica moves from the group's fullest node to the emptiest node outside
+    // it when that evens the counts (a difference of one would only swap which node has more).
+    let fullest = staying_voters.iter().copied().max_by_key(|id| (count(id), *id))?;
+    (count(&fullest) >= count(&emptiest) + 2).then_some(Change::AddLearner(emptiest))
 }
 
 /// The voter `leader` should hand this group's lease to so that leases even out: the LIVE,
@@ -189,7 +241,7 @@ mod tests {
     #[test]
     fn a_healthy_group_stays() {
         let all = (1..=5).map(|id| (id, live())).collect();
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &all), None);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &all, Spread::EveryNode), None);
     }
 
     #[test]
@@ -202,10 +254,16 @@ mod tests {
             (5, Liveness::Live, NodeMembership::Active),
         ]);
         // The dead learner 4 is not a candidate; the live one is.
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &states), Some(Change::Promote(5)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &states, Spread::EveryNode),
+            Some(Change::Promote(5))
+        );
         // Once promoted, the dead voter goes.
-        assert_eq!(next_change(1, &ids(&[1, 2, 3, 5]), &ids(&[4]), &states), Some(Change::RemoveVoter(3)));
-        assert_eq!(next_change(1, &ids(&[1, 2, 5]), &ids(&[4]), &states), None);
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3, 5]), &ids(&[4]), &states, Spread::EveryNode),
+            Some(Change::RemoveVoter(3))
+        );
+        assert_eq!(next_change(1, &ids(&[1, 2, 5]), &ids(&[4]), &states, Spread::EveryNode), None);
     }
 
     #[test]
@@ -215,26 +273,35 @@ mod tests {
             (2, Liveness::Unavailable, NodeMembership::Active),
             (3, Liveness::Dead, NodeMembership::Active),
         ]);
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), None);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states, Spread::EveryNode), None);
     }
 
     #[test]
     fn decommissioning_a_voter_promotes_then_removes_and_a_learner_is_removed() {
         let mut states: BTreeMap<NodeId, NodeState> = (1..=5).map(|id| (id, live())).collect();
         states.get_mut(&3).unwrap().membership = NodeMembership::Decommissioning;
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &states), Some(Change::Promote(4)));
-        assert_eq!(next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[5]), &states), Some(Change::RemoveVoter(3)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[4, 5]), &states, Spread::EveryNode),
+            Some(Change::Promote(4))
+        );
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[5]), &states, Spread::EveryNode),
+            Some(Change::RemoveVoter(3))
+        );
         states.get_mut(&5).unwrap().membership = NodeMembership::Decommissioning;
-        assert_eq!(next_change(1, &ids(&[1, 2, 4]), &ids(&[5]), &states), Some(Change::RemoveLearner(5)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 4]), &ids(&[5]), &states, Spread::EveryNode),
+            Some(Change::RemoveLearner(5))
+        );
     }
 
     #[test]
     fn a_decommissioning_voter_without_a_replacement_waits() {
         let mut states: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
         states.get_mut(&2).unwrap().membership = NodeMembership::Decommissioning;
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), None);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states, Spread::EveryNode), None);
         // With fewer nodes than MAX_VOTERS to begin with, it can go.
-        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &states), Some(Change::RemoveVoter(2)));
+        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &states, Spread::EveryNode), Some(Change::RemoveVoter(2)));
     }
 
     #[test]
@@ -242,7 +309,47 @@ mod tests {
         let mut states: BTreeMap<NodeId, NodeState> = (1..=4).map(|id| (id, live())).collect();
         states.get_mut(&1).unwrap().membership = NodeMembership::Decommissioning;
         states.get_mut(&2).unwrap().liveness = Liveness::Unavailable;
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &states), Some(Change::TransferLeader(3)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &states, Spread::EveryNode),
+            Some(Change::TransferLeader(3))
+        );
+    }
+
+    #[test]
+    fn a_three_replica_group_fills_up_on_the_emptiest_nodes_and_rebalances_by_count() {
+        let all: BTreeMap<NodeId, NodeState> = (1..=4).map(|id| (id, live())).collect();
+        let counts = |list: &[(NodeId, usize)]| list.iter().copied().collect::<BTreeMap<_, _>>();
+        let three = |replicas| Spread::Three { replicas };
+        let even = counts(&[(1, 5), (2, 5), (3, 2), (4, 0)]);
+        // Too few voters: a learner on the emptiest node outside the group, then promoted.
+        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &all, three(&even)), Some(Change::AddLearner(4)));
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &all, three(&even)), Some(Change::Promote(4)));
+        // Four voters: the one on the fullest node goes, after the lease if it is the leader's.
+        let moved = counts(&[(1, 6), (2, 5), (3, 5), (4, 1)]);
+        assert_eq!(next_change(2, &ids(&[1, 2, 3, 4]), &ids(&[]), &all, three(&moved)), Some(Change::RemoveVoter(1)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[]), &all, three(&moved)),
+            Some(Change::TransferLeader(2))
+        );
+        // Rebalancing: two apart moves a replica, one apart does not.
+        let uneven = counts(&[(1, 6), (2, 5), (3, 5), (4, 4)]);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &all, three(&uneven)), Some(Change::AddLearner(4)));
+        let close = counts(&[(1, 5), (2, 5), (3, 5), (4, 4)]);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &all, three(&close)), None);
+        // Only three nodes: nothing to add, nothing to move.
+        let small: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &small, three(&uneven)), None);
+        // A learner on a dead node goes; a dead voter is replaced through a new learner.
+        let dead = nodes(&[(4, Liveness::Dead, NodeMembership::Active)]);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &dead, three(&even)), Some(Change::RemoveLearner(4)));
+        let mut one_dead = all.clone();
+        one_dead.insert(3, NodeState { liveness: Liveness::Dead, membership: NodeMembership::Active });
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &one_dead, three(&even)), Some(Change::AddLearner(4)));
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &one_dead, three(&even)), Some(Change::Promote(4)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[]), &one_dead, three(&even)),
+            Some(Change::RemoveVoter(3))
+        );
     }
 
     #[test]
@@ -250,18 +357,24 @@ mod tests {
         let mut states: BTreeMap<NodeId, NodeState> = (1..=5).map(|id| (id, live())).collect();
         states.get_mut(&4).unwrap().liveness = Liveness::Dead;
         states.get_mut(&5).unwrap().membership = NodeMembership::Decommissioning;
-        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &states), Some(Change::AddLearner(3)));
+        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &states, Spread::EveryNode), Some(Change::AddLearner(3)));
         // Neither a dead node nor one being decommissioned is added.
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), None);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states, Spread::EveryNode), None);
         states.get_mut(&4).unwrap().liveness = Liveness::Live;
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states), Some(Change::AddLearner(4)));
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &states, Spread::EveryNode),
+            Some(Change::AddLearner(4))
+        );
     }
 
     #[test]
     fn too_few_voters_promote_a_live_active_learner() {
         let mut states: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
         states.get_mut(&2).unwrap().membership = NodeMembership::Decommissioned;
-        assert_eq!(next_change(1, &ids(&[1]), &ids(&[2, 3]), &states), Some(Change::RemoveLearner(2)));
-        assert_eq!(next_change(1, &ids(&[1]), &ids(&[3]), &states), Some(Change::Promote(3)));
+        assert_eq!(
+            next_change(1, &ids(&[1]), &ids(&[2, 3]), &states, Spread::EveryNode),
+            Some(Change::RemoveLearner(2))
+        );
+        assert_eq!(next_change(1, &ids(&[1]), &ids(&[3]), &states, Spread::EveryNode), Some(Change::Promote(3)));
     }
 }

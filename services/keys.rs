@@ -2,13 +2,13 @@
 //!
 //! | prefix | holds | range |
 //! |---|---|---|
-//! | `0x02 "range/" <id:u64 BE>` | reserved for the routing copy of range descriptors (`/Meta/range/<id>`); the authoritative descriptors are kept by each Raft group's state machine | range 1 |
+//! | `0x02 "range/" <id:u64 BE>` | the routing copy of range descriptors and members (`/Meta/range/<id>`, JSON `MetaRecord`); the authoritative descriptors are kept by each Raft group's state machine | range 1 |
 //! | `0x04 <name>` | system data: cluster id, ID allocators, node registry, users, web sessions | range 1 |
 //! | `0x05 ..` | user data: raw KV keys and table rows | range 2 and the ranges split from it |
 //!
 //! Range 1 spans `["", 0x05)` and never splits; range 2 starts at [`USER_SPACE_START`].
 
-/// Prefix of range descriptor keys (pretty-printed; the routing copy is not written yet).
+/// Prefix of the routing copy's records, one per range ([`crate::services::ranges::MetaRecord`]).
 pub const META_PREFIX: &[u8] = b"\x02range/";
 /// Prefix of all system keys.
 pub const SYSTEM_PREFIX: &[u8] = b"\x04";

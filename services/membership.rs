@@ -31,6 +31,7 @@ pub const DEFAULT_TIME_UNTIL_DEAD: Duration = Duration::from_secs(300);
 
 const DESCRIPTOR_KEY: &str = "descriptor";
 const DRAINING_KEY: &str = "draining";
+const LEASES_KEY: &str = "leases";
 
 /// A node's liveness, with CockroachDB's `NodeLivenessStatus` numbering (which
 /// `pb::Liveness` shares, so `as i32` is the wire value).
@@ -177,6 +178,8 @@ pub struct GossipPeer {
     pub heard_from: bool,
     /// Whether it says it is draining.
     pub draining: bool,
+    /// How many Raft groups it says it leads (its leases), if it has said.
+    pub leases: Option<usize>,
     /// When this node last heard from it (wall clock), if ever.
     pub last_seen: Option<SystemTime>,
     /// How long since it was last heard from (or since this node started).
@@ -258,6 +261,12 @@ impl Membership {
         chitchat.lock().await.self_node_state().set(DRAINING_KEY, "true");
     }
 
+    /// Announces how many Raft groups this node leads, which the nodes even out.
+    pub async fn set_leases(&self, leases: usize) {
+        let chitchat = self.handle.chitchat();
+        chitchat.lock().await.self_node_state().set(LEASES_KEY, leases.to_string());
+    }
+
     /// Every node gossip knows of, by node id. A node that restarted appears once, with its
     /// newest generation.
     pub async fn peers(&self) -> HashMap<u64, GossipPeer> {
@@ -287,7 +296,9 @@ impl Membership {
                 .and_then(|s| s.get(DESCRIPTOR_KEY))
                 .and_then(|text| serde_json::from_str::<NodeDescriptor>(text).ok());
             let draining = state.and_then(|s| s.get(DRAINING_KEY)) == Some("true");
-            peers.insert(node_id, self.peer(node_id, descriptor, heard_from, draining, &seen));
+            let mut peer = self.peer(node_id, descriptor, heard_from, draining, &seen);
+            peer.leases = state.and_then(|s| s.get(LEASES_KEY)).and_then(|text| text.parse().ok());
+            peers.insert(node_id, peer);
         }
         peers
     }
@@ -304,7 +315,7 @@ impl Membership {
             Some((instant, wall)) => (instant.elapsed(), Some(*wall)),
             None => (self.started.elapsed(), None),
         };
-        GossipPeer { descriptor, heard_from, draining, last_seen, since_last_seen }
+        GossipPeer { descriptor, heard_from, draining, leases: None, last_seen, since_last_seen }
     }
 
     /// A peer gossip has never heard of (known only from the registry).

@@ -32,7 +32,9 @@ impl NodeCore {
         if groups.iter().any(|group| group.is_removed()) {
             return Some("node is decommissioned".into());
         }
-        for group in groups {
+        // Range 1's group, which every node joins, and the other groups this node is a member of.
+        let system = |group: &&Arc<Replica>| group.group == raft_mod::SYSTEM_GROUP;
+        for group in groups.iter().filter(|group| system(group) || active.holds(group.group)) {
             let metrics = group.raft.metrics().borrow_watched().clone();
             if metrics.current_leader.is_none() {
                 return Some(format!("node is not healthy: no Raft leader of group {}", group.group));
@@ -290,6 +292,10 @@ impl NodeCore {
         let Ok(active) = self.active().cloned() else { return };
         let mut backoff = Duration::from_millis(200);
         loop {
+            // Collected as garbage (see `replica_gc`): a later replica of the group has its own loop.
+            if !active.replicas.get(group.group).is_some_and(|current| Arc::ptr_eq(&current, &group)) {
+                return;
+            }
             let membership = group.raft.metrics().borrow_watched().membership_config.clone();
             let is_voter = membership.membership().voter_ids().any(|id| id == active.node_id);
             let is_learner = membership.membership().learner_ids().any(|id| id == active.node_id);
@@ -311,6 +317,11 @@ impl NodeCore {
                     tracing::info!(group = group.group, "this node's replica was removed from its Raft group");
                     group.mark_removed();
                 }
+                tokio::time::sleep(MEMBERSHIP_RECHECK).await;
+                continue;
+            }
+            // Only range 1's group is joined by asking: the allocator places the others.
+            if group.group != raft_mod::SYSTEM_GROUP {
                 tokio::time::sleep(MEMBERSHIP_RECHECK).await;
                 continue;
             }
@@ -357,7 +368,13 @@ impl NodeCore {
         let (created_tx, mut created) = tokio::sync::mpsc::unbounded_channel();
         state.on_group_created(created_tx);
         let replicas = Replicas::default();
-        for layout in raft_mod::groups() {
+        // The node bootstrapping the cluster creates every group. Any other node (and this one
+        // once bootstrapped) holds range 1's group, which every node does, and receives replicas
+        // of the others from their leaders on the nodes the allocator picks; those it held
+        // before a restart are in the store, and those it gave up must not come back.
+        let bootstrapping = self.engine.identity()?.bootstrap_pending;
+        let layouts = raft_mod::groups().into_iter();
+        for layout in layouts.filter(|layout| layout.id == raft_mod::SYSTEM_GROUP || bootstrapping) {
             replicas.insert(Replica::start(&setup, &layout).await?)?;
         }
         // Groups split off since the store began (their state is in the store).

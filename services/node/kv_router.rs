@@ -97,15 +97,35 @@ impl NodeCore {
 
     pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let group = self.route_group(active, &ops).await?;
+        let local = || self.kv_local(active, ops.clone());
+        self.at_leaseholder(active, group, local, |to| self.forward_batch(active, to, ops.clone())).await
+    }
+
+    /// Runs a request for `group` at its leaseholder: `local`ly if this node holds a replica
+    /// and leads, otherwise `forward`ed (see [`NodeCore::on_leaseholder`]) to the leader this
+    /// node's replica names, or to a member.
+    pub(super) async fn at_leaseholder<T, L, LocalFut, F, Fut>(
+        &self,
+        active: &Active,
+        group: u64,
+        local: L,
+        forward: F,
+    ) -> Result<T>
+    where
+        L: FnOnce() -> LocalFut,
+        LocalFut: std::future::Future<Output = Result<T>>,
+        F: Fn(NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let hint = if active.holds(group) {
-            match self.kv_local(active, ops.clone()).await {
+            match local().await {
                 Err(Error::NotLeaseholder { leader }) => leader.filter(|id| *id != active.node_id),
                 other => return other,
             }
         } else {
             None
         };
-        self.on_leaseholder(active, group, hint, |to| self.forward_batch(active, to, ops.clone())).await
+        self.on_leaseholder(active, group, hint, forward).await
     }
 
     /// Runs `call` on another node for `group`'s leaseholder: on `hint` if given, otherwise on

@@ -25,13 +25,20 @@ pub(super) struct MetaRoutes {
     pub(super) index: GroupIndex,
     /// Each group's members, voters first.
     members: HashMap<u64, Vec<NodeId>>,
+    /// The log index of each group's recorded configuration.
+    membership_index: HashMap<u64, u64>,
+    /// How many ranges each group holds.
+    ranges: HashMap<u64, usize>,
 }
 
 impl MetaRoutes {
     fn from_records(records: &[MetaRecord]) -> MetaRoutes {
         let mut spans: BTreeMap<u64, Span> = BTreeMap::new();
         let mut members = HashMap::new();
+        let mut ranges: HashMap<u64, usize> = HashMap::new();
+        let mut membership_index = HashMap::new();
         for record in records {
+            *ranges.entry(record.group).or_default() += 1;
             let desc = &record.descriptor;
             let span = spans
                 .entry(record.group)
@@ -43,10 +50,34 @@ impl MetaRoutes {
                 span.end = desc.end_key.clone();
             }
             members.insert(record.group, record.voters.iter().chain(&record.learners).copied().collect());
+            membership_index.insert(record.group, record.membership_index);
         }
         let mut index = GroupIndex::default();
         spans.into_iter().for_each(|(group, span)| index.insert(group, span));
-        MetaRoutes { index, members }
+        MetaRoutes { index, members, membership_index, ranges }
+    }
+
+    /// How many replicas the routing copy records on each node (one per range and member).
+    pub(super) fn replica_counts(&self) -> BTreeMap<NodeId, usize> {
+        let mut counts = BTreeMap::new();
+        for (group, members) in &self.members {
+            let ranges = self.ranges_of(*group);
+            for id in members {
+                *counts.entry(*id).or_default() += ranges;
+            }
+        }
+        counts
+    }
+
+    /// How many ranges the routing copy records for `group`.
+    pub(super) fn ranges_of(&self, group: u64) -> usize {
+        self.ranges.get(&group).copied().unwrap_or(0)
+    }
+
+    /// The members of `group` the routing copy records and the log index of that
+    /// configuration, if it records the group.
+    pub(super) fn configuration(&self, group: u64) -> Option<(&[NodeId], u64)> {
+        Some((self.members.get(&group)?.as_slice(), *self.membership_index.get(&group)?))
     }
 
     /// The members of `group` the routing copy records (none if it records no such group).
@@ -118,7 +149,7 @@ impl NodeCore {
         Ok(())
     }
 
-    fn meta_seen(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (MetaRecord, Instant)>> {
+    pub(super) fn meta_seen(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (MetaRecord, Instant)>> {
         self.meta_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 

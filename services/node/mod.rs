@@ -14,7 +14,8 @@
 //! This file holds the configuration, the core's state, opening and resuming, drain and stop;
 //! the rest by job: [`formation`] (init, join, membership), [`kv_router`] (batches, read
 //! leases, splits, load attribution), [`scan_router`] (paged scans from one snapshot), [`views`] (status, node list, replicas),
-//! [`meta`] (the routing copy of range descriptors in range 1),
+//! [`meta`] (the routing copy of range descriptors in range 1), [`replica_gc`] (giving up
+//! replicas a group removed),
 //! [`replicas`] (the Raft groups this node holds a replica of) and [`tasks`] (background loops).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -56,6 +57,7 @@ mod kv_router;
 mod meta;
 mod placement;
 mod quiescence;
+mod replica_gc;
 mod replicas;
 mod scan_router;
 mod tasks;

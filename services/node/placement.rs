@@ -10,6 +10,37 @@ use crate::services::allocator::{Change, NodeState};
 /// How long one membership change may take before the next pass tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Makes sure a replica added to `group` is caught up from a snapshot of the group as it is
+/// now, never by replaying older entries: the node may already hold newer rows of keys the
+/// group has split off since (in the groups they went to), or replicas of those groups, and
+/// a replay of the splits and writes would clash with them. So the log is purged up to
+/// everything applied, and the new replica's first message is a snapshot taken after it.
+async fn purge_before_adding(group: &Replica) -> Result<()> {
+    let Some(applied) = group.raft.metrics().borrow_watched().last_applied else { return Ok(()) };
+    let unavailable =
+        |err: &dyn std::fmt::Display| Error::Unavailable(format!("purging the log before a new replica: {err}"));
+    group.raft.trigger().snapshot().await.map_err(|err| unavailable(&err))?;
+    let wait = group.raft.wait(Some(CHANGE_TIMEOUT));
+    let built = |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= applied.index);
+    wait.metrics(built, "a snapshot of everything applied").await.map_err(|err| unavailable(&err))?;
+    group.raft.trigger().purge_log(applied.index).await.map_err(|err| unavailable(&err))?;
+    let wait = group.raft.wait(Some(CHANGE_TIMEOUT));
+    let purged = |m: &openraft::RaftMetrics<TypeConfig>| m.purged.is_some_and(|p| p.index >= applied.index);
+    wait.metrics(purged, "the log purged").await.map_err(|err| unavailable(&err))?;
+    Ok(())
+}
+
+/// What one placement step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placed {
+    /// Nothing was needed (or possible now).
+    Nothing,
+    /// A membership change committed.
+    Changed,
+    /// The lease was handed to another node: this node no longer leads the group.
+    LeaseMoved,
+}
+
 /// One node's decommissioning progress (CockroachDB's `DecommissionStatusResponse.Status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecommissionStatus {
@@ -64,17 +95,24 @@ impl NodeCore {
     }
 
     /// As the group's leader: makes the allocator's next membership change, if any, and
-    /// otherwise (if `may_move_lease`) evens out leases. Returns whether the lease was handed
-    /// away.
-    pub(super) async fn place_replicas(&self, active: &Active, group: &Replica, may_move_lease: bool) -> Result<bool> {
+    /// otherwise (if `may_move_lease`) evens out leases. `replicas` counts each node's replicas across the cluster for the groups spread over
+    /// three nodes; the changes made here update it, so that one pass over many groups does
+    /// not send them all to the same node.
+    pub(super) async fn place_replicas(
+        &self,
+        active: &Active,
+        group: &Replica,
+        may_move_lease: bool,
+        replicas: &mut BTreeMap<NodeId, usize>,
+    ) -> Result<Placed> {
         let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader != Some(active.node_id) {
-            return Ok(false);
+            return Ok(Placed::Nothing);
         }
         let membership = metrics.membership_config.membership();
         // One change at a time: a joint configuration in flight is finished first.
         if membership.get_joint_config().len() > 1 {
-            return Ok(false);
+            return Ok(Placed::Nothing);
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
@@ -83,12 +121,25 @@ impl NodeCore {
         let addr_of =
             |id: NodeId| known.get(&id).and_then(|(_, peer)| peer.descriptor.as_ref()).map(|d| d.address.clone());
         let states: BTreeMap<NodeId, NodeState> = known.iter().map(|(id, (state, _))| (*id, *state)).collect();
-        let change = allocator::next_change(active.node_id, &voters, &learners, &states).or_else(|| {
-            let lease_counts = self.lease_counts(active);
+        let spread = if group.group == raft_mod::SYSTEM_GROUP {
+            allocator::Spread::EveryNode
+        } else {
+            allocator::Spread::Three { replicas }
+        };
+        let change = allocator::next_change(active.node_id, &voters, &learners, &states, spread).or_else(|| {
+            let lease_counts = self.lease_counts(active, &known);
             let target = allocator::lease_target(active.node_id, &voters, &lease_counts, &states);
             target.filter(|_| may_move_lease).map(Change::TransferLeader)
         });
-        let Some(change) = change else { return Ok(false) };
+        let Some(change) = change else { return Ok(Placed::Nothing) };
+        match change {
+            Change::AddLearner(id) => *replicas.entry(id).or_default() += 1,
+            Change::RemoveVoter(id) | Change::RemoveLearner(id) => {
+                let count = replicas.entry(id).or_default();
+                *count = count.saturating_sub(1);
+            }
+            Change::Promote(_) | Change::TransferLeader(_) => {}
+        }
         let _changes = self.membership_changes.lock().await;
         tracing::info!(group = group.group, ?change, "changing the Raft group's members");
         let raft = &group.raft;
@@ -99,11 +150,14 @@ impl NodeCore {
                     .trigger()
                     .transfer_leader(to)
                     .await
-                    .map(|()| true)
+                    .map(|()| Placed::LeaseMoved)
                     .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")));
             }
             Change::AddLearner(id) => {
-                let Some(addr) = addr_of(id) else { return Ok(false) };
+                let Some(addr) = addr_of(id) else { return Ok(Placed::Nothing) };
+                if group.group != raft_mod::SYSTEM_GROUP {
+                    purge_before_adding(group).await?;
+                }
                 ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode::new(&addr))]))
             }
             Change::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
@@ -111,22 +165,30 @@ impl NodeCore {
             Change::RemoveLearner(id) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         };
         let outcome = match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(members, false)).await {
-            Ok(result) => result.map(|_| false).map_err(|err| err.to_string()),
+            Ok(result) => result.map(|_| Placed::Changed).map_err(|err| err.to_string()),
             Err(_) => Err("timed out".to_string()),
         };
         outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
     }
 
-    /// How many groups each node leads, as this node's replicas of them see it (every node
-    /// holds a replica of every group).
-    fn lease_counts(&self, active: &Active) -> BTreeMap<NodeId, usize> {
-        let mut counts = BTreeMap::new();
-        for group in active.replicas.all() {
-            if let Some(leader) = group.raft.metrics().borrow_watched().current_leader {
-                *counts.entry(leader).or_default() += 1;
-            }
-        }
+    /// How many groups each node leads: this node's own count, and what the others gossip
+    /// (each node sees the leaders only of the groups it holds, so the counts must come from
+    /// the leaders themselves, or two nodes would hand a lease back and forth).
+    fn lease_counts(
+        &self,
+        active: &Active,
+        known: &BTreeMap<NodeId, (NodeState, membership::GossipPeer)>,
+    ) -> BTreeMap<NodeId, usize> {
+        let mut counts: BTreeMap<NodeId, usize> =
+            known.iter().filter_map(|(id, (_, peer))| Some((*id, peer.leases?))).collect();
+        counts.insert(active.node_id, self.leases_held(active));
         counts
+    }
+
+    /// How many groups this node leads.
+    pub(super) fn leases_held(&self, active: &Active) -> usize {
+        let leads = |group: &Arc<Replica>| group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
+        active.replicas.all().iter().filter(|group| !group.is_removed() && leads(group)).count()
     }
 
     /// Whether another node, asked, says this node holds no replica any more. Asked of the
@@ -204,14 +266,21 @@ impl NodeCore {
     }
 
     async fn decommission_status(&self, active: &Active, node_ids: &[NodeId]) -> Result<Vec<DecommissionStatus>> {
-        // Each group's members and how many ranges it holds.
-        let groups: Vec<(BTreeSet<NodeId>, u64)> = (active.replicas.all().iter())
+        // Each group's members and how many ranges it holds: this node's view of the groups it
+        // holds, the routing copy's of the others (a node holds replicas of groups this one
+        // does not).
+        let mut groups: Vec<(BTreeSet<NodeId>, u64)> = (active.replicas.all().iter())
+            .filter(|group| !group.is_removed())
             .map(|group| {
                 let membership = group.raft.metrics().borrow_watched().membership_config.clone();
                 let members = membership.membership().nodes().map(|(id, _)| *id).collect();
                 (members, active.range_count(group.group) as u64)
             })
             .collect();
+        let routes = self.meta_routes(active).await?;
+        for group in routes.index.ids().into_iter().filter(|group| !active.holds(*group)) {
+            groups.push((routes.members(group).into_iter().collect(), routes.ranges_of(group) as u64));
+        }
         let members: BTreeSet<NodeId> = groups.iter().flat_map(|(members, _)| members.iter().copied()).collect();
         let mut states = self.node_states(active, &members).await?;
         let mut out = Vec::new();

@@ -2,7 +2,8 @@
 //! openraft instance, its state-machine view for local reads, and the inbox that reassembles
 //! the snapshots sent to it. The Raft transport, the KV router and the status views find a
 //! replica here, so that adding and removing groups (splits, rebalancing, replica GC) touches
-//! one map instead of every caller. Every node holds the groups of [`raft_mod::groups`].
+//! one map instead of every caller. Every node holds range 1's group; the others are where
+//! their leaseholders placed them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,8 @@ pub struct Replica {
     removed: AtomicBool,
     /// Whether its Raft clock runs (see [`super::quiescence`]).
     clock: Mutex<ClockState>,
+    /// When this node started the replica.
+    pub started: Instant,
 }
 
 /// Whether a replica's Raft clock (openraft's tick: its election timer and, on the leader,
@@ -106,6 +109,7 @@ impl Replica {
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
         let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);
         let raft = Raft::new(setup.node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
+        state.started();
         Ok(Replica {
             group,
             raft,
@@ -114,6 +118,7 @@ impl Replica {
             read_lease: Mutex::new(None),
             removed: AtomicBool::new(false),
             clock: Mutex::new(ClockState { clock: Clock::Running, activity: 0 }),
+            started: Instant::now(),
         })
     }
 
@@ -186,6 +191,11 @@ impl Replicas {
         let replica = Arc::new(replica);
         by_group.insert(replica.group, replica.clone());
         Ok(replica)
+    }
+
+    /// Takes `group`'s replica out (replica GC); requests and messages no longer find it.
+    pub fn remove(&self, group: u64) -> Option<Arc<Replica>> {
+        self.by_group.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&group)
     }
 
     /// Every replica, by group id.

@@ -48,15 +48,8 @@ impl NodeCore {
 
     async fn scan_route(&self, active: &Active, request: ScanRequest) -> Result<ScanPage> {
         let (group, _) = self.first_scan_piece(active, &request).await?;
-        let hint = if active.holds(group) {
-            match self.scan_open(active, request.clone()).await {
-                Err(Error::NotLeaseholder { leader }) => leader.filter(|id| *id != active.node_id),
-                other => return other,
-            }
-        } else {
-            None
-        };
-        self.on_leaseholder(active, group, hint, |to| self.scan_forward(active, to, request.clone())).await
+        let local = || self.scan_open(active, request.clone());
+        self.at_leaseholder(active, group, local, |to| self.scan_forward(active, to, request.clone())).await
     }
 
     /// The group holding the scan's first key, with the part of the scan it holds.

@@ -2,7 +2,11 @@
 //! in the node registry, and the leaseholder's maintenance (placement, the routing copy of its
 //! ranges' descriptors, size-based splits).
 
+use super::placement::Placed;
 use super::*;
+
+/// Most membership changes one maintenance pass makes in one group.
+const PLACEMENT_STEPS: usize = 4;
 
 impl NodeCore {
     /// Records every leader change of `group` this node sees (the lease history of its ranges).
@@ -103,7 +107,13 @@ impl NodeCore {
             }
             // Scans whose reader went away are closed here, not only when the next one opens.
             self.cursors.sweep(Instant::now());
+            self.collect_removed_replicas(&active).await;
+            active.gossip.set_leases(self.leases_held(&active)).await;
             let mut moved_a_lease = false;
+            let mut replicas = match self.meta_routes(&active).await {
+                Ok(routes) => routes.replica_counts(),
+                Err(_) => continue,
+            };
             for group in active.replicas.all() {
                 let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
                 if is_leader {
@@ -124,7 +134,7 @@ impl NodeCore {
                 if is_leader {
                     // One lease moves per pass: each move changes the counts the next decides on.
                     let may_move_lease = !moved_a_lease;
-                    moved_a_lease |= self.lead_group(&active, &group, may_move_lease).await;
+                    moved_a_lease |= self.lead_group(&active, &group, may_move_lease, &mut replicas).await;
                 }
             }
         }
@@ -132,11 +142,25 @@ impl NodeCore {
 
     /// One maintenance pass over a group this node leads. Returns whether it handed the
     /// group's lease to another node (only if `may_move_lease`).
-    async fn lead_group(&self, active: &Active, group: &Replica, may_move_lease: bool) -> bool {
-        match self.place_replicas(active, group, may_move_lease).await {
-            Ok(moved) if moved => return true,
-            Ok(_) => {}
-            Err(err) => tracing::warn!(group = group.group, error = %err, "replica placement"),
+    async fn lead_group(
+        &self,
+        active: &Active,
+        group: &Replica,
+        may_move_lease: bool,
+        replicas: &mut BTreeMap<NodeId, usize>,
+    ) -> bool {
+        // A few changes in a row (add, then promote, ...): each one committed before the next
+        // is decided, so a new group reaches its replicas without waiting a pass per step.
+        for _ in 0..PLACEMENT_STEPS {
+            match self.place_replicas(active, group, may_move_lease, replicas).await {
+                Ok(Placed::LeaseMoved) => return true,
+                Ok(Placed::Changed) => {}
+                Ok(Placed::Nothing) => break,
+                Err(err) => {
+                    tracing::warn!(group = group.group, error = %err, "replica placement");
+                    break;
+                }
+            }
         }
         if let Err(err) = self.keep_meta_current(active, group).await {
             tracing::debug!(group = group.group, error = %err, "keeping the routing copy current");

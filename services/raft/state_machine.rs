@@ -33,6 +33,7 @@ use crate::services::raft::{
 use crate::services::ranges::{RangeDescriptor, RangeIndex};
 use crate::services::scan::{PageLimits, TakenPage, take_page};
 
+mod removal;
 mod snapshot;
 mod split;
 pub use snapshot::snapshot_span;
@@ -159,6 +160,8 @@ pub struct StateMachine {
     store: StateStore,
     group: u64,
     applied: Arc<RwLock<GroupApplied>>,
+    /// Set once openraft has started on this state machine (see [`StateMachine::started`]).
+    started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::ops::Deref for StateMachine {
@@ -359,7 +362,12 @@ impl StateStore {
             }
         };
         txn.commit().map_err(storage_error)?;
-        Ok(StateMachine { store: self.clone(), group, applied: Arc::new(RwLock::new(applied)) })
+        Ok(StateMachine {
+            store: self.clone(),
+            group,
+            applied: Arc::new(RwLock::new(applied)),
+            started: Default::default(),
+        })
     }
 
     fn load_shared(db: &Database) -> Result<SmShared> {
@@ -479,6 +487,13 @@ impl StateMachine {
     /// The keys this group owns now; none before a new replica's first snapshot.
     pub fn span(&self) -> Option<Span> {
         self.with_shared(|shared| shared.groups.span(self.group).cloned())
+    }
+
+    /// Tells the state machine that openraft's startup on it is over: until then, its
+    /// snapshot is offered only if no older than the applied state (see
+    /// `current_snapshot_blocking`).
+    pub fn started(&self) {
+        self.started.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn read_applied(&self) -> GroupApplied {
@@ -614,6 +629,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot>> {
         let (db, group) = (self.db.clone(), self.group);
-        blocking(move || Self::current_snapshot_blocking(&db, group)).await
+        let at_startup = !self.started.load(std::sync::atomic::Ordering::SeqCst);
+        blocking(move || Self::current_snapshot_blocking(&db, group, at_startup)).await
     }
 }

@@ -350,14 +350,43 @@ impl Cluster {
     /// as seen from node 0.
     pub async fn wait_ready(&self) {
         let n = self.nodes.len();
-        wait_for(Duration::from_secs(60), "all nodes LIVE and replicating", || async {
+        // Range 1 is on every node; every other range gets three voters (fewer while fewer
+        // nodes exist), added one at a time by its leaseholder.
+        wait_for(Duration::from_secs(60), "all nodes LIVE and every range fully replicated", || async {
             let nodes = self.status_nodes(0).await.ok()?;
             let live = nodes.iter().filter(|n| n.liveness == pb::Liveness::Live as i32).count();
             let ranges = self.ranges(0).await.ok()?;
             let replicas = ranges.first()?.descriptor.as_ref()?.replicas.len();
-            (live == n && replicas == n).then_some(())
+            let voters = |range: &pb::RangeInfo| {
+                range.descriptor.as_ref().map_or(0, |d| d.replicas.iter().filter(|r| r.voter).count())
+            };
+            let replicated = ranges.iter().all(|range| voters(range) >= n.min(3));
+            (live == n && replicas == n && replicated).then_some(())
         })
         .await;
+    }
+
+    /// (voters, learners) of every range by range id, as its leaseholder among nodes `live`
+    /// reports it: each node reports only the ranges it holds a replica of. `None` while a range
+    /// some node reports has no leaseholder among them.
+    pub async fn members_by_leaseholders(
+        &self,
+        live: &[usize],
+    ) -> Option<std::collections::BTreeMap<u64, (Vec<u64>, Vec<u64>)>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = std::collections::BTreeMap::new();
+        for i in live {
+            for range in self.ranges(*i).await.ok()? {
+                let desc = range.descriptor.as_ref()?;
+                seen.insert(desc.range_id);
+                if range.is_leaseholder {
+                    let of =
+                        |voter: bool| desc.replicas.iter().filter(|r| r.voter == voter).map(|r| r.node_id).collect();
+                    out.insert(desc.range_id, (of(true), of(false)));
+                }
+            }
+        }
+        (seen.len() == out.len()).then_some(out)
     }
 
     /// A gRPC channel to node `i` (insecure clusters only).

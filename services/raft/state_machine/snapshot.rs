@@ -47,6 +47,23 @@ impl StateStore {
     }
 }
 
+/// Deletes every row of `span`.
+pub(super) fn clear_span(data: &mut redb::Table<&'static [u8], &'static [u8]>, span: &Span) -> Result<()> {
+    let removed = if span.end.is_empty() {
+        data.retain_in::<&[u8], _>(span.start.as_slice().., |_, _| false)
+    } else {
+        data.retain_in::<&[u8], _>(span.start.as_slice()..span.end.as_slice(), |_, _| false)
+    };
+    removed.map_err(storage_error)
+}
+
+/// Deletes `group`'s range descriptors.
+pub(super) fn clear_descs(meta: &mut redb::Table<&'static str, &'static [u8]>, group: u64) -> Result<()> {
+    // `desc/<group>0` is the first key past `desc/<group>/` (and before `desc/<group>0…`).
+    let (first, past) = (desc_prefix(Some(group)), format!("desc/{group}0"));
+    meta.retain_in::<&str, _>(first.as_str()..past.as_str(), |_, _| false).map_err(storage_error)
+}
+
 fn write_frame(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -140,12 +157,7 @@ impl StateMachine {
         let txn = db.begin_write().map_err(storage_error)?;
         {
             let mut data = txn.open_table(DATA).map_err(storage_error)?;
-            if span.end.is_empty() {
-                data.retain_in::<&[u8], _>(span.start.as_slice().., |_, _| false).map_err(storage_error)?;
-            } else {
-                data.retain_in::<&[u8], _>(span.start.as_slice()..span.end.as_slice(), |_, _| false)
-                    .map_err(storage_error)?;
-            }
+            clear_span(&mut data, span)?;
             for _ in 0..header.rows {
                 let key = read_frame(&mut input).map_err(Error::Internal)?;
                 let value = read_frame(&mut input).map_err(Error::Internal)?;
@@ -158,9 +170,7 @@ impl StateMachine {
                 data.insert(key, value).map_err(storage_error)?;
             }
             let mut table = txn.open_table(STATE_META).map_err(storage_error)?;
-            // `desc/<group>0` is the first key past `desc/<group>/` (and before `desc/<group>0…`).
-            let (first, past) = (desc_prefix(Some(group)), format!("desc/{group}0"));
-            table.retain_in::<&str, _>(first.as_str()..past.as_str(), |_, _| false).map_err(storage_error)?;
+            clear_descs(&mut table, group)?;
             for desc in &header.descs {
                 put_desc(&mut table, group, desc)?;
             }
@@ -176,12 +186,20 @@ impl StateMachine {
         txn.commit().map_err(storage_error)
     }
 
-    pub(super) fn current_snapshot_blocking(db: &Database, group: u64) -> Result<Option<Snapshot>> {
+    pub(super) fn current_snapshot_blocking(db: &Database, group: u64, at_startup: bool) -> Result<Option<Snapshot>> {
         let txn = db.begin_read().map_err(storage_error)?;
         let table = txn.open_table(STATE_META).map_err(storage_error)?;
         let Some(meta) = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))? else {
             return Ok(None);
         };
+        // At startup, a snapshot older than the state applied since is not offered: openraft,
+        // restarting on a log that lost its tail below the applied state, purges up to the
+        // applied state and needs a snapshot at least that new, which it builds when offered
+        // none. (Later, replication asks again while applies go on: any snapshot will do.)
+        let applied: Option<LogId> = get_meta(&table, &group_key("applied", group))?.flatten();
+        if at_startup && meta.last_log_id < applied {
+            return Ok(None);
+        }
         let bytes = table
             .get(group_key("snapshot_data", group).as_str())
             .map_err(storage_error)?
