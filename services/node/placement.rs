@@ -30,6 +30,29 @@ async fn purge_before_adding(group: &Replica) -> Result<()> {
     Ok(())
 }
 
+/// The replica and lease counts per node one maintenance pass decides on, updated by the
+/// changes it makes.
+pub(super) struct PassCounts {
+    replicas: BTreeMap<NodeId, usize>,
+    leases: BTreeMap<NodeId, usize>,
+}
+
+impl PassCounts {
+    /// Counts `change`, made by node `leader`.
+    fn record(&mut self, leader: NodeId, change: Change) {
+        let less = |count: &mut usize| *count = count.saturating_sub(1);
+        match change {
+            Change::AddLearner(id) => *self.replicas.entry(id).or_default() += 1,
+            Change::RemoveVoter(id) | Change::RemoveLearner(id) => less(self.replicas.entry(id).or_default()),
+            Change::TransferLeader(to) => {
+                less(self.leases.entry(leader).or_default());
+                *self.leases.entry(to).or_default() += 1;
+            }
+            Change::Promote(_) => {}
+        }
+    }
+}
+
 /// What one placement step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Placed {
@@ -95,15 +118,13 @@ impl NodeCore {
     }
 
     /// As the group's leader: makes the allocator's next membership change, if any, and
-    /// otherwise (if `may_move_lease`) evens out leases. `replicas` counts each node's replicas across the cluster for the groups spread over
-    /// three nodes; the changes made here update it, so that one pass over many groups does
-    /// not send them all to the same node.
+    /// otherwise evens out leases. The changes update `counts`, so that one pass over many
+    /// groups does not send them all to the same node.
     pub(super) async fn place_replicas(
         &self,
         active: &Active,
         group: &Replica,
-        may_move_lease: bool,
-        replicas: &mut BTreeMap<NodeId, usize>,
+        counts: &mut PassCounts,
     ) -> Result<Placed> {
         let metrics = group.raft.metrics().borrow_watched().clone();
         if metrics.current_leader != Some(active.node_id) {
@@ -124,22 +145,13 @@ impl NodeCore {
         let spread = if group.group == raft_mod::SYSTEM_GROUP {
             allocator::Spread::EveryNode
         } else {
-            allocator::Spread::Three { replicas }
+            allocator::Spread::Three { replicas: &counts.replicas }
         };
         let change = allocator::next_change(active.node_id, &voters, &learners, &states, spread).or_else(|| {
-            let lease_counts = self.lease_counts(active, &known);
-            let target = allocator::lease_target(active.node_id, &voters, &lease_counts, &states);
-            target.filter(|_| may_move_lease).map(Change::TransferLeader)
+            allocator::lease_target(active.node_id, &voters, &counts.leases, &states).map(Change::TransferLeader)
         });
         let Some(change) = change else { return Ok(Placed::Nothing) };
-        match change {
-            Change::AddLearner(id) => *replicas.entry(id).or_default() += 1,
-            Change::RemoveVoter(id) | Change::RemoveLearner(id) => {
-                let count = replicas.entry(id).or_default();
-                *count = count.saturating_sub(1);
-            }
-            Change::Promote(_) | Change::TransferLeader(_) => {}
-        }
+        counts.record(active.node_id, change);
         let _changes = self.membership_changes.lock().await;
         tracing::info!(group = group.group, ?change, "changing the Raft group's members");
         let raft = &group.raft;
@@ -171,18 +183,17 @@ impl NodeCore {
         outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
     }
 
-    /// How many groups each node leads: this node's own count, and what the others gossip
-    /// (each node sees the leaders only of the groups it holds, so the counts must come from
-    /// the leaders themselves, or two nodes would hand a lease back and forth).
-    fn lease_counts(
-        &self,
-        active: &Active,
-        known: &BTreeMap<NodeId, (NodeState, membership::GossipPeer)>,
-    ) -> BTreeMap<NodeId, usize> {
-        let mut counts: BTreeMap<NodeId, usize> =
-            known.iter().filter_map(|(id, (_, peer))| Some((*id, peer.leases?))).collect();
-        counts.insert(active.node_id, self.leases_held(active));
-        counts
+    /// The counts a maintenance pass starts from: replicas per node from the routing copy,
+    /// leases per node as each node gossips them (each node sees the leaders only of the
+    /// groups it holds, so the counts must come from the leaders themselves, or two nodes
+    /// would hand a lease back and forth) and this node's own.
+    pub(super) async fn pass_counts(&self, active: &Active) -> Result<PassCounts> {
+        let replicas = self.meta_routes(active).await?.replica_counts();
+        let peers = active.gossip.peers().await;
+        let mut leases: BTreeMap<NodeId, usize> =
+            peers.into_iter().filter_map(|(id, peer)| Some((id, peer.leases?))).collect();
+        leases.insert(active.node_id, self.leases_held(active));
+        Ok(PassCounts { replicas, leases })
     }
 
     /// How many groups this node leads.

@@ -2,7 +2,7 @@
 //! in the node registry, and the leaseholder's maintenance (placement, the routing copy of its
 //! ranges' descriptors, size-based splits).
 
-use super::placement::Placed;
+use super::placement::{PassCounts, Placed};
 use super::*;
 
 /// Most membership changes one maintenance pass makes in one group.
@@ -109,11 +109,7 @@ impl NodeCore {
             self.cursors.sweep(Instant::now());
             self.collect_removed_replicas(&active).await;
             active.gossip.set_leases(self.leases_held(&active)).await;
-            let mut moved_a_lease = false;
-            let mut replicas = match self.meta_routes(&active).await {
-                Ok(routes) => routes.replica_counts(),
-                Err(_) => continue,
-            };
+            let Ok(mut counts) = self.pass_counts(&active).await else { continue };
             for group in active.replicas.all() {
                 let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
                 if is_leader {
@@ -132,28 +128,19 @@ impl NodeCore {
                     self.load.forget(|id| ranges.contains(&id));
                 }
                 if is_leader {
-                    // One lease moves per pass: each move changes the counts the next decides on.
-                    let may_move_lease = !moved_a_lease;
-                    moved_a_lease |= self.lead_group(&active, &group, may_move_lease, &mut replicas).await;
+                    self.lead_group(&active, &group, &mut counts).await;
                 }
             }
         }
     }
 
-    /// One maintenance pass over a group this node leads. Returns whether it handed the
-    /// group's lease to another node (only if `may_move_lease`).
-    async fn lead_group(
-        &self,
-        active: &Active,
-        group: &Replica,
-        may_move_lease: bool,
-        replicas: &mut BTreeMap<NodeId, usize>,
-    ) -> bool {
+    /// One maintenance pass over a group this node leads (until it hands the lease away).
+    async fn lead_group(&self, active: &Active, group: &Replica, counts: &mut PassCounts) {
         // A few changes in a row (add, then promote, ...): each one committed before the next
         // is decided, so a new group reaches its replicas without waiting a pass per step.
         for _ in 0..PLACEMENT_STEPS {
-            match self.place_replicas(active, group, may_move_lease, replicas).await {
-                Ok(Placed::LeaseMoved) => return true,
+            match self.place_replicas(active, group, counts).await {
+                Ok(Placed::LeaseMoved) => return,
                 Ok(Placed::Changed) => {}
                 Ok(Placed::Nothing) => break,
                 Err(err) => {
@@ -184,6 +171,5 @@ impl NodeCore {
             }
             Err(err) => tracing::warn!(error = %err, "looking for split points"),
         }
-        false
     }
 }
