@@ -327,17 +327,15 @@ impl NodeCore {
             // Looked up on every attempt: a split just applied may have moved the key to a
             // group still starting here.
             let key_op = [Op::Get { key: split_key.clone() }];
+            let not_here = || Error::RangeKeyMismatch("this node holds no replica of the range to split".into());
             let group = if forwarded {
-                active
-                    .state
-                    .group_of_ops(&key_op)
-                    .map_err(|_| Error::RangeKeyMismatch("this node holds no replica of the range to split".into()))?
+                active.state.group_of_ops(&key_op).map_err(|_| not_here())?
             } else {
                 self.route_group(&active, &key_op).await?
             };
             if !active.holds(group) {
                 if forwarded {
-                    return Err(Error::RangeKeyMismatch("this node holds no replica of the range to split".into()));
+                    return Err(not_here());
                 }
                 return self.on_leaseholder(&active, group, None, forward).await;
             }
