@@ -14,9 +14,9 @@
 //!    learner is promoted, a fourth voter on the fullest node (by replica count) is removed
 //!    (after the lease moves off it), fewer than three voters that stay add a learner on the
 //!    emptiest LIVE node, and otherwise a replica moves from the group's fullest member to the
-//!    emptiest node outside it when their counts differ by two or more;
-//! 6. with nothing else to do, a leader holding two or more leases more than another LIVE
-//!    voter of the group hands it this group's lease ([`lease_target`]).
+//!    emptiest node outside it when that is [`worth_moving`];
+//! 6. with nothing else to do, the leader hands this group's lease to the LIVE voter leading
+//!    the fewest groups when that is [`worth_moving`] ([`lease_target`]).
 //!
 //! A voter with nobody to replace it stays: a decommission then waits (as CockroachDB's does
 //! when no node can take the replicas), and a DEAD voter keeps its place until a node joins.
@@ -54,6 +54,13 @@ pub enum Change {
     TransferLeader(NodeId),
     /// Make this learner a voter.
     Promote(NodeId),
+    /// Make learner `add` a voter in the place of voter `remove`, in one (joint) change.
+    Replace {
+        /// The learner promoted.
+        add: NodeId,
+        /// The voter removed.
+        remove: NodeId,
+    },
     /// Take this voter out of the group.
     RemoveVoter(NodeId),
     /// Take this learner out of the group.
@@ -73,7 +80,43 @@ pub enum Spread<'a> {
     Three {
         /// Replicas per node across the cluster.
         replicas: &'a BTreeMap<NodeId, usize>,
+        /// Whether a replica may move only to even out counts (the caller's budget of such
+        /// moves); replacing and adding replicas a group lacks is never held back.
+        rebalance: bool,
+        /// Whether the leader was just handed the lease: with a voter too many it then
+        /// removes another voter rather than hand the lease on again (two leaders whose counts
+        /// disagree on which node is fullest would pass it back and forth).
+        keep_lease: bool,
     },
+}
+
+/// The band around the mean count within which a node is left alone: 5% of the mean (as
+/// CockroachDB's range-count rebalance threshold), at least 1. Every leader decides from its own, slightly
+/// late, counts; if each chased the exact mean they would overshoot together and move replicas
+/// and leases back and forth for ever.
+fn band(mean: f64) -> f64 {
+    (mean * 0.05).max(1.0)
+}
+
+/// Whether one replica (or lease) should move from a node holding `from` to one holding `to`,
+/// when the nodes that may hold them hold `mean` on average: the source is at the band's top
+/// or above, or above the mean with the target at the band's bottom or below (as CockroachDB decides lease transfers), and
+/// the move evens them out (a difference of one would only swap which node has more). A node
+/// at or below the mean never gives any away, so what a late count sent it too many of is
+/// not passed on again and again.
+pub fn worth_moving(from: usize, to: usize, mean: f64) -> bool {
+    let (from, to, band) = (from as f64, to as f64, band(mean));
+    from >= to + 2.0 && (from >= mean + band || (from > mean && to <= mean - band))
+}
+
+/// The mean of `counts` over the nodes that may hold a voter: those of `nodes` that may, and
+/// those only `counts` knows (a node missing from `counts` holds none).
+fn mean_count(counts: &BTreeMap<NodeId, usize>, nodes: &BTreeMap<NodeId, NodeState>) -> f64 {
+    let eligible: BTreeSet<NodeId> = (nodes.iter().filter(|(_, state)| state.may_vote()).map(|(id, _)| *id))
+        .chain(counts.keys().copied().filter(|id| !nodes.contains_key(id)))
+        .collect();
+    let total: usize = eligible.iter().map(|id| counts.get(id).copied().unwrap_or(0)).sum();
+    total as f64 / eligible.len().max(1) as f64
 }
 
 /// The next change for a group led by `leader`; `None` when the group is where it should be.
@@ -113,7 +156,7 @@ pub fn next_change(
             return Some(Change::RemoveVoter(outgoing));
         }
     }
-    let Spread::Three { replicas } = spread else {
+    let Spread::Three { replicas, rebalance, keep_lease } = spread else {
         if let Some(learner) = learners.iter().copied().find(|id| state(id).must_leave()) {
             return Some(Change::RemoveLearner(learner));
         }
@@ -130,20 +173,40 @@ pub fn next_change(
     if let Some(learner) = learners.iter().copied().find(|id| leaving(id)) {
         return Some(Change::RemoveLearner(learner));
     }
+    let count = |id: &NodeId| replicas.get(id).copied().unwrap_or(0);
+    let fullest_of = |ids: &mut dyn Iterator<Item = NodeId>| ids.max_by_key(|id| (count(id), *id));
     if let Some(spare) = spare
         && voters.len() <= MAX_VOTERS
     {
-        return Some(Change::Promote(spare));
+        if staying_voters.len() < MAX_VOTERS {
+            return Some(Change::Promote(spare));
+        }
+        // A full group's learner is a move under way: it takes the place of the voter on the
+        // fullest node in one change, so the node it came to relieve is the one that gives
+        // up a replica, never the newcomer (whose count, now one higher, may read fullest).
+        let fullest = fullest_of(&mut staying_voters.iter().copied())?;
+        if fullest != leader {
+            return Some(Change::Replace { add: spare, remove: fullest });
+        }
+        let mut others = staying_voters.iter().copied().filter(|id| *id != leader);
+        if keep_lease {
+            return fullest_of(&mut others).map(|remove| Change::Replace { add: spare, remove });
+        }
+        let to = others.filter(|id| state(id).liveness == Liveness::Live).min_by_key(|id| (count(id), *id));
+        return to.map(Change::TransferLeader);
     }
-    let count = |id: &NodeId| replicas.get(id).copied().unwrap_or(0);
     // One voter too many (a replacement or a move half done): the one on the fullest node
-    // goes, after handing over the lease if it holds it.
+    // goes, after handing the lease to the emptiest if it holds it.
     if staying_voters.len() > MAX_VOTERS {
-        let fullest = staying_voters.iter().copied().max_by_key(|id| (count(id), *id))?;
+        let others = || staying_voters.iter().copied().filter(|id| *id != leader);
+        let fullest = fullest_of(&mut staying_voters.iter().copied())?;
         if fullest != leader {
             return Some(Change::RemoveVoter(fullest));
         }
-        let to = staying_voters.iter().copied().find(|id| *id != leader && state(id).liveness == Liveness::Live);
+        if keep_lease {
+            return fullest_of(&mut others()).map(Change::RemoveVoter);
+        }
+        let to = others().filter(|id| state(id).liveness == Liveness::Live).min_by_key(|id| (count(id), *id));
         return to.map(Change::TransferLeader);
     }
     let emptiest = (nodes.iter())
@@ -153,16 +216,17 @@ pub fn next_change(
     if staying_voters.len() < MAX_VOTERS {
         return Some(Change::AddLearner(emptiest));
     }
-    // Rebalancing: a replica moves from the group's fullest node to the emptiest node outside
-    // it when that evens the counts (a difference of one would only swap which node has more).
+    if !rebalance {
+        return None;
+    }
+    // Rebalancing: a replica moves from the group's fullest node to the emptiest node outside.
     let fullest = staying_voters.iter().copied().max_by_key(|id| (count(id), *id))?;
-    (count(&fullest) >= count(&emptiest) + 2).then_some(Change::AddLearner(emptiest))
+    worth_moving(count(&fullest), count(&emptiest), mean_count(replicas, nodes)).then_some(Change::AddLearner(emptiest))
 }
 
 /// The voter `leader` should hand this group's lease to so that leases even out: the LIVE,
-/// active voter leading the fewest groups (`leases`; a node missing leads none), when the
-/// leader leads at least two more. A difference of one is left alone: moving it would only
-/// swap which node has the extra lease.
+/// active voter leading the fewest groups (`leases`; a node missing leads none), when a lease
+/// is [`worth_moving`] from the leader to it.
 pub fn lease_target(
     leader: NodeId,
     voters: &BTreeSet<NodeId>,
@@ -175,7 +239,7 @@ pub fn lease_target(
         .filter(|id| **id != leader && may_lead(id))
         .map(|id| (*id, count(id)))
         .min_by_key(|(id, leases)| (*leases, *id))?;
-    (count(&leader) >= fewest + 2).then_some(target)
+    worth_moving(count(&leader), fewest, mean_count(leases, nodes)).then_some(target)
 }
 
 /// Whether a group with `voters` is (under, over) replicated: fewer voters on nodes `heard`
@@ -209,21 +273,43 @@ mod tests {
     fn leases_move_to_the_live_voter_leading_fewest_when_two_apart() {
         let voters = ids(&[1, 2, 3]);
         let leases = |list: &[(NodeId, usize)]| list.iter().copied().collect::<BTreeMap<_, _>>();
-        let all_live = nodes(&[]);
+        let all_live: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
         // Node 1 leads both groups: one goes to the lowest id among those leading none.
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &all_live), Some(2));
         // One apart: balanced enough.
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 1), (2, 0), (3, 0)]), &all_live), None);
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 2), (2, 1), (3, 1)]), &all_live), None);
         // The fewest wins over the lower id.
-        assert_eq!(lease_target(1, &voters, &leases(&[(1, 3), (2, 2), (3, 1)]), &all_live), Some(3));
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 4), (2, 2), (3, 1)]), &all_live), Some(3));
+        // Eight apart but within the band around the mean (100, give or take 5): left alone.
+        assert_eq!(lease_target(1, &voters, &leases(&[(1, 104), (2, 100), (3, 96)]), &all_live), None);
         // Not to a dead, draining or decommissioning voter, nor to a learner.
         let (dead, leaving) = (Liveness::Dead, NodeMembership::Decommissioning);
-        let states = nodes(&[(2, dead, NodeMembership::Active), (3, Liveness::Live, leaving)]);
+        let states = nodes(&[
+            (1, Liveness::Live, NodeMembership::Active),
+            (2, dead, NodeMembership::Active),
+            (3, Liveness::Live, leaving),
+        ]);
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &states), None);
-        let draining = nodes(&[(2, Liveness::Draining, NodeMembership::Active)]);
+        let mut draining = all_live.clone();
+        draining.insert(2, NodeState { liveness: Liveness::Draining, membership: NodeMembership::Active });
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &draining), Some(3));
         assert_eq!(lease_target(1, &ids(&[1]), &leases(&[(1, 5)]), &all_live), None);
+    }
+
+    #[test]
+    fn moves_are_worth_making_only_from_above_or_to_below_the_band_around_the_mean() {
+        // Mean 100: the band is 5 either side.
+        assert!(!worth_moving(104, 96, 100.0));
+        assert!(worth_moving(106, 100, 100.0));
+        assert!(worth_moving(101, 94, 100.0));
+        assert!(!worth_moving(100, 94, 100.0));
+        // Never a move that would only swap which node has more.
+        assert!(!worth_moving(120, 119, 100.0));
+        // Small counts: the band is at least 1.
+        assert!(worth_moving(2, 0, 0.7));
+        assert!(worth_moving(2, 0, 1.0));
+        assert!(!worth_moving(2, 1, 1.0));
     }
 
     #[test]
@@ -319,21 +405,56 @@ mod tests {
     fn a_three_replica_group_fills_up_on_the_emptiest_nodes_and_rebalances_by_count() {
         let all: BTreeMap<NodeId, NodeState> = (1..=4).map(|id| (id, live())).collect();
         let counts = |list: &[(NodeId, usize)]| list.iter().copied().collect::<BTreeMap<_, _>>();
-        let three = |replicas| Spread::Three { replicas };
+        let three = |replicas| Spread::Three { replicas, rebalance: true, keep_lease: false };
         let even = counts(&[(1, 5), (2, 5), (3, 2), (4, 0)]);
         // Too few voters: a learner on the emptiest node outside the group, then promoted.
         assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[]), &all, three(&even)), Some(Change::AddLearner(4)));
-        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &all, three(&even)), Some(Change::Promote(4)));
+        assert_eq!(next_change(1, &ids(&[1, 2]), &ids(&[4]), &all, three(&even)), Some(Change::Promote(4)));
+        // A full group's learner takes the fullest voter's place in one change; the leader on
+        // the fullest node hands the lease to the emptiest voter first, unless just handed it.
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &all, three(&even)),
+            Some(Change::Replace { add: 4, remove: 2 })
+        );
+        let leader_fullest = counts(&[(1, 7), (2, 5), (3, 2), (4, 0)]);
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &all, three(&leader_fullest)),
+            Some(Change::TransferLeader(3))
+        );
+        let kept = Spread::Three { replicas: &leader_fullest, rebalance: true, keep_lease: true };
+        assert_eq!(
+            next_change(1, &ids(&[1, 2, 3]), &ids(&[4]), &all, kept),
+            Some(Change::Replace { add: 4, remove: 2 })
+        );
         // Four voters: the one on the fullest node goes, after the lease if it is the leader's.
         let moved = counts(&[(1, 6), (2, 5), (3, 5), (4, 1)]);
         assert_eq!(next_change(2, &ids(&[1, 2, 3, 4]), &ids(&[]), &all, three(&moved)), Some(Change::RemoveVoter(1)));
         assert_eq!(
             next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[]), &all, three(&moved)),
-            Some(Change::TransferLeader(2))
+            Some(Change::TransferLeader(4))
         );
-        // Rebalancing: two apart moves a replica, one apart does not.
-        let uneven = counts(&[(1, 6), (2, 5), (3, 5), (4, 4)]);
+        // A leader just handed the lease keeps it: the next fullest voter goes instead.
+        let kept = Spread::Three { replicas: &moved, rebalance: true, keep_lease: true };
+        assert_eq!(next_change(1, &ids(&[1, 2, 3, 4]), &ids(&[]), &all, kept), Some(Change::RemoveVoter(3)));
+        // Rebalancing: a node above the band around the mean gives a replica to one two or more
+        // below it; eight apart within the band (mean 100, give or take 5) and one apart do not.
+        let uneven = counts(&[(1, 106), (2, 100), (3, 100), (4, 96)]);
         assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &all, three(&uneven)), Some(Change::AddLearner(4)));
+        let banded = counts(&[(1, 104), (2, 100), (3, 100), (4, 96)]);
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &all, three(&banded)), None);
+        // Out of the caller's budget of moves: the counts stay as they are.
+        let held = Spread::Three { replicas: &uneven, rebalance: false, keep_lease: false };
+        assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &all, held), None);
+        assert_eq!(
+            next_change(
+                1,
+                &ids(&[1, 2]),
+                &ids(&[]),
+                &all,
+                Spread::Three { replicas: &even, rebalance: false, keep_lease: false }
+            ),
+            Some(Change::AddLearner(4))
+        );
         let close = counts(&[(1, 5), (2, 5), (3, 5), (4, 4)]);
         assert_eq!(next_change(1, &ids(&[1, 2, 3]), &ids(&[]), &all, three(&close)), None);
         // Only three nodes: nothing to add, nothing to move.

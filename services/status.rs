@@ -9,6 +9,31 @@ use crate::services::raft::NodeId;
 use crate::services::raft::state_machine::RangeSize;
 use crate::services::ranges::RangeDescriptor;
 
+/// One range as SQL's views show it (SHOW RANGES, table sizes), as one of its replicas
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSummary {
+    /// The range's descriptor.
+    pub descriptor: RangeDescriptor,
+    /// The group's members: (node id, voter).
+    pub replicas: Vec<(NodeId, bool)>,
+    /// The leaseholder as that replica knows it, 0 if unknown.
+    pub leader_id: NodeId,
+    /// Keys and bytes in the range.
+    pub size: RangeSize,
+}
+
+impl From<&ReplicaStatus> for RangeSummary {
+    fn from(replica: &ReplicaStatus) -> Self {
+        RangeSummary {
+            descriptor: replica.descriptor.clone(),
+            replicas: replica.replicas.clone(),
+            leader_id: replica.leader_id,
+            size: replica.size,
+        }
+    }
+}
+
 /// A leader (leaseholder) this node observed, and from when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseRecord {

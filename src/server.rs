@@ -26,7 +26,7 @@ use crate::services::scan::{ScanPage, ScanRequest};
 use crate::services::sql::catalog::Catalog;
 use crate::services::sql::session::SessionRegistry;
 use crate::services::sql::{self, SqlHost};
-use crate::services::status::ReplicaStatus;
+use crate::services::status::RangeSummary;
 
 /// How long the SQL and HTTP servers get to finish their connections at shutdown.
 const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -154,8 +154,8 @@ impl SqlHost for NodeCore {
         NodeCore::scan_page(self, request, false).await
     }
 
-    async fn replicas(&self) -> Result<Vec<ReplicaStatus>> {
-        self.ranges(&[]).await
+    async fn ranges_in_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeSummary>> {
+        NodeCore::ranges_in_span(self, start, end).await
     }
 
     fn sessions(&self) -> &SessionRegistry {

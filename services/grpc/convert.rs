@@ -9,9 +9,11 @@ use crate::services::kv::{Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates};
 use crate::services::membership::NodeMembership;
 use crate::services::node::DecommissionStatus;
+use crate::services::raft::state_machine::RangeSize;
+use crate::services::ranges::RangeDescriptor;
 use crate::services::scan::{CursorRef, PageLimits, ScanPage, ScanRequest};
 use crate::services::sql::session::{SessionInfo, SessionStatus};
-use crate::services::status::{NodeView, ReplicaStatus};
+use crate::services::status::{NodeView, RangeSummary, ReplicaStatus};
 
 impl TryFrom<pb::KvOp> for Op {
     type Error = Error;
@@ -258,6 +260,24 @@ impl From<ReplicaStatus> for pb::RangeInfo {
             }),
             node_id: replica.reporting_node,
         }
+    }
+}
+
+impl RangeSummary {
+    /// The summary in a StatusService range report (none without a descriptor).
+    pub fn from_info(info: &pb::RangeInfo) -> Option<RangeSummary> {
+        let desc = info.descriptor.as_ref()?;
+        Some(RangeSummary {
+            descriptor: RangeDescriptor {
+                range_id: desc.range_id,
+                start_key: desc.start_key.to_vec(),
+                end_key: desc.end_key.to_vec(),
+                generation: desc.generation,
+            },
+            replicas: desc.replicas.iter().map(|r| (r.node_id, r.voter)).collect(),
+            leader_id: info.raft.as_ref().map_or(0, |raft| raft.leader_id),
+            size: RangeSize { keys: info.key_count, bytes: info.live_bytes },
+        })
     }
 }
 

@@ -140,7 +140,7 @@ impl RaftService for RaftApi {
     }
 
     async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        let replica = self.0.raft_group(request.get_ref().group)?;
+        let replica = self.0.raft_group_soon(request.get_ref().group).await?;
         let vote = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::Vote);
         let reply = replica.raft.vote(vote).await;

@@ -181,7 +181,7 @@ impl NodeCore {
             return Ok(pb::AddMemberResponse { voter: true });
         }
         let is_learner = membership.membership().learner_ids().any(|id| id == request.node_id);
-        group.wake();
+        group.wake_to_propose().await;
         if !is_learner {
             group
                 .raft

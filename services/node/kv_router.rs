@@ -193,7 +193,7 @@ impl NodeCore {
         };
         let group = active.routed_replica(group)?;
         if ops.iter().any(Op::is_write) {
-            group.wake();
+            group.wake_to_propose().await;
             let reply =
                 tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(Command::Batch(ops.clone())))
                     .await
@@ -299,6 +299,22 @@ impl NodeCore {
         }
     }
 
+    /// A range id no other split uses, from a block this node takes from range 1's counter
+    /// [`RANGE_ID_BLOCK`] at a time (as CockroachDB's stores do): a write to range 1 per split
+    /// would make splitting a table into many ranges wait on range 1 each time. An id taken by
+    /// a split that then fails or turns out a no-op, or left in a block when the node stops,
+    /// is never used.
+    async fn next_range_id(&self) -> Result<u64> {
+        let mut block = self.range_ids.lock().await;
+        if block.is_empty() {
+            let delta = RANGE_ID_BLOCK as i64;
+            let op = Op::Increment { key: keys::RANGE_ID_ALLOCATOR.to_vec(), delta };
+            let last = self.kv_batch(vec![op], false).await?[0].new_value as u64;
+            *block = last + 1 - RANGE_ID_BLOCK..last + 1;
+        }
+        block.next().ok_or_else(|| Error::Internal("range 1's counter returned no range ids".into()))
+    }
+
     /// Splits the range containing `split_key` at that key (a no-op at an existing boundary).
     pub async fn split(&self, split_key: Vec<u8>, forwarded: bool) -> Result<(u64, u64)> {
         if split_key.is_empty() {
@@ -306,10 +322,8 @@ impl NodeCore {
         }
         let active = self.active()?.clone();
         // The new range's id comes from range 1's counter, in a write of its own: the split is
-        // applied by the range's own group, which must not write range 1's keys. An id taken
-        // by a split that then fails or turns out a no-op is never used.
-        let allocated = self.kv_batch(vec![Op::Increment { key: keys::RANGE_ID_ALLOCATOR.to_vec(), delta: 1 }], false);
-        let right_range_id = allocated.await?[0].new_value as u64;
+        // applied by the range's own group, which must not write range 1's keys.
+        let right_range_id = self.next_range_id().await?;
         let forward = |to: NodeId| {
             let split_key = split_key.clone();
             let active = &active;
@@ -341,7 +355,7 @@ impl NodeCore {
             }
             let group = active.routed_replica(group)?;
             let command = Command::Split { split_key: split_key.clone(), right_range_id };
-            group.wake();
+            group.wake_to_propose().await;
             let reply = tokio::time::timeout(RAFT_REQUEST_TIMEOUT, group.raft.client_write(command))
                 .await
                 .map_err(|_| Error::DeadlineExceeded("timed out waiting for the split to commit".into()))?;
@@ -383,6 +397,9 @@ impl NodeCore {
         }
     }
 }
+
+/// How many range ids a node takes from range 1's counter at once.
+const RANGE_ID_BLOCK: u64 = 16;
 
 /// Waits (a little) until this node runs a replica of `group` that knows its leader: a split
 /// returns once its new range can be used, so the statement after it neither waits for the

@@ -57,6 +57,7 @@ mod kv_router;
 mod meta;
 mod placement;
 mod quiescence;
+mod range_list;
 mod replica_gc;
 mod replicas;
 mod scan_router;
@@ -76,6 +77,10 @@ pub const RAFT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const FORMATION_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the leaseholder looks for ranges to split and voters to replace.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a vote for a group this node does not hold waits for a split to create it: a
+/// few heartbeats (the commit reaches followers with the next one), under the election
+/// timeout a candidate waits before it campaigns again.
+const SPLIT_APPLY_WAIT: Duration = Duration::from_millis(450);
 /// How often a node that is a member asks the leader again whether it still is.
 const MEMBERSHIP_RECHECK: Duration = Duration::from_secs(5);
 /// How long drain waits for another voter to take over leadership.
@@ -279,6 +284,8 @@ pub struct NodeCore {
     meta_seen: meta::MetaSeen,
     /// The routing copy of range 1 as this node last read it.
     meta_routes: meta::MetaRoutesCache,
+    /// Range ids this node took from range 1's counter and has not used yet.
+    range_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
 }
 
 /// How long this node's own measured status is reused when asked for the node list: the
@@ -305,6 +312,22 @@ impl NodeCore {
     /// NotFound when it holds none (the sender backs off).
     pub fn raft_group(&self, group: u64) -> Result<Arc<Replica>> {
         self.active()?.replica(group)
+    }
+
+    /// This node's replica of `group`, waiting up to [`SPLIT_APPLY_WAIT`] for it to appear:
+    /// the leader of a range just split campaigns for the new group at once, before its
+    /// followers have learnt that the split committed and applied it. Refused at once, the
+    /// candidate would wait out a whole election timeout before asking again.
+    pub async fn raft_group_soon(&self, group: u64) -> Result<Arc<Replica>> {
+        let deadline = Instant::now() + SPLIT_APPLY_WAIT;
+        loop {
+            match self.raft_group(group) {
+                Err(Error::NotFound(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The SQL sessions of this node.
@@ -478,6 +501,7 @@ impl NodeCore {
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
             meta_seen: Default::default(),
+            range_ids: tokio::sync::Mutex::new(0..0),
             meta_routes: Default::default(),
         });
         if let (Some(cluster_id), Some(_)) = (&identity.cluster_id, identity.node_id) {

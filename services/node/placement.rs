@@ -10,6 +10,16 @@ use crate::services::allocator::{Change, NodeState};
 /// How long one membership change may take before the next pass tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many replicas one maintenance pass of a node may move only to even out replica
+/// counts. Every leader decides from counts that miss the others' moves of the same moment:
+/// unbounded, they would all fill the emptiest node at once, then empty it again.
+const REBALANCES_PER_PASS: usize = 2;
+
+/// How long a node keeps a lease it was handed before handing it on to even out lease counts
+/// (CockroachDB waits too): lease counts gossiped a moment ago may already be out of date, and
+/// two nodes would hand one lease back and forth.
+const LEASE_SETTLE: Duration = Duration::from_secs(5);
+
 /// Makes sure a replica added to `group` is caught up from a snapshot of the group as it is
 /// now, never by replaying older entries: the node may already hold newer rows of keys the
 /// group has split off since (in the groups they went to), or replicas of those groups, and
@@ -35,6 +45,8 @@ async fn purge_before_adding(group: &Replica) -> Result<()> {
 pub(super) struct PassCounts {
     replicas: BTreeMap<NodeId, usize>,
     leases: BTreeMap<NodeId, usize>,
+    /// Replica moves this pass may still make only to even out counts.
+    rebalances: usize,
 }
 
 impl PassCounts {
@@ -48,6 +60,7 @@ impl PassCounts {
                 less(self.leases.entry(leader).or_default());
                 *self.leases.entry(to).or_default() += 1;
             }
+            Change::Replace { remove, .. } => less(self.replicas.entry(remove).or_default()),
             Change::Promote(_) => {}
         }
     }
@@ -131,9 +144,27 @@ impl NodeCore {
             return Ok(Placed::Nothing);
         }
         let membership = metrics.membership_config.membership();
-        // One change at a time: a joint configuration in flight is finished first.
-        if membership.get_joint_config().len() > 1 {
-            return Ok(Placed::Nothing);
+        // One change at a time: a joint configuration is finished first. openraft proposes a
+        // change's second, uniform half from the call that proposed the first; a call cut
+        // short (its leader lost the lease, or the timeout below) leaves the group joint, and
+        // no other change, nor a split, can then be made until a leader finishes it.
+        if let [.., target] = membership.get_joint_config().as_slice()
+            && membership.get_joint_config().len() > 1
+        {
+            let finish = ChangeMembers::ReplaceAllVoters(target.clone());
+            let _changes = self.membership_changes.lock().await;
+            tracing::info!(
+                node = active.node_id,
+                group = group.group,
+                ?target,
+                "finishing a half-done membership change"
+            );
+            group.wake_to_propose().await;
+            return match tokio::time::timeout(CHANGE_TIMEOUT, group.raft.change_membership(finish, false)).await {
+                Ok(Ok(_)) => Ok(Placed::Changed),
+                Ok(Err(err)) => Err(Error::Unavailable(format!("finishing a membership change: {err}"))),
+                Err(_) => Err(Error::Unavailable("finishing a membership change: timed out".into())),
+            };
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
@@ -142,28 +173,42 @@ impl NodeCore {
         let addr_of =
             |id: NodeId| known.get(&id).and_then(|(_, peer)| peer.descriptor.as_ref()).map(|d| d.address.clone());
         let states: BTreeMap<NodeId, NodeState> = known.iter().map(|(id, (state, _))| (*id, *state)).collect();
-        let spread = if group.group == raft_mod::SYSTEM_GROUP {
-            allocator::Spread::EveryNode
-        } else {
-            allocator::Spread::Three { replicas: &counts.replicas }
+        let settled = self.lease_held_for(active, group.group) >= LEASE_SETTLE;
+        let spread = |rebalance| {
+            if group.group == raft_mod::SYSTEM_GROUP {
+                allocator::Spread::EveryNode
+            } else {
+                allocator::Spread::Three { replicas: &counts.replicas, rebalance, keep_lease: !settled }
+            }
         };
-        let change = allocator::next_change(active.node_id, &voters, &learners, &states, spread).or_else(|| {
-            allocator::lease_target(active.node_id, &voters, &counts.leases, &states).map(Change::TransferLeader)
+        let needed = allocator::next_change(active.node_id, &voters, &learners, &states, spread(false));
+        let rebalance = (needed.is_none() && counts.rebalances > 0)
+            .then(|| allocator::next_change(active.node_id, &voters, &learners, &states, spread(true)))
+            .flatten();
+        let change = needed.or(rebalance).or_else(|| {
+            settled
+                .then(|| allocator::lease_target(active.node_id, &voters, &counts.leases, &states))
+                .flatten()
+                .map(Change::TransferLeader)
         });
         let Some(change) = change else { return Ok(Placed::Nothing) };
         counts.record(active.node_id, change);
+        if rebalance.is_some() {
+            counts.rebalances -= 1;
+        }
         let _changes = self.membership_changes.lock().await;
-        tracing::info!(group = group.group, ?change, "changing the Raft group's members");
+        tracing::info!(node = active.node_id, group = group.group, ?change, "changing the Raft group's members");
         let raft = &group.raft;
-        group.wake();
+        group.wake_to_propose().await;
         let members = match change {
             Change::TransferLeader(to) => {
-                return raft
-                    .trigger()
+                raft.trigger()
                     .transfer_leader(to)
                     .await
-                    .map(|()| Placed::LeaseMoved)
-                    .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")));
+                    .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))?;
+                // The others decide on this count: tell them now, not at the next pass.
+                active.gossip.set_leases(counts.leases.get(&active.node_id).copied().unwrap_or(0)).await;
+                return Ok(Placed::LeaseMoved);
             }
             Change::AddLearner(id) => {
                 let Some(addr) = addr_of(id) else { return Ok(Placed::Nothing) };
@@ -173,6 +218,12 @@ impl NodeCore {
                 ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode::new(&addr))]))
             }
             Change::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+            Change::Replace { add, remove } => {
+                let mut next = voters.clone();
+                next.remove(&remove);
+                next.insert(add);
+                ChangeMembers::ReplaceAllVoters(next)
+            }
             Change::RemoveVoter(id) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
             Change::RemoveLearner(id) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         };
@@ -193,7 +244,18 @@ impl NodeCore {
         let mut leases: BTreeMap<NodeId, usize> =
             peers.into_iter().filter_map(|(id, peer)| Some((id, peer.leases?))).collect();
         leases.insert(active.node_id, self.leases_held(active));
-        Ok(PassCounts { replicas, leases })
+        Ok(PassCounts { replicas, leases, rebalances: REBALANCES_PER_PASS })
+    }
+
+    /// How long this node has led `group` by its lease history (zero if it does not).
+    fn lease_held_for(&self, active: &Active, group: u64) -> Duration {
+        let histories = self.lease_history.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(last) = histories.get(&group).and_then(|history| history.back()) else { return Duration::ZERO };
+        if last.leader_id != active.node_id {
+            return Duration::ZERO;
+        }
+        let now = crate::services::clock::unix_nanos(SystemTime::now());
+        Duration::from_nanos(now.saturating_sub(last.start).max(0) as u64)
     }
 
     /// How many groups this node leads.

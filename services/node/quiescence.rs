@@ -98,7 +98,9 @@ impl NodeCore {
             ticker.tick().await;
             if self.is_draining() {
                 // Leadership is being handed away: every group needs its timers.
-                active.replicas.all().iter().for_each(|replica| replica.wake());
+                active.replicas.all().iter().for_each(|replica| {
+                    replica.wake();
+                });
                 return;
             }
             let peers = active.gossip.peers().await;

@@ -133,13 +133,27 @@ impl Replica {
     }
 
     /// Starts the Raft clock if stopped: before a proposal on the leader, on a message that
-    /// shows the group active again, or when its leader is gone.
-    pub fn wake(&self) {
+    /// shows the group active again, or when its leader is gone. Whether it was stopped.
+    pub fn wake(&self) -> bool {
         let mut state = self.clock_state();
         state.activity += 1;
-        if state.clock != Clock::Running {
-            state.clock = Clock::Running;
-            self.raft.runtime_config().tick(true);
+        if state.clock == Clock::Running {
+            return false;
+        }
+        state.clock = Clock::Running;
+        self.raft.runtime_config().tick(true);
+        true
+    }
+
+    /// Wakes the group for a proposal on its leader. A leader whose clock was stopped sent no
+    /// heartbeats, so its leader lease has run out, and openraft refuses proposals ("forward
+    /// to leader: none") until a quorum acknowledges it again: a heartbeat round (the one a
+    /// linearizable read makes) renews it first, instead of a refused proposal and a retry.
+    pub async fn wake_to_propose(&self) {
+        if self.wake() {
+            let renew = self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex);
+            // A failed renewal is left to the proposal to report.
+            let _ = tokio::time::timeout(raft_mod::ELECTION_TIMEOUT_MAX, renew).await;
         }
     }
 

@@ -144,7 +144,7 @@ impl NodeCore {
                 Ok(Placed::Changed) => {}
                 Ok(Placed::Nothing) => break,
                 Err(err) => {
-                    tracing::warn!(group = group.group, error = %err, "replica placement");
+                    tracing::warn!(node = active.node_id, group = group.group, error = %err, "replica placement");
                     break;
                 }
             }

@@ -42,21 +42,21 @@ use crate::services::error::Result;
 use crate::services::kv::Kv;
 use crate::services::metrics::SqlStats;
 use crate::services::scan::{ScanPage, ScanRequest};
-use crate::services::status::ReplicaStatus;
+use crate::services::status::RangeSummary;
 use crate::services::tls::TlsMaterials;
 
 /// The server version clients see (PostgreSQL 13 wire semantics, as CockroachDB reports).
 pub const SERVER_VERSION: &str = "13.0.0";
 
 /// What the SQL layer needs from the node it runs on: the KV layer, plus the node's identity,
-/// its replicas (SHOW RANGES, table sizes), its session registry and statement counters. The
+/// the cluster's ranges (SHOW RANGES, table sizes), its session registry and statement counters. The
 /// node implements it; nothing in this module knows the node's type.
 #[async_trait::async_trait]
 pub trait SqlHost: Kv {
     /// This node's id, `None` until it belongs to a cluster (connections are then refused).
     fn node_id(&self) -> Option<u64>;
-    /// The replicas this node holds, in key order.
-    async fn replicas(&self) -> Result<Vec<ReplicaStatus>>;
+    /// Every range of the cluster overlapping `[start, end)`, in key order.
+    async fn ranges_in_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeSummary>>;
     /// The SQL sessions of this node.
     fn sessions(&self) -> &session::SessionRegistry;
     /// Statement counters of this node.

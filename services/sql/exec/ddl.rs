@@ -147,19 +147,15 @@ impl SqlEngine {
 
     async fn table_size(&self, table: &TableDescriptor) -> Result<u64, SqlError> {
         let (start, end) = table.index_span();
-        let ranges = self.host.replicas().await?;
-        Ok(ranges.iter().filter(|r| r.descriptor.overlaps(&start, &end)).map(|r| r.size.keys).sum())
+        Ok(self.host.ranges_in_span(&start, &end).await?.iter().map(|r| r.size.keys).sum())
     }
 
     pub(super) async fn show_ranges(&self, session: &SessionHandle, name: &ObjectName) -> Result<Output, SqlError> {
         let table = self.table(session, name).await?;
         let (start, end) = crate::services::sql::value::table_span(table.id);
         let mut rows = Vec::new();
-        for replica in self.host.replicas().await? {
+        for replica in self.host.ranges_in_span(&start, &end).await? {
             let desc = &replica.descriptor;
-            if !desc.overlaps(&start, &end) {
-                continue;
-            }
             let replicas: Vec<String> = replica.replicas.iter().map(|(id, _)| id.to_string()).collect();
             rows.push(vec![
                 Value::String(pretty_any(&desc.start_key)),

@@ -1,0 +1,61 @@
+//! Every range of the cluster in a key span, as SQL's views need them (SHOW RANGES, table
+//! sizes). With replicas on 3 of N nodes a node holds only some ranges: those it holds come
+//! from its own replicas, every other one from a member that range 1's routing copy records
+//! for it, asked over its StatusService (one call per node asked).
+
+use super::*;
+use crate::services::ranges::MetaRecord;
+use crate::services::status::RangeSummary;
+
+impl NodeCore {
+    /// The ranges overlapping `[start, end)` (an empty `end`: to the end of the keyspace), in
+    /// key order. Unavailable if none of some range's recorded members answers for it.
+    pub async fn ranges_in_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeSummary>> {
+        let active = self.active()?.clone();
+        let mut found: BTreeMap<u64, RangeSummary> = (self.ranges(&[]).await?.iter())
+            .filter(|replica| replica.descriptor.overlaps(start, end))
+            .map(|replica| (replica.descriptor.range_id, RangeSummary::from(replica)))
+            .collect();
+        let missing: Vec<MetaRecord> = (self.meta_records().await?.into_iter())
+            .filter(|record| record.descriptor.overlaps(start, end) && !found.contains_key(&record.descriptor.range_id))
+            .collect();
+        // Each round asks every range still missing of its next recorded member (voters first),
+        // all the ranges one node is asked for in one call.
+        let rounds = missing.iter().map(|record| record.voters.len() + record.learners.len()).max().unwrap_or(0);
+        for round in 0..rounds {
+            let mut asks: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+            for record in missing.iter().filter(|record| !found.contains_key(&record.descriptor.range_id)) {
+                if let Some(member) = record.voters.iter().chain(&record.learners).nth(round) {
+                    asks.entry(*member).or_default().push(record.descriptor.range_id);
+                }
+            }
+            for (node, range_ids) in asks {
+                match self.ranges_of_node(&active, node, range_ids).await {
+                    Ok(ranges) => found.extend(ranges.into_iter().map(|range| (range.descriptor.range_id, range))),
+                    Err(err) => tracing::debug!(node, error = %err, "asking a node for its ranges"),
+                }
+            }
+        }
+        if let Some(record) = missing.iter().find(|record| !found.contains_key(&record.descriptor.range_id)) {
+            return Err(Error::Unavailable(format!(
+                "range {}: none of its replicas (nodes {:?}) answered",
+                record.descriptor.range_id,
+                record.voters.iter().chain(&record.learners).collect::<Vec<_>>()
+            )));
+        }
+        let mut ranges: Vec<RangeSummary> = found.into_values().collect();
+        ranges.sort_by(|a, b| a.descriptor.start_key.cmp(&b.descriptor.start_key));
+        Ok(ranges)
+    }
+
+    /// Node `node`'s own view of the ranges `range_ids` it holds (those it does not are left
+    /// out).
+    async fn ranges_of_node(&self, active: &Active, node: NodeId, range_ids: Vec<u64>) -> Result<Vec<RangeSummary>> {
+        let addr = self.member_addr(active, node).ok_or_else(|| Error::NotFound(format!("node {node}'s address")))?;
+        let mut client = pb::status_service_client::StatusServiceClient::new(self.dialer.channel(&addr)?);
+        let mut request = tonic::Request::new(pb::RangesRequest { range_ids, limit: 0, offset: 0 });
+        request.set_timeout(RAFT_REQUEST_TIMEOUT);
+        let reply = client.ranges(request).await.map_err(Error::from)?.into_inner();
+        Ok(reply.ranges.iter().filter_map(RangeSummary::from_info).collect())
+    }
+}
