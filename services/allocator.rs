@@ -10,11 +10,13 @@
 //! 3. a learner on a decommissioning node is removed;
 //! 4. range 1's group ([`Spread::EveryNode`]): fewer than [`MAX_VOTERS`] voters promote a LIVE
 //!    learner, and every LIVE, active node that is not a member joins as a learner;
-//! 5. any other group ([`Spread::Three`]): a learner on a DEAD or leaving node goes, a LIVE
-//!    learner is promoted, a fourth voter on the fullest node (by replica count) is removed
-//!    (after the lease moves off it), fewer than three voters that stay add a learner on the
-//!    emptiest LIVE node, and otherwise a replica moves from the group's fullest member to the
-//!    emptiest node outside it when that is [`worth_moving`];
+//! 5. any other group ([`Spread::Three`]): a learner on a DEAD or leaving node goes; a LIVE
+//!    learner is promoted while fewer than three voters stay, and otherwise takes the place of
+//!    the voter on the fullest node (by replica count) in one change (after the lease moves
+//!    off it); a fourth voter on the fullest node is removed the same way; fewer than three
+//!    voters that stay add a learner on the emptiest LIVE node; and otherwise (within the
+//!    caller's budget) a replica moves from the group's fullest member to the emptiest node
+//!    outside it when that is [`worth_moving`];
 //! 6. with nothing else to do, the leader hands this group's lease to the LIVE voter leading
 //!    the fewest groups when that is [`worth_moving`] ([`lease_target`]).
 //!
@@ -91,19 +93,19 @@ pub enum Spread<'a> {
 }
 
 /// The band around the mean count within which a node is left alone: 5% of the mean (as
-/// CockroachDB's range-count rebalance threshold), at least 1. Every leader decides from its own, slightly
-/// late, counts; if each chased the exact mean they would overshoot together and move replicas
-/// and leases back and forth for ever.
+/// CockroachDB's range-count rebalance threshold), at least 1. Every leader decides from its
+/// own, slightly late, counts; if each chased the exact mean they would overshoot together and
+/// move replicas and leases back and forth for ever.
 fn band(mean: f64) -> f64 {
     (mean * 0.05).max(1.0)
 }
 
 /// Whether one replica (or lease) should move from a node holding `from` to one holding `to`,
 /// when the nodes that may hold them hold `mean` on average: the source is at the band's top
-/// or above, or above the mean with the target at the band's bottom or below (as CockroachDB decides lease transfers), and
-/// the move evens them out (a difference of one would only swap which node has more). A node
-/// at or below the mean never gives any away, so what a late count sent it too many of is
-/// not passed on again and again.
+/// or above, or above the mean with the target at the band's bottom or below (as CockroachDB
+/// decides lease transfers), and the move evens them out (a difference of one would only swap
+/// which node has more). A node at or below the mean never gives any away, so what a late
+/// count sent it too many of is not passed on again and again.
 pub fn worth_moving(from: usize, to: usize, mean: f64) -> bool {
     let (from, to, band) = (from as f64, to as f64, band(mean));
     from >= to + 2.0 && (from >= mean + band || (from > mean && to <= mean - band))

@@ -148,11 +148,14 @@ impl NodeCore {
         // change's second, uniform half from the call that proposed the first; a call cut
         // short (its leader lost the lease, or the timeout below) leaves the group joint, and
         // no other change, nor a split, can then be made until a leader finishes it.
-        if let [.., target] = membership.get_joint_config().as_slice()
-            && membership.get_joint_config().len() > 1
-        {
-            let finish = ChangeMembers::ReplaceAllVoters(target.clone());
+        if membership.get_joint_config().len() > 1 {
+            // Looked at again under the lock: a change this node is making (a node joining
+            // range 1) may have finished meanwhile.
             let _changes = self.membership_changes.lock().await;
+            let config = group.raft.metrics().borrow_watched().membership_config.clone();
+            let joint = config.membership().get_joint_config();
+            let (Some(target), true) = (joint.last(), joint.len() > 1) else { return Ok(Placed::Nothing) };
+            let finish = ChangeMembers::ReplaceAllVoters(target.clone());
             tracing::info!(
                 node = active.node_id,
                 group = group.group,
