@@ -12,10 +12,20 @@ impl NodeCore {
     /// key order. Unavailable if none of some range's recorded members answers for it.
     pub async fn ranges_in_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeSummary>> {
         let active = self.active()?.clone();
-        let mut found: BTreeMap<u64, RangeSummary> = (self.ranges(&[]).await?.iter())
-            .filter(|replica| replica.descriptor.overlaps(start, end))
-            .map(|replica| (replica.descriptor.range_id, RangeSummary::from(replica)))
-            .collect();
+        // A view that names no leaseholder (a follower that has not heard from its leader: a
+        // quiesced group's may never) is used only if no member's view names one.
+        let (mut found, mut unsure) = (BTreeMap::new(), BTreeMap::new());
+        let mut keep = |found: &mut BTreeMap<u64, RangeSummary>, range: RangeSummary| {
+            let id = range.descriptor.range_id;
+            if range.leader_id != 0 {
+                found.insert(id, range);
+            } else {
+                unsure.entry(id).or_insert(range);
+            }
+        };
+        for replica in self.ranges(&[]).await?.iter().filter(|replica| replica.descriptor.overlaps(start, end)) {
+            keep(&mut found, RangeSummary::from(replica));
+        }
         let missing: Vec<MetaRecord> = (self.meta_records().await?.into_iter())
             .filter(|record| record.descriptor.overlaps(start, end) && !found.contains_key(&record.descriptor.range_id))
             .collect();
@@ -31,10 +41,13 @@ impl NodeCore {
             }
             for (node, range_ids) in asks {
                 match self.ranges_of_node(&active, node, range_ids).await {
-                    Ok(ranges) => found.extend(ranges.into_iter().map(|range| (range.descriptor.range_id, range))),
+                    Ok(ranges) => ranges.into_iter().for_each(|range| keep(&mut found, range)),
                     Err(err) => tracing::debug!(node, error = %err, "asking a node for its ranges"),
                 }
             }
+        }
+        for (id, range) in unsure {
+            found.entry(id).or_insert(range);
         }
         if let Some(record) = missing.iter().find(|record| !found.contains_key(&record.descriptor.range_id)) {
             return Err(Error::Unavailable(format!(
