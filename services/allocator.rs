@@ -17,8 +17,10 @@
 //!    voters that stay add a learner on the emptiest LIVE node; and otherwise (within the
 //!    caller's budget) a replica moves from the group's fullest member to the emptiest node
 //!    outside it when that is [`worth_moving`];
-//! 6. with nothing else to do, the leader hands this group's lease to the LIVE voter leading
-//!    the fewest groups when that is [`worth_moving`] ([`lease_target`]).
+//! 6. with nothing else to do, the leader hands this group's lease on: a range that carries
+//!    load ([`carries_load`]) to the LIVE voter serving the fewest queries per second as
+//!    leaseholder ([`load_lease_target`]), any other to the LIVE voter leading the fewest
+//!    groups when that is [`worth_moving`] ([`lease_target`]).
 //!
 //! A voter with nobody to replace it stays: a decommission then waits (as CockroachDB's does
 //! when no node can take the replicas), and a DEAD voter keeps its place until a node joins.
@@ -114,11 +116,59 @@ pub fn worth_moving(from: usize, to: usize, mean: f64) -> bool {
 /// The mean of `counts` over the nodes that may hold a voter: those of `nodes` that may, and
 /// those only `counts` knows (a node missing from `counts` holds none).
 fn mean_count(counts: &BTreeMap<NodeId, usize>, nodes: &BTreeMap<NodeId, NodeState>) -> f64 {
+    mean_of(counts, nodes, |count| *count as f64)
+}
+
+/// [`mean_count`] of any per-node `value`.
+fn mean_of<V>(values: &BTreeMap<NodeId, V>, nodes: &BTreeMap<NodeId, NodeState>, value: impl Fn(&V) -> f64) -> f64 {
     let eligible: BTreeSet<NodeId> = (nodes.iter().filter(|(_, state)| state.may_vote()).map(|(id, _)| *id))
-        .chain(counts.keys().copied().filter(|id| !nodes.contains_key(id)))
+        .chain(values.keys().copied().filter(|id| !nodes.contains_key(id)))
         .collect();
-    let total: usize = eligible.iter().map(|id| counts.get(id).copied().unwrap_or(0)).sum();
-    total as f64 / eligible.len().max(1) as f64
+    let total: f64 = eligible.iter().filter_map(|id| values.get(id)).map(value).sum();
+    total / eligible.len().max(1) as f64
+}
+
+/// The smallest band, in queries per second, around the mean lease load: below it load is
+/// noise (status polling, session records) and leases move by count alone.
+const MIN_LOAD_BAND: f64 = 2.0;
+
+/// The band around the mean lease load (queries per second) within which a node is left
+/// alone: 10% of the mean (CockroachDB's QPS rebalance threshold), at least [`MIN_LOAD_BAND`].
+fn load_band(mean: f64) -> f64 {
+    (mean * 0.1).max(MIN_LOAD_BAND)
+}
+
+/// Whether a range serving `qps` carries enough load that only load decides where its lease
+/// goes (a move by count would undo what moves by load evened out), with `loads` the
+/// queries per second each node's leases serve.
+pub fn carries_load(qps: f64, loads: &BTreeMap<NodeId, f64>, nodes: &BTreeMap<NodeId, NodeState>) -> bool {
+    qps >= load_band(mean_of(loads, nodes, |load| *load)) / 2.0
+}
+
+/// The voter `leader` should hand the lease of a range serving `qps` to so that the queries
+/// per second nodes serve as leaseholders (`loads`; a node missing serves none) even out: the
+/// LIVE, active voter serving the least, when the leader is above the band around the mean
+/// (or above the mean with the target below the band), and the range carries load
+/// ([`carries_load`]) but less than the two nodes' difference less half the band. Each such
+/// move shrinks the difference between the two nodes by at least half the band and lowers the
+/// sum of squares of all loads, so moves made on true loads come to an end.
+pub fn load_lease_target(
+    leader: NodeId,
+    voters: &BTreeSet<NodeId>,
+    loads: &BTreeMap<NodeId, f64>,
+    qps: f64,
+    nodes: &BTreeMap<NodeId, NodeState>,
+) -> Option<NodeId> {
+    let load = |id: &NodeId| loads.get(id).copied().unwrap_or(0.0);
+    let may_lead = |id: &NodeId| nodes.get(id).is_none_or(NodeState::may_vote);
+    let (target, to) = (voters.iter())
+        .filter(|id| **id != leader && may_lead(id))
+        .map(|id| (*id, load(id)))
+        .min_by(|(a, a_load), (b, b_load)| a_load.total_cmp(b_load).then(a.cmp(b)))?;
+    let (from, mean) = (load(&leader), mean_of(loads, nodes, |load| *load));
+    let band = load_band(mean);
+    let overfull = from >= mean + band || (from > mean && to <= mean - band);
+    (overfull && qps >= band / 2.0 && qps <= from - to - band / 2.0).then_some(target)
 }
 
 /// The next change for a group led by `leader`; `None` when the group is where it should be.
@@ -177,6 +227,21 @@ pub fn next_change(
     }
     let count = |id: &NodeId| replicas.get(id).copied().unwrap_or(0);
     let fullest_of = |ids: &mut dyn Iterator<Item = NodeId>| ids.max_by_key(|id| (count(id), *id));
+    // The voter on the fullest node gives up its place (`give_up` says how). A leader there
+    // first hands the lease to the emptiest LIVE voter, or, if it was just handed the lease,
+    // has the next fullest voter give up its place instead.
+    let shed_fullest = |give_up: &dyn Fn(NodeId) -> Change| {
+        let fullest = fullest_of(&mut staying_voters.iter().copied())?;
+        if fullest != leader {
+            return Some(give_up(fullest));
+        }
+        let others = || staying_voters.iter().copied().filter(|id| *id != leader);
+        if keep_lease {
+            return fullest_of(&mut others()).map(give_up);
+        }
+        let to = others().filter(|id| state(id).liveness == Liveness::Live).min_by_key(|id| (count(id), *id));
+        to.map(Change::TransferLeader)
+    };
     if let Some(spare) = spare
         && voters.len() <= MAX_VOTERS
     {
@@ -186,30 +251,11 @@ pub fn next_change(
         // A full group's learner is a move under way: it takes the place of the voter on the
         // fullest node in one change, so the node it came to relieve is the one that gives
         // up a replica, never the newcomer (whose count, now one higher, may read fullest).
-        let fullest = fullest_of(&mut staying_voters.iter().copied())?;
-        if fullest != leader {
-            return Some(Change::Replace { add: spare, remove: fullest });
-        }
-        let mut others = staying_voters.iter().copied().filter(|id| *id != leader);
-        if keep_lease {
-            return fullest_of(&mut others).map(|remove| Change::Replace { add: spare, remove });
-        }
-        let to = others.filter(|id| state(id).liveness == Liveness::Live).min_by_key(|id| (count(id), *id));
-        return to.map(Change::TransferLeader);
+        return shed_fullest(&|remove| Change::Replace { add: spare, remove });
     }
-    // One voter too many (a replacement or a move half done): the one on the fullest node
-    // goes, after handing the lease to the emptiest if it holds it.
+    // One voter too many (a replacement or a move half done): the one on the fullest node goes.
     if staying_voters.len() > MAX_VOTERS {
-        let others = || staying_voters.iter().copied().filter(|id| *id != leader);
-        let fullest = fullest_of(&mut staying_voters.iter().copied())?;
-        if fullest != leader {
-            return Some(Change::RemoveVoter(fullest));
-        }
-        if keep_lease {
-            return fullest_of(&mut others()).map(Change::RemoveVoter);
-        }
-        let to = others().filter(|id| state(id).liveness == Liveness::Live).min_by_key(|id| (count(id), *id));
-        return to.map(Change::TransferLeader);
+        return shed_fullest(&Change::RemoveVoter);
     }
     let emptiest = (nodes.iter())
         .filter(|(id, state)| state.may_vote() && !voters.contains(id) && !learners.contains(id))
@@ -297,6 +343,34 @@ mod tests {
         draining.insert(2, NodeState { liveness: Liveness::Draining, membership: NodeMembership::Active });
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &draining), Some(3));
         assert_eq!(lease_target(1, &ids(&[1]), &leases(&[(1, 5)]), &all_live), None);
+    }
+
+    #[test]
+    fn leases_move_by_load_from_an_overloaded_leader_without_overshooting() {
+        let voters = ids(&[1, 2, 3]);
+        let loads = |list: &[(NodeId, f64)]| list.iter().copied().collect::<BTreeMap<_, _>>();
+        let all_live: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
+        // Mean 100, band 10: node 1 at 150 hands a 20 qps range to node 3, the least loaded.
+        let skewed = loads(&[(1, 150.0), (2, 90.0), (3, 60.0)]);
+        assert_eq!(load_lease_target(1, &voters, &skewed, 20.0, &all_live), Some(3));
+        // Not a range that would leave node 3 busier than node 1 was less half the band.
+        assert_eq!(load_lease_target(1, &voters, &skewed, 86.0, &all_live), None);
+        assert_eq!(load_lease_target(1, &voters, &skewed, 85.0, &all_live), Some(3));
+        // Nor one too light to matter (less than half the band), which moves by count.
+        assert_eq!(load_lease_target(1, &voters, &skewed, 4.0, &all_live), None);
+        assert!(!carries_load(4.0, &skewed, &all_live) && carries_load(5.0, &skewed, &all_live));
+        // A leader within the band, or below the mean, keeps its leases.
+        assert_eq!(load_lease_target(1, &voters, &loads(&[(1, 108.0), (2, 100.0), (3, 92.0)]), 6.0, &all_live), None);
+        assert_eq!(load_lease_target(2, &voters, &skewed, 20.0, &all_live), None);
+        // Above the mean with a target below the band: it moves.
+        let low = loads(&[(1, 105.0), (2, 110.0), (3, 85.0)]);
+        assert_eq!(load_lease_target(1, &voters, &low, 6.0, &all_live), Some(3));
+        // A nearly idle cluster: the band is at least 2 qps, so a trickle moves nothing.
+        assert_eq!(load_lease_target(1, &voters, &loads(&[(1, 3.0), (2, 1.0)]), 1.5, &all_live), None);
+        // Not to a voter that may not lead.
+        let mut states = all_live.clone();
+        states.insert(3, NodeState { liveness: Liveness::Dead, membership: NodeMembership::Active });
+        assert_eq!(load_lease_target(1, &voters, &skewed, 20.0, &states), Some(2));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! `λ = ln 2 / h`, and the rate is that decayed sum divided by the decayed length of the
 //! tracker's life, `∫ e^{-λs} ds` over its age. For a steady load the rate therefore equals
 //! the true rate from the first second (no warm-up bias), and a load that stops halves its
-//! rate every `h`. A new leaseholder starts counting afresh.
+//! rate every `h`. A leaseholder handing its lease over sends the range's rates with it
+//! ([`LoadTracker::handoff`]) and the new one goes on from them ([`LoadTracker::take_over`]);
+//! a lease taken by election starts counting afresh.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -42,6 +44,29 @@ impl DecayingRate {
         }
     }
 
+    /// A rate that reads `rate` at `now`, as if that rate had been steady for `measured`
+    /// (a rate measured elsewhere, going on here).
+    fn steady(half_life: Duration, now: Instant, rate: f64, measured: Duration) -> Self {
+        let created = now.checked_sub(measured).unwrap_or(now);
+        let mut seeded = Self::new(half_life, created);
+        seeded.last = now;
+        seeded.sum = rate * seeded.weight(now);
+        seeded
+    }
+
+    /// Adds what `other` counted (its events and its longer life, if longer).
+    fn absorb(&mut self, other: &DecayingRate, now: Instant) {
+        self.decay_to(now);
+        self.sum += other.sum * (-self.lambda * now.saturating_duration_since(other.last).as_secs_f64()).exp();
+        self.created = self.created.min(other.created);
+    }
+
+    /// The decayed length of the rate's life at `now`: what the decayed sum is divided by.
+    fn weight(&self, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(self.created).max(MIN_AGE).as_secs_f64();
+        (1.0 - (-self.lambda * age).exp()) / self.lambda
+    }
+
     /// Records an event of size `amount` at `now`.
     pub fn record(&mut self, now: Instant, amount: f64) {
         self.decay_to(now);
@@ -52,9 +77,7 @@ impl DecayingRate {
     pub fn rate(&self, now: Instant) -> f64 {
         let since_last = now.saturating_duration_since(self.last).as_secs_f64();
         let sum = self.sum * (-self.lambda * since_last).exp();
-        let age = now.saturating_duration_since(self.created).max(MIN_AGE).as_secs_f64();
-        let weight = (1.0 - (-self.lambda * age).exp()) / self.lambda;
-        sum / weight
+        sum / self.weight(now)
     }
 }
 
@@ -173,6 +196,28 @@ impl ReplicaLoad {
         }
     }
 
+    /// A load reading `rates` at `now`, as if steady over `measured`.
+    fn steady(half_life: Duration, now: Instant, rates: &LoadRates, measured: Duration) -> Self {
+        let rate = |value: f64| DecayingRate::steady(half_life, now, value, measured);
+        Self {
+            queries: rate(rates.queries_per_second),
+            reads: rate(rates.reads_per_second),
+            writes: rate(rates.writes_per_second),
+            read_bytes: rate(rates.read_bytes_per_second),
+            write_bytes: rate(rates.write_bytes_per_second),
+            cpu: rate(rates.cpu_time_per_second),
+        }
+    }
+
+    fn absorb(&mut self, other: &ReplicaLoad, now: Instant) {
+        self.queries.absorb(&other.queries, now);
+        self.reads.absorb(&other.reads, now);
+        self.writes.absorb(&other.writes, now);
+        self.read_bytes.absorb(&other.read_bytes, now);
+        self.write_bytes.absorb(&other.write_bytes, now);
+        self.cpu.absorb(&other.cpu, now);
+    }
+
     fn rate(&self, metric: LoadMetric, now: Instant) -> f64 {
         match metric {
             LoadMetric::Queries => self.queries.rate(now),
@@ -235,6 +280,13 @@ impl LoadTracker {
         replicas.iter().map(|(id, load)| (*id, load.rates(now))).collect()
     }
 
+    /// The rate of `metric` of every range that saw traffic here.
+    pub fn metric_rates(&self, metric: LoadMetric) -> Vec<(u64, f64)> {
+        let now = Instant::now();
+        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        replicas.iter().map(|(id, load)| (*id, load.rate(metric, now))).collect()
+    }
+
     /// The `k` ranges with the highest `metric`, as [`top_k`] orders them. Only the ranked
     /// metric is evaluated for every range and only the winners' rates in full: with
     /// thousands of loaded ranges, evaluating all six decayed rates of each dominated the
@@ -253,6 +305,37 @@ impl LoadTracker {
         }
         ranked.sort_unstable_by(order);
         ranked.into_iter().filter_map(|(id, _)| replicas.get(&id).map(|load| (id, load.rates(now)))).collect()
+    }
+
+    /// What to hand the next leaseholder of `range_id` with its lease: the range's rates and
+    /// how long they were measured (`None` if it saw no traffic here).
+    pub fn handoff(&self, range_id: u64) -> Option<(LoadRates, Duration)> {
+        let now = Instant::now();
+        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let load = replicas.get(&range_id)?;
+        Some((load.rates(now), now.saturating_duration_since(load.queries.created)))
+    }
+
+    /// Goes on from `rates` measured over `measured` by the previous leaseholder of
+    /// `range_id`, adding what was counted here since this node took the lease.
+    pub fn take_over(&self, range_id: u64, rates: &LoadRates, measured: Duration) {
+        let now = Instant::now();
+        // Figures from a peer: a rate that is not a finite, positive number counts as none.
+        let clean = |rate: f64| if rate.is_finite() && rate > 0.0 { rate } else { 0.0 };
+        let rates = LoadRates {
+            queries_per_second: clean(rates.queries_per_second),
+            reads_per_second: clean(rates.reads_per_second),
+            writes_per_second: clean(rates.writes_per_second),
+            read_bytes_per_second: clean(rates.read_bytes_per_second),
+            write_bytes_per_second: clean(rates.write_bytes_per_second),
+            cpu_time_per_second: clean(rates.cpu_time_per_second),
+        };
+        let mut seeded = ReplicaLoad::steady(self.half_life, now, &rates, measured);
+        let mut replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(counted) = replicas.get(&range_id) {
+            seeded.absorb(counted, now);
+        }
+        replicas.insert(range_id, seeded);
     }
 
     /// Forgets the counts of the ranges `forget` picks: called for the ranges whose lease this
@@ -284,6 +367,41 @@ mod tests {
         }
         let measured = rate.rate(start + Duration::from_secs(3));
         assert!((measured - 100.0).abs() < 3.0, "{measured}");
+    }
+
+    #[test]
+    fn a_load_handed_over_reads_the_same_and_decays_as_before() {
+        let tracker = LoadTracker::new(Duration::from_secs(10));
+        let rates = LoadRates { queries_per_second: 200.0, writes_per_second: 50.0, ..Default::default() };
+        tracker.take_over(7, &rates, Duration::from_secs(30));
+        let now = tracker.rates(7);
+        assert!((now.queries_per_second - 200.0).abs() < 1.0, "{now:?}");
+        assert!((now.writes_per_second - 50.0).abs() < 0.5, "{now:?}");
+        assert_eq!(now.reads_per_second, 0.0);
+        // Handed on again: the same rates, measured over the same time (and a moment more).
+        let (again, measured) = tracker.handoff(7).unwrap();
+        assert!((again.queries_per_second - 200.0).abs() < 1.0, "{again:?}");
+        assert!(measured >= Duration::from_secs(30) && measured < Duration::from_secs(31), "{measured:?}");
+        assert!(tracker.handoff(8).is_none());
+        // Nonsense from a peer counts as no load.
+        let nonsense = LoadRates { queries_per_second: f64::NAN, reads_per_second: -5.0, ..Default::default() };
+        tracker.take_over(9, &nonsense, Duration::from_secs(5));
+        assert_eq!(tracker.rates(9), LoadRates::default());
+        // A steady rate seeded at 30 s of age, idle for one half-life, reads about half.
+        let start = Instant::now();
+        let seeded = DecayingRate::steady(Duration::from_secs(10), start, 100.0, Duration::from_secs(30));
+        let later = seeded.rate(start + Duration::from_secs(10));
+        assert!((later / 100.0 - 0.5).abs() < 0.1, "{later}");
+        // What the new leaseholder counted before the handoff arrived is added.
+        let mut counted = DecayingRate::new(Duration::from_secs(10), start);
+        for i in 1..=100u64 {
+            counted.record(start + Duration::from_millis(i * 10), 1.0);
+        }
+        let end = start + Duration::from_secs(1);
+        let mut seeded = DecayingRate::steady(Duration::from_secs(10), end, 100.0, Duration::from_secs(30));
+        seeded.absorb(&counted, end);
+        let total = seeded.rate(end);
+        assert!(total > 100.0 && total < 110.0, "{total}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const DEFAULT_TIME_UNTIL_DEAD: Duration = Duration::from_secs(300);
 const DESCRIPTOR_KEY: &str = "descriptor";
 const DRAINING_KEY: &str = "draining";
 const LEASES_KEY: &str = "leases";
+const LEASE_QPS_KEY: &str = "lease_qps";
 
 /// A node's liveness, with CockroachDB's `NodeLivenessStatus` numbering (which
 /// `pb::Liveness` shares, so `as i32` is the wire value).
@@ -180,6 +181,8 @@ pub struct GossipPeer {
     pub draining: bool,
     /// How many Raft groups it says it leads (its leases), if it has said.
     pub leases: Option<usize>,
+    /// The queries per second the ranges it leads serve, if it has said.
+    pub lease_qps: Option<f64>,
     /// When this node last heard from it (wall clock), if ever.
     pub last_seen: Option<SystemTime>,
     /// How long since it was last heard from (or since this node started).
@@ -261,10 +264,15 @@ impl Membership {
         chitchat.lock().await.self_node_state().set(DRAINING_KEY, "true");
     }
 
-    /// Announces how many Raft groups this node leads, which the nodes even out.
-    pub async fn set_leases(&self, leases: usize) {
+    /// Announces how many Raft groups this node leads and the queries per second they serve,
+    /// which the nodes even out.
+    pub async fn set_lease_load(&self, leases: usize, qps: f64) {
         let chitchat = self.handle.chitchat();
-        chitchat.lock().await.self_node_state().set(LEASES_KEY, leases.to_string());
+        let mut chitchat = chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        state.set(LEASES_KEY, leases.to_string());
+        // Whole queries: gossip carries a change only when the text changes.
+        state.set(LEASE_QPS_KEY, format!("{qps:.0}"));
     }
 
     /// Every node gossip knows of, by node id. A node that restarted appears once, with its
@@ -298,6 +306,7 @@ impl Membership {
             let draining = state.and_then(|s| s.get(DRAINING_KEY)) == Some("true");
             let mut peer = self.peer(node_id, descriptor, heard_from, draining, &seen);
             peer.leases = state.and_then(|s| s.get(LEASES_KEY)).and_then(|text| text.parse().ok());
+            peer.lease_qps = state.and_then(|s| s.get(LEASE_QPS_KEY)).and_then(|text| text.parse().ok());
             peers.insert(node_id, peer);
         }
         peers
@@ -315,7 +324,7 @@ impl Membership {
             Some((instant, wall)) => (instant.elapsed(), Some(*wall)),
             None => (self.started.elapsed(), None),
         };
-        GossipPeer { descriptor, heard_from, draining, leases: None, last_seen, since_last_seen }
+        GossipPeer { descriptor, heard_from, draining, leases: None, lease_qps: None, last_seen, since_last_seen }
     }
 
     /// A peer gossip has never heard of (known only from the registry).

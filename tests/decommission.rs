@@ -98,13 +98,40 @@ fn underreplicated(cluster: &Cluster, i: usize) -> Option<u64> {
     live.map(|row| row["ranges_underreplicated"].as_u64()).collect::<Option<Vec<u64>>>()?.into_iter().max()
 }
 
+/// Every range healed after the kills of `killed` (node ids): as its leaseholder among `live`
+/// reports it, three voters and no replica on a killed node; and no LIVE node reports a range
+/// underreplicated. Otherwise what was seen.
+async fn healed(cluster: &Cluster, live: &[usize], killed: &[u64]) -> Result<(), String> {
+    let ranges =
+        cluster.members_by_leaseholders(live).await.ok_or("a range with no leaseholder among the live nodes")?;
+    let unhealed: Vec<_> = (ranges.iter())
+        .filter(|(_, (voters, learners))| {
+            voters.len() != 3 || killed.iter().any(|id| voters.contains(id) || learners.contains(id))
+        })
+        .collect();
+    if !unhealed.is_empty() {
+        return Err(format!("ranges (voters, learners) not healed: {unhealed:?}"));
+    }
+    for i in live {
+        match underreplicated(cluster, *i) {
+            Some(0) => {}
+            seen => return Err(format!("node index {i} reports {seen:?} ranges underreplicated")),
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_node_rejoins() {
-    let mut cluster = Cluster::start(5, &["--time-until-dead", "3s"]);
+    let mut cluster = Cluster::start(5, &["--time-until-dead", "10s"]);
     cluster.init().await;
     cluster.wait_ready().await;
     let leader = wait_for(Duration::from_secs(10), "a leader", || cluster.leader(0)).await;
     let writer_node = cluster.index_of(leader).await;
+    // The writer's keys span several ranges, placed on 3 of the 5 nodes each.
+    for at in (100..=700).step_by(100) {
+        cluster.cli_ok(writer_node, &["kv", "split", &format!("k/{at:06}")]);
+    }
     let writer = Writer::start(&cluster, writer_node, "k/").await;
     writer.wait_more(&cluster, 10, "writes before the kills").await;
     let mut killed = Vec::new();
@@ -115,24 +142,16 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
         let victim_index = cluster.index_of(victim).await;
         cluster.kill(victim_index);
         killed.push((victim, victim_index));
-        // After --time-until-dead each range's leader promotes a live learner, then removes
-        // the dead voter; the live nodes then report nothing underreplicated. Every range:
-        // killing the next node before all of them healed could take two voters of one.
+        // After --time-until-dead (10 s) each range's leader promotes a live learner, or adds
+        // one, then removes the dead voter, all within 30 s more; the live nodes then report
+        // nothing underreplicated. Every range: killing the next node before all of them
+        // healed could take two voters of one.
         let live: Vec<usize> = (0..5).filter(|i| !killed.iter().any(|(_, k)| k == i)).collect();
-        wait_for(Duration::from_secs(40), "the dead voter replaced in every range", || async {
-            let ranges = cluster.members_by_leaseholders(&live).await?;
-            let healed = ranges.values().all(|(voters, learners)| {
-                voters.len() == 3 && killed.iter().all(|(id, _)| !voters.contains(id) && !learners.contains(id))
-            });
-            healed.then_some(())
+        let dead: Vec<u64> = killed.iter().map(|(id, _)| *id).collect();
+        wait_until(Duration::from_secs(10 + 30), "every range healed of the dead voter", || {
+            healed(&cluster, &live, &dead)
         })
         .await;
-        for i in (0..5).filter(|i| !killed.iter().any(|(_, k)| k == i)) {
-            wait_for(Duration::from_secs(20), "no range underreplicated", || async {
-                (underreplicated(&cluster, i)? == 0).then_some(())
-            })
-            .await;
-        }
         writer.wait_more(&cluster, 10, "writes after the replacement").await;
     }
     // The first node killed comes back on its store: it still believes it is a voter of the
@@ -142,18 +161,49 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
     let (revived, revived_index) = killed[0];
     cluster.restart(revived_index);
     let live: Vec<usize> = (0..5).filter(|i| *i != killed[1].1).collect();
-    wait_for(Duration::from_secs(40), "the revived node in range 1 and only in groups that count it", || async {
-        let ranges = cluster.members_by_leaseholders(&live).await?;
-        let (_, system_learners) = ranges.get(&1)?;
-        let replicated = ranges.values().all(|(voters, _)| voters.len() == 3);
-        let held = cluster.ranges(revived_index).await.ok()?;
-        let counted = held.iter().all(|range| {
-            let id = range.descriptor.as_ref().map_or(0, |d| d.range_id);
-            ranges.get(&id).is_some_and(|(voters, learners)| voters.contains(&revived) || learners.contains(&revived))
-        });
-        (system_learners.contains(&revived) && replicated && counted).then_some(())
+    wait_until(Duration::from_secs(40), "the revived node in range 1 and only in groups that count it", || {
+        revived_state(&cluster, &live, revived, revived_index)
     })
     .await;
     writer.wait_more(&cluster, 10, "writes after the node came back").await;
     stop_and_check(writer, &cluster, writer_node).await;
+}
+
+/// `Ok` once node `revived` (index `revived_index`) is a learner of range 1, every range has
+/// three voters as its leaseholder among `live` reports, and every replica the revived node
+/// holds is counted by its group; otherwise which of these failed, with the views involved.
+async fn revived_state(cluster: &Cluster, live: &[usize], revived: u64, revived_index: usize) -> Result<(), String> {
+    let ranges =
+        cluster.members_by_leaseholders(live).await.ok_or("a range with no leaseholder among the live nodes")?;
+    let (_, system_learners) = ranges.get(&1).ok_or("no leaseholder view of range 1")?;
+    if !system_learners.contains(&revived) {
+        return Err(format!("range 1's learners {system_learners:?}"));
+    }
+    let short: Vec<_> = ranges.iter().filter(|(_, (voters, _))| voters.len() != 3).collect();
+    if !short.is_empty() {
+        return Err(format!("ranges without three voters: {short:?}"));
+    }
+    let held = cluster.ranges(revived_index).await?;
+    let uncounted: Vec<String> = held
+        .iter()
+        .filter_map(|range| {
+            let desc = range.descriptor.as_ref()?;
+            let counted = ranges
+                .get(&desc.range_id)
+                .is_some_and(|(voters, learners)| voters.contains(&revived) || learners.contains(&revived));
+            (!counted).then(|| {
+                let raft = range.raft.as_ref().map(|r| (r.state.clone(), r.leader_id, r.term));
+                let group = ranges.get(&desc.range_id);
+                format!(
+                    "r{} (leaseholder here: {}, raft {raft:?}, group {group:?})",
+                    desc.range_id, range.is_leaseholder
+                )
+            })
+        })
+        .collect();
+    if uncounted.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("replicas the revived node holds but its group does not count: {uncounted:?}"))
+    }
 }

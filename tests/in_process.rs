@@ -56,7 +56,8 @@ async fn embedded_api_answers_for_its_own_node_in_process_and_dials_the_others()
     // decode as InvalidArgument; neither disturbs the cluster.
     let rpc = format!("http://{}", cluster.nodes[1].listen_addr());
     let mut raft = ranged::pb::raft_service_client::RaftServiceClient::connect(rpc).await.unwrap();
-    let payload = |group| ranged::pb::RaftPayload { data: b"not a vote".to_vec().into(), error: false, group };
+    let payload =
+        |group| ranged::pb::RaftPayload { data: b"not a vote".to_vec().into(), error: false, group, load: None };
     let refused = raft.vote(payload(7)).await.expect_err("no replica of group 7");
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
     assert!(refused.message().contains("Raft group 7"), "{refused:?}");

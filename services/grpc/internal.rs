@@ -153,6 +153,9 @@ impl RaftService for RaftApi {
         let replica = self.0.raft_group(request.get_ref().group)?;
         let transfer = decode(request.get_ref())?;
         self.0.raft_messages().record(RaftMessage::TransferLeader);
+        if let Some(load) = &request.get_ref().load {
+            self.0.take_over_load(request.get_ref().group, load);
+        }
         replica.wake();
         encode(replica.raft.handle_transfer_leader(transfer).await)
     }

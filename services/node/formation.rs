@@ -362,6 +362,7 @@ impl NodeCore {
             state: &state,
             dialer: &self.dialer,
             pipelined: !self.config.testing_sequential_raft_appends,
+            load: &self.load,
         };
         // Groups created by splits applied from now on are started by the task below; the
         // channel keeps those applied before it runs.
@@ -436,6 +437,7 @@ impl NodeCore {
             state: &active.state,
             dialer: &self.dialer,
             pipelined: !self.config.testing_sequential_raft_appends,
+            load: &self.load,
         };
         let replica = active.replicas.insert(Replica::start_group(&setup, group, None, &[]).await?)?;
         tracing::info!(group, "started a replica of a new Raft group");

@@ -261,7 +261,7 @@ pub struct NodeCore {
     membership_changes: tokio::sync::Mutex<()>,
     draining: AtomicBool,
     /// Load of the ranges this node holds the lease of.
-    load: LoadTracker,
+    load: Arc<LoadTracker>,
     /// The first error the node cannot run past; `server::Node` waits on it.
     fatal: watch::Sender<Option<String>>,
     /// Wall-clock start (reported as `started_at`).
@@ -366,6 +366,23 @@ impl NodeCore {
     /// Raft messages this node's transport has received.
     pub fn raft_messages(&self) -> &RaftMessages {
         &self.raft_messages
+    }
+
+    /// Goes on from the load of `group`'s range that its leader handed over with its lease
+    /// (a group is one range, with the group's id).
+    pub fn take_over_load(&self, group: u64, load: &pb::LoadHandoff) {
+        let rates = LoadRates {
+            queries_per_second: load.queries_per_second,
+            reads_per_second: load.reads_per_second,
+            writes_per_second: load.writes_per_second,
+            read_bytes_per_second: load.read_bytes_per_second,
+            write_bytes_per_second: load.write_bytes_per_second,
+            cpu_time_per_second: load.cpu_time_per_second,
+        };
+        // Figures from a peer: never a negative, infinite or absurd span.
+        let measured =
+            Duration::try_from_secs_f64(load.measured_seconds).unwrap_or_default().min(Duration::from_secs(86_400));
+        self.load.take_over(group, &rates, measured);
     }
 
     /// Drains: gossips DRAINING, refuses new leaseholder work, hands the leadership of each
@@ -480,7 +497,7 @@ impl NodeCore {
         let sessions = SessionRegistry::new(config.closed_session_capacity, config.closed_session_ttl);
         let core = Arc::new(NodeCore {
             dialer: Arc::new(Dialer::new(config.tls.as_ref())),
-            load: LoadTracker::new(config.stats_half_life),
+            load: Arc::new(LoadTracker::new(config.stats_half_life)),
             config,
             engine,
             listen_addr,

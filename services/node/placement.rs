@@ -10,6 +10,11 @@ use crate::services::allocator::{Change, NodeState};
 /// How long one membership change may take before the next pass tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many leases one maintenance pass of a node may hand on to even out load: the others
+/// learn of a move only by gossip and from the new leaseholder's counts a second or so later,
+/// and until then every loaded node would pick the same least loaded one.
+const LOAD_MOVES_PER_PASS: usize = 1;
+
 /// How many replicas one maintenance pass of a node may move only to even out replica
 /// counts. Every leader decides from counts that miss the others' moves of the same moment:
 /// unbounded, they would all fill the emptiest node at once, then empty it again.
@@ -40,18 +45,42 @@ async fn purge_before_adding(group: &Replica) -> Result<()> {
     Ok(())
 }
 
+/// Proposes the membership change `members` on `group` and waits up to [`CHANGE_TIMEOUT`]
+/// for both halves of it to commit; `what` names the change in the error.
+async fn commit_members(group: &Replica, members: ChangeMembers<NodeId, BasicNode>, what: &str) -> Result<Placed> {
+    let outcome = match tokio::time::timeout(CHANGE_TIMEOUT, group.raft.change_membership(members, false)).await {
+        Ok(result) => result.map(|_| Placed::Changed).map_err(|err| err.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    };
+    outcome.map_err(|err| Error::Unavailable(format!("{what}: {err}")))
+}
+
 /// The replica and lease counts per node one maintenance pass decides on, updated by the
 /// changes it makes.
 pub(super) struct PassCounts {
     replicas: BTreeMap<NodeId, usize>,
     leases: BTreeMap<NodeId, usize>,
+    /// Queries per second each node serves as leaseholder.
+    loads: BTreeMap<NodeId, f64>,
+    /// Queries per second of each group this node leads.
+    group_qps: HashMap<u64, f64>,
     /// Replica moves this pass may still make only to even out counts.
     rebalances: usize,
+    /// Lease moves this pass may still make to even out load.
+    load_moves: usize,
+}
+
+/// What this node serves as leaseholder: how many groups it leads, their queries per second,
+/// and the queries per second of each group by id.
+pub(super) struct LeaseLoad {
+    pub(super) leases: usize,
+    pub(super) qps: f64,
+    groups: HashMap<u64, f64>,
 }
 
 impl PassCounts {
-    /// Counts `change`, made by node `leader`.
-    fn record(&mut self, leader: NodeId, change: Change) {
+    /// Counts `change`, made by node `leader` on a group serving `qps`.
+    fn record(&mut self, leader: NodeId, change: Change, qps: f64) {
         let less = |count: &mut usize| *count = count.saturating_sub(1);
         match change {
             Change::AddLearner(id) => *self.replicas.entry(id).or_default() += 1,
@@ -59,6 +88,8 @@ impl PassCounts {
             Change::TransferLeader(to) => {
                 less(self.leases.entry(leader).or_default());
                 *self.leases.entry(to).or_default() += 1;
+                *self.loads.entry(leader).or_default() -= qps;
+                *self.loads.entry(to).or_default() += qps;
             }
             Change::Replace { remove, .. } => less(self.replicas.entry(remove).or_default()),
             Change::Promote(_) => {}
@@ -163,11 +194,7 @@ impl NodeCore {
                 "finishing a half-done membership change"
             );
             group.wake_to_propose().await;
-            return match tokio::time::timeout(CHANGE_TIMEOUT, group.raft.change_membership(finish, false)).await {
-                Ok(Ok(_)) => Ok(Placed::Changed),
-                Ok(Err(err)) => Err(Error::Unavailable(format!("finishing a membership change: {err}"))),
-                Err(_) => Err(Error::Unavailable("finishing a membership change: timed out".into())),
-            };
+            return commit_members(group, finish, "finishing a membership change").await;
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
@@ -188,19 +215,32 @@ impl NodeCore {
         let rebalance = (needed.is_none() && counts.rebalances > 0)
             .then(|| allocator::next_change(active.node_id, &voters, &learners, &states, spread(true)))
             .flatten();
-        let change = needed.or(rebalance).or_else(|| {
-            settled
-                .then(|| allocator::lease_target(active.node_id, &voters, &counts.leases, &states))
-                .flatten()
-                .map(Change::TransferLeader)
-        });
-        let Some(change) = change else { return Ok(Placed::Nothing) };
-        counts.record(active.node_id, change);
+        // A lease moves by load if its range carries load, otherwise by count.
+        let qps = counts.group_qps.get(&group.group).copied().unwrap_or(0.0);
+        let by_load = allocator::carries_load(qps, &counts.loads, &states);
+        let lease_move = (settled && needed.is_none() && rebalance.is_none())
+            .then(|| match by_load {
+                true if counts.load_moves == 0 => None,
+                true => allocator::load_lease_target(active.node_id, &voters, &counts.loads, qps, &states),
+                false => allocator::lease_target(active.node_id, &voters, &counts.leases, &states),
+            })
+            .flatten();
+        let Some(change) = needed.or(rebalance).or(lease_move.map(Change::TransferLeader)) else {
+            return Ok(Placed::Nothing);
+        };
+        counts.record(active.node_id, change, qps);
         if rebalance.is_some() {
             counts.rebalances -= 1;
         }
+        if lease_move.is_some() && by_load {
+            counts.load_moves -= 1;
+        }
         let _changes = self.membership_changes.lock().await;
-        tracing::info!(node = active.node_id, group = group.group, ?change, "changing the Raft group's members");
+        if lease_move.is_some() && by_load {
+            tracing::info!(node = active.node_id, group = group.group, ?change, qps, "moving a lease for load");
+        } else {
+            tracing::info!(node = active.node_id, group = group.group, ?change, "changing the Raft group's members");
+        }
         let raft = &group.raft;
         group.wake_to_propose().await;
         let members = match change {
@@ -209,8 +249,9 @@ impl NodeCore {
                     .transfer_leader(to)
                     .await
                     .map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))?;
-                // The others decide on this count: tell them now, not at the next pass.
-                active.gossip.set_leases(counts.leases.get(&active.node_id).copied().unwrap_or(0)).await;
+                // The others decide on these counts: tell them now, not at the next pass.
+                let leases = counts.leases.get(&active.node_id).copied().unwrap_or(0);
+                active.gossip.set_lease_load(leases, counts.loads.get(&active.node_id).copied().unwrap_or(0.0)).await;
                 return Ok(Placed::LeaseMoved);
             }
             Change::AddLearner(id) => {
@@ -230,24 +271,32 @@ impl NodeCore {
             Change::RemoveVoter(id) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
             Change::RemoveLearner(id) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         };
-        let outcome = match tokio::time::timeout(CHANGE_TIMEOUT, raft.change_membership(members, false)).await {
-            Ok(result) => result.map(|_| Placed::Changed).map_err(|err| err.to_string()),
-            Err(_) => Err("timed out".to_string()),
-        };
-        outcome.map_err(|err| Error::Unavailable(format!("{change:?}: {err}")))
+        commit_members(group, members, &format!("{change:?}")).await
     }
 
     /// The counts a maintenance pass starts from: replicas per node from the routing copy,
-    /// leases per node as each node gossips them (each node sees the leaders only of the
-    /// groups it holds, so the counts must come from the leaders themselves, or two nodes
-    /// would hand a lease back and forth) and this node's own.
-    pub(super) async fn pass_counts(&self, active: &Active) -> Result<PassCounts> {
+    /// leases and their load per node as each node gossips them (each node sees the leaders
+    /// only of the groups it holds, so the counts must come from the leaders themselves, or
+    /// two nodes would hand a lease back and forth) and this node's own (`own`).
+    pub(super) async fn pass_counts(&self, active: &Active, own: LeaseLoad) -> Result<PassCounts> {
         let replicas = self.meta_routes(active).await?.replica_counts();
         let peers = active.gossip.peers().await;
-        let mut leases: BTreeMap<NodeId, usize> =
-            peers.into_iter().filter_map(|(id, peer)| Some((id, peer.leases?))).collect();
-        leases.insert(active.node_id, self.leases_held(active));
-        Ok(PassCounts { replicas, leases, rebalances: REBALANCES_PER_PASS })
+        let mut leases = BTreeMap::new();
+        let mut loads = BTreeMap::new();
+        for (id, peer) in peers {
+            leases.extend(peer.leases.map(|count| (id, count)));
+            loads.extend(peer.lease_qps.map(|qps| (id, qps)));
+        }
+        leases.insert(active.node_id, own.leases);
+        loads.insert(active.node_id, own.qps);
+        Ok(PassCounts {
+            replicas,
+            leases,
+            loads,
+            group_qps: own.groups,
+            rebalances: REBALANCES_PER_PASS,
+            load_moves: LOAD_MOVES_PER_PASS,
+        })
     }
 
     /// How long this node has led `group` by its lease history (zero if it does not).
@@ -261,10 +310,30 @@ impl NodeCore {
         Duration::from_nanos(now.saturating_sub(last.start).max(0) as u64)
     }
 
-    /// How many groups this node leads.
-    pub(super) fn leases_held(&self, active: &Active) -> usize {
+    /// The groups this node leads and the queries per second they serve, as its load tracker
+    /// counted them.
+    pub(super) fn lease_load(&self, active: &Active) -> LeaseLoad {
+        let rates: HashMap<u64, f64> = self.load.metric_rates(LoadMetric::Queries).into_iter().collect();
+        let groups: HashMap<u64, f64> = match rates.is_empty() {
+            true => HashMap::new(),
+            false => active.state.with_shared(|shared| {
+                let mut groups = HashMap::new();
+                for desc in shared.ranges.iter() {
+                    if let (Some(qps), Some(group)) = (rates.get(&desc.range_id), shared.groups.of_key(&desc.start_key))
+                    {
+                        *groups.entry(group).or_insert(0.0) += qps;
+                    }
+                }
+                groups
+            }),
+        };
         let leads = |group: &Arc<Replica>| group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
-        active.replicas.all().iter().filter(|group| !group.is_removed() && leads(group)).count()
+        let led: Vec<u64> = (active.replicas.all().iter())
+            .filter(|group| !group.is_removed() && leads(group))
+            .map(|group| group.group)
+            .collect();
+        let qps = led.iter().filter_map(|group| groups.get(group)).sum();
+        LeaseLoad { leases: led.len(), qps, groups }
     }
 
     /// Whether another node, asked, says this node holds no replica any more. Asked of the

@@ -15,6 +15,7 @@ use openraft::Raft;
 use crate::services::dialer::Dialer;
 use crate::services::engine::Engine;
 use crate::services::error::{Error, Result};
+use crate::services::load::LoadTracker;
 use crate::services::raft::log_store::LogStore;
 use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
 use crate::services::raft::state_machine::{StateMachine, StateStore};
@@ -86,6 +87,8 @@ pub struct ReplicaSetup<'a> {
     pub dialer: &'a Arc<Dialer>,
     /// Whether appends stream (pipelined) or go one at a time per follower.
     pub pipelined: bool,
+    /// The node's load counts, which a leadership transfer hands on.
+    pub load: &'a Arc<LoadTracker>,
 }
 
 impl Replica {
@@ -107,7 +110,7 @@ impl Replica {
         let state = setup.state.group(group, span, initial)?;
         let log = LogStore::new(setup.engine.log.clone(), group);
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
-        let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined);
+        let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined, setup.load.clone());
         let raft = Raft::new(setup.node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
         state.started();
         Ok(Replica {

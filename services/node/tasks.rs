@@ -108,8 +108,9 @@ impl NodeCore {
             // Scans whose reader went away are closed here, not only when the next one opens.
             self.cursors.sweep(Instant::now());
             self.collect_removed_replicas(&active).await;
-            active.gossip.set_leases(self.leases_held(&active)).await;
-            let Ok(mut counts) = self.pass_counts(&active).await else { continue };
+            let own = self.lease_load(&active);
+            active.gossip.set_lease_load(own.leases, own.qps).await;
+            let Ok(mut counts) = self.pass_counts(&active, own).await else { continue };
             for group in active.replicas.all() {
                 let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
                 if is_leader {

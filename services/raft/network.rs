@@ -34,9 +34,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
-use crate::pb::RaftPayload;
 use crate::pb::raft_service_client::RaftServiceClient;
+use crate::pb::{LoadHandoff, RaftPayload};
 use crate::services::dialer::Dialer;
+use crate::services::load::LoadTracker;
 use crate::services::raft::codec;
 use crate::services::raft::{NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
@@ -57,13 +58,15 @@ pub struct NetworkFactory {
     dialer: Arc<Dialer>,
     group: u64,
     pipelined: bool,
+    load: Arc<LoadTracker>,
 }
 
 impl NetworkFactory {
     /// A factory for the Raft group `group`, dialing through `dialer`; `pipelined` false keeps
     /// one AppendEntries in flight per follower (only to measure what the pipelined stream gives).
-    pub fn new(dialer: Arc<Dialer>, group: u64, pipelined: bool) -> Self {
-        Self { dialer, group, pipelined }
+    /// A leadership transfer carries the group's load as `load` counted it.
+    pub fn new(dialer: Arc<Dialer>, group: u64, pipelined: bool, load: Arc<LoadTracker>) -> Self {
+        Self { dialer, group, pipelined, load }
     }
 }
 
@@ -73,6 +76,7 @@ pub struct Network {
     client: Result<RaftServiceClient<Channel>, String>,
     group: u64,
     pipelined: bool,
+    load: Arc<LoadTracker>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -88,7 +92,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|err| err.to_string());
-        Network { client, group: self.group, pipelined: self.pipelined }
+        Network { client, group: self.group, pipelined: self.pipelined, load: self.load.clone() }
     }
 }
 
@@ -222,7 +226,20 @@ impl Network {
             Ok(client) => client,
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(err.clone())))),
         };
-        let mut message = tonic::Request::new(RaftPayload { data: data.into(), error: false, group: self.group });
+        // A group is one range, with the group's id: its load goes with its lease.
+        let load = match rpc {
+            Rpc::TransferLeader => self.load.handoff(self.group).map(|(rates, measured)| LoadHandoff {
+                queries_per_second: rates.queries_per_second,
+                reads_per_second: rates.reads_per_second,
+                writes_per_second: rates.writes_per_second,
+                read_bytes_per_second: rates.read_bytes_per_second,
+                write_bytes_per_second: rates.write_bytes_per_second,
+                cpu_time_per_second: rates.cpu_time_per_second,
+                measured_seconds: measured.as_secs_f64(),
+            }),
+            _ => None,
+        };
+        let mut message = tonic::Request::new(RaftPayload { data: data.into(), error: false, group: self.group, load });
         message.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(message).await,
@@ -319,7 +336,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
                         tracing::error!(error = %err, "encoding an AppendEntries request");
                         Vec::new()
                     });
-                    RaftPayload { data: data.into(), error: false, group }
+                    RaftPayload { data: data.into(), error: false, group, load: None }
                 })
             };
             let replies = tokio::time::timeout(STREAM_REPLY_TIMEOUT, client.append_stream(outbound))

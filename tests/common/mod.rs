@@ -55,6 +55,24 @@ where
     }
 }
 
+/// Polls `check` until it returns `Ok`, or panics after `timeout` with `what` and the last
+/// `Err` it gave (what was seen instead), so a timeout says which part of a condition failed.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}; last seen: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the CLI with `args` and returns its output.
 pub fn ranged(args: &[&str]) -> Output {
     Command::new(RANGED).args(args).env_remove("RUST_BACKTRACE").output().expect("run ranged")
