@@ -23,7 +23,11 @@ impl NodeCore {
                 unsure.entry(id).or_insert(range);
             }
         };
-        for replica in self.ranges(&[]).await?.iter().filter(|replica| replica.descriptor.overlaps(start, end)) {
+        // Views only of the local ranges in the span: each asks its group's Raft core.
+        let local: Vec<u64> =
+            active.state.with_shared(|shared| shared.ranges.overlapping(start, end).map(|d| d.range_id).collect());
+        let held = if local.is_empty() { Vec::new() } else { self.ranges(&local).await? };
+        for replica in held.iter().filter(|replica| replica.descriptor.overlaps(start, end)) {
             keep(&mut found, RangeSummary::from(replica));
         }
         let missing: Vec<MetaRecord> = (self.meta_records().await?.into_iter())
@@ -31,17 +35,29 @@ impl NodeCore {
             .collect();
         // Each round asks every range still missing of its next recorded member (voters first),
         // all the ranges one node is asked for in one call.
+        // A record may be older than its range's last split: the member's answer then shows
+        // a range that no longer reaches into the span, which is left out.
+        let mut gone = BTreeSet::new();
         let rounds = missing.iter().map(|record| record.voters.len() + record.learners.len()).max().unwrap_or(0);
         for round in 0..rounds {
             let mut asks: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
-            for record in missing.iter().filter(|record| !found.contains_key(&record.descriptor.range_id)) {
+            let wanted = |id: &u64| !found.contains_key(id) && !gone.contains(id);
+            for record in missing.iter().filter(|record| wanted(&record.descriptor.range_id)) {
                 if let Some(member) = record.voters.iter().chain(&record.learners).nth(round) {
                     asks.entry(*member).or_default().push(record.descriptor.range_id);
                 }
             }
             for (node, range_ids) in asks {
                 match self.ranges_of_node(&active, node, range_ids).await {
-                    Ok(ranges) => ranges.into_iter().for_each(|range| keep(&mut found, range)),
+                    Ok(ranges) => {
+                        for range in ranges {
+                            if range.descriptor.overlaps(start, end) {
+                                keep(&mut found, range);
+                            } else {
+                                gone.insert(range.descriptor.range_id);
+                            }
+                        }
+                    }
                     Err(err) => tracing::debug!(node, error = %err, "asking a node for its ranges"),
                 }
             }
@@ -49,7 +65,8 @@ impl NodeCore {
         for (id, range) in unsure {
             found.entry(id).or_insert(range);
         }
-        if let Some(record) = missing.iter().find(|record| !found.contains_key(&record.descriptor.range_id)) {
+        let unanswered = |id: &u64| !found.contains_key(id) && !gone.contains(id);
+        if let Some(record) = missing.iter().find(|record| unanswered(&record.descriptor.range_id)) {
             return Err(Error::Unavailable(format!(
                 "range {}: none of its replicas (nodes {:?}) answered",
                 record.descriptor.range_id,

@@ -101,9 +101,7 @@ impl NodeCore {
     /// dead or unreachable node counts as missing, as in CockroachDB), or more than
     /// [`MAX_VOTERS`] voters.
     async fn replication(&self, active: &Active, voters: &[NodeId]) -> (bool, bool) {
-        let peers = active.gossip.peers().await;
-        let heard = |id: &NodeId| *id == active.node_id || peers.get(id).is_some_and(|peer| peer.heard_from);
-        allocator::replication_problems(voters, heard, peers.len())
+        replication_seen(active, &active.gossip.peers().await, voters)
     }
 
     /// Every node in the registry or in gossip, with its liveness as seen here.
@@ -160,8 +158,14 @@ impl NodeCore {
         Ok(self.ranges_page(range_ids, 0, usize::MAX).await?.0)
     }
 
-    /// What this node knows of its replica of `group`, as each of the group's ranges reports it.
-    async fn group_view(&self, active: &Active, group: &Replica) -> Result<GroupView> {
+    /// What this node knows of its replica of `group`, as each of the group's ranges reports
+    /// it, with `peers` as gossip sees them now.
+    async fn group_view(
+        &self,
+        active: &Active,
+        group: &Replica,
+        peers: &HashMap<NodeId, membership::GossipPeer>,
+    ) -> Result<GroupView> {
         let metrics = group.raft.metrics().borrow_watched().clone();
         let committed =
             group.raft.with_raft_state(|st| st.local_committed().cloned()).await.map_err(Error::internal)?;
@@ -171,7 +175,7 @@ impl NodeCore {
             membership.nodes().map(|(id, _)| (*id, voters.contains(id))).collect()
         };
         let voters: Vec<NodeId> = members.iter().filter(|(_, voter)| *voter).map(|(id, _)| *id).collect();
-        let (underreplicated, overreplicated) = self.replication(active, &voters).await;
+        let (underreplicated, overreplicated) = replication_seen(active, peers, &voters);
         let lease_history: Vec<LeaseRecord> = (self.lease_history.lock().unwrap_or_else(|p| p.into_inner()))
             .get(&group.group)
             .map(|history| history.iter().copied().collect())
@@ -203,17 +207,10 @@ impl NodeCore {
         limit: usize,
     ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
-        let mut views = HashMap::new();
-        for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
-            match self.group_view(&active, &group).await {
-                Ok(view) => {
-                    views.insert(group.group, view);
-                }
-                // Collected meanwhile (replica GC stops its Raft core): no longer held here.
-                Err(_) if group.is_removed() => {}
-                Err(err) => return Err(err),
-            }
-        }
+        let held: HashMap<u64, Arc<Replica>> = (active.replicas.all().into_iter())
+            .filter(|group| !group.is_removed())
+            .map(|group| (group.group, group))
+            .collect();
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
         // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
         // possibly thousands.
@@ -223,7 +220,7 @@ impl NodeCore {
                 .iter()
                 .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
                 .filter_map(|desc| shared.groups.of_key(&desc.start_key).map(|group| (desc, group)))
-                .filter(|(_, group)| views.contains_key(group))
+                .filter(|(_, group)| held.contains_key(group))
                 .collect();
             // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order of
             // the HTTP API's pages, so that pages are stable while ranges split.
@@ -241,6 +238,21 @@ impl NodeCore {
                 .collect();
             (page, total)
         });
+        // Views only of the groups on the page: each asks its Raft core for its state, and a
+        // hot-ranges call wants ten of possibly thousands.
+        let peers = active.gossip.peers().await;
+        let mut views = HashMap::new();
+        for (_, _, group) in &selected {
+            let Some(replica) = held.get(group).filter(|_| !views.contains_key(group)) else { continue };
+            match self.group_view(&active, replica, &peers).await {
+                Ok(view) => {
+                    views.insert(*group, view);
+                }
+                // Collected meanwhile (replica GC stops its Raft core): no longer held here.
+                Err(_) if replica.is_removed() => {}
+                Err(err) => return Err(err),
+            }
+        }
         let mut out = Vec::with_capacity(selected.len());
         for (descriptor, size, group) in selected {
             let Some(view) = views.get(&group) else { continue };
@@ -283,12 +295,27 @@ impl NodeCore {
         // left has its load forgotten (see the maintenance loop), so what remains is led here.
         let top = self.load.top(metric, limit);
         let ids: Vec<u64> = top.iter().map(|(id, _)| *id).collect();
+        if ids.is_empty() {
+            // (No ids would ask `ranges` for every range.)
+            return Ok(Vec::new());
+        }
         let mut by_id: HashMap<u64, ReplicaStatus> = (self.ranges(&ids).await?.into_iter())
             .filter(|r| r.is_leaseholder)
             .map(|r| (r.descriptor.range_id, r))
             .collect();
         Ok(ids.into_iter().filter_map(|id| by_id.remove(&id)).collect())
     }
+}
+
+/// Whether a group with `voters` is (under, over) replicated, with `peers` as gossip sees
+/// them (see [`allocator::replication_problems`]).
+fn replication_seen(
+    active: &Active,
+    peers: &HashMap<NodeId, membership::GossipPeer>,
+    voters: &[NodeId],
+) -> (bool, bool) {
+    let heard = |id: &NodeId| *id == active.node_id || peers.get(id).is_some_and(|peer| peer.heard_from);
+    allocator::replication_problems(voters, heard, peers.len())
 }
 
 /// One group's state as this node's replica sees it, shared by the group's ranges.
