@@ -371,14 +371,7 @@ impl NodeCore {
     /// Goes on from the load of `group`'s range that its leader handed over with its lease
     /// (a group is one range, with the group's id).
     pub fn take_over_load(&self, group: u64, load: &pb::LoadHandoff) {
-        let rates = LoadRates {
-            queries_per_second: load.queries_per_second,
-            reads_per_second: load.reads_per_second,
-            writes_per_second: load.writes_per_second,
-            read_bytes_per_second: load.read_bytes_per_second,
-            write_bytes_per_second: load.write_bytes_per_second,
-            cpu_time_per_second: load.cpu_time_per_second,
-        };
+        let rates = load.rates.as_ref().map(LoadRates::from).unwrap_or_default();
         // Figures from a peer: never a negative, infinite or absurd span.
         let measured =
             Duration::try_from_secs_f64(load.measured_seconds).unwrap_or_default().min(Duration::from_secs(86_400));

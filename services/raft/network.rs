@@ -229,12 +229,7 @@ impl Network {
         // A group is one range, with the group's id: its load goes with its lease.
         let load = match rpc {
             Rpc::TransferLeader => self.load.handoff(self.group).map(|(rates, measured)| LoadHandoff {
-                queries_per_second: rates.queries_per_second,
-                reads_per_second: rates.reads_per_second,
-                writes_per_second: rates.writes_per_second,
-                read_bytes_per_second: rates.read_bytes_per_second,
-                write_bytes_per_second: rates.write_bytes_per_second,
-                cpu_time_per_second: rates.cpu_time_per_second,
+                rates: Some((&rates).into()),
                 measured_seconds: measured.as_secs_f64(),
             }),
             _ => None,
