@@ -1,6 +1,7 @@
 //! CREATE and DROP of databases and tables, SHOW DATABASES, SHOW TABLES with table sizes,
 //! SHOW RANGES and ALTER TABLE .. SPLIT AT.
 
+use futures::StreamExt;
 use sqlparser::ast::{self, ColumnOption, ObjectName, ObjectType, Query, SetExpr, TableConstraint};
 
 use super::{Field, Output, SqlEngine, rows_output};
@@ -190,7 +191,8 @@ impl SqlEngine {
         let SetExpr::Values(values) = rows.body.as_ref() else {
             return Err(SqlError::unsupported("SPLIT AT needs VALUES"));
         };
-        let mut out = Vec::new();
+        // Every value is checked before any range is split.
+        let mut split_keys = Vec::with_capacity(values.rows.len());
         for exprs in &values.rows {
             if exprs.is_empty() || exprs.len() > table.primary_key.len() {
                 return Err(SqlError::new("42601", "SPLIT AT values must be a prefix of the primary key"));
@@ -199,13 +201,33 @@ impl SqlEngine {
             for (expr, &col) in exprs.iter().zip(&table.primary_key) {
                 prefix.push(eval(expr, &Ctx::constant(params))?.coerce(table.columns[col].ty)?);
             }
-            let key = table.key_for_pk(&prefix);
-            self.host.split(key.clone()).await?;
-            out.push(vec![Value::Bytes(key.clone()), Value::String(pretty_any(&key))]);
+            split_keys.push(table.key_for_pk(&prefix));
         }
-        Ok(Output::Rows { fields: split_fields(), rows: out })
+        // Highest key first, a few at once: each split leaves the keys still to split in its
+        // left-hand range, so the splits in flight go to one Raft group and are appended
+        // together. In the order given, a split would move the next keys to its new range
+        // while the splits behind it were on their way to the old one, to fail and retry.
+        let mut order: Vec<Vec<u8>> = split_keys.clone();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        order.dedup();
+        let host = &self.host;
+        let mut splits = futures::stream::iter(order).map(|key| host.split(key)).buffer_unordered(SPLITS_IN_FLIGHT);
+        while let Some(done) = splits.next().await {
+            done?;
+        }
+        drop(splits);
+        let rows = (split_keys.into_iter())
+            .map(|key| {
+                let pretty = pretty_any(&key);
+                vec![Value::Bytes(key), Value::String(pretty)]
+            })
+            .collect();
+        Ok(Output::Rows { fields: split_fields(), rows })
     }
 }
+
+/// How many of one `SPLIT AT`'s splits are proposed at once.
+const SPLITS_IN_FLIGHT: usize = 16;
 
 pub(super) fn split_fields() -> Vec<Field> {
     vec![Field { name: "key".into(), ty: SqlType::Bytes }, Field { name: "pretty".into(), ty: SqlType::String }]
