@@ -5,7 +5,7 @@
 //! holds a routing copy of both under `/Meta/range/<id>` ([`MetaRecord`]), kept current by
 //! each range's leaseholder, for nodes that hold no replica of a range.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,17 +84,30 @@ impl MetaRecord {
     }
 }
 
-/// All descriptors of the cluster, ordered by start key.
+/// All descriptors of the cluster, ordered by start key, and each range's start key by id
+/// (thousands of ranges, looked up by id per request).
 #[derive(Debug, Clone, Default)]
 pub struct RangeIndex {
     by_start: BTreeMap<Vec<u8>, RangeDescriptor>,
+    start_of: HashMap<u64, Vec<u8>>,
 }
 
 impl RangeIndex {
-    /// Adds or replaces the descriptor starting at `desc.start_key`.
+    /// Adds or replaces the descriptor starting at `desc.start_key` (and any earlier
+    /// descriptor of the same range).
     pub fn insert(&mut self, desc: RangeDescriptor) {
-        self.by_start.retain(|_, existing| existing.range_id != desc.range_id);
-        self.by_start.insert(desc.start_key.clone(), desc);
+        if let Some(old) = self.start_of.remove(&desc.range_id)
+            && self.by_start.get(&old).is_some_and(|existing| existing.range_id == desc.range_id)
+        {
+            self.by_start.remove(&old);
+        }
+        self.start_of.insert(desc.range_id, desc.start_key.clone());
+        let range_id = desc.range_id;
+        if let Some(displaced) = self.by_start.insert(desc.start_key.clone(), desc)
+            && displaced.range_id != range_id
+        {
+            self.start_of.remove(&displaced.range_id);
+        }
     }
 
     /// The range containing `key`.
@@ -108,7 +121,8 @@ impl RangeIndex {
 
     /// The range with id `range_id`.
     pub fn get(&self, range_id: u64) -> Option<&RangeDescriptor> {
-        self.by_start.values().find(|desc| desc.range_id == range_id)
+        let start = self.start_of.get(&range_id)?;
+        self.by_start.get(start).filter(|desc| desc.range_id == range_id)
     }
 
     /// Every range, in key order.
@@ -187,6 +201,32 @@ mod tests {
         assert_eq!(index.lookup(b"\x04node/").unwrap().range_id, 1);
         assert_eq!(index.lookup(b"\x05").unwrap().range_id, 2);
         assert_eq!(index.lookup(b"zzz\xff").unwrap().range_id, 2);
+    }
+
+    fn desc(range_id: u64, start: &[u8], end: &[u8]) -> RangeDescriptor {
+        RangeDescriptor { range_id, start_key: start.to_vec(), end_key: end.to_vec(), generation: 0 }
+    }
+
+    #[test]
+    fn a_range_is_found_by_id_after_it_moves_and_not_after_another_takes_its_start() {
+        let mut index = RangeIndex::default();
+        index.insert(desc(2, b"a", b""));
+        index.insert(desc(2, b"a", b"m"));
+        index.insert(desc(3, b"m", b""));
+        assert_eq!(index.get(2).unwrap().end_key, b"m");
+        assert_eq!(index.get(3).unwrap().start_key, b"m");
+        // A range whose start changes leaves nothing at its old start.
+        index.insert(desc(3, b"n", b""));
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.get(3).unwrap().start_key, b"n");
+        assert!(index.lookup(b"m").is_none());
+        // Another range recorded at the same start replaces it, in both lookups.
+        index.insert(desc(4, b"n", b""));
+        assert!(index.get(3).is_none());
+        assert_eq!(index.get(4).unwrap().start_key, b"n");
+        assert_eq!(index.lookup(b"z").unwrap().range_id, 4);
+        assert_eq!(index.len(), 2);
+        assert!(index.get(9).is_none());
     }
 
     #[test]

@@ -452,10 +452,7 @@ impl NodeCore {
     async fn start_split_group(self: &Arc<Self>, group: u64) -> Result<()> {
         let replica = self.ensure_replica(group).await?;
         let active = self.active()?.clone();
-        let left = active.state.with_shared(|shared| {
-            let start = shared.groups.span(group)?.start.clone();
-            shared.groups.ids().into_iter().find(|id| shared.groups.span(*id).is_some_and(|span| span.end == start))
-        });
+        let left = active.state.with_shared(|shared| shared.groups.left_of(group));
         let leads_left = left
             .and_then(|left| active.replicas.get(left))
             .is_some_and(|left| left.raft.metrics().borrow_watched().current_leader == Some(active.node_id));

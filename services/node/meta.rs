@@ -90,9 +90,9 @@ impl MetaRoutes {
 pub(super) type MetaRoutesCache = std::sync::Mutex<Option<(u64, Arc<MetaRoutes>)>>;
 
 impl NodeCore {
-    /// As `group`'s leader: writes the record of each of its ranges whose copy in range 1 is
-    /// missing, older or different.
-    pub(super) async fn keep_meta_current(&self, active: &Active, group: &Replica) -> Result<()> {
+    /// As `group`'s leader: writes the record of each of its ranges (`ranges`) whose copy in
+    /// range 1 is missing, older or different.
+    pub(super) async fn keep_meta_current(&self, group: &Replica, ranges: &[RangeDescriptor]) -> Result<()> {
         let (voters, learners, membership_index) = {
             let metrics = group.raft.metrics();
             let metrics = metrics.borrow_watched();
@@ -107,13 +107,7 @@ impl NodeCore {
             let learners: Vec<NodeId> = config.membership().learner_ids().collect();
             (voters, learners, membership_index)
         };
-        let descriptors: Vec<RangeDescriptor> = active.state.with_shared(|shared| {
-            (shared.ranges.iter())
-                .filter(|desc| shared.groups.of_key(&desc.start_key) == Some(group.group))
-                .cloned()
-                .collect()
-        });
-        for descriptor in descriptors {
+        for descriptor in ranges.iter().cloned() {
             let record = MetaRecord {
                 descriptor,
                 group: group.group,

@@ -234,10 +234,17 @@ impl Active {
         })
     }
 
-    /// The ranges this node's copy of `group` holds, by the node-wide index.
-    pub fn range_count(&self, group: u64) -> usize {
+    /// The ranges of each group this node holds state of, by the node-wide index: one walk
+    /// over the index for every group, where asking group by group would walk it per group.
+    pub fn ranges_by_group(&self) -> HashMap<u64, Vec<RangeDescriptor>> {
         self.state.with_shared(|shared| {
-            shared.ranges.iter().filter(|desc| shared.groups.of_key(&desc.start_key) == Some(group)).count()
+            let mut groups: HashMap<u64, Vec<RangeDescriptor>> = HashMap::new();
+            for desc in shared.ranges.iter() {
+                if let Some(group) = shared.groups.of_key(&desc.start_key) {
+                    groups.entry(group).or_default().push(desc.clone());
+                }
+            }
+            groups
         })
     }
 }

@@ -7,6 +7,10 @@
 use super::*;
 use crate::services::allocator::{Change, NodeState};
 
+/// How long a maintenance pass decides on the nodes' states as it read them: read per group,
+/// a pass over thousands of led groups would scan range 1's node records thousands of times.
+const NODE_RECORDS_REUSE: Duration = Duration::from_secs(1);
+
 /// How long one membership change may take before the next pass tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +62,8 @@ async fn commit_members(group: &Replica, members: ChangeMembers<NodeId, BasicNod
 /// The replica and lease counts per node one maintenance pass decides on, updated by the
 /// changes it makes.
 pub(super) struct PassCounts {
+    /// What the nodes' states are decided from, read at most [`NODE_RECORDS_REUSE`] ago.
+    nodes: NodeRecords,
     replicas: BTreeMap<NodeId, usize>,
     leases: BTreeMap<NodeId, usize>,
     /// Queries per second each node serves as leaseholder.
@@ -68,6 +74,14 @@ pub(super) struct PassCounts {
     rebalances: usize,
     /// Lease moves this pass may still make to even out load.
     load_moves: usize,
+}
+
+/// Range 1's records of the nodes and gossip's view of them, as read at `read_at`.
+struct NodeRecords {
+    registered: Vec<NodeId>,
+    memberships: BTreeMap<NodeId, NodeMembership>,
+    peers: HashMap<NodeId, membership::GossipPeer>,
+    read_at: Instant,
 }
 
 /// What this node serves as leaseholder: how many groups it leads, their queries per second,
@@ -126,29 +140,35 @@ pub struct DecommissionStatus {
 }
 
 impl NodeCore {
-    /// The membership record and liveness of every node known to the registry, gossip or the
-    /// group (whose `members` the caller has read), as the allocator takes them.
-    async fn node_states(
-        &self,
-        active: &Active,
-        members: &BTreeSet<NodeId>,
-    ) -> Result<BTreeMap<NodeId, (NodeState, membership::GossipPeer)>> {
+    /// What the allocator decides nodes' states from: range 1's membership records and node
+    /// registry (this node's applied copy) and gossip, read now.
+    async fn node_records(&self, active: &Active) -> Result<NodeRecords> {
         let scans = vec![Op::scan_prefix(keys::MEMBERSHIP_PREFIX, 0), Op::scan_prefix(keys::NODE_PREFIX, 0)];
         let mut results = self.read_applied(scans).await?;
         let registered: Vec<NodeId> = (results.pop().map(|r| r.rows).unwrap_or_default().into_iter())
             .filter_map(|(key, _)| keys::decode_u64(key.strip_prefix(keys::NODE_PREFIX)?))
             .collect();
         let memberships = views::membership_records(results.pop().map(|r| r.rows).unwrap_or_default());
-        let mut peers = active.gossip.peers().await;
+        let peers = active.gossip.peers().await;
+        Ok(NodeRecords { registered, memberships, peers, read_at: Instant::now() })
+    }
+
+    /// The membership record and liveness of every node known to the registry, gossip or the
+    /// group (whose `members` the caller has read), as the allocator takes them.
+    fn node_states(
+        &self,
+        active: &Active,
+        records: &NodeRecords,
+        members: &BTreeSet<NodeId>,
+    ) -> BTreeMap<NodeId, (NodeState, membership::GossipPeer)> {
         let mut ids = members.clone();
-        ids.extend(peers.keys().copied());
-        ids.extend(memberships.keys().copied());
-        ids.extend(registered);
-        Ok(ids
-            .into_iter()
+        ids.extend(records.peers.keys().copied());
+        ids.extend(records.memberships.keys().copied());
+        ids.extend(records.registered.iter().copied());
+        ids.into_iter()
             .map(|id| {
-                let peer = peers.remove(&id).unwrap_or_else(|| active.gossip.unknown_peer(id));
-                let membership = memberships.get(&id).copied().unwrap_or_default();
+                let peer = records.peers.get(&id).cloned().unwrap_or_else(|| active.gossip.unknown_peer(id));
+                let membership = records.memberships.get(&id).copied().unwrap_or_default();
                 let liveness = membership::classify(
                     peer.heard_from,
                     peer.draining,
@@ -158,7 +178,7 @@ impl NodeCore {
                 );
                 (id, (NodeState { liveness, membership }, peer))
             })
-            .collect())
+            .collect()
     }
 
     /// As the group's leader: makes the allocator's next membership change, if any, and
@@ -199,7 +219,10 @@ impl NodeCore {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
-        let known = self.node_states(active, &members).await?;
+        if counts.nodes.read_at.elapsed() > NODE_RECORDS_REUSE {
+            counts.nodes = self.node_records(active).await?;
+        }
+        let known = self.node_states(active, &counts.nodes, &members);
         let addr_of =
             |id: NodeId| known.get(&id).and_then(|(_, peer)| peer.descriptor.as_ref()).map(|d| d.address.clone());
         let states: BTreeMap<NodeId, NodeState> = known.iter().map(|(id, (state, _))| (*id, *state)).collect();
@@ -290,6 +313,7 @@ impl NodeCore {
         leases.insert(active.node_id, own.leases);
         loads.insert(active.node_id, own.qps);
         Ok(PassCounts {
+            nodes: self.node_records(active).await?,
             replicas,
             leases,
             loads,
@@ -414,12 +438,13 @@ impl NodeCore {
         // Each group's members and how many ranges it holds: this node's view of the groups it
         // holds, the routing copy's of the others (a node holds replicas of groups this one
         // does not).
+        let ranges_by_group = active.ranges_by_group();
         let mut groups: Vec<(BTreeSet<NodeId>, u64)> = (active.replicas.all().iter())
             .filter(|group| !group.is_removed())
             .map(|group| {
                 let membership = group.raft.metrics().borrow_watched().membership_config.clone();
                 let members = membership.membership().nodes().map(|(id, _)| *id).collect();
-                (members, active.range_count(group.group) as u64)
+                (members, ranges_by_group.get(&group.group).map_or(0, Vec::len) as u64)
             })
             .collect();
         let routes = self.meta_routes(active).await?;
@@ -427,7 +452,7 @@ impl NodeCore {
             groups.push((routes.members(group).into_iter().collect(), routes.ranges_of(group) as u64));
         }
         let members: BTreeSet<NodeId> = groups.iter().flat_map(|(members, _)| members.iter().copied()).collect();
-        let mut states = self.node_states(active, &members).await?;
+        let mut states = self.node_states(active, &self.node_records(active).await?, &members);
         let mut out = Vec::new();
         for id in node_ids {
             let Some((state, peer)) = states.remove(id) else {

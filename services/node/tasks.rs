@@ -111,6 +111,16 @@ impl NodeCore {
             let own = self.lease_load(&active);
             active.gossip.set_lease_load(own.leases, own.qps).await;
             let Ok(mut counts) = self.pass_counts(&active, own).await else { continue };
+            // Read once per pass, not per group: a node may lead thousands of groups, and
+            // each of these walks every range the node holds.
+            let ranges_by_group = active.ranges_by_group();
+            let split_points = match active.state.split_points(self.config.range_max_bytes).await {
+                Ok(points) => points,
+                Err(err) => {
+                    tracing::warn!(error = %err, "looking for split points");
+                    Vec::new()
+                }
+            };
             for group in active.replicas.all() {
                 let is_leader = group.raft.metrics().borrow_watched().current_leader == Some(active.node_id);
                 if is_leader {
@@ -120,23 +130,28 @@ impl NodeCore {
                     // lease goes, so a later tenure starts afresh. Not when it comes: this pass
                     // may first see a new group's lease after the group has served (and
                     // counted) requests, and would wipe them.
-                    let ranges: BTreeSet<u64> = active.state.with_shared(|shared| {
-                        (shared.ranges.iter())
-                            .filter(|desc| shared.groups.of_key(&desc.start_key) == Some(group.group))
-                            .map(|desc| desc.range_id)
-                            .collect()
-                    });
-                    self.load.forget(|id| ranges.contains(&id));
+                    if let Some(ranges) = ranges_by_group.get(&group.group) {
+                        self.load.forget(|id| ranges.iter().any(|desc| desc.range_id == id));
+                    }
                 }
                 if is_leader {
-                    self.lead_group(&active, &group, &mut counts).await;
+                    let ranges = ranges_by_group.get(&group.group).map_or(&[][..], Vec::as_slice);
+                    self.lead_group(&active, &group, ranges, &split_points, &mut counts).await;
                 }
             }
         }
     }
 
     /// One maintenance pass over a group this node leads (until it hands the lease away).
-    async fn lead_group(&self, active: &Active, group: &Replica, counts: &mut PassCounts) {
+    /// `ranges` are the group's ranges, `split_points` the node's oversized ranges' midpoints.
+    async fn lead_group(
+        &self,
+        active: &Active,
+        group: &Replica,
+        ranges: &[RangeDescriptor],
+        split_points: &[Vec<u8>],
+        counts: &mut PassCounts,
+    ) {
         // A few changes in a row (add, then promote, ...): each one committed before the next
         // is decided, so a new group reaches its replicas without waiting a pass per step.
         for _ in 0..PLACEMENT_STEPS {
@@ -150,7 +165,7 @@ impl NodeCore {
                 }
             }
         }
-        if let Err(err) = self.keep_meta_current(active, group).await {
+        if let Err(err) = self.keep_meta_current(group, ranges).await {
             tracing::debug!(group = group.group, error = %err, "keeping the routing copy current");
         }
         if group.group == raft_mod::SYSTEM_GROUP
@@ -158,19 +173,12 @@ impl NodeCore {
         {
             tracing::warn!(error = %err, "deleting the rows of dropped tables");
         }
-        match group.state.split_points(self.config.range_max_bytes).await {
-            Ok(points) => {
-                let ours = |key: &Vec<u8>| active.state.with_shared(|s| s.groups.of_key(key)) == Some(group.group);
-                for split_key in points.into_iter().filter(ours) {
-                    match self.split(split_key.clone(), true).await {
-                        Ok((left, right)) => {
-                            tracing::info!(left, right, key = %keys::pretty(&split_key), "split range by size")
-                        }
-                        Err(err) => tracing::warn!(error = %err, "size-based split failed"),
-                    }
-                }
+        let ours = |key: &&Vec<u8>| active.state.with_shared(|s| s.groups.of_key(key)) == Some(group.group);
+        for split_key in split_points.iter().filter(ours) {
+            match self.split(split_key.clone(), true).await {
+                Ok((left, right)) => tracing::info!(left, right, key = %keys::pretty(split_key), "split range by size"),
+                Err(err) => tracing::warn!(error = %err, "size-based split failed"),
             }
-            Err(err) => tracing::warn!(error = %err, "looking for split points"),
         }
     }
 }

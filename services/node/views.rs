@@ -32,12 +32,14 @@ impl NodeCore {
         let (mut replicas, mut leaseholders, mut unavailable, mut underreplicated, mut overreplicated) =
             (0.0, 0.0, 0.0, 0.0, 0.0);
         let mut quiescent = 0.0;
+        let ranges_by_group = active.ranges_by_group();
+        let peers = active.gossip.peers().await;
         for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
             let raft = group.raft.metrics().borrow_watched().clone();
-            let ranges = active.range_count(group.group) as f64;
+            let ranges = ranges_by_group.get(&group.group).map_or(0, Vec::len) as f64;
             let voter_ids: Vec<NodeId> = raft.membership_config.membership().voter_ids().collect();
             let is_leader = raft.current_leader == Some(active.node_id);
-            let (under, over) = self.replication(active, &voter_ids).await;
+            let (under, over) = replication_seen(active, &peers, &voter_ids);
             replicas += ranges;
             quiescent += if matches!(group.clock().0, Clock::Quiesced { .. }) { ranges } else { 0.0 };
             leaseholders += if is_leader { ranges } else { 0.0 };
@@ -94,14 +96,6 @@ impl NodeCore {
             cluster_name: self.config.cluster_name.clone(),
             decommissioned: false,
         }
-    }
-
-    /// Whether a group with `voters` is (under, over) replicated: fewer voters on nodes heard
-    /// from than the cluster's known nodes could give it (up to [`MAX_VOTERS`]; a voter on a
-    /// dead or unreachable node counts as missing, as in CockroachDB), or more than
-    /// [`MAX_VOTERS`] voters.
-    async fn replication(&self, active: &Active, voters: &[NodeId]) -> (bool, bool) {
-        replication_seen(active, &active.gossip.peers().await, voters)
     }
 
     /// Every node in the registry or in gossip, with its liveness as seen here.

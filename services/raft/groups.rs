@@ -4,7 +4,7 @@
 //! group records its own), not from a fixed boundary, so that a split can hand keys to a new
 //! group without the routing changing shape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::services::error::{Error, Result};
 use crate::services::keys;
@@ -12,17 +12,28 @@ use crate::services::kv::Op;
 
 use super::state_machine::Span;
 
-/// The spans of the Raft groups a node holds, by first key.
+/// The spans of the Raft groups a node holds, by first key, and each group's first key by
+/// id: a node may hold thousands of groups, and both questions are asked per request.
 #[derive(Debug, Clone, Default)]
 pub struct GroupIndex {
     by_start: BTreeMap<Vec<u8>, (Span, u64)>,
+    start_of: HashMap<u64, Vec<u8>>,
 }
 
 impl GroupIndex {
-    /// Records `group`'s span, replacing any span it had.
+    /// Records `group`'s span, replacing any span it had (and any group starting there).
     pub fn insert(&mut self, group: u64, span: Span) {
-        self.by_start.retain(|_, (_, existing)| *existing != group);
-        self.by_start.insert(span.start.clone(), (span, group));
+        if let Some(old) = self.start_of.remove(&group)
+            && self.by_start.get(&old).is_some_and(|(_, id)| *id == group)
+        {
+            self.by_start.remove(&old);
+        }
+        if let Some((_, displaced)) = self.by_start.insert(span.start.clone(), (span.clone(), group))
+            && displaced != group
+        {
+            self.start_of.remove(&displaced);
+        }
+        self.start_of.insert(group, span.start);
     }
 
     /// The ids of the groups with a span here.
@@ -32,7 +43,19 @@ impl GroupIndex {
 
     /// The span of `group`, if this node holds it.
     pub fn span(&self, group: u64) -> Option<&Span> {
-        self.by_start.values().find(|(_, id)| *id == group).map(|(span, _)| span)
+        let start = self.start_of.get(&group)?;
+        self.by_start.get(start).filter(|(_, id)| *id == group).map(|(span, _)| span)
+    }
+
+    /// The group whose span ends where `group`'s starts (the left side of the split that made
+    /// `group`), if this node holds both.
+    pub fn left_of(&self, group: u64) -> Option<u64> {
+        let start = &self.span(group)?.start;
+        self.by_start
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(start.as_slice())))
+            .next_back()
+            .filter(|(_, (span, _))| span.end == *start)
+            .map(|(_, (_, id))| *id)
     }
 
     /// The group holding `key`.
@@ -164,6 +187,25 @@ mod tests {
         index.insert(2, span(b"\x05", b"m"));
         index.insert(7, span(b"m", b""));
         index
+    }
+
+    #[test]
+    fn a_group_is_found_by_id_and_by_its_left_neighbour() {
+        let mut index = three();
+        assert_eq!(index.span(2), Some(&span(b"\x05", b"m")));
+        assert_eq!(index.left_of(7), Some(2));
+        assert_eq!(index.left_of(2), Some(1));
+        assert_eq!(index.left_of(1), None, "the first group has no left neighbour");
+        assert_eq!(index.left_of(9), None, "a group not held here");
+        // Group 7 moves its start: nothing is left at the old one, and 2 no longer touches it.
+        index.insert(7, span(b"p", b""));
+        assert_eq!(index.of_key(b"n"), None);
+        assert_eq!(index.left_of(7), None);
+        // Another group recorded at 7's start replaces it, in both lookups.
+        index.insert(8, span(b"p", b""));
+        assert_eq!(index.span(7), None);
+        assert_eq!(index.of_key(b"q"), Some(8));
+        assert_eq!(index.ids(), vec![1, 2, 8]);
     }
 
     #[test]
