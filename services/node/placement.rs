@@ -7,10 +7,6 @@
 use super::*;
 use crate::services::allocator::{Change, NodeState};
 
-/// How long a maintenance pass decides on the nodes' states as it read them: read per group,
-/// a pass over thousands of led groups would scan range 1's node records thousands of times.
-const NODE_RECORDS_REUSE: Duration = Duration::from_secs(1);
-
 /// How long one membership change may take before the next pass tries again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,8 +58,6 @@ async fn commit_members(group: &Replica, members: ChangeMembers<NodeId, BasicNod
 /// The replica and lease counts per node one maintenance pass decides on, updated by the
 /// changes it makes.
 pub(super) struct PassCounts {
-    /// What the nodes' states are decided from, read at most [`NODE_RECORDS_REUSE`] ago.
-    nodes: NodeRecords,
     replicas: BTreeMap<NodeId, usize>,
     leases: BTreeMap<NodeId, usize>,
     /// Queries per second each node serves as leaseholder.
@@ -76,12 +70,11 @@ pub(super) struct PassCounts {
     load_moves: usize,
 }
 
-/// Range 1's records of the nodes and gossip's view of them, as read at `read_at`.
+/// Range 1's records of the nodes and gossip's view of them.
 struct NodeRecords {
     registered: Vec<NodeId>,
     memberships: BTreeMap<NodeId, NodeMembership>,
     peers: HashMap<NodeId, membership::GossipPeer>,
-    read_at: Instant,
 }
 
 /// What this node serves as leaseholder: how many groups it leads, their queries per second,
@@ -150,7 +143,7 @@ impl NodeCore {
             .collect();
         let memberships = views::membership_records(results.pop().map(|r| r.rows).unwrap_or_default());
         let peers = active.gossip.peers().await;
-        Ok(NodeRecords { registered, memberships, peers, read_at: Instant::now() })
+        Ok(NodeRecords { registered, memberships, peers })
     }
 
     /// The membership record and liveness of every node known to the registry, gossip or the
@@ -219,10 +212,10 @@ impl NodeCore {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
-        if counts.nodes.read_at.elapsed() > NODE_RECORDS_REUSE {
-            counts.nodes = self.node_records(active).await?;
-        }
-        let known = self.node_states(active, &counts.nodes, &members);
+        // Read per group, not per pass: a pass over many groups takes a while, and a node's
+        // liveness may change meanwhile. The read is of range 1's few node records, not of
+        // the node's ranges.
+        let known = self.node_states(active, &self.node_records(active).await?, &members);
         let addr_of =
             |id: NodeId| known.get(&id).and_then(|(_, peer)| peer.descriptor.as_ref()).map(|d| d.address.clone());
         let states: BTreeMap<NodeId, NodeState> = known.iter().map(|(id, (state, _))| (*id, *state)).collect();
@@ -313,7 +306,6 @@ impl NodeCore {
         leases.insert(active.node_id, own.leases);
         loads.insert(active.node_id, own.qps);
         Ok(PassCounts {
-            nodes: self.node_records(active).await?,
             replicas,
             leases,
             loads,
