@@ -162,41 +162,74 @@ impl NodeCore {
             if candidates.is_empty() {
                 continue;
             }
-            let agreed = self.ask_to_quiesce(active.node_id, asks).await;
+            let answers = self.ask_to_quiesce(active.node_id, asks).await;
             for candidate in candidates {
                 let group = candidate.replica.group;
-                let all_agreed =
-                    candidate.asked.iter().all(|id| agreed.get(id).is_some_and(|groups| groups.contains(&group)));
-                if !all_agreed {
-                    candidate.replica.wake();
-                } else if candidate.clock == Clock::Running {
-                    let clock = Clock::Quiesced { leader: active.node_id, index: candidate.index };
-                    if candidate.replica.stop_clock(clock, Some(candidate.activity)) {
-                        tracing::debug!(group, "Raft group quiesced");
+                let running = candidate.clock == Clock::Running;
+                match verdict(&candidate.asked, &answers, group, running) {
+                    Verdict::Wake => {
+                        candidate.replica.wake();
+                    }
+                    Verdict::Stay => {}
+                    Verdict::Quiesce => {
+                        let clock = Clock::Quiesced { leader: active.node_id, index: candidate.index };
+                        if candidate.replica.stop_clock(clock, Some(candidate.activity)) {
+                            tracing::debug!(group, "Raft group quiesced");
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Sends each peer its `Quiesce` message at once; the groups each agreed to (none from a
-    /// peer that did not answer).
+    /// Sends each peer its `Quiesce` message at once; the groups each agreed to, `None` from a
+    /// peer that did not answer.
     async fn ask_to_quiesce(
         &self,
         leader: NodeId,
         asks: BTreeMap<NodeId, (String, Vec<pb::QuiescedGroup>)>,
-    ) -> HashMap<NodeId, BTreeSet<u64>> {
+    ) -> HashMap<NodeId, Option<BTreeSet<u64>>> {
         let sends = asks.into_iter().map(|(id, (addr, groups))| async move {
-            let Ok(channel) = self.dialer.channel(&addr) else { return (id, BTreeSet::new()) };
+            let Ok(channel) = self.dialer.channel(&addr) else { return (id, None) };
             let mut request = tonic::Request::new(pb::QuiesceRequest { leader, groups });
             request.set_timeout(QUIESCE_TIMEOUT);
             let agreed = match RaftServiceClient::new(channel).quiesce(request).await {
-                Ok(reply) => reply.into_inner().quiesced.into_iter().collect(),
-                Err(_) => BTreeSet::new(),
+                Ok(reply) => Some(reply.into_inner().quiesced.into_iter().collect()),
+                Err(_) => None,
             };
             (id, agreed)
         });
         futures::future::join_all(sends).await.into_iter().collect()
+    }
+}
+
+/// What a leader does with one group after asking its members to quiesce it.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Every member asked agreed and the group was running: stop its clock.
+    Quiesce,
+    /// A member answered without the group (it restarted, or knows another leader), or a
+    /// running group did not get every answer: keep or start its clock.
+    Wake,
+    /// Leave it as it is.
+    Stay,
+}
+
+/// The [`Verdict`] for `group` (its clock `running` or stopped), asked of `asked`, given each
+/// peer's `answers` (the groups it agreed to; `None` when it did not answer). A quiesced group
+/// stays so when a member does not answer: it is asked again on the next check, and were it
+/// woken instead, one peer slow to answer would wake every group this node leads, and their
+/// heartbeats would keep that peer slow.
+fn verdict(asked: &[NodeId], answers: &HashMap<NodeId, Option<BTreeSet<u64>>>, group: u64, running: bool) -> Verdict {
+    let answer = |id: &NodeId| answers.get(id).and_then(Option::as_ref);
+    if asked.iter().any(|id| answer(id).is_some_and(|groups| !groups.contains(&group))) {
+        return Verdict::Wake;
+    }
+    let all_agreed = asked.iter().all(|id| answer(id).is_some_and(|groups| groups.contains(&group)));
+    match (running, all_agreed) {
+        (true, true) => Verdict::Quiesce,
+        (true, false) => Verdict::Wake,
+        (false, _) => Verdict::Stay,
     }
 }
 
@@ -267,6 +300,19 @@ mod tests {
         let mut restarted = metrics(2, 7);
         restarted.current_leader = None;
         assert!(follower_agrees(&restarted, 1, 2, 7), "a restarted follower that knows no leader yet");
+    }
+
+    #[test]
+    fn a_quiesced_group_wakes_on_a_refusal_but_not_on_silence() {
+        let answers = HashMap::from([(2, Some(BTreeSet::from([7, 8]))), (3, Some(BTreeSet::from([8]))), (4, None)]);
+        assert_eq!(verdict(&[2], &answers, 7, true), Verdict::Quiesce);
+        assert_eq!(verdict(&[2, 3], &answers, 7, true), Verdict::Wake, "3 refused");
+        assert_eq!(verdict(&[2, 3], &answers, 7, false), Verdict::Wake, "3 refused a quiesced group");
+        assert_eq!(verdict(&[2, 4], &answers, 7, true), Verdict::Wake, "4 did not answer: not quiesced yet");
+        assert_eq!(verdict(&[2, 4], &answers, 7, false), Verdict::Stay, "4 did not answer: asked again");
+        assert_eq!(verdict(&[2, 5], &answers, 7, false), Verdict::Stay, "5 was not reached");
+        assert_eq!(verdict(&[], &answers, 7, true), Verdict::Quiesce, "a group with no live follower");
+        assert_eq!(verdict(&[2], &answers, 7, false), Verdict::Stay);
     }
 
     #[test]
