@@ -27,6 +27,15 @@ mod status;
 use internal::{KvApi, NodeApi, RaftApi};
 pub use status::StatusApi;
 
+/// How many streams a peer may reset before this server has taken them up, on one
+/// connection, before the server ends the connection (GOAWAY). h2's default, 20, guards
+/// against the "rapid reset" flood, but one node's Raft groups share one connection to each
+/// peer, and a busy node sees many of its peers' heartbeats and votes given up (their
+/// deadline is 150–600 ms) before it takes them: at 10,000 ranges the GOAWAY then failed every
+/// group's streams at once, and a split in flight with them ("transport error"). Connections
+/// are bounded and, with certificates, only nodes of the cluster open them.
+const MAX_PENDING_ACCEPT_RESETS: usize = 4096;
+
 /// How long a ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -45,7 +54,8 @@ pub fn spawn_server(
     let mut builder = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::debug_span!("grpc", method = %request.uri().path()))
         .http2_keepalive_interval(Some(settings.grpc_keepalive_interval))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS));
     let router = builder
         // Forwarded batches are as large as the writes they carry (up to kv::MAX_BATCH_BYTES).
         .add_service(
