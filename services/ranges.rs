@@ -84,6 +84,40 @@ impl MetaRecord {
     }
 }
 
+/// Puts `value` (of `id`, starting at `start`) into a map by start key that keeps each id's
+/// start key in `start_of`: whatever `id` had elsewhere goes, and so does any other id that
+/// started at `start`. `id_of` names a value's id. Shared by the range and group indexes.
+pub(crate) fn insert_by_start<V>(
+    by_start: &mut BTreeMap<Vec<u8>, V>,
+    start_of: &mut HashMap<u64, Vec<u8>>,
+    id: u64,
+    start: Vec<u8>,
+    value: V,
+    id_of: impl Fn(&V) -> u64,
+) {
+    if let Some(old) = start_of.remove(&id)
+        && by_start.get(&old).is_some_and(|existing| id_of(existing) == id)
+    {
+        by_start.remove(&old);
+    }
+    if let Some(displaced) = by_start.insert(start.clone(), value)
+        && id_of(&displaced) != id
+    {
+        start_of.remove(&id_of(&displaced));
+    }
+    start_of.insert(id, start);
+}
+
+/// The value of `id` in a map kept by [`insert_by_start`].
+pub(crate) fn get_by_id<'a, V>(
+    by_start: &'a BTreeMap<Vec<u8>, V>,
+    start_of: &HashMap<u64, Vec<u8>>,
+    id: u64,
+    id_of: impl Fn(&V) -> u64,
+) -> Option<&'a V> {
+    by_start.get(start_of.get(&id)?).filter(|value| id_of(value) == id)
+}
+
 /// All descriptors of the cluster, ordered by start key, and each range's start key by id
 /// (thousands of ranges, looked up by id per request).
 #[derive(Debug, Clone, Default)]
@@ -96,18 +130,8 @@ impl RangeIndex {
     /// Adds or replaces the descriptor starting at `desc.start_key` (and any earlier
     /// descriptor of the same range).
     pub fn insert(&mut self, desc: RangeDescriptor) {
-        if let Some(old) = self.start_of.remove(&desc.range_id)
-            && self.by_start.get(&old).is_some_and(|existing| existing.range_id == desc.range_id)
-        {
-            self.by_start.remove(&old);
-        }
-        self.start_of.insert(desc.range_id, desc.start_key.clone());
-        let range_id = desc.range_id;
-        if let Some(displaced) = self.by_start.insert(desc.start_key.clone(), desc)
-            && displaced.range_id != range_id
-        {
-            self.start_of.remove(&displaced.range_id);
-        }
+        let (id, start) = (desc.range_id, desc.start_key.clone());
+        insert_by_start(&mut self.by_start, &mut self.start_of, id, start, desc, |d| d.range_id);
     }
 
     /// The range containing `key`.
@@ -121,8 +145,7 @@ impl RangeIndex {
 
     /// The range with id `range_id`.
     pub fn get(&self, range_id: u64) -> Option<&RangeDescriptor> {
-        let start = self.start_of.get(&range_id)?;
-        self.by_start.get(start).filter(|desc| desc.range_id == range_id)
+        get_by_id(&self.by_start, &self.start_of, range_id, |desc| desc.range_id)
     }
 
     /// Every range, in key order.

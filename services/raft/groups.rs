@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::services::error::{Error, Result};
 use crate::services::keys;
 use crate::services::kv::Op;
+use crate::services::ranges::{get_by_id, insert_by_start};
 
 use super::state_machine::Span;
 
@@ -23,17 +24,8 @@ pub struct GroupIndex {
 impl GroupIndex {
     /// Records `group`'s span, replacing any span it had (and any group starting there).
     pub fn insert(&mut self, group: u64, span: Span) {
-        if let Some(old) = self.start_of.remove(&group)
-            && self.by_start.get(&old).is_some_and(|(_, id)| *id == group)
-        {
-            self.by_start.remove(&old);
-        }
-        if let Some((_, displaced)) = self.by_start.insert(span.start.clone(), (span.clone(), group))
-            && displaced != group
-        {
-            self.start_of.remove(&displaced);
-        }
-        self.start_of.insert(group, span.start);
+        let start = span.start.clone();
+        insert_by_start(&mut self.by_start, &mut self.start_of, group, start, (span, group), |(_, id)| *id);
     }
 
     /// The ids of the groups with a span here.
@@ -43,8 +35,7 @@ impl GroupIndex {
 
     /// The span of `group`, if this node holds it.
     pub fn span(&self, group: u64) -> Option<&Span> {
-        let start = self.start_of.get(&group)?;
-        self.by_start.get(start).filter(|(_, id)| *id == group).map(|(span, _)| span)
+        get_by_id(&self.by_start, &self.start_of, group, |(_, id)| *id).map(|(span, _)| span)
     }
 
     /// The group whose span ends where `group`'s starts (the left side of the split that made

@@ -215,7 +215,6 @@ impl SqlEngine {
         while let Some(done) = splits.next().await {
             done?;
         }
-        drop(splits);
         let rows = (split_keys.into_iter())
             .map(|key| {
                 let pretty = pretty_any(&key);
