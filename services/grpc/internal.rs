@@ -77,48 +77,14 @@ impl RaftService for RaftApi {
         request: Request<tonic::Streaming<pb::RaftPayload>>,
     ) -> Result<Response<ReplyStream>, Status> {
         use futures::StreamExt;
-        let mut inbound = request.into_inner();
-        // The first request names the stream's group; a stream that ends before it has
-        // nothing to answer.
-        let Some(first) = inbound.message().await? else {
-            return Ok(Response::new(Box::pin(futures::stream::empty::<Result<pb::RaftPayload, Status>>())));
-        };
-        let group = first.group;
-        decode::<AppendEntriesRequest<TypeConfig>>(&first)?;
-        let replica = self.0.ensure_replica(group).await?;
-        // Requests end with the sender's stream, a transport error, one that does not decode
-        // or one for another group; the leader then sees the replies end and opens a new stream.
-        let state = (Some(first), inbound, self.0.clone());
-        let requests = futures::stream::unfold(state, move |(first, mut inbound, core)| async move {
-            let payload = match first {
-                Some(payload) => payload,
-                None => inbound.message().await.ok()??,
-            };
-            if payload.group != group {
-                tracing::warn!(
-                    group,
-                    other = payload.group,
-                    "replication stream: request for another group, stream closed"
-                );
-                return None;
-            }
-            match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
-                Ok(request) => {
-                    core.raft_messages().record(RaftMessage::Append(request.entries.len()));
-                    Some((request, (None, inbound, core)))
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
-                    None
-                }
-            }
-        });
-        let replies = replica.raft.stream_append(requests).map(|reply| {
-            let (data, error) = match reply {
-                Ok(result) => (codec::to_bytes(&result).map_err(Status::internal)?, false),
-                Err(fatal) => (fatal.to_string().into_bytes(), true),
-            };
-            Ok(pb::RaftPayload { data: data.into(), error, ..Default::default() })
+        // Answered at once, not after the first request: a leader opens its streams when it is
+        // elected and may have nothing to send for a long time (a quiesced group), and it
+        // gives up on a stream that is not answered within its deadline as on a dead peer.
+        let core = self.0.clone();
+        let inbound = request.into_inner();
+        let replies = futures::stream::once(open_append_stream(core, inbound)).flat_map(|opened| match opened {
+            Ok(replies) => replies,
+            Err(status) => Box::pin(futures::stream::iter([Err(status)])),
         });
         Ok(Response::new(Box::pin(replies)))
     }
@@ -160,6 +126,12 @@ impl RaftService for RaftApi {
         encode(replica.raft.handle_transfer_leader(transfer).await)
     }
 
+    async fn heartbeats(&self, request: Request<pb::HeartbeatBatch>) -> Result<Response<pb::HeartbeatBatch>, Status> {
+        let heartbeats = request.into_inner().messages;
+        let replies = futures::future::join_all(heartbeats.iter().map(|heartbeat| self.heartbeat(heartbeat))).await;
+        Ok(Response::new(pb::HeartbeatBatch { messages: replies }))
+    }
+
     async fn quiesce(&self, request: Request<pb::QuiesceRequest>) -> Result<Response<pb::QuiesceResponse>, Status> {
         self.0.raft_messages().record(RaftMessage::Quiesce);
         Ok(Response::new(self.0.quiesce(request.into_inner())?))
@@ -188,6 +160,85 @@ impl RaftService for RaftApi {
             }
             // The sender reads only the last chunk's reply.
             None => encode(Ok::<_, std::convert::Infallible>(SnapshotResponse::<TypeConfig>::new(vote))),
+        }
+    }
+}
+
+/// A replication stream's replies, once its first request names the group (a stream that
+/// ends before it has nothing to answer).
+async fn open_append_stream(
+    core: Arc<NodeCore>,
+    mut inbound: tonic::Streaming<pb::RaftPayload>,
+) -> Result<ReplyStream, Status> {
+    use futures::StreamExt;
+    let Some(first) = inbound.message().await? else {
+        return Ok(Box::pin(futures::stream::empty()));
+    };
+    let group = first.group;
+    decode::<AppendEntriesRequest<TypeConfig>>(&first)?;
+    let replica = core.ensure_replica(group).await?;
+    // Requests end with the sender's stream, a transport error, one that does not decode
+    // or one for another group; the leader then sees the replies end and opens a new stream.
+    let state = (Some(first), inbound, core);
+    let requests = futures::stream::unfold(state, move |(first, mut inbound, core)| async move {
+        let payload = match first {
+            Some(payload) => payload,
+            None => inbound.message().await.ok()??,
+        };
+        if payload.group != group {
+            tracing::warn!(
+                group,
+                other = payload.group,
+                "replication stream: request for another group, stream closed"
+            );
+            return None;
+        }
+        match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
+            Ok(request) => {
+                core.raft_messages().record(RaftMessage::Append(request.entries.len()));
+                Some((request, (None, inbound, core)))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "replication stream: undecodable request, stream closed");
+                None
+            }
+        }
+    });
+    let replies = replica.raft.stream_append(requests).map(|reply| {
+        let (data, error) = match reply {
+            Ok(result) => (codec::to_bytes(&result).map_err(Status::internal)?, false),
+            Err(fatal) => (fatal.to_string().into_bytes(), true),
+        };
+        Ok(pb::RaftPayload { data: data.into(), error, ..Default::default() })
+    });
+    Ok(Box::pin(replies))
+}
+
+impl RaftApi {
+    /// One group's heartbeat out of a coalesced batch, answered as a replication stream
+    /// answers its request (the leader's heartbeat worker reads it so); a failure is that
+    /// group's alone.
+    async fn heartbeat(&self, heartbeat: &pb::RaftPayload) -> pb::RaftPayload {
+        use futures::StreamExt;
+        let failed = |err: String| pb::RaftPayload { data: err.into_bytes().into(), error: true, ..Default::default() };
+        let request = match codec::from_bytes::<AppendEntriesRequest<TypeConfig>>(&heartbeat.data) {
+            Ok(request) => request,
+            Err(err) => return failed(format!("bad raft payload: {err}")),
+        };
+        let replica = match self.0.ensure_replica(heartbeat.group).await {
+            Ok(replica) => replica,
+            Err(err) => return failed(err.to_string()),
+        };
+        self.0.raft_messages().record(RaftMessage::Append(request.entries.len()));
+        let replies = replica.raft.stream_append(futures::stream::once(async { request }));
+        let mut replies = std::pin::pin!(replies);
+        match replies.next().await {
+            Some(Ok(result)) => match codec::to_bytes(&result) {
+                Ok(data) => pb::RaftPayload { data: data.into(), ..Default::default() },
+                Err(err) => failed(err.to_string()),
+            },
+            Some(Err(fatal)) => failed(fatal.to_string()),
+            None => failed("the replica ended the heartbeat unanswered".to_string()),
         }
     }
 }

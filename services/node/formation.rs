@@ -311,7 +311,7 @@ impl NodeCore {
             // whether it still holds a replica, since once removed it hears nothing more.
             // Nor does it campaign: leadership moves off it, and once removed it may never hear
             // of its removal, so it must not disrupt the group.
-            if self.membership_of(active.node_id).await.is_ok_and(|m| m != NodeMembership::Active) {
+            if self.own_membership(&active).await.is_ok_and(|m| m != NodeMembership::Active) {
                 group.raft.runtime_config().elect(false);
                 if !group.is_removed() && self.removed_by_the_others(&active, &membership).await {
                     tracing::info!(group = group.group, "this node's replica was removed from its Raft group");
@@ -360,9 +360,8 @@ impl NodeCore {
             cluster_id: &cluster_id,
             engine: &self.engine,
             state: &state,
-            dialer: &self.dialer,
+            transport: self.raft_transport(),
             pipelined: !self.config.testing_sequential_raft_appends,
-            load: &self.load,
         };
         // Groups created by splits applied from now on are started by the task below; the
         // channel keeps those applied before it runs.
@@ -435,9 +434,8 @@ impl NodeCore {
             cluster_id: &active.cluster_id,
             engine: &self.engine,
             state: &active.state,
-            dialer: &self.dialer,
+            transport: self.raft_transport(),
             pipelined: !self.config.testing_sequential_raft_appends,
-            load: &self.load,
         };
         let replica = active.replicas.insert(Replica::start_group(&setup, group, None, &[]).await?)?;
         tracing::info!(group, "started a replica of a new Raft group");

@@ -16,7 +16,8 @@
 //! leases, splits, load attribution), [`scan_router`] (paged scans from one snapshot), [`views`] (status, node list, replicas),
 //! [`meta`] (the routing copy of range descriptors in range 1), [`replica_gc`] (giving up
 //! replicas a group removed),
-//! [`replicas`] (the Raft groups this node holds a replica of) and [`tasks`] (background loops).
+//! [`replicas`] (the Raft groups this node holds a replica of), [`elections`] (paced elections
+//! after a node dies) and [`tasks`] (background loops).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ use crate::services::kv::{self, Kv, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
 use crate::services::membership::{self, Membership, NodeDescriptor, NodeMembership};
 use crate::services::metrics::{self as node_metrics, CpuSampler, RaftMessages, SqlStats, StatusRecord};
+use crate::services::raft::heartbeats::Heartbeats;
+use crate::services::raft::network::Transport;
 use crate::services::raft::state_machine::{RangeSize, StateStore};
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
 #[cfg(test)]
@@ -52,6 +55,7 @@ use crate::services::sql::{catalog, users};
 use crate::services::status::{LeaseRecord, NodeView, ReplicaStatus, TableNames};
 use crate::services::tls::TlsMaterials;
 
+mod elections;
 mod formation;
 mod kv_router;
 mod meta;
@@ -258,6 +262,8 @@ pub struct NodeCore {
     listen_addr: SocketAddr,
     /// Pooled channels to other nodes.
     dialer: Arc<Dialer>,
+    /// Every group's heartbeats, queued per peer.
+    heartbeats: Arc<Heartbeats>,
     /// Set once, when the node has a node id (init, join, or restart).
     active: OnceLock<Arc<Active>>,
     /// Serializes init and adopting a joined identity, so a node activates at most once.
@@ -283,6 +289,11 @@ pub struct NodeCore {
     lease_history: std::sync::Mutex<HashMap<u64, VecDeque<LeaseRecord>>>,
     /// This node's last measured status and when (reused for `OWN_STATUS_REUSE`).
     own_status: std::sync::Mutex<Option<(Instant, StatusRecord)>>,
+    /// This node's membership as last read from range 1 and when (reused for
+    /// `OWN_MEMBERSHIP_REUSE`: every replica's membership loop asks for it).
+    own_membership: std::sync::Mutex<Option<(Instant, NodeMembership)>>,
+    /// Elections this node may still start at once after a leader's node died (see [`elections`]).
+    campaigns: Arc<tokio::sync::Semaphore>,
     /// Snapshots of the paged scans this node serves, kept between pages.
     cursors: scan_router::ScanCursors,
     /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
@@ -298,6 +309,8 @@ pub struct NodeCore {
 /// How long this node's own measured status is reused when asked for the node list: the
 /// measurement walks the store directory and the file systems, too slow to do per request.
 const OWN_STATUS_REUSE: Duration = Duration::from_secs(1);
+/// How long this node's membership as read from range 1 is reused.
+const OWN_MEMBERSHIP_REUSE: Duration = Duration::from_secs(1);
 
 /// How many leader changes are kept.
 const LEASE_HISTORY: usize = 16;
@@ -495,8 +508,10 @@ impl NodeCore {
         }
         let (fatal_tx, fatal) = watch::channel(None);
         let sessions = SessionRegistry::new(config.closed_session_capacity, config.closed_session_ttl);
+        let dialer = Arc::new(Dialer::new(config.tls.as_ref()));
         let core = Arc::new(NodeCore {
-            dialer: Arc::new(Dialer::new(config.tls.as_ref())),
+            heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
+            dialer,
             load: Arc::new(LoadTracker::new(config.stats_half_life)),
             config,
             engine,
@@ -515,6 +530,8 @@ impl NodeCore {
             cpu: CpuSampler::default(),
             lease_history: Default::default(),
             own_status: Default::default(),
+            own_membership: Default::default(),
+            campaigns: Arc::new(tokio::sync::Semaphore::new(elections::MAX_CAMPAIGNS)),
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
             meta_seen: Default::default(),
@@ -560,6 +577,11 @@ impl NodeCore {
     /// The address the gRPC listener is bound to.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// What the node's Raft groups send their messages on.
+    fn raft_transport(&self) -> Transport {
+        Transport { dialer: self.dialer.clone(), heartbeats: self.heartbeats.clone(), load: self.load.clone() }
     }
 
     /// The pooled gRPC channels this node dials other nodes with.

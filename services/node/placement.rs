@@ -369,6 +369,20 @@ impl NodeCore {
         false
     }
 
+    /// This node's own membership, read at most [`OWN_MEMBERSHIP_REUSE`] ago: each of its
+    /// replicas checks it every [`MEMBERSHIP_RECHECK`], thousands of reads of range 1 a
+    /// second on a node holding 10,000 ranges if each read its own.
+    pub(super) async fn own_membership(&self, active: &Active) -> Result<NodeMembership> {
+        if let Some((at, membership)) = *self.own_membership.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < OWN_MEMBERSHIP_REUSE
+        {
+            return Ok(membership);
+        }
+        let membership = self.membership_of(active.node_id).await?;
+        *self.own_membership.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), membership));
+        Ok(membership)
+    }
+
     /// The membership record of node `id` in this node's applied copy of range 1.
     pub(super) async fn membership_of(&self, id: NodeId) -> Result<NodeMembership> {
         let rows = self.read_applied(vec![Op::Get { key: keys::membership_key(id) }]).await?;

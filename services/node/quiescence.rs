@@ -4,7 +4,7 @@
 //! A group's leader that has seen no proposal for [`QUIESCE_AFTER`], with every entry applied
 //! and every live member's log at its last index, asks those members (one `Quiesce` message per
 //! peer for all such groups) to stop their clocks; once all have, it stops its own. It repeats
-//! the message every [`QUIESCE_CHECK`] while the group stays quiesced, so a follower that
+//! the message every [`REASK_EVERY`] while the group stays quiesced, so a follower that
 //! restarted (and starts [`Clock::Dormant`]) is found again before its grace ends.
 //!
 //! A stopped clock starts again (see [`Replica::wake`]):
@@ -13,7 +13,8 @@
 //!   vote or leadership transfer request, or a snapshot;
 //! - on a follower, when gossip no longer hears from the leader's node or it is draining:
 //!   the only way a quiesced follower learns that it must campaign, so a dead leader's ranges
-//!   get a new one within failure detection plus an election;
+//!   get a new one within failure detection plus an election (after a death, one voter per
+//!   group campaigns and the elections are paced: see [`super::elections`]);
 //! - when the group's term or leader is not the one it quiesced under, or a member refuses.
 //!
 //! Stopping a clock never risks consistency, only availability: a stopped replica still
@@ -29,6 +30,9 @@ use crate::pb::raft_service_client::RaftServiceClient;
 pub const QUIESCE_AFTER: Duration = Duration::from_secs(2);
 /// How often a node checks its replicas' clocks and re-asks followers of quiesced groups.
 pub const QUIESCE_CHECK: Duration = Duration::from_millis(500);
+/// How often a leader re-asks the followers of groups already quiesced (within
+/// [`DORMANT_GRACE`], so that a follower that restarted hears from it before campaigning).
+pub const REASK_EVERY: Duration = Duration::from_secs(2);
 /// How long a restarted node's replicas wait for their leader's word before campaigning.
 pub const DORMANT_GRACE: Duration = Duration::from_secs(3);
 /// How long a `Quiesce` message may take.
@@ -94,6 +98,7 @@ impl NodeCore {
         let mut idle: HashMap<u64, ((u64, Option<u64>), Instant)> = HashMap::new();
         let mut ticker = tokio::time::interval(QUIESCE_CHECK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_reask = Instant::now();
         loop {
             ticker.tick().await;
             if self.is_draining() {
@@ -104,11 +109,15 @@ impl NodeCore {
                 return;
             }
             let peers = active.gossip.peers().await;
-            let alive = |id: NodeId| {
-                id == active.node_id || peers.get(&id).is_some_and(|peer| peer.heard_from && !peer.draining)
-            };
+            let heard_from = |id: NodeId| id == active.node_id || peers.get(&id).is_some_and(|peer| peer.heard_from);
+            let alive = |id: NodeId| heard_from(id) && peers.get(&id).is_none_or(|peer| !peer.draining);
             let now = Instant::now();
+            let reask = now.duration_since(last_reask) >= REASK_EVERY;
+            if reask {
+                last_reask = now;
+            }
             let mut candidates = Vec::new();
+            let mut orphaned = Vec::new();
             let mut asks: BTreeMap<NodeId, (String, Vec<pb::QuiescedGroup>)> = BTreeMap::new();
             for replica in active.replicas.all() {
                 let (clock, activity) = replica.clock();
@@ -126,6 +135,24 @@ impl NodeCore {
                     }
                 };
                 if !keep {
+                    // Its leader's node is gone: one voter campaigns, paced (see `elections`).
+                    if let Clock::Quiesced { leader, .. } = clock
+                        && !leads
+                        && !heard_from(leader)
+                        && metrics.current_leader.is_none_or(|known| known == leader)
+                    {
+                        let voters = metrics.membership_config.membership().voter_ids().collect::<Vec<_>>();
+                        match elections::campaigner(voters, leader, alive) {
+                            Some(id) if id == active.node_id => orphaned.push((replica.clone(), leader)),
+                            Some(_) => {
+                                replica.stop_clock(Clock::Dormant { until: now + elections::CAMPAIGN_GRACE }, None);
+                            }
+                            None => {
+                                replica.wake();
+                            }
+                        }
+                        continue;
+                    }
                     replica.wake();
                     continue;
                 }
@@ -139,6 +166,9 @@ impl NodeCore {
                     *since = (seen, now);
                 }
                 if clock == Clock::Running && now.duration_since(since.1) < QUIESCE_AFTER {
+                    continue;
+                }
+                if clock != Clock::Running && !reask {
                     continue;
                 }
                 let Some(asked) = idle_members(&metrics, &alive) else {
@@ -159,6 +189,7 @@ impl NodeCore {
                 }
                 candidates.push(Candidate { replica, clock, activity, asked, index });
             }
+            self.campaign_paced(orphaned);
             if candidates.is_empty() {
                 continue;
             }

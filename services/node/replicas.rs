@@ -12,12 +12,10 @@ use std::time::Instant;
 
 use openraft::Raft;
 
-use crate::services::dialer::Dialer;
 use crate::services::engine::Engine;
 use crate::services::error::{Error, Result};
-use crate::services::load::LoadTracker;
 use crate::services::raft::log_store::LogStore;
-use crate::services::raft::network::{NetworkFactory, SnapshotInbox};
+use crate::services::raft::network::{NetworkFactory, SnapshotInbox, Transport};
 use crate::services::raft::state_machine::{StateMachine, StateStore};
 use crate::services::raft::{self as raft_mod, GroupLayout, NodeId, TypeConfig};
 
@@ -83,12 +81,10 @@ pub struct ReplicaSetup<'a> {
     pub engine: &'a Engine,
     /// The node's applied data, which every replica's state machine shares.
     pub state: &'a StateStore,
-    /// The channels the replica's Raft messages go out on.
-    pub dialer: &'a Arc<Dialer>,
+    /// What the replica's Raft messages go out on.
+    pub transport: Transport,
     /// Whether appends stream (pipelined) or go one at a time per follower.
     pub pipelined: bool,
-    /// The node's load counts, which a leadership transfer hands on.
-    pub load: &'a Arc<LoadTracker>,
 }
 
 impl Replica {
@@ -110,7 +106,7 @@ impl Replica {
         let state = setup.state.group(group, span, initial)?;
         let log = LogStore::new(setup.engine.log.clone(), group);
         let config = Arc::new(raft_mod::config(setup.cluster_id)?);
-        let network = NetworkFactory::new(setup.dialer.clone(), group, setup.pipelined, setup.load.clone());
+        let network = NetworkFactory::new(setup.transport.clone(), group, setup.pipelined);
         let raft = Raft::new(setup.node_id, config, network, log, state.clone()).await.map_err(Error::internal)?;
         state.started();
         Ok(Replica {

@@ -201,46 +201,55 @@ impl NodeCore {
         limit: usize,
     ) -> Result<(Vec<ReplicaStatus>, usize)> {
         let active = self.active()?.clone();
-        let held: HashMap<u64, Arc<Replica>> = (active.replicas.all().into_iter())
-            .filter(|group| !group.is_removed())
-            .map(|group| (group.group, group))
-            .collect();
+        // A replica the group removed reports nothing as its own.
+        let held = |group: u64| active.replicas.get(group).filter(|replica| !replica.is_removed());
         let wanted: BTreeSet<u64> = range_ids.iter().copied().collect();
         // Only the asked-for descriptors are copied out: a hot-ranges call asks for ten of
-        // possibly thousands.
-        let (selected, total): (Vec<(RangeDescriptor, RangeSize, u64)>, usize) = active.state.with_shared(|shared| {
-            let mut matching: Vec<(&RangeDescriptor, u64)> = shared
-                .ranges
-                .iter()
-                .filter(|desc| wanted.is_empty() || wanted.contains(&desc.range_id))
-                .filter_map(|desc| shared.groups.of_key(&desc.start_key).map(|group| (desc, group)))
-                .filter(|(_, group)| held.contains_key(group))
-                .collect();
-            // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order of
-            // the HTTP API's pages, so that pages are stable while ranges split.
-            if offset > 0 || limit < matching.len() {
-                matching.sort_unstable_by_key(|(desc, _)| desc.range_id);
-            }
-            let total = matching.len();
-            let page = matching
-                .into_iter()
-                .skip(offset)
-                .take(limit)
-                .map(|(desc, group)| {
-                    (desc.clone(), shared.sizes.get(&desc.range_id).copied().unwrap_or_default(), group)
-                })
-                .collect();
-            (page, total)
-        });
-        // Views only of the groups on the page: each asks its Raft core for its state, and a
-        // hot-ranges call wants ten of possibly thousands.
+        // possibly thousands, found by id.
+        let (selected, total): (Vec<(RangeDescriptor, RangeSize, Arc<Replica>)>, usize) =
+            active.state.with_shared(|shared| {
+                let in_scope: Box<dyn Iterator<Item = &RangeDescriptor>> = if wanted.is_empty() {
+                    Box::new(shared.ranges.iter())
+                } else {
+                    Box::new(wanted.iter().filter_map(|id| shared.ranges.get(*id)))
+                };
+                let mut matching: Vec<(&RangeDescriptor, Arc<Replica>)> = in_scope
+                    .filter_map(|desc| shared.groups.of_key(&desc.start_key).and_then(held).map(|group| (desc, group)))
+                    .collect();
+                // Unpaged: key order (spans tile the keyspace). Paged: range id order, the order
+                // of the HTTP API's pages, so that pages are stable while ranges split.
+                if offset > 0 || limit < matching.len() {
+                    matching.sort_unstable_by_key(|(desc, _)| desc.range_id);
+                } else if !wanted.is_empty() {
+                    matching.sort_unstable_by(|(a, _), (b, _)| a.start_key.cmp(&b.start_key));
+                }
+                let total = matching.len();
+                let page = matching
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|(desc, group)| {
+                        (desc.clone(), shared.sizes.get(&desc.range_id).copied().unwrap_or_default(), group)
+                    })
+                    .collect();
+                (page, total)
+            });
+        // Views only of the groups on the page, asked of their Raft cores at once: a hot-ranges
+        // call wants ten of possibly thousands.
         let peers = active.gossip.peers().await;
+        let mut groups: HashMap<u64, &Arc<Replica>> = HashMap::new();
+        for (_, _, replica) in &selected {
+            groups.entry(replica.group).or_insert(replica);
+        }
+        let asked = groups.into_values().map(|replica| {
+            let (active, peers) = (&active, &peers);
+            async move { (replica, self.group_view(active, replica, peers).await) }
+        });
         let mut views = HashMap::new();
-        for (_, _, group) in &selected {
-            let Some(replica) = held.get(group).filter(|_| !views.contains_key(group)) else { continue };
-            match self.group_view(&active, replica, &peers).await {
+        for (replica, view) in futures::future::join_all(asked).await {
+            match view {
                 Ok(view) => {
-                    views.insert(*group, view);
+                    views.insert(replica.group, view);
                 }
                 // Collected meanwhile (replica GC stops its Raft core): no longer held here.
                 Err(_) if replica.is_removed() => {}
@@ -248,8 +257,8 @@ impl NodeCore {
             }
         }
         let mut out = Vec::with_capacity(selected.len());
-        for (descriptor, size, group) in selected {
-            let Some(view) = views.get(&group) else { continue };
+        for (descriptor, size, replica) in selected {
+            let Some(view) = views.get(&replica.group) else { continue };
             let metrics = &view.metrics;
             out.push(ReplicaStatus {
                 // Filled in by the StatusService from the catalog.
@@ -277,16 +286,10 @@ impl NodeCore {
 
     /// This node's top `limit` leaseholder replicas by `metric` (none if it holds no lease).
     pub async fn hot_ranges(&self, metric: LoadMetric, limit: usize) -> Result<Vec<ReplicaStatus>> {
-        let active = self.active()?.clone();
-        let led: BTreeSet<u64> = (active.replicas.all().into_iter())
-            .filter(|group| group.raft.metrics().borrow_watched().current_leader == Some(active.node_id))
-            .map(|group| group.group)
-            .collect();
-        if led.is_empty() {
-            return Ok(Vec::new());
-        }
+        self.active()?;
         // Load is recorded only where batches run, on the leaseholder; a group whose lease
-        // left has its load forgotten (see the maintenance loop), so what remains is led here.
+        // left has its load forgotten (see the maintenance loop), so what remains is led here
+        // (and `ranges` below says which of them still are).
         let top = self.load.top(metric, limit);
         let ids: Vec<u64> = top.iter().map(|(id, _)| *id).collect();
         if ids.is_empty() {

@@ -1,10 +1,9 @@
-//! openraft wiring. In this version the keyspace is held by two Raft groups: range 1 (the
-//! system keys) is [`SYSTEM_GROUP`], and user space (range 2 and every range split from it) is
-//! [`USER_GROUP`]. Every node holds a replica of both; each group's members are the cluster's
-//! nodes (at most [`MAX_VOTERS`] voters, the rest learners), so a range's replicas are its
-//! group's members and its leaseholder is its group's leader. The two leaders may be on
-//! different nodes. A write batch is applied by one group, so it may not touch both; reads
-//! spanning both are split by the KV router.
+//! openraft wiring. Every range is its own Raft group, whose id is the range's: the cluster
+//! starts with two, range 1 (the system keys, [`SYSTEM_GROUP`]) and range 2 (user space,
+//! [`USER_GROUP`]), and each split starts a group for its right-hand range. A group's members
+//! are its range's replicas (at most [`MAX_VOTERS`] voters, and learners while they are being
+//! added, or on every other node for range 1) and its leader is the range's leaseholder. A write batch is applied by one group,
+//! so it may not touch two; reads spanning several are split by the KV router.
 //!
 //! - [`groups`] — which group holds which keys, from the spans the groups record.
 //! - [`codec`] — binary encodings: protobuf log entries and commands, postcard for openraft's types.
@@ -12,9 +11,11 @@
 //! - [`state_machine`] — applies commands to `state.redb`, keeps the range index and sizes, and
 //!   builds/installs snapshots.
 //! - [`network`] — sends openraft RPCs over the `RaftService` gRPC transport.
+//! - [`heartbeats`] — coalesces every group's heartbeats to a peer into one call.
 
 pub mod codec;
 pub mod groups;
+pub mod heartbeats;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -59,7 +60,7 @@ pub fn groups() -> Vec<GroupLayout> {
         .collect()
 }
 
-/// The most voters the group has; more nodes join as learners (non-voting replicas).
+/// The most voters a group has (range 1's group also has a learner on every other node).
 pub const MAX_VOTERS: usize = 3;
 
 /// Heartbeat interval of the leader.

@@ -10,6 +10,9 @@
 //! [`STREAM_REPLY_TIMEOUT`] is reported unreachable and the stream dropped; an idle stream
 //! (nothing to replicate) has no deadline.
 //!
+//! Heartbeats do not open streams of their own: openraft's heartbeat client for a follower
+//! sends through the node's queue to that peer ([`Heartbeats`]), one call for every group.
+//!
 //! A snapshot travels in chunks of openraft's `snapshot_max_chunk_size`, each within the RPC's
 //! deadline, and the receiver's [`SnapshotInbox`] puts them back together before installing.
 
@@ -39,6 +42,7 @@ use crate::pb::{LoadHandoff, RaftPayload};
 use crate::services::dialer::Dialer;
 use crate::services::load::LoadTracker;
 use crate::services::raft::codec;
+use crate::services::raft::heartbeats::Heartbeats;
 use crate::services::raft::{NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// The largest Raft message accepted (snapshot chunks are smaller).
@@ -53,37 +57,56 @@ pub const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Snapshot chunk size when openraft does not name one.
 const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
-/// Creates one [`Network`] per target node, sharing the node's dialer.
+/// What a group's messages go out on: the node's dialer, its heartbeat queues, and its load
+/// counts (a leadership transfer hands the group's load on).
+#[derive(Clone)]
+pub struct Transport {
+    /// The node's pooled channels.
+    pub dialer: Arc<Dialer>,
+    /// The node's heartbeat queues, one per peer.
+    pub heartbeats: Arc<Heartbeats>,
+    /// The node's load counts.
+    pub load: Arc<LoadTracker>,
+}
+
+/// Creates one [`Network`] per target node, sharing the node's transport.
 pub struct NetworkFactory {
-    dialer: Arc<Dialer>,
+    transport: Transport,
     group: u64,
     pipelined: bool,
-    load: Arc<LoadTracker>,
 }
 
 impl NetworkFactory {
-    /// A factory for the Raft group `group`, dialing through `dialer`; `pipelined` false keeps
-    /// one AppendEntries in flight per follower (only to measure what the pipelined stream gives).
-    /// A leadership transfer carries the group's load as `load` counted it.
-    pub fn new(dialer: Arc<Dialer>, group: u64, pipelined: bool, load: Arc<LoadTracker>) -> Self {
-        Self { dialer, group, pipelined, load }
+    /// A factory for the Raft group `group`; `pipelined` false keeps one AppendEntries in
+    /// flight per follower (only to measure what the pipelined stream gives).
+    pub fn new(transport: Transport, group: u64, pipelined: bool) -> Self {
+        Self { transport, group, pipelined }
     }
 }
 
 /// The connection of one group to one target node (groups to the same node share its
-/// channel: one HTTP/2 connection per peer).
+/// channel: one HTTP/2 connection per peer). A heartbeat client sends through the node's
+/// queue to that peer instead, coalesced with every other group's heartbeats.
 pub struct Network {
     client: Result<RaftServiceClient<Channel>, String>,
     group: u64,
     pipelined: bool,
     load: Arc<LoadTracker>,
+    heartbeats: Option<(Arc<Heartbeats>, String)>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        let mut network = self.new_client(target, node).await;
+        network.heartbeats = Some((self.transport.heartbeats.clone(), node.addr.clone()));
+        network
+    }
+
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Network {
         let client = self
+            .transport
             .dialer
             .channel(&node.addr)
             .map(|channel| {
@@ -92,7 +115,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|err| err.to_string());
-        Network { client, group: self.group, pipelined: self.pipelined, load: self.load.clone() }
+        Network {
+            client,
+            group: self.group,
+            pipelined: self.pipelined,
+            load: self.transport.load.clone(),
+            heartbeats: None,
+        }
     }
 }
 
@@ -220,6 +249,40 @@ async fn next_reply(
     }
 }
 
+/// The results of a heartbeat worker's requests (it sends one per stream) sent through the
+/// peer's heartbeat queue; the first failure ends them, as on a replication stream.
+fn coalesced<'s, S>(
+    heartbeats: Arc<Heartbeats>,
+    addr: String,
+    group: u64,
+    input: S,
+) -> BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+{
+    let results = futures::stream::unfold(Some(input), move |input| {
+        let (heartbeats, addr) = (heartbeats.clone(), addr.clone());
+        async move {
+            let mut input = input?;
+            let request = input.next().await?;
+            let result = match codec::to_bytes(&request) {
+                Err(err) => Err(network_error(err)),
+                Ok(data) => match heartbeats
+                    .send(&addr, RaftPayload { data: data.into(), error: false, group, load: None })
+                    .await
+                {
+                    Err(err) => Err(unreachable(err)),
+                    Ok(reply) if reply.error => Err(unreachable(String::from_utf8_lossy(&reply.data))),
+                    Ok(reply) => codec::from_bytes(&reply.data).map_err(network_error),
+                },
+            };
+            let go_on = matches!(result, Ok(Ok(_)));
+            Some((result, go_on.then_some(input)))
+        }
+    });
+    Box::pin(results)
+}
+
 impl Network {
     async fn call_raw(&mut self, rpc: Rpc, data: Vec<u8>, option: &RPCOption) -> Result<Vec<u8>, RPCError<TypeConfig>> {
         let client = match &mut self.client {
@@ -314,6 +377,9 @@ impl RaftNetworkV2<TypeConfig> for Network {
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
+        if let Some((heartbeats, addr)) = self.heartbeats.clone() {
+            return Box::pin(async move { Ok(coalesced(heartbeats, addr, self.group, input)) });
+        }
         if !self.pipelined {
             return openraft::network::stream_append_sequential(self, input, option);
         }
