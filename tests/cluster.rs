@@ -139,8 +139,9 @@ async fn acknowledged_writes_survive_killing_a_follower_and_the_leader() {
     let keys = acked.lock().unwrap().clone();
     assert!(keys.len() >= 80, "only {} writes acknowledged", keys.len());
     for node in 0..3 {
+        // A restarted node may not be listening yet: a refused connection is polled again.
         let mut kv = wait_for(Duration::from_secs(20), "node serving reads", || async {
-            let mut kv = cluster.kv(node).await;
+            let mut kv = pb::kv_service_client::KvServiceClient::new(cluster.channel(node).await.ok()?);
             get(&mut kv, &keys[0]).await.ok().map(|_| kv)
         })
         .await;
