@@ -232,7 +232,13 @@ impl RaftApi {
         self.0.raft_messages().record(RaftMessage::Append(request.entries.len()));
         let replies = replica.raft.stream_append(futures::stream::once(async { request }));
         let mut replies = std::pin::pin!(replies);
-        match replies.next().await {
+        // Answered within a heartbeat interval or failed: the batch's call waits for its
+        // slowest heartbeat, and the leader's heartbeat worker gives up after that anyway.
+        let interval = crate::services::raft::HEARTBEAT_INTERVAL;
+        let Ok(reply) = tokio::time::timeout(interval, replies.next()).await else {
+            return failed(format!("heartbeat not answered within {interval:?}"));
+        };
+        match reply {
             Some(Ok(result)) => match codec::to_bytes(&result) {
                 Ok(data) => pb::RaftPayload { data: data.into(), ..Default::default() },
                 Err(err) => failed(err.to_string()),

@@ -27,6 +27,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a peer's failing heartbeats are logged (each failure would be a line per group).
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How many calls to one peer may be in flight at once: a call waits for its slowest
+/// heartbeat, and the heartbeats queued meanwhile (a read renewing its lease among them)
+/// should not all wait behind it.
+const CALLS_IN_FLIGHT: usize = 4;
+
 /// The answer to one heartbeat: the follower's encoded reply (flagged `error` when its Raft
 /// failed), or why the call did not get through.
 pub type HeartbeatReply = Result<pb::RaftPayload, String>;
@@ -69,16 +74,19 @@ impl Heartbeats {
     }
 }
 
-/// Sends a peer's queued heartbeats, as many as have queued, one call at a time. Each
-/// heartbeat's sender waits for at most one call: the queue holds one heartbeat per group and
-/// peer, since a group's worker sends the next only after the last is answered or given up.
+/// Sends a peer's queued heartbeats, as many as have queued, in up to [`CALLS_IN_FLIGHT`]
+/// calls at a time. Each heartbeat's sender waits for at most one call: the queue holds one
+/// heartbeat per group and peer, since a group's worker sends the next only after the last is
+/// answered or given up.
 async fn drain(
-    mut client: RaftServiceClient<tonic::transport::Channel>,
+    client: RaftServiceClient<tonic::transport::Channel>,
     addr: String,
     mut queued: mpsc::UnboundedReceiver<Queued>,
 ) {
-    let mut last_logged: Option<Instant> = None;
+    let last_logged: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let calls = Arc::new(tokio::sync::Semaphore::new(CALLS_IN_FLIGHT));
     while let Some(first) = queued.recv().await {
+        let Ok(permit) = calls.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queued.try_recv() {
@@ -91,29 +99,44 @@ async fn drain(
         if batch.is_empty() {
             continue;
         }
-        let (heartbeats, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.heartbeat, q.reply)).unzip();
-        let sent = heartbeats.len();
-        let mut request = tonic::Request::new(pb::HeartbeatBatch { messages: heartbeats });
-        request.set_timeout(CALL_TIMEOUT);
-        let answers = match client.heartbeats(request).await {
-            Ok(answer) => {
-                let answers = answer.into_inner().messages;
-                if answers.len() == sent {
-                    answers.into_iter().map(Ok).collect()
-                } else {
-                    vec![Err(format!("{} replies to {sent} heartbeats", answers.len())); sent]
-                }
+        let (client, addr, last_logged) = (client.clone(), addr.clone(), last_logged.clone());
+        tokio::spawn(async move {
+            call(client, &addr, batch, &last_logged).await;
+            drop(permit);
+        });
+    }
+}
+
+/// One `Heartbeats` call carrying `batch`; each sender gets its own answer.
+async fn call(
+    mut client: RaftServiceClient<tonic::transport::Channel>,
+    addr: &str,
+    batch: Vec<Queued>,
+    last_logged: &Mutex<Option<Instant>>,
+) {
+    let (heartbeats, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.heartbeat, q.reply)).unzip();
+    let sent = heartbeats.len();
+    let mut request = tonic::Request::new(pb::HeartbeatBatch { messages: heartbeats });
+    request.set_timeout(CALL_TIMEOUT);
+    let answers = match client.heartbeats(request).await {
+        Ok(answer) => {
+            let answers = answer.into_inner().messages;
+            if answers.len() == sent {
+                answers.into_iter().map(Ok).collect()
+            } else {
+                vec![Err(format!("{} replies to {sent} heartbeats", answers.len())); sent]
             }
-            Err(status) => vec![Err(status.message().to_string()); sent],
-        };
-        if let Some(Err(err)) = answers.first()
-            && last_logged.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY)
-        {
-            last_logged = Some(Instant::now());
+        }
+        Err(status) => vec![Err(status.message().to_string()); sent],
+    };
+    if let Some(Err(err)) = answers.first() {
+        let mut last = last_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY) {
+            *last = Some(Instant::now());
             tracing::warn!(peer = %addr, heartbeats = sent, error = %err, "heartbeats to a peer failed");
         }
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            let _ = reply.send(answer);
-        }
+    }
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
     }
 }
