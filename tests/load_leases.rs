@@ -108,7 +108,9 @@ async fn leases_follow_load_until_every_node_serves_a_fair_share() {
     let streak = std::cell::Cell::new(0);
     let previous: std::cell::RefCell<BTreeMap<i64, (i64, f64)>> = Default::default();
     let moved = std::cell::RefCell::new(Vec::new());
-    let shares = wait_until(Duration::from_secs(120), "every node's QPS within 30% of the mean", || async {
+    // Beside the five-node nemesis it has taken 24-134 s (once past the 120 s allowed before);
+    // nextest stops a cluster test at 240 s.
+    let shares = wait_until(Duration::from_secs(180), "every node's QPS within 30% of the mean", || async {
         tokio::time::sleep(Duration::from_millis(900)).await;
         let Look { by_node, keys, ranges } = look(&client, &api).await?;
         for (id, (node, qps)) in &ranges {
