@@ -56,13 +56,18 @@ fn decode<T: DeserializeOwned>(payload: &pb::RaftPayload) -> Result<T, Status> {
     codec::from_bytes(&payload.data).map_err(|err| Status::invalid_argument(format!("bad raft payload: {err}")))
 }
 
-/// A reply: the value, or the failure as text flagged `error`.
-fn encode<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<pb::RaftPayload>, Status> {
+/// A reply payload: the value, or the failure as text flagged `error`.
+fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<pb::RaftPayload, Status> {
     let (data, error) = match result {
         Ok(value) => (codec::to_bytes(&value).map_err(Status::internal)?, false),
         Err(err) => (err.to_string().into_bytes(), true),
     };
-    Ok(Response::new(pb::RaftPayload { data: data.into(), error, ..Default::default() }))
+    Ok(pb::RaftPayload { data: data.into(), error, ..Default::default() })
+}
+
+/// A unary call's reply (see [`reply`]).
+fn encode<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<pb::RaftPayload>, Status> {
+    reply(result).map(Response::new)
 }
 
 /// The replies of one replication stream.
@@ -204,13 +209,7 @@ async fn open_append_stream(
             }
         }
     });
-    let replies = replica.raft.stream_append(requests).map(|reply| {
-        let (data, error) = match reply {
-            Ok(result) => (codec::to_bytes(&result).map_err(Status::internal)?, false),
-            Err(fatal) => (fatal.to_string().into_bytes(), true),
-        };
-        Ok(pb::RaftPayload { data: data.into(), error, ..Default::default() })
-    });
+    let replies = replica.raft.stream_append(requests).map(reply);
     Ok(Box::pin(replies))
 }
 
@@ -235,15 +234,11 @@ impl RaftApi {
         // Answered within a heartbeat interval or failed: the batch's call waits for its
         // slowest heartbeat, and the leader's heartbeat worker gives up after that anyway.
         let interval = crate::services::raft::HEARTBEAT_INTERVAL;
-        let Ok(reply) = tokio::time::timeout(interval, replies.next()).await else {
+        let Ok(answer) = tokio::time::timeout(interval, replies.next()).await else {
             return failed(format!("heartbeat not answered within {interval:?}"));
         };
-        match reply {
-            Some(Ok(result)) => match codec::to_bytes(&result) {
-                Ok(data) => pb::RaftPayload { data: data.into(), ..Default::default() },
-                Err(err) => failed(err.to_string()),
-            },
-            Some(Err(fatal)) => failed(fatal.to_string()),
+        match answer {
+            Some(result) => reply(result).unwrap_or_else(|status| failed(status.message().to_string())),
             None => failed("the replica ended the heartbeat unanswered".to_string()),
         }
     }

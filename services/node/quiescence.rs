@@ -141,7 +141,7 @@ impl NodeCore {
                         && !heard_from(leader)
                         && metrics.current_leader.is_none_or(|known| known == leader)
                     {
-                        let voters = metrics.membership_config.membership().voter_ids().collect::<Vec<_>>();
+                        let voters = metrics.membership_config.membership().voter_ids();
                         match elections::campaigner(voters, leader, alive) {
                             Some(id) if id == active.node_id => orphaned.push((replica.clone(), leader)),
                             Some(_) => {

@@ -2,9 +2,9 @@
 //! sends its heartbeat on its own; with thousands of groups that is thousands of gRPC calls a
 //! second to every peer, and as many failed connection attempts to a peer that is down. Here
 //! the heartbeats of every group going to one peer are queued together and sent as one
-//! `Heartbeats` call: the next call carries whatever queued while the last was answered, so
-//! a peer gets one message per round trip however many groups beat, and a dead peer costs one
-//! failed call per round, not one per group.
+//! `Heartbeats` call carrying whatever queued meanwhile, at most [`CALLS_IN_FLIGHT`] calls at
+//! once, so a peer gets a few messages per round trip however many groups beat, and a dead
+//! peer costs one failed call per round, not one per group.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

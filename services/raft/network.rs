@@ -213,6 +213,15 @@ fn unreachable(err: impl std::fmt::Display) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&std::io::Error::other(err.to_string())))
 }
 
+/// A follower's answer to one AppendEntries of a stream (or a heartbeat): a remote failure
+/// counts as unreachable, so openraft backs off.
+fn append_result(reply: &RaftPayload) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+    if reply.error {
+        return Err(unreachable(String::from_utf8_lossy(&reply.data)));
+    }
+    codec::from_bytes(&reply.data).map_err(network_error)
+}
+
 /// When each unanswered request of a replication stream was sent, oldest first.
 type SendTimes = Arc<Mutex<VecDeque<Instant>>>;
 
@@ -234,8 +243,7 @@ async fn next_reply(
                 return match reply {
                     Ok(None) => None,
                     Err(status) => Some(Err(unreachable(status))),
-                    Ok(Some(reply)) if reply.error => Some(Err(unreachable(String::from_utf8_lossy(&reply.data)))),
-                    Ok(Some(reply)) => Some(codec::from_bytes(&reply.data).map_err(network_error)),
+                    Ok(Some(reply)) => Some(append_result(&reply)),
                 };
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -272,8 +280,7 @@ where
                     .await
                 {
                     Err(err) => Err(unreachable(err)),
-                    Ok(reply) if reply.error => Err(unreachable(String::from_utf8_lossy(&reply.data))),
-                    Ok(reply) => codec::from_bytes(&reply.data).map_err(network_error),
+                    Ok(reply) => append_result(&reply),
                 },
             };
             let go_on = matches!(result, Ok(Ok(_)));
