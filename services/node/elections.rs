@@ -5,11 +5,13 @@
 //! answer within a vote's deadline, the candidates of one group split the votes, and the
 //! terms climb while no group gets a leader.
 //!
-//! Instead, one follower per group campaigns: the lowest-numbered voter gossip still hears
-//! from ([`campaigner`]); the others stay [`Clock::Dormant`] for [`CAMPAIGN_GRACE`] and start
-//! their own clocks only if no leader has reached them by then. And a node runs at most
-//! [`MAX_CAMPAIGNS`] elections at once, the rest waiting their turn, so each is answered
-//! within its deadline.
+//! Instead, one follower per group campaigns, chosen by the group's id among the voters
+//! gossip still hears from ([`campaigner`]), so that the elections, and the leases they
+//! give, are shared evenly by the nodes left; the others stay [`Clock::Dormant`] for
+//! [`CAMPAIGN_GRACE`] and start their own clocks only if no leader has reached them by then.
+//! A node runs at most [`MAX_CAMPAIGNS`] elections at once, the rest waiting their turn, so
+//! each is answered within its deadline, and a group it wins quiesces at once
+//! ([`Replica::quiesce_early`]).
 
 use super::*;
 
@@ -21,19 +23,26 @@ pub const CAMPAIGN_GRACE: Duration = Duration::from_secs(10);
 /// How long one paced election may take before the next one is started in its place.
 const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The voter of a group that campaigns when its leader `dead` is gone: the lowest-numbered
-/// voter other than it that `alive` says is up; `None` if none is.
+/// The voter of `group` that campaigns when its leader `dead` is gone: of the voters other
+/// than it that `alive` says are up, in order of id, the one the group's id picks; `None`
+/// if none is up. Every voter that sees the same voters up picks the same one.
 pub fn campaigner(
+    group: u64,
     voters: impl IntoIterator<Item = NodeId>,
     dead: NodeId,
     alive: impl Fn(NodeId) -> bool,
 ) -> Option<NodeId> {
-    voters.into_iter().filter(|id| *id != dead && alive(*id)).min()
+    let mut up: Vec<NodeId> = voters.into_iter().filter(|id| *id != dead && alive(*id)).collect();
+    up.sort_unstable();
+    up.dedup();
+    let pick = usize::try_from(group % up.len().max(1) as u64).ok()?;
+    up.get(pick).copied()
 }
 
 impl NodeCore {
     /// Starts paced elections for `groups`, whose leader's node `dead` is gone and of which
-    /// this node is the campaigner. Their clocks are held until their turn.
+    /// this node is the campaigner. Their clocks are held until their turn. Once all have
+    /// ended, one line says how they went (how many won, and how long each took).
     pub(super) fn campaign_paced(self: &Arc<Self>, groups: Vec<(Arc<Replica>, NodeId)>) {
         if groups.is_empty() {
             return;
@@ -44,29 +53,96 @@ impl NodeCore {
         }
         let core = self.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
+            let count = groups.len();
+            let mut running = Vec::with_capacity(count);
             for (replica, dead) in groups {
                 let Ok(permit) = core.campaigns.clone().acquire_owned().await else { return };
-                tokio::spawn(async move {
-                    campaign(&replica, dead).await;
+                running.push(tokio::spawn(async move {
+                    let outcome = campaign(&replica, dead).await;
                     drop(permit);
-                });
+                    outcome
+                }));
             }
+            let mut tally = Tally::default();
+            for outcome in futures::future::join_all(running).await.into_iter().flatten() {
+                tally.add(outcome);
+            }
+            tracing::info!(
+                groups = count,
+                won = tally.won,
+                led_already = tally.led_already,
+                unsettled = tally.unsettled,
+                mean_ms = tally.mean().as_millis() as u64,
+                max_ms = tally.max.as_millis() as u64,
+                seconds = started.elapsed().as_secs_f64(),
+                "paced elections after a leader's node died"
+            );
         });
+    }
+}
+
+/// How one paced election ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A leader other than the dead one was known, after this long.
+    Led(Duration),
+    /// A leader was known before it started, or the replica is gone.
+    LedAlready,
+    /// No leader within [`CAMPAIGN_TIMEOUT`] (or the group's Raft stopped).
+    Unsettled,
+}
+
+/// The outcomes of one round of paced elections.
+#[derive(Debug, Default)]
+struct Tally {
+    won: usize,
+    led_already: usize,
+    unsettled: usize,
+    total: Duration,
+    max: Duration,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Led(took) => {
+                self.won += 1;
+                self.total += took;
+                self.max = self.max.max(took);
+            }
+            Outcome::LedAlready => self.led_already += 1,
+            Outcome::Unsettled => self.unsettled += 1,
+        }
+    }
+
+    /// The mean time an election that found a leader took.
+    fn mean(&self) -> Duration {
+        self.total.checked_div(self.won as u32).unwrap_or_default()
     }
 }
 
 /// One election for `replica`, unless a leader other than `dead` is known by now; returns
 /// once a leader is known or after [`CAMPAIGN_TIMEOUT`].
-async fn campaign(replica: &Replica, dead: NodeId) {
+async fn campaign(replica: &Replica, dead: NodeId) -> Outcome {
     let has_leader = |m: &openraft::RaftMetrics<TypeConfig>| m.current_leader.is_some_and(|id| id != dead);
     if has_leader(&replica.raft.metrics().borrow_watched()) || replica.is_removed() {
-        return;
+        return Outcome::LedAlready;
     }
+    let started = Instant::now();
     replica.wake();
     if replica.raft.trigger().elect(false).await.is_err() {
-        return;
+        return Outcome::Unsettled;
     }
-    let _ = replica.raft.wait(Some(CAMPAIGN_TIMEOUT)).metrics(has_leader, "a paced election").await;
+    match replica.raft.wait(Some(CAMPAIGN_TIMEOUT)).metrics(has_leader, "a paced election").await {
+        Ok(metrics) => {
+            if metrics.current_leader == Some(metrics.id) {
+                replica.quiesce_early();
+            }
+            Outcome::Led(started.elapsed())
+        }
+        Err(_) => Outcome::Unsettled,
+    }
 }
 
 #[cfg(test)]
@@ -74,12 +150,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lowest_live_voter_but_the_dead_leader_campaigns() {
+    fn a_tally_counts_each_outcome_and_averages_the_won() {
+        let mut tally = Tally::default();
+        assert_eq!(tally.mean(), Duration::ZERO, "nothing won yet");
+        for outcome in [
+            Outcome::Led(Duration::from_millis(100)),
+            Outcome::Led(Duration::from_millis(300)),
+            Outcome::LedAlready,
+            Outcome::Unsettled,
+        ] {
+            tally.add(outcome);
+        }
+        assert_eq!((tally.won, tally.led_already, tally.unsettled), (2, 1, 1));
+        assert_eq!((tally.mean(), tally.max), (Duration::from_millis(200), Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn the_groups_id_picks_one_live_voter_but_the_dead_leader() {
         let all = |_: NodeId| true;
-        assert_eq!(campaigner([1, 2, 3], 1, all), Some(2));
-        assert_eq!(campaigner([3, 2, 1], 2, all), Some(1));
-        assert_eq!(campaigner([1, 2, 3], 1, |id| id != 2), Some(3), "2 is down too");
-        assert_eq!(campaigner([1, 2, 3], 1, |id| id == 1), None, "only the dead leader is heard from");
-        assert_eq!(campaigner([1], 1, all), None, "a group of one");
+        assert_eq!(campaigner(10, [1, 2, 3], 1, all), Some(2), "even group: the first of 2, 3");
+        assert_eq!(campaigner(11, [1, 2, 3], 1, all), Some(3), "odd group: the second");
+        assert_eq!(campaigner(11, [3, 2, 1], 1, all), Some(3), "the voters' order does not matter");
+        assert_eq!(campaigner(11, [1, 2, 3], 2, all), Some(3));
+        assert_eq!(campaigner(12, [1, 2, 3], 2, all), Some(1));
+        assert_eq!(campaigner(11, [1, 2, 3], 1, |id| id != 2), Some(3), "2 is down too");
+        assert_eq!(campaigner(10, [1, 2, 3], 1, |id| id != 2), Some(3), "2 is down too");
+        assert_eq!(campaigner(10, [1, 2, 3], 1, |id| id == 1), None, "only the dead leader is heard from");
+        assert_eq!(campaigner(10, [1], 1, all), None, "a group of one");
+        let picked: Vec<_> = (0..100).filter_map(|group| campaigner(group, [1, 2, 3, 4, 5], 3, all)).collect();
+        for id in [1, 2, 4, 5] {
+            assert_eq!(picked.iter().filter(|p| **p == id).count(), 25, "node {id} campaigns for a quarter");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Quiescence: idle Raft groups stop their clocks, so a node holding thousands of idle ranges
 //! spends no CPU and no network on their heartbeats and election timers.
 //!
-//! A group's leader that has seen no proposal for [`QUIESCE_AFTER`], with every entry applied
+//! A group's leader that has seen no proposal for [`QUIESCE_AFTER`] (or that was just elected
+//! in a dead leader's place, see [`Replica::quiesce_early`]), with every entry applied
 //! and every live member's log at its last index, asks those members (one `Quiesce` message per
 //! peer for all such groups) to stop their clocks; once all have, it stops its own. It repeats
 //! the message every [`REASK_EVERY`] while the group stays quiesced, so a follower that
@@ -142,7 +143,7 @@ impl NodeCore {
                         && metrics.current_leader.is_none_or(|known| known == leader)
                     {
                         let voters = metrics.membership_config.membership().voter_ids();
-                        match elections::campaigner(voters, leader, alive) {
+                        match elections::campaigner(replica.group, voters, leader, alive) {
                             Some(id) if id == active.node_id => orphaned.push((replica.clone(), leader)),
                             Some(_) => {
                                 replica.stop_clock(Clock::Dormant { until: now + elections::CAMPAIGN_GRACE }, None);
@@ -165,7 +166,10 @@ impl NodeCore {
                 if since.0 != seen {
                     *since = (seen, now);
                 }
-                if clock == Clock::Running && now.duration_since(since.1) < QUIESCE_AFTER {
+                if clock == Clock::Running
+                    && now.duration_since(since.1) < QUIESCE_AFTER
+                    && !replica.may_quiesce_early()
+                {
                     continue;
                 }
                 if clock != Clock::Running && !reask {

@@ -69,6 +69,9 @@ struct ClockState {
     clock: Clock,
     /// Bumped on every wake: a quiescence decided on metrics read before a wake is dropped.
     activity: u64,
+    /// The activity count at which the group was let quiesce as soon as it is idle (see
+    /// [`Replica::quiesce_early`]); any wake since voids it.
+    early: Option<u64>,
 }
 
 /// How a node starts a replica's Raft instance.
@@ -116,7 +119,7 @@ impl Replica {
             snapshot_inbox: SnapshotInbox::default(),
             read_lease: Mutex::new(None),
             removed: AtomicBool::new(false),
-            clock: Mutex::new(ClockState { clock: Clock::Running, activity: 0 }),
+            clock: Mutex::new(ClockState { clock: Clock::Running, activity: 0, early: None }),
             started: Instant::now(),
         })
     }
@@ -154,6 +157,22 @@ impl Replica {
             // A failed renewal is left to the proposal to report.
             let _ = tokio::time::timeout(raft_mod::ELECTION_TIMEOUT_MAX, renew).await;
         }
+    }
+
+    /// Lets the group quiesce as soon as its followers have its whole log, without first
+    /// seeing no proposal for `QUIESCE_AFTER`: for a leader just elected in the place of one
+    /// whose node died. Its group was quiesced before and nothing has been proposed to it, and
+    /// thousands of such groups heartbeating for seconds would slow the elections still to
+    /// come. A wake (a proposal) voids it.
+    pub fn quiesce_early(&self) {
+        let mut state = self.clock_state();
+        state.early = Some(state.activity);
+    }
+
+    /// Whether [`Replica::quiesce_early`] holds: nothing woke the group since.
+    pub fn may_quiesce_early(&self) -> bool {
+        let state = self.clock_state();
+        state.early == Some(state.activity)
     }
 
     /// Stops the Raft clock as `clock` (not [`Clock::Running`]), unless the replica was woken
