@@ -68,7 +68,14 @@ pub(super) struct PassCounts {
     rebalances: usize,
     /// Lease moves this pass may still make to even out load.
     load_moves: usize,
+    /// The node records this pass last read, and when (see [`NODE_RECORDS_REUSE`]).
+    records: Option<(Instant, Arc<NodeRecords>)>,
 }
+
+/// How long one maintenance pass reuses the node records it read. A pass over a node's
+/// thousands of groups reads them far more often than nodes' states change, and each read
+/// parses every node's gossiped descriptor; a pass long enough to outlast this reads afresh.
+const NODE_RECORDS_REUSE: Duration = Duration::from_millis(500);
 
 /// Range 1's records of the nodes and gossip's view of them.
 struct NodeRecords {
@@ -133,6 +140,18 @@ pub struct DecommissionStatus {
 }
 
 impl NodeCore {
+    /// [`NodeCore::node_records`] as read by this pass at most [`NODE_RECORDS_REUSE`] ago.
+    async fn pass_node_records(&self, active: &Active, counts: &mut PassCounts) -> Result<Arc<NodeRecords>> {
+        if let Some((at, records)) = &counts.records
+            && at.elapsed() < NODE_RECORDS_REUSE
+        {
+            return Ok(records.clone());
+        }
+        let records = Arc::new(self.node_records(active).await?);
+        counts.records = Some((Instant::now(), records.clone()));
+        Ok(records)
+    }
+
     /// What the allocator decides nodes' states from: range 1's membership records and node
     /// registry (this node's applied copy) and gossip, read now.
     async fn node_records(&self, active: &Active) -> Result<NodeRecords> {
@@ -212,10 +231,11 @@ impl NodeCore {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
-        // Read per group, not per pass: a pass over many groups takes a while, and a node's
-        // liveness may change meanwhile. The read is of range 1's few node records, not of
-        // the node's ranges.
-        let known = self.node_states(active, &self.node_records(active).await?, &members);
+        // Read per group (or reused for at most half a second), not once per pass: a pass
+        // over many groups takes a while, and a node's liveness may change meanwhile. The
+        // read is of range 1's few node records, not of the node's ranges.
+        let records = self.pass_node_records(active, counts).await?;
+        let known = self.node_states(active, &records, &members);
         let addr_of =
             |id: NodeId| known.get(&id).and_then(|(_, peer)| peer.descriptor.as_ref()).map(|d| d.address.clone());
         let states: BTreeMap<NodeId, NodeState> = known.iter().map(|(id, (state, _))| (*id, *state)).collect();
@@ -312,6 +332,7 @@ impl NodeCore {
             group_qps: own.groups,
             rebalances: REBALANCES_PER_PASS,
             load_moves: LOAD_MOVES_PER_PASS,
+            records: None,
         })
     }
 
