@@ -35,14 +35,14 @@ pub fn campaigner(
     let mut up: Vec<NodeId> = voters.into_iter().filter(|id| *id != dead && alive(*id)).collect();
     up.sort_unstable();
     up.dedup();
-    let pick = usize::try_from(group % up.len().max(1) as u64).ok()?;
-    up.get(pick).copied()
+    let pick = group.checked_rem(up.len() as u64)?;
+    up.get(pick as usize).copied()
 }
 
 impl NodeCore {
     /// Starts paced elections for `groups`, whose leader's node `dead` is gone and of which
     /// this node is the campaigner. Their clocks are held until their turn. Once all have
-    /// ended, one line says how they went (how many won, and how long each took).
+    /// ended, one line says how they went (how many found a leader, and how long each took).
     pub(super) fn campaign_paced(self: &Arc<Self>, groups: Vec<(Arc<Replica>, NodeId)>) {
         if groups.is_empty() {
             return;
@@ -70,7 +70,7 @@ impl NodeCore {
             }
             tracing::info!(
                 groups = count,
-                won = tally.won,
+                led = tally.led,
                 led_already = tally.led_already,
                 unsettled = tally.unsettled,
                 mean_ms = tally.mean().as_millis() as u64,
@@ -96,7 +96,8 @@ enum Outcome {
 /// The outcomes of one round of paced elections.
 #[derive(Debug, Default)]
 struct Tally {
-    won: usize,
+    /// Elections after which a leader (this node or another) was known.
+    led: usize,
     led_already: usize,
     unsettled: usize,
     total: Duration,
@@ -107,7 +108,7 @@ impl Tally {
     fn add(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Led(took) => {
-                self.won += 1;
+                self.led += 1;
                 self.total += took;
                 self.max = self.max.max(took);
             }
@@ -118,7 +119,7 @@ impl Tally {
 
     /// The mean time an election that found a leader took.
     fn mean(&self) -> Duration {
-        self.total.checked_div(self.won as u32).unwrap_or_default()
+        self.total.checked_div(self.led as u32).unwrap_or_default()
     }
 }
 
@@ -150,9 +151,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tally_counts_each_outcome_and_averages_the_won() {
+    fn a_tally_counts_each_outcome_and_averages_the_led() {
         let mut tally = Tally::default();
-        assert_eq!(tally.mean(), Duration::ZERO, "nothing won yet");
+        assert_eq!(tally.mean(), Duration::ZERO, "nothing led yet");
         for outcome in [
             Outcome::Led(Duration::from_millis(100)),
             Outcome::Led(Duration::from_millis(300)),
@@ -161,7 +162,7 @@ mod tests {
         ] {
             tally.add(outcome);
         }
-        assert_eq!((tally.won, tally.led_already, tally.unsettled), (2, 1, 1));
+        assert_eq!((tally.led, tally.led_already, tally.unsettled), (2, 1, 1));
         assert_eq!((tally.mean(), tally.max), (Duration::from_millis(200), Duration::from_millis(300)));
     }
 
