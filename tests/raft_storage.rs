@@ -164,3 +164,50 @@ async fn two_groups_over_one_store_keep_their_applied_state_and_snapshots_apart(
     assert!(other_two.install_snapshot(&wrong.meta, wrong.snapshot).await.is_err());
     assert_eq!(value(&other_store, "melon").await.as_deref(), Some(&b"melon"[..]), "a refused install changes nothing");
 }
+
+/// The catalog version (what cached table descriptors are keyed on) is range 1's log index of
+/// its last catalog write: other writes, and other groups' snapshots and removals, leave it, so
+/// a node whose replicas move keeps its cache; range 1's own snapshot and a restart move it to
+/// range 1's applied index, and losing range 1 turns the cache off (0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_version_moves_only_with_range_1s_catalog_writes() {
+    let system = Span { start: Vec::new(), end: b"\x05".to_vec() };
+    let user = Span { start: b"\x05".to_vec(), end: Vec::new() };
+    let (system_desc, user_desc) = (desc(1, "", "\x05"), desc(2, "\x05", ""));
+    let version = |store: &StateStore| store.with_shared(|shared| shared.catalog_version);
+    let dir = tempfile::tempdir().unwrap();
+    let open =
+        |name: &str| Engine::open(&dir.path().join(name), ranged::services::engine::DEFAULT_CACHE_BYTES).unwrap();
+    let engine = open("a");
+    let store = StateStore::open(engine.state.clone()).unwrap();
+    let mut one = store.group(1, Some(system.clone()), std::slice::from_ref(&system_desc)).unwrap();
+    let mut two = store.group(2, Some(user.clone()), std::slice::from_ref(&user_desc)).unwrap();
+    assert_eq!(version(&store), 0, "no catalog yet");
+    apply(&mut one, vec![put_entry(1, "\x04node/1"), put_entry(2, "\x04desc/50"), put_entry(3, "\x04status/1")]).await;
+    assert_eq!(version(&store), 2, "the descriptor's write");
+    apply(&mut two, vec![put_entry(1, "\x05a"), put_entry(9, "\x05b")]).await;
+    assert_eq!(version(&store), 2, "another group's writes");
+
+    // Group 2's snapshot installed over another store's group 2, and group 2 dropped there.
+    let snapshot = two.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let other = open("b");
+    let other_store = StateStore::open(other.state.clone()).unwrap();
+    let mut other_one = other_store.group(1, Some(system.clone()), std::slice::from_ref(&system_desc)).unwrap();
+    apply(&mut other_one, vec![put_entry(1, "\x04ns/t"), put_entry(2, "\x04node/2")]).await;
+    let mut other_two = other_store.group(2, Some(user.clone()), std::slice::from_ref(&user_desc)).unwrap();
+    other_two.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(version(&other_store), 1, "another group's snapshot");
+    other_store.drop_group(2).unwrap();
+    assert_eq!(version(&other_store), 1, "another group's removal");
+
+    // Range 1's snapshot: its last index; a restart: range 1's applied index.
+    let snapshot = one.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    other_one.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(version(&other_store), 3, "range 1's snapshot, at index 3");
+    apply(&mut one, vec![put_entry(4, "\x04gc/1")]).await;
+    drop((one, two, store));
+    let reopened = StateStore::open(engine.state.clone()).unwrap();
+    assert_eq!(version(&reopened), 4, "a restart: range 1's applied index");
+    other_store.drop_group(1).unwrap();
+    assert_eq!(version(&other_store), 0, "without range 1, nothing to key the cache on");
+}

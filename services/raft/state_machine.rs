@@ -27,8 +27,8 @@ use crate::services::keys;
 use crate::services::kv::{self, KvRead, Op, OpResult};
 use crate::services::raft::groups::{GroupIndex, ops_within};
 use crate::services::raft::{
-    Command, CommandResponse, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, codec,
-    io_err,
+    Command, CommandResponse, Entry, LogId, SYSTEM_GROUP, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
+    TypeConfig, codec, io_err,
 };
 use crate::services::ranges::{RangeDescriptor, RangeIndex};
 use crate::services::scan::{PageLimits, TakenPage, take_page};
@@ -58,7 +58,11 @@ pub struct SmShared {
     pub ranges: RangeIndex,
     /// Each range's size.
     pub sizes: HashMap<u64, RangeSize>,
-    /// Bumped by every applied write to the SQL catalog (see [`keys::CATALOG_PREFIXES`]).
+    /// The SQL catalog's version as this node has applied it: the index in range 1's Raft log
+    /// of the last entry that wrote the catalog ([`keys::CATALOG_PREFIXES`], all in range 1),
+    /// or of range 1's snapshot or restart point when that is unknown. It changes only with
+    /// range 1: replicas of other ranges coming and going (snapshots, removals) leave the
+    /// cached descriptors valid.
     pub catalog_version: u64,
     /// Bumped by every applied write to range 1's routing copy ([`keys::META_PREFIX`]).
     pub meta_version: u64,
@@ -236,9 +240,11 @@ fn get_meta<T: serde::de::DeserializeOwned>(
 }
 
 /// Writes `value` (or deletes when `None`) and keeps the owning range's size current.
+/// `index` is the applying entry's place in its group's log.
 fn put_tracked(
     data: &mut Table<&'static [u8], &'static [u8]>,
     shared: &mut SmShared,
+    index: u64,
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<()> {
@@ -247,7 +253,7 @@ fn put_tracked(
         None => data.remove(key).map_err(storage_error)?.map(|old| old.value().len()),
     };
     if keys::CATALOG_PREFIXES.iter().any(|prefix| key.starts_with(prefix)) {
-        shared.catalog_version += 1;
+        shared.catalog_version = shared.catalog_version.max(index);
     }
     if key.starts_with(keys::META_PREFIX) {
         shared.meta_version += 1;
@@ -269,6 +275,7 @@ fn put_tracked(
 fn apply_batch(
     data: &mut Table<&'static [u8], &'static [u8]>,
     shared: &mut SmShared,
+    index: u64,
     ops: &[Op],
 ) -> Result<Result<Vec<OpResult>>> {
     let evaluated = kv::evaluate(&TableView(&*data), ops);
@@ -277,7 +284,7 @@ fn apply_batch(
         Err(err) => Ok(Err(err)),
         Ok((results, pending)) => {
             for (key, value) in &pending {
-                put_tracked(data, shared, key, value.as_deref())?;
+                put_tracked(data, shared, index, key, value.as_deref())?;
             }
             Ok(Ok(results))
         }
@@ -384,6 +391,10 @@ impl StateStore {
             let group = group.parse().map_err(|_| Error::Internal(format!("bad span key {:?}", key.value())))?;
             shared.groups.insert(group, codec::from_bytes(value.value()).map_err(storage_error)?);
         }
+        // Which catalog write came last is not stored: range 1's applied index is at least its
+        // index, so caches keyed on an older version reload.
+        let range_one: Option<LogId> = get_meta(&meta, &group_key("applied", SYSTEM_GROUP))?.flatten();
+        shared.catalog_version = range_one.map_or(0, |log_id| log_id.index);
         for row in data.iter().map_err(storage_error)? {
             let (k, v) = row.map_err(storage_error)?;
             if let Some(desc) = shared.ranges.lookup(k.value()) {
@@ -534,7 +545,7 @@ impl StateMachine {
                     }
                     EntryPayload::Normal(Command::Batch(ops)) => {
                         let cpu = cpu_time::ThreadTime::now();
-                        let results = apply_batch(&mut data, &mut shared, &ops)?;
+                        let results = apply_batch(&mut data, &mut shared, entry.log_id.index, &ops)?;
                         CommandResponse::Batch { results, cpu_nanos: cpu.elapsed().as_nanos() as u64 }
                     }
                     EntryPayload::Normal(Command::Split { split_key, right_range_id }) => {

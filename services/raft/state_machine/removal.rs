@@ -6,6 +6,7 @@ use super::snapshot::{clear_descs, clear_span};
 use super::{Span, StateStore, get_meta, group_key};
 use crate::services::engine::{DATA, STATE_META, storage_error};
 use crate::services::error::Result;
+use crate::services::raft::SYSTEM_GROUP;
 
 impl StateStore {
     /// Deletes everything this node stored for `group`, whose replica has stopped. The caller
@@ -28,7 +29,9 @@ impl StateStore {
         self.started.lock().unwrap_or_else(|p| p.into_inner()).remove(&group);
         let mut reloaded = StateStore::load_shared(&self.db)?;
         let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        reloaded.catalog_version = shared.catalog_version + 1;
+        // The catalog is range 1's. A node that no longer holds range 1 (decommissioned) has
+        // no version to key cached descriptors on: 0 turns the cache off.
+        reloaded.catalog_version = if group == SYSTEM_GROUP { 0 } else { shared.catalog_version };
         reloaded.meta_version = shared.meta_version + 1;
         *shared = reloaded;
         Ok(())

@@ -11,7 +11,7 @@ use super::{Span, StateMachine, StateStore, desc_prefix, get_meta, group_key, pu
 use crate::services::engine::{DATA, STATE_META, storage_error};
 use crate::services::error::{Error, Result};
 use crate::services::keys;
-use crate::services::raft::{LogId, Snapshot, SnapshotMeta, StoredMembership, codec};
+use crate::services::raft::{LogId, SYSTEM_GROUP, Snapshot, SnapshotMeta, StoredMembership, codec};
 use crate::services::ranges::RangeDescriptor;
 
 #[derive(Serialize, Deserialize)]
@@ -141,9 +141,13 @@ impl StateMachine {
         Self::install_span(db, group, meta, bytes)?;
         let mut reloaded = StateStore::load_shared(db)?;
         let mut shared = self.shared.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The catalog and the routing copy may have changed in any way: a version never seen
-        // before makes every cached copy reload.
-        reloaded.catalog_version = shared.catalog_version + 1;
+        // Range 1's snapshot may change the catalog in any way; its last index is at least that
+        // of its last catalog write. No other group holds catalog keys. The routing copy may
+        // have changed in any way: a version never seen before makes every cached copy reload.
+        reloaded.catalog_version = match meta.last_log_id {
+            Some(log_id) if group == SYSTEM_GROUP => shared.catalog_version.max(log_id.index),
+            _ => shared.catalog_version,
+        };
         reloaded.meta_version = shared.meta_version + 1;
         *shared = reloaded;
         Ok(())
