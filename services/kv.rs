@@ -302,6 +302,16 @@ pub fn validate(ops: &[Op]) -> Result<()> {
 /// How long a node keeps retrying a batch while the leaseholder changes or is elected.
 pub const RETRY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What a caller that stopped retrying is told: a routing error it retried until its deadline
+/// says that in the caller's terms (a client cannot act on "not leaseholder").
+pub fn gave_up(err: Error) -> Error {
+    match err {
+        Error::NotLeaseholder { .. } => Error::Unavailable("no leaseholder could be reached".into()),
+        Error::RangeKeyMismatch(_) => Error::Unavailable("the ranges holding the keys kept moving".into()),
+        other => other,
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for a reason retrying cannot fix, or `RETRY_DEADLINE`
 /// passes. NotLeaseholder is always retried (nothing was proposed); other unavailability only
 /// when the batch is idempotent, since a lost reply may hide an applied write.
@@ -324,11 +334,7 @@ where
             _ => false,
         };
         if !retryable || Instant::now() + backoff > deadline {
-            return Err(match err {
-                Error::NotLeaseholder { .. } => Error::Unavailable("no leaseholder could be reached".into()),
-                Error::RangeKeyMismatch(_) => Error::Unavailable("the ranges holding the keys kept moving".into()),
-                other => other,
-            });
+            return Err(gave_up(err));
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));

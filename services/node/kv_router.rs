@@ -392,6 +392,7 @@ impl NodeCore {
                     }
                     return Ok((left, right));
                 }
+                Err(err) if !forwarded => return Err(kv::gave_up(err)),
                 other => return other,
             }
         }
