@@ -290,6 +290,17 @@ pub fn lease_target(
     worth_moving(count(&leader), fewest, mean_count(leases, nodes)).then_some(target)
 }
 
+/// Whether lease counts have held still between two maintenance passes (`before`, `now`): no
+/// node's count moved by more than the band around the mean. Counts come by gossip, each as
+/// of its node's last pass; while leases are moving fast (elections after a node died, a pass
+/// that just handed many on) some of them are stale, and a leader evening them out would hand
+/// leases to a node that already has more than it thinks, then take them back.
+pub fn leases_settled(before: &BTreeMap<NodeId, usize>, now: &BTreeMap<NodeId, usize>) -> bool {
+    let mean = now.values().sum::<usize>() as f64 / now.len().max(1) as f64;
+    let count = |counts: &BTreeMap<NodeId, usize>, id: &NodeId| counts.get(id).copied().unwrap_or(0) as f64;
+    (before.keys().chain(now.keys())).all(|id| (count(now, id) - count(before, id)).abs() <= band(mean))
+}
+
 /// Whether a group with `voters` is (under, over) replicated: fewer voters on nodes `heard`
 /// from than the `known` nodes could give it (up to [`MAX_VOTERS`]; a voter on a dead or
 /// unreachable node counts as missing, as in CockroachDB), or more than [`MAX_VOTERS`].
@@ -343,6 +354,23 @@ mod tests {
         draining.insert(2, NodeState { liveness: Liveness::Draining, membership: NodeMembership::Active });
         assert_eq!(lease_target(1, &voters, &leases(&[(1, 2)]), &draining), Some(3));
         assert_eq!(lease_target(1, &ids(&[1]), &leases(&[(1, 5)]), &all_live), None);
+    }
+
+    #[test]
+    fn lease_counts_settle_when_no_node_moved_past_the_band() {
+        let counts = |list: &[(NodeId, usize)]| list.iter().copied().collect::<BTreeMap<_, _>>();
+        let steady = counts(&[(1, 3333), (2, 3334), (3, 3333)]);
+        assert!(leases_settled(&steady, &steady));
+        // Within 5% of the mean (about 166): a few elections or moves here and there.
+        assert!(leases_settled(&steady, &counts(&[(1, 3433), (2, 3234), (3, 3333)])));
+        // A node that died: the survivors won its groups, and their counts jumped.
+        assert!(!leases_settled(&steady, &counts(&[(1, 4700), (2, 3334), (3, 3333)])));
+        assert!(!leases_settled(&steady, &counts(&[(1, 3333), (2, 3334)])));
+        // Small counts: the band is at least one lease.
+        assert!(leases_settled(&counts(&[(1, 2), (2, 0)]), &counts(&[(1, 1), (2, 1)])));
+        assert!(!leases_settled(&counts(&[(1, 3), (2, 0)]), &counts(&[(1, 1), (2, 2)])));
+        assert!(!leases_settled(&BTreeMap::new(), &counts(&[(1, 2)])));
+        assert!(leases_settled(&BTreeMap::new(), &BTreeMap::new()));
     }
 
     #[test]

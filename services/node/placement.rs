@@ -68,6 +68,9 @@ pub(super) struct PassCounts {
     rebalances: usize,
     /// Lease moves this pass may still make to even out load.
     load_moves: usize,
+    /// Whether lease counts held still since the previous pass ([`allocator::leases_settled`]):
+    /// only then are leases moved to even out counts.
+    leases_settled: bool,
     /// The node records this pass last read, and when (see [`NODE_RECORDS_REUSE`]).
     records: Option<(Instant, Arc<NodeRecords>)>,
 }
@@ -93,6 +96,13 @@ pub(super) struct LeaseLoad {
 }
 
 impl PassCounts {
+    /// Compares this pass's lease counts with the previous pass's (`previous`, which then
+    /// becomes this pass's).
+    pub(super) fn compare_leases(&mut self, previous: &mut Option<BTreeMap<NodeId, usize>>) {
+        self.leases_settled = previous.as_ref().is_some_and(|before| allocator::leases_settled(before, &self.leases));
+        *previous = Some(self.leases.clone());
+    }
+
     /// Counts `change`, made by node `leader` on a group serving `qps`.
     fn record(&mut self, leader: NodeId, change: Change, qps: f64) {
         let less = |count: &mut usize| *count = count.saturating_sub(1);
@@ -258,6 +268,7 @@ impl NodeCore {
             .then(|| match by_load {
                 true if counts.load_moves == 0 => None,
                 true => allocator::load_lease_target(active.node_id, &voters, &counts.loads, qps, &states),
+                false if !counts.leases_settled => None,
                 false => allocator::lease_target(active.node_id, &voters, &counts.leases, &states),
             })
             .flatten();
@@ -332,6 +343,7 @@ impl NodeCore {
             group_qps: own.groups,
             rebalances: REBALANCES_PER_PASS,
             load_moves: LOAD_MOVES_PER_PASS,
+            leases_settled: false,
             records: None,
         })
     }

@@ -99,6 +99,7 @@ impl NodeCore {
     pub(super) async fn maintenance_loop(self: Arc<Self>) {
         let Ok(active) = self.active().cloned() else { return };
         let mut led: BTreeSet<u64> = BTreeSet::new();
+        let mut lease_counts = None;
         let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {
             ticker.tick().await;
@@ -111,6 +112,7 @@ impl NodeCore {
             let own = self.lease_load(&active);
             active.gossip.set_lease_load(own.leases, own.qps).await;
             let Ok(mut counts) = self.pass_counts(&active, own).await else { continue };
+            counts.compare_leases(&mut lease_counts);
             // Read once per pass, not per group: a node may lead thousands of groups, and
             // each of these walks every range the node holds.
             let ranges_by_group = active.ranges_by_group();
