@@ -21,8 +21,9 @@ const LOAD_MOVES_PER_PASS: usize = 1;
 const REBALANCES_PER_PASS: usize = 2;
 
 /// How long a node keeps a lease it was handed before handing it on to even out lease counts
-/// (CockroachDB waits too): lease counts gossiped a moment ago may already be out of date, and
-/// two nodes would hand one lease back and forth.
+/// (CockroachDB waits too), and how long the counts must have held still before any lease is
+/// moved for them: lease counts gossiped a moment ago may already be out of date, and two
+/// nodes would hand leases back and forth.
 const LEASE_SETTLE: Duration = Duration::from_secs(5);
 
 /// Makes sure a replica added to `group` is caught up from a snapshot of the group as it is
@@ -68,7 +69,7 @@ pub(super) struct PassCounts {
     rebalances: usize,
     /// Lease moves this pass may still make to even out load.
     load_moves: usize,
-    /// Whether lease counts held still since the previous pass ([`allocator::leases_settled`]):
+    /// Whether lease counts held still for [`LEASE_SETTLE`] ([`PassCounts::compare_leases`]):
     /// only then are leases moved to even out counts.
     leases_settled: bool,
     /// The node records this pass last read, and when (see [`NODE_RECORDS_REUSE`]).
@@ -96,11 +97,21 @@ pub(super) struct LeaseLoad {
 }
 
 impl PassCounts {
-    /// Compares this pass's lease counts with the previous pass's (`previous`, which then
-    /// becomes this pass's).
-    pub(super) fn compare_leases(&mut self, previous: &mut Option<BTreeMap<NodeId, usize>>) {
-        self.leases_settled = previous.as_ref().is_some_and(|before| allocator::leases_settled(before, &self.leases));
-        *previous = Some(self.leases.clone());
+    /// Compares this pass's lease counts with those the passes of the last [`LEASE_SETTLE`]
+    /// started from (`history`, to which this pass's are added): counts are settled if none
+    /// moved past the band since. A window, not the previous pass alone: while elections hand
+    /// out leases at a few hundred a second, one pass's counts differ from the last one's by
+    /// about a band, and those a peer gossips stay behind for seconds.
+    pub(super) fn compare_leases(&mut self, history: &mut LeaseCountHistory) {
+        let now = Instant::now();
+        let old = |at: &Instant| now.duration_since(*at) >= LEASE_SETTLE;
+        // The newest sample old enough is kept: it shows the window is covered.
+        while history.get(1).is_some_and(|(at, _)| old(at)) {
+            history.pop_front();
+        }
+        self.leases_settled = history.front().is_some_and(|(at, _)| old(at))
+            && history.iter().all(|(_, before)| allocator::leases_settled(before, &self.leases));
+        history.push_back((now, self.leases.clone()));
     }
 
     /// Counts `change`, made by node `leader` on a group serving `qps`.
@@ -120,6 +131,9 @@ impl PassCounts {
         }
     }
 }
+
+/// The lease counts recent maintenance passes started from, oldest first, and when.
+pub(super) type LeaseCountHistory = VecDeque<(Instant, BTreeMap<NodeId, usize>)>;
 
 /// What one placement step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

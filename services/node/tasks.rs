@@ -99,7 +99,7 @@ impl NodeCore {
     pub(super) async fn maintenance_loop(self: Arc<Self>) {
         let Ok(active) = self.active().cloned() else { return };
         let mut led: BTreeSet<u64> = BTreeSet::new();
-        let mut lease_counts = None;
+        let mut lease_counts = placement::LeaseCountHistory::new();
         let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {
             ticker.tick().await;
