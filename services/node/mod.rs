@@ -294,6 +294,8 @@ pub struct NodeCore {
     own_membership: std::sync::Mutex<Option<(Instant, NodeMembership)>>,
     /// Elections this node may still start at once after a leader's node died (see [`elections`]).
     campaigns: Arc<tokio::sync::Semaphore>,
+    /// Rounds of paced elections running, and since when some have been (see [`elections`]).
+    paced_rounds: Arc<std::sync::Mutex<elections::PacedRounds>>,
     /// Snapshots of the paged scans this node serves, kept between pages.
     cursors: scan_router::ScanCursors,
     /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
@@ -532,6 +534,7 @@ impl NodeCore {
             own_status: Default::default(),
             own_membership: Default::default(),
             campaigns: Arc::new(tokio::sync::Semaphore::new(elections::MAX_CAMPAIGNS)),
+            paced_rounds: Default::default(),
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
             meta_seen: Default::default(),

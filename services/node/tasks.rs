@@ -106,6 +106,9 @@ impl NodeCore {
             if self.is_draining() {
                 return;
             }
+            if self.elections_first() {
+                continue;
+            }
             // Scans whose reader went away are closed here, not only when the next one opens.
             self.cursors.sweep(Instant::now());
             self.collect_removed_replicas(&active).await;
