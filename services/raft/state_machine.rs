@@ -323,8 +323,10 @@ impl StateStore {
         }
     }
 
-    fn started_groups(&self) -> BTreeSet<u64> {
-        self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Whether `group` was started here. Asked on every split: not a copy of the set, which
+    /// holds every group the node has started.
+    fn is_started(&self, group: u64) -> bool {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).contains(&group)
     }
 
     /// The groups this store holds state of (their spans are recorded), in id order.
@@ -549,7 +551,7 @@ impl StateMachine {
                         CommandResponse::Batch { results, cpu_nanos: cpu.elapsed().as_nanos() as u64 }
                     }
                     EntryPayload::Normal(Command::Split { split_key, right_range_id }) => {
-                        let right_started = self.started_groups().contains(&right_range_id);
+                        let right_started = self.is_started(right_range_id);
                         let target = SplitTarget {
                             group,
                             span: &span,
