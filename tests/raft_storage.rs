@@ -211,3 +211,43 @@ async fn the_catalog_version_moves_only_with_range_1s_catalog_writes() {
     other_store.drop_group(1).unwrap();
     assert_eq!(version(&other_store), 0, "without range 1, nothing to key the cache on");
 }
+
+/// A replica that needs a snapshot is sent one of everything its leader has applied, never
+/// an older stored one: replaying the splits since on a node that already holds the groups
+/// they created would leave it a span too wide, and the next split there would stop its Raft
+/// (load_leases saw this when a lease moved just after a replica was added).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sent_to_a_replica_is_of_everything_applied_with_its_span_as_now() {
+    let user = Span { start: b"\x05".to_vec(), end: Vec::new() };
+    let dir = tempfile::tempdir().unwrap();
+    let open =
+        |name: &str| Engine::open(&dir.path().join(name), ranged::services::engine::DEFAULT_CACHE_BYTES).unwrap();
+    let engine = open("leader");
+    let store = StateStore::open(engine.state.clone()).unwrap();
+    let mut two = store.group(2, Some(user.clone()), &[desc(2, "\x05", "")]).unwrap();
+    apply(&mut two, vec![put_entry(1, "\x05a"), put_entry(2, "\x05x")]).await;
+    let old = two.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(old.meta.last_log_id.map(|id| id.index), Some(2));
+
+    // At startup the stored snapshot, older than what was applied since, is not offered.
+    apply(&mut two, vec![split_entry(3, "\x05m", 3), put_entry(4, "\x05b")]).await;
+    let offered = two.get_current_snapshot().await.unwrap();
+    assert!(offered.is_none(), "at startup: {:?}", offered.map(|s| s.meta));
+
+    // Once started, what is sent is a snapshot of index 4, the group's span cut at the split.
+    two.started();
+    let sent = two.get_current_snapshot().await.unwrap().expect("a snapshot to send");
+    assert_eq!(sent.meta.last_log_id.map(|id| id.index), Some(4));
+    let receiver = open("new replica");
+    let receiver_store = StateStore::open(receiver.state.clone()).unwrap();
+    let mut replica = receiver_store.group(2, None, &[]).unwrap();
+    replica.install_snapshot(&sent.meta, sent.snapshot).await.unwrap();
+    assert_eq!(index(&receiver_store), vec![(2, "\x05".to_string(), "\x05m".to_string())]);
+    assert_eq!(replica.span(), Some(Span { start: b"\x05".to_vec(), end: b"\x05m".to_vec() }));
+    assert_eq!(value(&receiver_store, "\x05b").await.as_deref(), Some(&b"\x05b"[..]));
+    assert_eq!(value(&receiver_store, "\x05x").await, None, "a row of the group split off");
+
+    // Asked again with nothing applied since, the stored snapshot is sent as it is.
+    let again = two.get_current_snapshot().await.unwrap().expect("a snapshot to send");
+    assert_eq!(again.meta, sent.meta);
+}

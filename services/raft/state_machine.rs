@@ -597,8 +597,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot> {
         let (db, group) = (self.db.clone(), self.group);
-        let span = self.span().ok_or_else(|| io_err(format!("Raft group {group} has no span to snapshot")))?;
-        blocking(move || Self::build_snapshot_blocking(&db, group, &span)).await
+        blocking(move || Self::build_snapshot_blocking(&db, group)).await
     }
 }
 

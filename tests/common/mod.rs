@@ -526,6 +526,22 @@ impl Drop for Cluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
+        // A failure that shows up once in many runs is diagnosed from the nodes' logs, which
+        // the temporary directory would take with it.
+        if std::thread::panicking()
+            && let Some(keep) = std::env::var_os("RANGED_TEST_KEEP_FAILED")
+        {
+            let to = Path::new(&keep).join(format!("cluster-{}", std::process::id()));
+            match std::fs::create_dir_all(&to) {
+                Ok(()) => {
+                    for node in &self.nodes {
+                        let _ = std::fs::copy(&node.log, to.join(node.log.file_name().unwrap_or_default()));
+                    }
+                    eprintln!("the nodes' logs are kept in {}", to.display());
+                }
+                Err(err) => eprintln!("could not keep the nodes' logs in {}: {err}", to.display()),
+            }
+        }
     }
 }
 

@@ -94,10 +94,16 @@ impl StateMachine {
         rows.map_err(storage_error)
     }
 
-    pub(super) fn build_snapshot_blocking(db: &Database, group: u64, span: &Span) -> Result<Snapshot> {
+    /// A snapshot of what the group has applied, read in one transaction: the span too, since
+    /// openraft builds snapshots beside the applies (a span read apart from the rows could be
+    /// that of before a split the rows are from after).
+    pub(super) fn build_snapshot_blocking(db: &Database, group: u64) -> Result<Snapshot> {
         let txn = db.begin_read().map_err(storage_error)?;
         let meta_table = txn.open_table(STATE_META).map_err(storage_error)?;
         let data = txn.open_table(DATA).map_err(storage_error)?;
+        let span: Span = get_meta(&meta_table, &group_key("span", group))?
+            .ok_or_else(|| Error::Internal(format!("Raft group {group} has no span to snapshot")))?;
+        let span = &span;
         let last_applied: Option<LogId> = get_meta(&meta_table, &group_key("applied", group))?.flatten();
         let membership: StoredMembership = get_meta(&meta_table, &group_key("membership", group))?.unwrap_or_default();
         let descs = read_descs(&meta_table, &desc_prefix(Some(group)))?;
@@ -190,25 +196,40 @@ impl StateMachine {
         txn.commit().map_err(storage_error)
     }
 
+    /// The snapshot openraft asks for: at startup, to restore from; later, to send to a
+    /// replica that needs one. A replica is sent a snapshot of everything applied here, never
+    /// an older stored one: what it replays after the snapshot must be only entries no replica
+    /// has applied yet. A replay of older splits on a node that already holds the groups they
+    /// created finds their range ids taken, keeps a span that is too wide, and then fails on a
+    /// later split (its group's Raft stops on that node).
     pub(super) fn current_snapshot_blocking(db: &Database, group: u64, at_startup: bool) -> Result<Option<Snapshot>> {
         let txn = db.begin_read().map_err(storage_error)?;
         let table = txn.open_table(STATE_META).map_err(storage_error)?;
-        let Some(meta) = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))? else {
-            return Ok(None);
-        };
-        // At startup, a snapshot older than the state applied since is not offered: openraft,
-        // restarting on a log that lost its tail below the applied state, purges up to the
-        // applied state and needs a snapshot at least that new, which it builds when offered
-        // none. (Later, replication asks again while applies go on: any snapshot will do.)
+        let stored = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))?;
         let applied: Option<LogId> = get_meta(&table, &group_key("applied", group))?.flatten();
-        if at_startup && meta.last_log_id < applied {
-            return Ok(None);
+        let current = stored.as_ref().is_some_and(|meta| meta.last_log_id >= applied);
+        let has_span = get_meta::<Span>(&table, &group_key("span", group))?.is_some();
+        match (stored, has_span) {
+            // At startup, a snapshot older than the state applied since is not offered:
+            // openraft, restarting on a log that lost its tail below the applied state, purges
+            // up to the applied state and needs a snapshot at least that new, which it builds
+            // when offered none.
+            (Some(_), _) if at_startup && !current => Ok(None),
+            (None, _) if at_startup => Ok(None),
+            (Some(meta), _) if current => {
+                let bytes = table
+                    .get(group_key("snapshot_data", group).as_str())
+                    .map_err(storage_error)?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
+            }
+            (_, true) => {
+                drop((table, txn));
+                Self::build_snapshot_blocking(db, group).map(Some)
+            }
+            // No keys of its own yet (a replica waiting for its first snapshot): nothing to send.
+            (_, false) => Ok(None),
         }
-        let bytes = table
-            .get(group_key("snapshot_data", group).as_str())
-            .map_err(storage_error)?
-            .map(|v| v.value().to_vec())
-            .unwrap_or_default();
-        Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
     }
 }
