@@ -190,6 +190,13 @@ async fn killed_node_turns_unavailable_then_dead() {
     .await;
     let unavailable_after = killed.elapsed();
     assert!(unavailable_after < Duration::from_secs(10), "took {unavailable_after:?}");
+    // Both survivors also knew from their watch of it: its connection closed and a new one
+    // was refused (what starts the elections of the groups it led before gossip gives up).
+    let gone = format!("a reconnect was refused node={victim_id}");
+    wait_for(Duration::from_secs(10), "both survivors' word that the victim's process is gone", || async {
+        (cluster.log_lines_containing(&gone) == 2).then_some(())
+    })
+    .await;
     wait_for(Duration::from_secs(20), "DEAD", || async {
         let nodes = cluster.status_nodes(1).await.ok()?;
         (liveness_of(&nodes, victim_id) == Some(pb::Liveness::Dead)).then_some(())

@@ -14,7 +14,7 @@ use crate::pb::raft_service_server::RaftService;
 use crate::services::error::Result;
 use crate::services::kv::Op;
 use crate::services::metrics::RaftMessage;
-use crate::services::node::NodeCore;
+use crate::services::node::{NodeCore, PEER_WATCH_EVENT_EVERY};
 use crate::services::raft::{TypeConfig, codec, network, state_machine};
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse};
 
@@ -135,6 +135,21 @@ impl RaftService for RaftApi {
         let heartbeats = request.into_inner().messages;
         let replies = futures::future::join_all(heartbeats.iter().map(|heartbeat| self.heartbeat(heartbeat))).await;
         Ok(Response::new(pb::HeartbeatBatch { messages: replies }))
+    }
+
+    type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
+
+    async fn watch(&self, _request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        use futures::StreamExt;
+        let core = self.0.clone();
+        let node_id = core.active()?.node_id;
+        if core.is_draining() {
+            return Err(Status::unavailable(format!("node {node_id} is draining")));
+        }
+        // Ends once the node drains, so that the server's graceful stop does not wait on it.
+        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(PEER_WATCH_EVENT_EVERY));
+        let events = ticks.take_while(move |_| std::future::ready(!core.is_draining()));
+        Ok(Response::new(Box::pin(events.map(move |_| Ok(pb::WatchEvent { node_id })))))
     }
 
     async fn quiesce(&self, request: Request<pb::QuiesceRequest>) -> Result<Response<pb::QuiesceResponse>, Status> {

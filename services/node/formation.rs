@@ -409,6 +409,7 @@ impl NodeCore {
         }
         self.start_dormant(&active);
         tokio::spawn(self.clone().quiescence_loop());
+        tokio::spawn(self.clone().peer_watch_loop());
         tokio::spawn(self.clone().maintenance_loop());
         tokio::spawn(self.clone().status_loop());
         Ok(())

@@ -59,6 +59,7 @@ mod elections;
 mod formation;
 mod kv_router;
 mod meta;
+mod peer_watch;
 mod placement;
 mod quiescence;
 mod range_list;
@@ -68,6 +69,7 @@ mod scan_router;
 mod tasks;
 mod views;
 
+pub use peer_watch::WATCH_EVENT_EVERY as PEER_WATCH_EVENT_EVERY;
 pub use placement::DecommissionStatus;
 pub use replicas::{Clock, Replica, ReplicaSetup, Replicas};
 
@@ -296,6 +298,8 @@ pub struct NodeCore {
     campaigns: Arc<tokio::sync::Semaphore>,
     /// Rounds of paced elections running, and since when some have been (see [`elections`]).
     paced_rounds: Arc<std::sync::Mutex<elections::PacedRounds>>,
+    /// Peers whose process is known gone from a refused connection (see [`peer_watch`]).
+    peer_downs: Arc<peer_watch::PeerDowns>,
     /// Snapshots of the paged scans this node serves, kept between pages.
     cursors: scan_router::ScanCursors,
     /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
@@ -535,6 +539,7 @@ impl NodeCore {
             own_membership: Default::default(),
             campaigns: Arc::new(tokio::sync::Semaphore::new(elections::MAX_CAMPAIGNS)),
             paced_rounds: Default::default(),
+            peer_downs: Default::default(),
             cursors: scan_router::ScanCursors::new(Default::default()),
             lease_reads: AtomicUsize::new(0),
             meta_seen: Default::default(),

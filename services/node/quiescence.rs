@@ -101,7 +101,11 @@ impl NodeCore {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_reask = Instant::now();
         loop {
-            ticker.tick().await;
+            // A peer found down by its refused connection (see `peer_watch`) is acted on now.
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.peer_downs.changed() => {}
+            }
             if self.is_draining() {
                 // Leadership is being handed away: every group needs its timers.
                 active.replicas.all().iter().for_each(|replica| {
@@ -110,7 +114,10 @@ impl NodeCore {
                 return;
             }
             let peers = active.gossip.peers().await;
-            let heard_from = |id: NodeId| id == active.node_id || peers.get(&id).is_some_and(|peer| peer.heard_from);
+            let heard_from = |id: NodeId| {
+                id == active.node_id
+                    || (peers.get(&id).is_some_and(|peer| peer.heard_from) && !self.peer_downs.is_down(id))
+            };
             let alive = |id: NodeId| heard_from(id) && peers.get(&id).is_none_or(|peer| !peer.draining);
             let now = Instant::now();
             let reask = now.duration_since(last_reask) >= REASK_EVERY;

@@ -1,0 +1,112 @@
+//! A faster word that a peer's process is gone. Gossip's failure detector needs about a
+//! second without heartbeats before it stops hearing from a node; a node killed outright
+//! says so at once: its kernel closes its connections, and a new connection to its port is
+//! refused. Every node holds a `Watch` stream open to each peer; when one ends and a
+//! reconnect is refused, the peer is [`PeerDowns`] down until a watch of it opens again.
+//! Only the quiescence loop uses this, to start the elections of the groups the peer led
+//! without waiting for gossip; a frozen or cut-off node refuses nothing and is left to gossip.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use super::*;
+use crate::pb::raft_service_client::RaftServiceClient;
+use crate::services::dialer::CONNECT_TIMEOUT;
+
+/// How often the watched node sends an event on the stream (so that no idle deadline on the
+/// way ends it), and how often the watches are matched to the peers gossip knows.
+pub const WATCH_EVENT_EVERY: Duration = Duration::from_secs(2);
+/// How long a watcher waits before trying again after a reconnect failed or a stream ended
+/// as soon as it opened.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The peers whose process is known gone, since when, and a signal for whoever acts on it.
+#[derive(Default)]
+pub struct PeerDowns {
+    down: Mutex<HashMap<NodeId, Instant>>,
+    changed: Notify,
+}
+
+impl PeerDowns {
+    /// Whether `node`'s process is known gone.
+    pub fn is_down(&self, node: NodeId) -> bool {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&node)
+    }
+
+    /// Records that `node` refused a connection; wakes the waiters the first time.
+    fn mark_down(&self, node: NodeId) {
+        let first = self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(node, Instant::now()).is_none();
+        if first {
+            tracing::info!(node, "a peer's process is gone: its watch ended and a reconnect was refused");
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Records that a watch of `node` opened.
+    fn mark_up(&self, node: NodeId) {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+    }
+
+    /// Resolves the next time a peer is found down.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+/// Whether nothing listens at `addr` (a connection to it is refused), asked of the kernel
+/// directly: a failed gRPC call's error says less plainly why it failed.
+async fn refused(addr: &str) -> bool {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Err(err)) => err.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+impl NodeCore {
+    /// Keeps one watcher per peer gossip knows an address of, until the node drains.
+    pub(super) async fn peer_watch_loop(self: Arc<Self>) {
+        let Ok(active) = self.active().cloned() else { return };
+        let mut watchers: HashMap<NodeId, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+        let mut ticker = tokio::time::interval(WATCH_EVENT_EVERY);
+        loop {
+            ticker.tick().await;
+            if self.is_draining() {
+                watchers.values().for_each(|(_, task)| task.abort());
+                return;
+            }
+            for (id, peer) in active.gossip.peers().await {
+                let Some(addr) = peer.descriptor.map(|descriptor| descriptor.address) else { continue };
+                if id == active.node_id || watchers.get(&id).is_some_and(|(known, _)| *known == addr) {
+                    continue;
+                }
+                let task = tokio::spawn(self.clone().watch_peer(active.node_id, id, addr.clone()));
+                if let Some((_, old)) = watchers.insert(id, (addr, task)) {
+                    old.abort();
+                }
+            }
+        }
+    }
+
+    /// Holds a watch of `peer` at `addr` open, marking it down when a reconnect is refused
+    /// and up when a watch opens.
+    async fn watch_peer(self: Arc<Self>, me: NodeId, peer: NodeId, addr: String) {
+        loop {
+            let Ok(channel) = self.dialer.channel(&addr) else { return };
+            let opened = Instant::now();
+            if let Ok(response) = RaftServiceClient::new(channel).watch(pb::WatchRequest { node_id: me }).await {
+                self.peer_downs.mark_up(peer);
+                let mut events = response.into_inner();
+                while let Ok(Some(_)) = events.message().await {}
+            }
+            // Ended, or could not open: a refused connection says the process is gone.
+            if refused(&addr).await {
+                self.peer_downs.mark_down(peer);
+            }
+            if opened.elapsed() < RETRY {
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
