@@ -44,7 +44,7 @@ impl PeerDowns {
         }
     }
 
-    /// Records that a watch of `node` opened.
+    /// Records that `node` runs: a watch of it opened, or its port accepted a connection.
     fn mark_up(&self, node: NodeId) {
         self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
     }
@@ -55,12 +55,23 @@ impl PeerDowns {
     }
 }
 
-/// Whether nothing listens at `addr` (a connection to it is refused), asked of the kernel
-/// directly: a failed gRPC call's error says less plainly why it failed.
-async fn refused(addr: &str) -> bool {
+/// What a TCP connect to a peer's port says of its process.
+enum Probe {
+    /// Something listens: the process runs.
+    Listening,
+    /// Nothing listens: the process is gone.
+    Refused,
+    /// No answer in time, or another failure: for gossip to judge.
+    Unknown,
+}
+
+/// Asks the kernel directly whether anything listens at `addr`: a failed gRPC call's error
+/// says less plainly why it failed.
+async fn probe(addr: &str) -> Probe {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Err(err)) => err.kind() == std::io::ErrorKind::ConnectionRefused,
-        Ok(Ok(_)) | Err(_) => false,
+        Ok(Ok(_)) => Probe::Listening,
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        Ok(Err(_)) | Err(_) => Probe::Unknown,
     }
 }
 
@@ -100,13 +111,50 @@ impl NodeCore {
                 let mut events = response.into_inner();
                 while let Ok(Some(_)) = events.message().await {}
             }
-            // Ended, or could not open: a refused connection says the process is gone.
-            if refused(&addr).await {
-                self.peer_downs.mark_down(peer);
+            // Ended, or could not open: a refused connection says the process is gone, and
+            // one accepted that it runs (a restarted node may not serve the watch yet).
+            match probe(&addr).await {
+                Probe::Refused => self.peer_downs.mark_down(peer),
+                Probe::Listening => self.peer_downs.mark_up(peer),
+                Probe::Unknown => {}
             }
             if opened.elapsed() < RETRY {
                 tokio::time::sleep(RETRY).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_with_a_listener_is_listening_and_without_one_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        assert!(matches!(probe(&addr).await, Probe::Listening));
+        drop(listener);
+        assert!(matches!(probe(&addr).await, Probe::Refused));
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_down_from_its_first_refusal_until_it_is_seen_running() {
+        let downs = PeerDowns::default();
+        let woken = downs.changed.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        assert!(!downs.is_down(3));
+        downs.mark_down(3);
+        assert!(downs.is_down(3) && !downs.is_down(2));
+        tokio::time::timeout(Duration::from_secs(5), woken).await.expect("a waiter is woken by the first refusal");
+        let again = downs.changed.notified();
+        tokio::pin!(again);
+        again.as_mut().enable();
+        downs.mark_down(3);
+        let woke = tokio::time::timeout(Duration::from_millis(50), again).await;
+        assert!(woke.is_err(), "a peer already down wakes nobody again");
+        downs.mark_up(3);
+        assert!(!downs.is_down(3));
     }
 }
