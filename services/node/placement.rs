@@ -253,6 +253,13 @@ impl NodeCore {
             return commit_members(group, finish, "finishing a membership change").await;
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        // A leader that the last change left out of the voters hands leadership on once that
+        // change commits; until then it changes nothing: the allocator would add its node back
+        // as a learner, and openraft panics on a membership change its leaving leader makes
+        // ("Only leader is allowed to call update_effective_membership", seen in the nemesis).
+        if !voters.contains(&active.node_id) {
+            return Ok(Placed::Nothing);
+        }
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
         // Read per group (or reused for at most half a second), not once per pass: a pass
