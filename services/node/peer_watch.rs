@@ -6,7 +6,7 @@
 //! Only the quiescence loop uses this, to start the elections of the groups the peer led
 //! without waiting for gossip; a frozen or cut-off node refuses nothing and is left to gossip.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -22,22 +22,22 @@ pub const WATCH_EVENT_EVERY: Duration = Duration::from_secs(2);
 /// as soon as it opened.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// The peers whose process is known gone, since when, and a signal for whoever acts on it.
+/// The peers whose process is known gone, and a signal for whoever acts on it.
 #[derive(Default)]
 pub struct PeerDowns {
-    down: Mutex<HashMap<NodeId, Instant>>,
+    down: Mutex<HashSet<NodeId>>,
     changed: Notify,
 }
 
 impl PeerDowns {
-    /// Whether `node`'s process is known gone.
-    pub fn is_down(&self, node: NodeId) -> bool {
-        self.down.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&node)
+    /// The peers whose process is known gone now (read once by a loop that asks per group).
+    pub fn down(&self) -> HashSet<NodeId> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records that `node` refused a connection; wakes the waiters the first time.
     fn mark_down(&self, node: NodeId) {
-        let first = self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(node, Instant::now()).is_none();
+        let first = self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(node);
         if first {
             tracing::info!(node, "a peer's process is gone: its watch ended and a reconnect was refused");
             self.changed.notify_waiters();
@@ -144,9 +144,9 @@ mod tests {
         let woken = downs.changed.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        assert!(!downs.is_down(3));
+        assert!(downs.down().is_empty());
         downs.mark_down(3);
-        assert!(downs.is_down(3) && !downs.is_down(2));
+        assert_eq!(downs.down(), HashSet::from([3]));
         tokio::time::timeout(Duration::from_secs(5), woken).await.expect("a waiter is woken by the first refusal");
         let again = downs.changed.notified();
         tokio::pin!(again);
@@ -155,6 +155,6 @@ mod tests {
         let woke = tokio::time::timeout(Duration::from_millis(50), again).await;
         assert!(woke.is_err(), "a peer already down wakes nobody again");
         downs.mark_up(3);
-        assert!(!downs.is_down(3));
+        assert!(downs.down().is_empty());
     }
 }

@@ -114,9 +114,9 @@ impl NodeCore {
                 return;
             }
             let peers = active.gossip.peers().await;
+            let down = self.peer_downs.down();
             let heard_from = |id: NodeId| {
-                id == active.node_id
-                    || (peers.get(&id).is_some_and(|peer| peer.heard_from) && !self.peer_downs.is_down(id))
+                id == active.node_id || (peers.get(&id).is_some_and(|peer| peer.heard_from) && !down.contains(&id))
             };
             let alive = |id: NodeId| heard_from(id) && peers.get(&id).is_none_or(|peer| !peer.draining);
             let now = Instant::now();

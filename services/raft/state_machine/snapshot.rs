@@ -207,29 +207,23 @@ impl StateMachine {
         let table = txn.open_table(STATE_META).map_err(storage_error)?;
         let stored = get_meta::<SnapshotMeta>(&table, &group_key("snapshot_meta", group))?;
         let applied: Option<LogId> = get_meta(&table, &group_key("applied", group))?.flatten();
-        let current = stored.as_ref().is_some_and(|meta| meta.last_log_id >= applied);
-        let has_span = get_meta::<Span>(&table, &group_key("span", group))?.is_some();
-        match (stored, has_span) {
-            // At startup, a snapshot older than the state applied since is not offered:
-            // openraft, restarting on a log that lost its tail below the applied state, purges
-            // up to the applied state and needs a snapshot at least that new, which it builds
-            // when offered none.
-            (Some(_), _) if at_startup && !current => Ok(None),
-            (None, _) if at_startup => Ok(None),
-            (Some(meta), _) if current => {
-                let bytes = table
-                    .get(group_key("snapshot_data", group).as_str())
-                    .map_err(storage_error)?
-                    .map(|v| v.value().to_vec())
-                    .unwrap_or_default();
-                Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }))
-            }
-            (_, true) => {
-                drop((table, txn));
-                Self::build_snapshot_blocking(db, group).map(Some)
-            }
-            // No keys of its own yet (a replica waiting for its first snapshot): nothing to send.
-            (_, false) => Ok(None),
+        if let Some(meta) = stored.filter(|meta| meta.last_log_id >= applied) {
+            let bytes = table
+                .get(group_key("snapshot_data", group).as_str())
+                .map_err(storage_error)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            return Ok(Some(Snapshot { meta, snapshot: Cursor::new(bytes) }));
         }
+        // At startup, a snapshot older than the state applied since is not offered: openraft,
+        // restarting on a log that lost its tail below the applied state, purges up to the
+        // applied state and needs a snapshot at least that new, which it builds when offered
+        // none. A replica with no keys of its own yet (waiting for its first snapshot) has
+        // nothing to send.
+        if at_startup || get_meta::<Span>(&table, &group_key("span", group))?.is_none() {
+            return Ok(None);
+        }
+        drop((table, txn));
+        Self::build_snapshot_blocking(db, group).map(Some)
     }
 }
