@@ -299,7 +299,7 @@ pub struct NodeCore {
     /// Rounds of paced elections running, and since when some have been (see [`elections`]).
     paced_rounds: Arc<std::sync::Mutex<elections::PacedRounds>>,
     /// Peers whose process is known gone from a refused connection (see [`peer_watch`]).
-    peer_downs: Arc<peer_watch::PeerDowns>,
+    peer_downs: Arc<raft_mod::peer_downs::PeerDowns>,
     /// Snapshots of the paged scans this node serves, kept between pages.
     cursors: scan_router::ScanCursors,
     /// Reads served under this node's read lease right now (see [`NodeCore::drain`]).
@@ -589,7 +589,12 @@ impl NodeCore {
 
     /// What the node's Raft groups send their messages on.
     fn raft_transport(&self) -> Transport {
-        Transport { dialer: self.dialer.clone(), heartbeats: self.heartbeats.clone(), load: self.load.clone() }
+        Transport {
+            dialer: self.dialer.clone(),
+            heartbeats: self.heartbeats.clone(),
+            load: self.load.clone(),
+            downs: self.peer_downs.clone(),
+        }
     }
 
     /// The pooled gRPC channels this node dials other nodes with.

@@ -2,14 +2,12 @@
 //! second without heartbeats before it stops hearing from a node; a node killed outright
 //! says so at once: its kernel closes its connections, and a new connection to its port is
 //! refused. Every node holds a `Watch` stream open to each peer; when one ends and a
-//! reconnect is refused, the peer is [`PeerDowns`] down until a watch of it opens again.
-//! Only the quiescence loop uses this, to start the elections of the groups the peer led
-//! without waiting for gossip; a frozen or cut-off node refuses nothing and is left to gossip.
+//! reconnect is refused, the peer is down ([`PeerDowns`](crate::services::raft::peer_downs::PeerDowns)) until a watch of it opens again.
+//! The quiescence loop uses this to start the elections of the groups the peer led without
+//! waiting for gossip, and the Raft transport to send it no votes; a frozen or cut-off node
+//! refuses nothing and is left to gossip.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-
-use tokio::sync::Notify;
+use std::collections::HashMap;
 
 use super::*;
 use crate::pb::raft_service_client::RaftServiceClient;
@@ -21,39 +19,6 @@ pub const WATCH_EVENT_EVERY: Duration = Duration::from_secs(2);
 /// How long a watcher waits before trying again after a reconnect failed or a stream ended
 /// as soon as it opened.
 const RETRY: Duration = Duration::from_millis(200);
-
-/// The peers whose process is known gone, and a signal for whoever acts on it.
-#[derive(Default)]
-pub struct PeerDowns {
-    down: Mutex<HashSet<NodeId>>,
-    changed: Notify,
-}
-
-impl PeerDowns {
-    /// The peers whose process is known gone now (read once by a loop that asks per group).
-    pub fn down(&self) -> HashSet<NodeId> {
-        self.down.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Records that `node` refused a connection; wakes the waiters the first time.
-    fn mark_down(&self, node: NodeId) {
-        let first = self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(node);
-        if first {
-            tracing::info!(node, "a peer's process is gone: its watch ended and a reconnect was refused");
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// Records that `node` runs: a watch of it opened, or its port accepted a connection.
-    fn mark_up(&self, node: NodeId) {
-        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
-    }
-
-    /// Resolves the next time a peer is found down.
-    pub async fn changed(&self) {
-        self.changed.notified().await
-    }
-}
 
 /// What a TCP connect to a peer's port says of its process.
 enum Probe {
@@ -136,25 +101,5 @@ mod tests {
         assert!(matches!(probe(&addr).await, Probe::Listening));
         drop(listener);
         assert!(matches!(probe(&addr).await, Probe::Refused));
-    }
-
-    #[tokio::test]
-    async fn a_peer_is_down_from_its_first_refusal_until_it_is_seen_running() {
-        let downs = PeerDowns::default();
-        let woken = downs.changed.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        assert!(downs.down().is_empty());
-        downs.mark_down(3);
-        assert_eq!(downs.down(), HashSet::from([3]));
-        tokio::time::timeout(Duration::from_secs(5), woken).await.expect("a waiter is woken by the first refusal");
-        let again = downs.changed.notified();
-        tokio::pin!(again);
-        again.as_mut().enable();
-        downs.mark_down(3);
-        let woke = tokio::time::timeout(Duration::from_millis(50), again).await;
-        assert!(woke.is_err(), "a peer already down wakes nobody again");
-        downs.mark_up(3);
-        assert!(downs.down().is_empty());
     }
 }

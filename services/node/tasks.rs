@@ -10,12 +10,15 @@ const PLACEMENT_STEPS: usize = 4;
 
 impl NodeCore {
     /// Records every leader change of `group` this node sees (the lease history of its ranges).
+    /// It watches openraft's server metrics, sent only when the vote, the leader or the
+    /// membership changes: the full metrics are sent on every turn of the group's Raft loop,
+    /// and a task per group woken by each cost the elections after a node's death CPU.
     pub(super) async fn lease_watch(self: Arc<Self>, group: Arc<Replica>) {
-        let mut metrics = group.raft.metrics();
+        let mut metrics = group.raft.server_metrics();
         loop {
             let (term, leader) = {
                 let m = metrics.borrow_and_update();
-                (m.current_term, m.current_leader)
+                (m.vote.leader_id().term, m.current_leader)
             };
             if let Some(leader_id) = leader {
                 let mut histories = self.lease_history.lock().unwrap_or_else(|p| p.into_inner());

@@ -35,15 +35,20 @@ impl NodeCore {
         let ranges_by_group = active.ranges_by_group();
         let peers = active.gossip.peers().await;
         for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
-            let raft = group.raft.metrics().borrow_watched().clone();
+            // Read in place, from the server metrics: a copy of the full metrics per group
+            // allocates their replication maps for the two fields read here.
+            let (voter_ids, leader) = {
+                let watch = group.raft.server_metrics();
+                let raft = watch.borrow_watched();
+                (raft.membership_config.membership().voter_ids().collect::<Vec<NodeId>>(), raft.current_leader)
+            };
             let ranges = ranges_by_group.get(&group.group).map_or(0, Vec::len) as f64;
-            let voter_ids: Vec<NodeId> = raft.membership_config.membership().voter_ids().collect();
-            let is_leader = raft.current_leader == Some(active.node_id);
+            let is_leader = leader == Some(active.node_id);
             let (under, over) = replication_seen(active, &peers, &voter_ids);
             replicas += ranges;
             quiescent += if matches!(group.clock().0, Clock::Quiesced { .. }) { ranges } else { 0.0 };
             leaseholders += if is_leader { ranges } else { 0.0 };
-            unavailable += if raft.current_leader.is_none() { ranges } else { 0.0 };
+            unavailable += if leader.is_none() { ranges } else { 0.0 };
             underreplicated += if is_leader && under { ranges } else { 0.0 };
             overreplicated += if is_leader && over { ranges } else { 0.0 };
         }

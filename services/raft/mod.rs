@@ -12,12 +12,14 @@
 //!   builds/installs snapshots.
 //! - [`network`] — sends openraft RPCs over the `RaftService` gRPC transport.
 //! - [`heartbeats`] — coalesces every group's heartbeats to a peer into one call.
+//! - [`peer_downs`] — the peers whose process is known gone (no votes are sent to them).
 
 pub mod codec;
 pub mod groups;
 pub mod heartbeats;
 pub mod log_store;
 pub mod network;
+pub mod peer_downs;
 pub mod state_machine;
 
 use std::time::Duration;

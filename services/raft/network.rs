@@ -43,6 +43,7 @@ use crate::services::dialer::Dialer;
 use crate::services::load::LoadTracker;
 use crate::services::raft::codec;
 use crate::services::raft::heartbeats::Heartbeats;
+use crate::services::raft::peer_downs::PeerDowns;
 use crate::services::raft::{NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// The largest Raft message accepted (snapshot chunks are smaller).
@@ -57,8 +58,8 @@ pub const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Snapshot chunk size when openraft does not name one.
 const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
-/// What a group's messages go out on: the node's dialer, its heartbeat queues, and its load
-/// counts (a leadership transfer hands the group's load on).
+/// What a group's messages go out on: the node's dialer, its heartbeat queues, its load
+/// counts (a leadership transfer hands the group's load on), and the peers known gone.
 #[derive(Clone)]
 pub struct Transport {
     /// The node's pooled channels.
@@ -67,6 +68,8 @@ pub struct Transport {
     pub heartbeats: Arc<Heartbeats>,
     /// The node's load counts.
     pub load: Arc<LoadTracker>,
+    /// The peers whose process is known gone: a vote to one fails at once.
+    pub downs: Arc<PeerDowns>,
 }
 
 /// Creates one [`Network`] per target node, sharing the node's transport.
@@ -89,6 +92,8 @@ impl NetworkFactory {
 /// queue to that peer instead, coalesced with every other group's heartbeats.
 pub struct Network {
     client: Result<RaftServiceClient<Channel>, String>,
+    target: NodeId,
+    downs: Arc<PeerDowns>,
     group: u64,
     pipelined: bool,
     load: Arc<LoadTracker>,
@@ -104,7 +109,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         network
     }
 
-    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Network {
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
         let client = self
             .transport
             .dialer
@@ -117,6 +122,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             .map_err(|err| err.to_string());
         Network {
             client,
+            target,
+            downs: self.transport.downs.clone(),
             group: self.group,
             pipelined: self.pipelined,
             load: self.transport.load.clone(),
@@ -428,6 +435,13 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // After a node's death its survivors run an election for each group it led, and each
+        // would try to connect to it once more. (Replication is not held back this way: a
+        // stream that fails to open is retried at once, and one held open keeps the log from
+        // being purged before the dead voter is replaced.)
+        if self.downs.is_down(self.target) {
+            return Err(unreachable(format!("node {}'s process is gone", self.target)));
+        }
         self.call(Rpc::Vote, &rpc, &option).await
     }
 
@@ -459,6 +473,42 @@ mod tests {
 
     fn chunk(transfer: u64, offset: u64, done: bool) -> SnapshotChunk {
         SnapshotChunk { vote: Vote::new(1, 1), meta: SnapshotMeta::default(), transfer, offset, done }
+    }
+
+    /// A peer the watch knows gone gets no vote request: the call fails at once, where the
+    /// same call to a live peer goes out (here to a listener that never answers, so it waits).
+    #[tokio::test]
+    async fn a_vote_to_a_peer_known_gone_fails_without_a_call() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                accepted.push(socket);
+            }
+        });
+        let dialer = Arc::new(Dialer::new(None));
+        let transport = Transport {
+            heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
+            dialer,
+            load: Arc::new(LoadTracker::new(Duration::from_secs(10))),
+            downs: Arc::new(PeerDowns::default()),
+        };
+        let mut factory = NetworkFactory::new(transport.clone(), 7, true);
+        let mut network = factory.new_client(2, &BasicNode { addr }).await;
+        let request = || VoteRequest::new(Vote::new(3, 1), None);
+        let option = || RPCOption::new(Duration::from_secs(5));
+
+        let waiting = tokio::time::timeout(Duration::from_millis(300), network.vote(request(), option())).await;
+        assert!(waiting.is_err(), "a vote to a peer not known gone is sent and waits for its answer");
+
+        transport.downs.mark_down(2);
+        let refused = tokio::time::timeout(Duration::from_millis(300), network.vote(request(), option()))
+            .await
+            .expect("a vote to a peer known gone fails at once");
+        let err = refused.expect_err("no vote from a peer known gone");
+        assert!(err.to_string().contains("node 2's process is gone"), "{err}");
+        held.abort();
     }
 
     #[test]
