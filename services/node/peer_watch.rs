@@ -2,10 +2,12 @@
 //! second without heartbeats before it stops hearing from a node; a node killed outright
 //! says so at once: its kernel closes its connections, and a new connection to its port is
 //! refused. Every node holds a `Watch` stream open to each peer; when one ends and a
-//! reconnect is refused, the peer is down ([`PeerDowns`](crate::services::raft::peer_downs::PeerDowns)) until a watch of it opens again.
+//! reconnect is refused, the peer is down (in [`PeerDowns`]) until a watch of it opens again.
 //! The quiescence loop uses this to start the elections of the groups the peer led without
 //! waiting for gossip, and the Raft transport to send it no votes; a frozen or cut-off node
 //! refuses nothing and is left to gossip.
+//!
+//! [`PeerDowns`]: crate::services::raft::peer_downs::PeerDowns
 
 use std::collections::HashMap;
 
