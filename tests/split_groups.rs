@@ -135,11 +135,14 @@ async fn a_node_joining_after_splits_receives_replicas_by_snapshot_and_reaches_t
     cluster.restart(3);
 
     let all = [0, 1, 2, 3];
-    let balanced = wait_for(Duration::from_secs(90), "replicas spread evenly over the four nodes", || async {
-        let ranges = cluster.members_by_leaseholders(&all).await?;
+    let balanced = wait_until(Duration::from_secs(90), "replicas spread evenly over the four nodes", || async {
+        let ranges = match cluster.members_by_leaseholders(&all).await {
+            Some(ranges) => ranges,
+            None => return Err(unled(&cluster, &all).await),
+        };
         let mut views = Vec::new();
         for i in all {
-            views.push(cluster.ranges(i).await.ok()?);
+            views.push(cluster.ranges(i).await?);
         }
         let key_count = |i: usize, id: u64, leaseholder: bool| {
             let range = views[i].iter().find(|r| r.descriptor.as_ref().is_some_and(|d| d.range_id == id))?;
@@ -148,33 +151,48 @@ async fn a_node_joining_after_splits_receives_replicas_by_snapshot_and_reaches_t
         let mut per_node = [0usize; 4];
         for (id, (voters, learners)) in ranges.iter().filter(|(id, _)| **id != 1) {
             if voters.len() != 3 || !learners.is_empty() {
-                return None;
+                return Err(format!("range {id}: voters {voters:?}, learners {learners:?}"));
             }
             // Each replica node 4 holds has the leaseholder's rows.
             if voters.contains(&4) {
-                let expected = all.iter().find_map(|i| key_count(*i, *id, true))?;
-                (key_count(3, *id, false)? == expected).then_some(())?;
+                let expected = all.iter().find_map(|i| key_count(*i, *id, true));
+                let held = key_count(3, *id, false);
+                if expected.is_none() || held != expected {
+                    return Err(format!("range {id}: node 4 holds {held:?} rows, its leaseholder {expected:?}"));
+                }
             }
             voters.iter().for_each(|v| per_node[*v as usize - 1] += 1);
         }
-        let (min, max) = (per_node.iter().min()?, per_node.iter().max()?);
-        (max - min <= 1).then_some(per_node)
+        let (min, max) = (per_node.iter().min(), per_node.iter().max());
+        match (min, max) {
+            (Some(min), Some(max)) if max - min <= 1 => Ok(per_node),
+            _ => Err(format!("replicas per node {per_node:?}")),
+        }
     })
     .await;
     assert!(balanced[3] >= 5, "node 4 holds {} replicas: {balanced:?}", balanced[3]);
 
     // Every node holds only replicas its groups count (the others gave theirs up), and node 4
     // reaches the ranges it holds none of through the routing copy in range 1.
-    wait_for(Duration::from_secs(30), "no node holding a replica its group left out", || async {
-        let ranges = cluster.members_by_leaseholders(&all).await?;
+    wait_until(Duration::from_secs(30), "no node holding a replica its group left out", || async {
+        let ranges = match cluster.members_by_leaseholders(&all).await {
+            Some(ranges) => ranges,
+            None => return Err(unled(&cluster, &all).await),
+        };
         for (i, node_id) in all.iter().zip(1u64..) {
-            for range in cluster.ranges(*i).await.ok()? {
-                let id = range.descriptor.as_ref()?.range_id;
-                let (voters, learners) = ranges.get(&id)?;
-                (voters.contains(&node_id) || learners.contains(&node_id)).then_some(())?;
+            for range in cluster.ranges(*i).await? {
+                let id = range.descriptor.as_ref().ok_or("a range without a descriptor")?.range_id;
+                let (voters, learners) = ranges.get(&id).ok_or(format!("range {id}: no leaseholder"))?;
+                if !voters.contains(&node_id) && !learners.contains(&node_id) {
+                    return Err(format!(
+                        "node {node_id} holds range {id} (there: {:?}, {:?}), whose leaseholder lists \
+                         voters {voters:?} and learners {learners:?}",
+                        range.descriptor, range.raft
+                    ));
+                }
             }
         }
-        Some(())
+        Ok(())
     })
     .await;
     for k in 20..30 {
@@ -183,6 +201,31 @@ async fn a_node_joining_after_splits_receives_replicas_by_snapshot_and_reaches_t
     let expected: Vec<(i64, String)> = (0..30).map(|k| (k * 5, format!("v{}", k * 5))).collect();
     assert_eq!(rows(&cluster.pg_url(3, "root")).await, Some(expected.clone()), "read through the new node");
     assert_eq!(rows(&cluster.pg_url(0, "root")).await, Some(expected), "read through node 1");
+}
+
+/// The ranges no node of `nodes` says it holds the lease of, as each node that holds one
+/// sees it (what a wait on [`Cluster::members_by_leaseholders`] reports when it times out).
+async fn unled(cluster: &Cluster, nodes: &[usize]) -> String {
+    let mut views = Vec::new();
+    for i in nodes {
+        match cluster.ranges(*i).await {
+            Ok(ranges) => views.push((*i + 1, ranges)),
+            Err(err) => return format!("node {}'s ranges: {err}", i + 1),
+        }
+    }
+    let led: std::collections::BTreeSet<u64> = (views.iter().flat_map(|(_, ranges)| ranges))
+        .filter(|range| range.is_leaseholder)
+        .filter_map(|range| Some(range.descriptor.as_ref()?.range_id))
+        .collect();
+    let mut seen = Vec::new();
+    for (node, ranges) in &views {
+        for range in ranges {
+            if range.descriptor.as_ref().is_some_and(|d| !led.contains(&d.range_id)) {
+                seen.push(format!("node {node}: {:?}, {:?}", range.descriptor, range.raft));
+            }
+        }
+    }
+    format!("ranges no node leads: {}", seen.join("; "))
 }
 
 /// Range 1's routing copy of the range descriptors, as read through a KV client on `kv`

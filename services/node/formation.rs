@@ -430,6 +430,15 @@ impl NodeCore {
         if self.is_draining() {
             return Err(Error::Unavailable(format!("node {} is draining", active.node_id)));
         }
+        let replica = self.start_stored_replica(&active, group).await?;
+        tracing::info!(group, "started a replica of a new Raft group");
+        Ok(replica)
+    }
+
+    /// Starts this node's replica of `group` from what the store holds of it (nothing, for a
+    /// replica a leader is adding), with its membership and lease loops. The caller holds
+    /// `replica_starts` and has checked that no replica of the group runs.
+    pub(super) async fn start_stored_replica(self: &Arc<Self>, active: &Active, group: u64) -> Result<Arc<Replica>> {
         let setup = ReplicaSetup {
             node_id: active.node_id,
             cluster_id: &active.cluster_id,
@@ -439,7 +448,6 @@ impl NodeCore {
             pipelined: !self.config.testing_sequential_raft_appends,
         };
         let replica = active.replicas.insert(Replica::start_group(&setup, group, None, &[]).await?)?;
-        tracing::info!(group, "started a replica of a new Raft group");
         tokio::spawn(self.clone().membership_loop(replica.clone()));
         tokio::spawn(self.clone().lease_watch(replica.clone()));
         Ok(replica)

@@ -33,39 +33,61 @@ fn removed_by_record(node_id: NodeId, local: Option<u64>, recorded: Option<(&[No
 
 impl NodeCore {
     /// Removes every replica of this node that its group no longer counts as a member.
-    pub(super) async fn collect_removed_replicas(&self, active: &Active) {
+    pub(super) async fn collect_removed_replicas(self: &Arc<Self>, active: &Active) {
         let Ok(routes) = self.meta_routes(active).await else { return };
         for replica in active.replicas.all() {
             if replica.group == raft_mod::SYSTEM_GROUP {
                 continue;
             }
-            let (leads, local_index) = {
-                let metrics = replica.raft.metrics();
-                let metrics = metrics.borrow_watched();
-                let config = &metrics.membership_config;
-                let counts_this_node = config.membership().get_node(&active.node_id).is_some();
-                let local_index = config.log_id().as_ref().map(|id| id.index).filter(|_| counts_this_node);
-                (metrics.current_leader == Some(active.node_id), local_index)
-            };
-            let recorded = routes.configuration(replica.group);
-            if leads || !removed_by_record(active.node_id, local_index, recorded, replica.started.elapsed()) {
+            let Some(recorded) = routes.configuration(replica.group) else { continue };
+            if !self.is_garbage(active, &replica, recorded) {
                 continue;
             }
-            match self.remove_replica(active, &replica).await {
-                Ok(()) => tracing::info!(group = replica.group, "removed this node's replica: its group left it out"),
+            match self.remove_replica(active, &replica, recorded).await {
+                Ok(true) => tracing::info!(group = replica.group, "removed this node's replica: its group left it out"),
+                Ok(false) => tracing::info!(group = replica.group, "kept this node's replica: its group added it back"),
                 Err(err) => tracing::warn!(group = replica.group, error = %err, "removing a replica"),
             }
         }
     }
 
-    /// Stops `replica` and deletes what this node stored for it. Serialized with starting
-    /// replicas, so a message for the group arriving meanwhile starts a fresh, empty one after.
-    async fn remove_replica(&self, active: &Active, replica: &Arc<Replica>) -> Result<()> {
+    /// Whether `replica`, as its Raft core last reported, is one the configuration `recorded`
+    /// for its group leaves out (see [`removed_by_record`]); never while it leads.
+    fn is_garbage(&self, active: &Active, replica: &Replica, recorded: (&[NodeId], u64)) -> bool {
+        let metrics = replica.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let config = &metrics.membership_config;
+        let counts_this_node = config.membership().get_node(&active.node_id).is_some();
+        let local_index = config.log_id().as_ref().map(|id| id.index).filter(|_| counts_this_node);
+        // By its state, not by the leader it knows: a leader that a change removed reverts to a
+        // learner on its own, still naming itself leader until it hears from another.
+        let leads = metrics.state == ServerState::Leader;
+        !leads && removed_by_record(active.node_id, local_index, Some(recorded), replica.started.elapsed())
+    }
+
+    /// Stops `replica`, then decides again on the configuration it stopped with: a message
+    /// that arrived after the first look may have added this node back, and the replica may
+    /// have acknowledged entries since, which must not be lost. So it is deleted (data, log,
+    /// descriptors; `true`) only if it is still garbage once nothing can reach it, and
+    /// otherwise started again from what it stored (`false`). Serialized with starting
+    /// replicas: a message for the group arriving meanwhile waits, then finds the replica
+    /// started again, or none (and starts a fresh, empty one).
+    async fn remove_replica(
+        self: &Arc<Self>,
+        active: &Active,
+        replica: &Arc<Replica>,
+        recorded: (&[NodeId], u64),
+    ) -> Result<bool> {
         let _starting = self.replica_starts.lock().await;
+        // Reported as nobody's from now on; a replica started again is a new one.
         replica.mark_removed();
+        active.replicas.remove(replica.group);
         replica.raft.runtime_config().elect(false);
         replica.raft.shutdown().await.map_err(Error::internal)?;
-        active.replicas.remove(replica.group);
+        if !self.is_garbage(active, replica, recorded) {
+            self.start_stored_replica(active, replica.group).await?;
+            return Ok(false);
+        }
         let (state, log, group) = (active.state.clone(), self.engine.log.clone(), replica.group);
         tokio::task::spawn_blocking(move || {
             state.drop_group(group)?;
@@ -76,7 +98,7 @@ impl NodeCore {
         .await
         .map_err(Error::internal)??;
         self.meta_seen().retain(|_, (record, _)| record.group != group);
-        Ok(())
+        Ok(true)
     }
 }
 

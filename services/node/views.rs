@@ -180,7 +180,8 @@ impl NodeCore {
             .map(|history| history.iter().copied().collect())
             .unwrap_or_default();
         Ok(GroupView {
-            is_leaseholder: metrics.current_leader == Some(active.node_id) && !self.is_draining(),
+            // A leader a change removed reverts to a learner still naming itself leader.
+            is_leaseholder: metrics.state == ServerState::Leader && !self.is_draining(),
             raft_state: match metrics.state {
                 ServerState::Leader => "StateLeader",
                 ServerState::Follower => "StateFollower",

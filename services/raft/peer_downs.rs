@@ -29,12 +29,14 @@ impl PeerDowns {
         self.down.lock().unwrap_or_else(|p| p.into_inner()).contains(&node)
     }
 
-    /// Records that `node` refused a connection; wakes the waiters the first time.
+    /// Records that `node` refused a connection; the first time, wakes the one waiter (the
+    /// quiescence loop), or its next wait if it is busy: a death found mid-pass is acted on
+    /// right after the pass, not at the loop's next tick.
     pub fn mark_down(&self, node: NodeId) {
         let first = self.down.lock().unwrap_or_else(|p| p.into_inner()).insert(node);
         if first {
             tracing::info!(node, "a peer's process is gone: its watch ended and a reconnect was refused");
-            self.changed.notify_waiters();
+            self.changed.notify_one();
         }
     }
 
@@ -43,7 +45,7 @@ impl PeerDowns {
         self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
     }
 
-    /// Resolves the next time a peer is found down.
+    /// Resolves the next time a peer is found down (at once if one was since the last wait).
     pub async fn changed(&self) {
         self.changed.notified().await
     }
@@ -74,5 +76,15 @@ mod tests {
         assert!(woke.is_err(), "a peer already down wakes nobody again");
         downs.mark_up(3);
         assert!(downs.down().is_empty() && !downs.is_down(3));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_while_nobody_waits_wakes_the_next_wait() {
+        let downs = PeerDowns::default();
+        downs.mark_down(4);
+        let woke = tokio::time::timeout(Duration::from_secs(5), downs.changed()).await;
+        assert!(woke.is_ok(), "the loop was busy when node 4 was found down: its next wait returns at once");
+        let again = tokio::time::timeout(Duration::from_millis(50), downs.changed()).await;
+        assert!(again.is_err(), "one refusal wakes one wait");
     }
 }

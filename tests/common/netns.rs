@@ -21,6 +21,16 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The `10.213.N` prefixes of the IPv4 addresses the host's interfaces have.
+fn subnets_in_use() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["-o", "-4", "addr", "show"]).output() else { return Vec::new() };
+    (String::from_utf8_lossy(&out.stdout).split_whitespace())
+        .filter_map(|word| word.strip_prefix("10.213."))
+        .filter_map(|rest| rest.split('.').next())
+        .map(|third| format!("10.213.{third}"))
+        .collect()
+}
+
 /// The bridge, the namespaces and their addresses.
 pub struct Network {
     bridge: String,
@@ -42,11 +52,19 @@ impl Network {
         }
         let pid = std::process::id();
         // A /24 of 10.213.0.0/16 picked by process id and a counter (two cluster tests may run
-        // in one process).
+        // in one process), past any /24 an interface already has: a test killed before its
+        // drop leaves its bridge and namespaces behind, and a second bridge on the same /24
+        // would take the first one's routes.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let id = pid.wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let subnet = format!("10.213.{}", id % 250);
-        let tag = format!("{:x}", id % 0xfffff);
+        let first = pid.wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let taken = subnets_in_use();
+        let (subnet, tag) = (0..250)
+            .map(|step| first.wrapping_add(step))
+            .map(|id| (format!("10.213.{}", id % 250), format!("{:x}", id % 0xfffff)))
+            .find(|(subnet, tag)| {
+                !taken.contains(subnet) && !std::path::Path::new(&format!("/sys/class/net/rnb{tag}")).exists()
+            })
+            .ok_or("every /24 of 10.213.0.0/16 is in use (leftover bridges: `ip link show type bridge`)")?;
         let mut network = Network { bridge: format!("rnb{tag}"), nodes: Vec::new() };
         run("ip", &["link", "add", &network.bridge, "type", "bridge"])?;
         run("ip", &["addr", "add", &format!("{subnet}.1/24"), "dev", &network.bridge])?;
