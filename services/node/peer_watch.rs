@@ -74,7 +74,7 @@ impl NodeCore {
             let Ok(channel) = self.dialer.channel(&addr) else { return };
             let opened = Instant::now();
             if let Ok(response) = RaftServiceClient::new(channel).watch(pb::WatchRequest { node_id: me }).await {
-                self.peer_downs.mark_up(peer);
+                self.mark_up(peer);
                 let mut events = response.into_inner();
                 while let Ok(Some(_)) = events.message().await {}
             }
@@ -82,13 +82,32 @@ impl NodeCore {
             // one accepted that it runs (a restarted node may not serve the watch yet).
             match probe(&addr).await {
                 Probe::Refused => self.peer_downs.mark_down(peer),
-                Probe::Listening => self.peer_downs.mark_up(peer),
+                Probe::Listening => self.mark_up(peer),
                 Probe::Unknown => {}
             }
             if opened.elapsed() < RETRY {
                 tokio::time::sleep(RETRY).await;
             }
         }
+    }
+
+    /// Records that `peer` runs; if it was known gone, the groups this node leads stop
+    /// waiting out their back-off before replicating to it (it may have missed seconds of
+    /// entries, and a follower that lags can hold back a quorum).
+    fn mark_up(&self, peer: NodeId) {
+        if !self.peer_downs.mark_up(peer) {
+            return;
+        }
+        let Ok(active) = self.active() else { return };
+        let led: Vec<_> = (active.replicas.all().into_iter())
+            .filter(|replica| replica.raft.metrics().borrow_watched().state == ServerState::Leader)
+            .collect();
+        tokio::spawn(async move {
+            for replica in led {
+                // A group whose Raft stopped meanwhile has nothing to reset.
+                let _ = replica.raft.trigger().reset_backoff([peer]).await;
+            }
+        });
     }
 }
 

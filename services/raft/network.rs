@@ -28,7 +28,7 @@ use openraft::BasicNode;
 use openraft::OptionalSend;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -54,6 +54,17 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// loaded disk, so this is well above openraft's per-RPC 150 ms; a frozen follower or a cut
 /// link costs only its own stream this long before openraft opens a new one.
 pub const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a group waits before each retry of its replication to a peer known gone: the
+/// waits double from the first to the last, which then repeats. The node's peer watch ends
+/// the waits when the peer comes back (see `NodeCore::peer_back`).
+pub const DOWN_PEER_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(8));
+
+/// The waits of [`DOWN_PEER_BACKOFF`].
+fn down_peer_waits() -> impl Iterator<Item = Duration> {
+    let (first, last) = DOWN_PEER_BACKOFF;
+    std::iter::successors(Some(first), move |wait| Some((*wait * 2).min(last)))
+}
 
 /// Snapshot chunk size when openraft does not name one.
 const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
@@ -399,6 +410,17 @@ impl RaftNetworkV2<TypeConfig> for Network {
         }
         Box::pin(async move {
             let mut client = self.client.clone().map_err(unreachable)?;
+            // openraft applies its back-off while making a request, so the first one is made
+            // before the call: a stream that cannot open is then retried at the back-off's
+            // pace (see `backoff`), not at once. To a peer known gone, no call is made.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            if self.downs.is_down(self.target) {
+                return Err(unreachable(format!("node {}'s process is gone", self.target)));
+            }
+            let input = futures::stream::iter([first]).chain(input);
             let sent = SendTimes::default();
             let group = self.group;
             let outbound = {
@@ -430,15 +452,21 @@ impl RaftNetworkV2<TypeConfig> for Network {
         })
     }
 
+    /// To a peer known gone, replication is retried ever more slowly ([`DOWN_PEER_BACKOFF`]):
+    /// every group a survivor leads would otherwise retry it several times a second, first
+    /// while the survivors' CPU is taken by the elections of the groups it led, then until
+    /// it is replaced. Elsewhere openraft's default.
+    fn backoff(&self) -> Option<Backoff> {
+        self.downs.is_down(self.target).then(|| Backoff::new(down_peer_waits()))
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         // After a node's death its survivors run an election for each group it led, and each
-        // would try to connect to it once more. (Replication is not held back this way: a
-        // stream that fails to open is retried at once, and one held open keeps the log from
-        // being purged before the dead voter is replaced.)
+        // would try to connect to it once more.
         if self.downs.is_down(self.target) {
             return Err(unreachable(format!("node {}'s process is gone", self.target)));
         }
@@ -509,6 +537,70 @@ mod tests {
         let err = refused.expect_err("no vote from a peer known gone");
         assert!(err.to_string().contains("node 2's process is gone"), "{err}");
         held.abort();
+    }
+
+    #[tokio::test]
+    async fn replication_to_a_peer_known_gone_takes_its_request_then_fails_without_a_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                sockets.push(socket);
+            }
+        });
+        let dialer = Arc::new(Dialer::new(None));
+        let transport = Transport {
+            heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
+            dialer,
+            load: Arc::new(LoadTracker::new(Duration::from_secs(10))),
+            downs: Arc::new(PeerDowns::default()),
+        };
+        let mut network = NetworkFactory::new(transport.clone(), 7, true).new_client(2, &BasicNode { addr }).await;
+        assert!(network.backoff().is_none(), "a peer not known gone: openraft's default back-off");
+        let request = || AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new(3, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        let option = || RPCOption::new(Duration::from_secs(5));
+
+        transport.downs.mark_down(2);
+        assert!(network.backoff().is_some(), "a peer known gone: the slower back-off");
+        let (taken, input) = {
+            let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = taken.clone();
+            let input = futures::stream::iter([request(), request()]).inspect(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+            (taken, input)
+        };
+        let refused = tokio::time::timeout(Duration::from_millis(300), network.stream_append(input, option()))
+            .await
+            .expect("a stream to a peer known gone fails at once");
+        let err = refused.err().expect("no stream to a peer known gone");
+        assert!(err.to_string().contains("node 2's process is gone"), "{err}");
+        assert_eq!(
+            taken.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the first request was made (openraft backs off there)"
+        );
+
+        let ended = network.stream_append(futures::stream::iter(Vec::new()), option()).await;
+        assert!(ended.is_ok(), "nothing to send: an empty stream, not an error");
+        tokio::task::yield_now().await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection was made");
+        held.abort();
+    }
+
+    #[test]
+    fn replication_to_a_peer_known_gone_backs_off_ever_more_slowly_up_to_a_cap() {
+        let waits: Vec<u64> = down_peer_waits().take(6).map(|wait| wait.as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
     }
 
     #[test]

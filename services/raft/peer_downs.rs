@@ -41,8 +41,9 @@ impl PeerDowns {
     }
 
     /// Records that `node` runs: a watch of it opened, or its port accepted a connection.
-    pub fn mark_up(&self, node: NodeId) {
-        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+    /// Whether it was known gone until now.
+    pub fn mark_up(&self, node: NodeId) -> bool {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).remove(&node)
     }
 
     /// Resolves the next time a peer is found down (at once if one was since the last wait).
@@ -74,8 +75,9 @@ mod tests {
         downs.mark_down(3);
         let woke = tokio::time::timeout(Duration::from_millis(50), again).await;
         assert!(woke.is_err(), "a peer already down wakes nobody again");
-        downs.mark_up(3);
+        assert!(downs.mark_up(3), "it was down until now");
         assert!(downs.down().is_empty() && !downs.is_down(3));
+        assert!(!downs.mark_up(3), "seen running again: no news");
     }
 
     #[tokio::test]
