@@ -36,14 +36,16 @@ impl NodeCore {
         let peers = active.gossip.peers().await;
         for group in active.replicas.all().into_iter().filter(|group| !group.is_removed()) {
             // Read in place, from the server metrics: a copy of the full metrics per group
-            // allocates their replication maps for the two fields read here.
-            let (voter_ids, leader) = {
+            // allocates their replication maps for the fields read here. Leading is read by
+            // state, as the range views' `is_leaseholder` is: a leader that a change removed
+            // reverts to a learner that still names itself leader.
+            let (voter_ids, leader, is_leader) = {
                 let watch = group.raft.server_metrics();
                 let raft = watch.borrow_watched();
-                (raft.membership_config.membership().voter_ids().collect::<Vec<NodeId>>(), raft.current_leader)
+                let voter_ids = raft.membership_config.membership().voter_ids().collect::<Vec<NodeId>>();
+                (voter_ids, raft.current_leader, raft.state == ServerState::Leader)
             };
             let ranges = ranges_by_group.get(&group.group).map_or(0, Vec::len) as f64;
-            let is_leader = leader == Some(active.node_id);
             let (under, over) = replication_seen(active, &peers, &voter_ids);
             replicas += ranges;
             quiescent += if matches!(group.clock().0, Clock::Quiesced { .. }) { ranges } else { 0.0 };

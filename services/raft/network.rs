@@ -497,31 +497,46 @@ impl RaftNetworkV2<TypeConfig> for Network {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     fn chunk(transfer: u64, offset: u64, done: bool) -> SnapshotChunk {
         SnapshotChunk { vote: Vote::new(1, 1), meta: SnapshotMeta::default(), transfer, offset, done }
     }
 
-    /// A peer the watch knows gone gets no vote request: the call fails at once, where the
-    /// same call to a live peer goes out (here to a listener that never answers, so it waits).
-    #[tokio::test]
-    async fn a_vote_to_a_peer_known_gone_fails_without_a_call() {
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = silent.local_addr().unwrap().to_string();
+    /// A listener that accepts connections, counts and holds them, and never answers.
+    async fn silent_peer() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
         let held = tokio::spawn(async move {
-            let mut accepted = Vec::new();
-            while let Ok((socket, _)) = silent.accept().await {
-                accepted.push(socket);
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                sockets.push(socket);
             }
         });
+        (addr, accepted, held)
+    }
+
+    fn transport() -> Transport {
         let dialer = Arc::new(Dialer::new(None));
-        let transport = Transport {
+        Transport {
             heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
             dialer,
             load: Arc::new(LoadTracker::new(Duration::from_secs(10))),
             downs: Arc::new(PeerDowns::default()),
-        };
+        }
+    }
+
+    /// A peer the watch knows gone gets no vote request: the call fails at once, where the
+    /// same call to a live peer goes out (here to a listener that never answers, so it waits).
+    #[tokio::test]
+    async fn a_vote_to_a_peer_known_gone_fails_without_a_call() {
+        let (addr, _, held) = silent_peer().await;
+        let transport = transport();
         let mut factory = NetworkFactory::new(transport.clone(), 7, true);
         let mut network = factory.new_client(2, &BasicNode { addr }).await;
         let request = || VoteRequest::new(Vote::new(3, 1), None);
@@ -539,26 +554,12 @@ mod tests {
         held.abort();
     }
 
+    /// Replication to a peer known gone makes its first request (where openraft waits out its
+    /// back-off), then fails without a connection; the back-off is the slower one only then.
     #[tokio::test]
     async fn replication_to_a_peer_known_gone_takes_its_request_then_fails_without_a_call() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = accepted.clone();
-        let held = tokio::spawn(async move {
-            let mut sockets = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                sockets.push(socket);
-            }
-        });
-        let dialer = Arc::new(Dialer::new(None));
-        let transport = Transport {
-            heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
-            dialer,
-            load: Arc::new(LoadTracker::new(Duration::from_secs(10))),
-            downs: Arc::new(PeerDowns::default()),
-        };
+        let (addr, accepted, held) = silent_peer().await;
+        let transport = transport();
         let mut network = NetworkFactory::new(transport.clone(), 7, true).new_client(2, &BasicNode { addr }).await;
         assert!(network.backoff().is_none(), "a peer not known gone: openraft's default back-off");
         let request = || AppendEntriesRequest::<TypeConfig> {
@@ -572,10 +573,10 @@ mod tests {
         transport.downs.mark_down(2);
         assert!(network.backoff().is_some(), "a peer known gone: the slower back-off");
         let (taken, input) = {
-            let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let taken = Arc::new(AtomicUsize::new(0));
             let counter = taken.clone();
             let input = futures::stream::iter([request(), request()]).inspect(move |_| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                counter.fetch_add(1, Ordering::SeqCst);
             });
             (taken, input)
         };
@@ -584,16 +585,12 @@ mod tests {
             .expect("a stream to a peer known gone fails at once");
         let err = refused.err().expect("no stream to a peer known gone");
         assert!(err.to_string().contains("node 2's process is gone"), "{err}");
-        assert_eq!(
-            taken.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "the first request was made (openraft backs off there)"
-        );
+        assert_eq!(taken.load(Ordering::SeqCst), 1, "the first request was made (openraft backs off there)");
 
         let ended = network.stream_append(futures::stream::iter(Vec::new()), option()).await;
         assert!(ended.is_ok(), "nothing to send: an empty stream, not an error");
         tokio::task::yield_now().await;
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection was made");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection was made");
         held.abort();
     }
 
