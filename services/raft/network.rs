@@ -57,7 +57,7 @@ pub const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a group waits before each retry of its replication to a peer known gone: the
 /// waits double from the first to the last, which then repeats. The node's peer watch ends
-/// the waits when the peer comes back (see `NodeCore::peer_back`).
+/// the waits when the peer comes back (see `NodeCore::mark_up` in `services::node::peer_watch`).
 pub const DOWN_PEER_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(8));
 
 /// The waits of [`DOWN_PEER_BACKOFF`].
