@@ -309,6 +309,15 @@ where
 }
 
 impl Network {
+    /// Fails at once if the target's process is known gone (each call would be a connection
+    /// refused, and openraft then retries at its back-off's pace).
+    fn refuse_if_gone(&self) -> Result<(), RPCError<TypeConfig>> {
+        if self.downs.is_down(self.target) {
+            return Err(unreachable(format!("node {}'s process is gone", self.target)));
+        }
+        Ok(())
+    }
+
     async fn call_raw(&mut self, rpc: Rpc, data: Vec<u8>, option: &RPCOption) -> Result<Vec<u8>, RPCError<TypeConfig>> {
         let client = match &mut self.client {
             Ok(client) => client,
@@ -417,9 +426,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
             let Some(first) = input.next().await else {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
-            if self.downs.is_down(self.target) {
-                return Err(unreachable(format!("node {}'s process is gone", self.target)));
-            }
+            self.refuse_if_gone()?;
             let input = futures::stream::iter([first]).chain(input);
             let sent = SendTimes::default();
             let group = self.group;
@@ -467,9 +474,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         // After a node's death its survivors run an election for each group it led, and each
         // would try to connect to it once more.
-        if self.downs.is_down(self.target) {
-            return Err(unreachable(format!("node {}'s process is gone", self.target)));
-        }
+        self.refuse_if_gone()?;
         self.call(Rpc::Vote, &rpc, &option).await
     }
 
