@@ -102,8 +102,7 @@ fn underreplicated(cluster: &Cluster, i: usize) -> Option<u64> {
 /// reports it, three voters and no replica on a killed node; and no LIVE node reports a range
 /// underreplicated. Otherwise what was seen.
 async fn healed(cluster: &Cluster, live: &[usize], killed: &[u64]) -> Result<(), String> {
-    let ranges =
-        cluster.members_by_leaseholders(live).await.ok_or("a range with no leaseholder among the live nodes")?;
+    let ranges = cluster.members_by_leaseholders(live).await?;
     let unhealed: Vec<_> = (ranges.iter())
         .filter(|(_, (voters, learners))| {
             voters.len() != 3 || killed.iter().any(|id| voters.contains(id) || learners.contains(id))
@@ -173,8 +172,7 @@ async fn voters_on_dead_nodes_are_replaced_one_kill_after_another_and_a_revived_
 /// three voters as its leaseholder among `live` reports, and every replica the revived node
 /// holds is counted by its group; otherwise which of these failed, with the views involved.
 async fn revived_state(cluster: &Cluster, live: &[usize], revived: u64, revived_index: usize) -> Result<(), String> {
-    let ranges =
-        cluster.members_by_leaseholders(live).await.ok_or("a range with no leaseholder among the live nodes")?;
+    let ranges = cluster.members_by_leaseholders(live).await?;
     let (_, system_learners) = ranges.get(&1).ok_or("no leaseholder view of range 1")?;
     if !system_learners.contains(&revived) {
         return Err(format!("range 1's learners {system_learners:?}"));

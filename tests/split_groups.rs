@@ -136,7 +136,7 @@ async fn a_node_joining_after_splits_receives_replicas_by_snapshot_and_reaches_t
 
     let all = [0, 1, 2, 3];
     let balanced = wait_until(Duration::from_secs(90), "replicas spread evenly over the four nodes", || async {
-        let ranges = led_members(&cluster, &all).await?;
+        let ranges = cluster.members_by_leaseholders(&all).await?;
         let mut views = Vec::new();
         for i in all {
             views.push(cluster.ranges(i).await?);
@@ -172,7 +172,7 @@ async fn a_node_joining_after_splits_receives_replicas_by_snapshot_and_reaches_t
     // Every node holds only replicas its groups count (the others gave theirs up), and node 4
     // reaches the ranges it holds none of through the routing copy in range 1.
     wait_until(Duration::from_secs(30), "no node holding a replica its group left out", || async {
-        let ranges = led_members(&cluster, &all).await?;
+        let ranges = cluster.members_by_leaseholders(&all).await?;
         for (i, node_id) in all.iter().zip(1u64..) {
             for range in cluster.ranges(*i).await? {
                 let id = range.descriptor.as_ref().ok_or("a range without a descriptor")?.range_id;
@@ -195,42 +195,6 @@ async fn a_node_joining_after_splits_receives_replicas_by_snapshot_and_reaches_t
     let expected: Vec<(i64, String)> = (0..30).map(|k| (k * 5, format!("v{}", k * 5))).collect();
     assert_eq!(rows(&cluster.pg_url(3, "root")).await, Some(expected.clone()), "read through the new node");
     assert_eq!(rows(&cluster.pg_url(0, "root")).await, Some(expected), "read through node 1");
-}
-
-/// [`Cluster::members_by_leaseholders`], or what [`unled`] finds when a range has none.
-async fn led_members(
-    cluster: &Cluster,
-    nodes: &[usize],
-) -> Result<std::collections::BTreeMap<u64, (Vec<u64>, Vec<u64>)>, String> {
-    match cluster.members_by_leaseholders(nodes).await {
-        Some(ranges) => Ok(ranges),
-        None => Err(unled(cluster, nodes).await),
-    }
-}
-
-/// The ranges no node of `nodes` says it holds the lease of, as each node that holds one
-/// sees it (what a wait on [`Cluster::members_by_leaseholders`] reports when it times out).
-async fn unled(cluster: &Cluster, nodes: &[usize]) -> String {
-    let mut views = Vec::new();
-    for i in nodes {
-        match cluster.ranges(*i).await {
-            Ok(ranges) => views.push((*i + 1, ranges)),
-            Err(err) => return format!("node {}'s ranges: {err}", i + 1),
-        }
-    }
-    let led: std::collections::BTreeSet<u64> = (views.iter().flat_map(|(_, ranges)| ranges))
-        .filter(|range| range.is_leaseholder)
-        .filter_map(|range| Some(range.descriptor.as_ref()?.range_id))
-        .collect();
-    let mut seen = Vec::new();
-    for (node, ranges) in &views {
-        for range in ranges {
-            if range.descriptor.as_ref().is_some_and(|d| !led.contains(&d.range_id)) {
-                seen.push(format!("node {node}: {:?}, {:?}", range.descriptor, range.raft));
-            }
-        }
-    }
-    format!("ranges no node leads: {}", seen.join("; "))
 }
 
 /// Range 1's routing copy of the range descriptors, as read through a KV client on `kv`

@@ -385,26 +385,45 @@ impl Cluster {
     }
 
     /// (voters, learners) of every range by range id, as its leaseholder among nodes `live`
-    /// reports it: each node reports only the ranges it holds a replica of. `None` while a range
-    /// some node reports has no leaseholder among them.
+    /// reports it: each node reports only the ranges it holds a replica of. While a range some
+    /// node reports has no leaseholder among them, how each node holding such a range sees it
+    /// (what a wait on this reports when it times out).
     pub async fn members_by_leaseholders(
         &self,
         live: &[usize],
-    ) -> Option<std::collections::BTreeMap<u64, (Vec<u64>, Vec<u64>)>> {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut out = std::collections::BTreeMap::new();
+    ) -> Result<std::collections::BTreeMap<u64, (Vec<u64>, Vec<u64>)>, String> {
+        let mut views = Vec::new();
         for i in live {
-            for range in self.ranges(*i).await.ok()? {
-                let desc = range.descriptor.as_ref()?;
-                seen.insert(desc.range_id);
-                if range.is_leaseholder {
-                    let of =
-                        |voter: bool| desc.replicas.iter().filter(|r| r.voter == voter).map(|r| r.node_id).collect();
-                    out.insert(desc.range_id, (of(true), of(false)));
-                }
-            }
+            let ranges = self.ranges(*i).await.map_err(|err| format!("node {}'s ranges: {err}", i + 1))?;
+            views.push((*i + 1, ranges));
         }
-        (seen.len() == out.len()).then_some(out)
+        let mut out = std::collections::BTreeMap::new();
+        for range in views.iter().flat_map(|(_, ranges)| ranges).filter(|range| range.is_leaseholder) {
+            let Some(desc) = &range.descriptor else { continue };
+            let of = |voter: bool| desc.replicas.iter().filter(|r| r.voter == voter).map(|r| r.node_id).collect();
+            out.insert(desc.range_id, (of(true), of(false)));
+        }
+        let unled: Vec<String> = (views.iter())
+            .flat_map(|(node, ranges)| ranges.iter().map(move |range| (node, range)))
+            .filter_map(|(node, range)| {
+                let desc = range.descriptor.as_ref()?;
+                let raft = range.raft.as_ref().map(|raft| (raft.state.as_str(), raft.leader_id, raft.term));
+                (!out.contains_key(&desc.range_id)).then(|| {
+                    let voters: Vec<_> = desc.replicas.iter().map(|r| (r.node_id, r.voter)).collect();
+                    format!("n{node}: range {} (state, leader, term) {raft:?} (node, voter) {voters:?}", desc.range_id)
+                })
+            })
+            .collect();
+        if unled.is_empty() {
+            return Ok(out);
+        }
+        // The first few say enough; a range list can be thousands long.
+        const SHOWN: usize = 20;
+        let more = unled.len().saturating_sub(SHOWN);
+        Err(format!(
+            "ranges no node leads, as their holders see them: {}; {more} more",
+            unled[..unled.len().min(SHOWN)].join("; ")
+        ))
     }
 
     /// A gRPC channel to node `i` (insecure clusters only).
