@@ -103,7 +103,7 @@ impl NodeClient for GrpcNode {
 
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let mut client = KvServiceClient::new(self.channel.clone());
-        let reply = client.batch(pb::BatchRequest::from_ops(ops, false)).await.map_err(Error::from)?;
+        let reply = client.batch(pb::BatchRequest::from_ops(ops, None)).await.map_err(Error::from)?;
         Ok(reply.into_inner().into_results())
     }
 

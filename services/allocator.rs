@@ -17,9 +17,12 @@
 //!    voters that stay add a learner on the emptiest LIVE node; and otherwise (within the
 //!    caller's budget) a replica moves from the group's fullest member to the emptiest node
 //!    outside it when that is [`worth_moving`];
-//! 6. with nothing else to do, the leader hands this group's lease on: a range that carries
+//! 6. with nothing else to do, the leader hands this group's lease on: to the voter whose
+//!    node most of the range's queries come from ([`follow_target`], follow-the-workload)
+//!    unless load would move it straight back; else a range that carries
 //!    load ([`carries_load`]) to the LIVE voter serving the fewest queries per second as
-//!    leaseholder ([`load_lease_target`]), any other to the LIVE voter leading the fewest
+//!    leaseholder ([`load_lease_target`]), any other, unless its queries come mostly from
+//!    its leaseholder's node, to the LIVE voter leading the fewest
 //!    groups when that is [`worth_moving`] ([`lease_target`]).
 //!
 //! A voter with nobody to replace it stays: a decommission then waits (as CockroachDB's does
@@ -169,6 +172,46 @@ pub fn load_lease_target(
     let band = load_band(mean);
     let overfull = from >= mean + band || (from > mean && to <= mean - band);
     (overfull && qps >= band / 2.0 && qps <= from - to - band / 2.0).then_some(target)
+}
+
+/// The share of a range's queries one node's clients must send for the range's lease to
+/// follow them to that node: "mostly", and more than any other node can send at once, so two
+/// nodes cannot pull a lease back and forth between them.
+pub const FOLLOW_SHARE: f64 = 0.75;
+
+/// The fewest queries per second a range must serve for where they come from to move its
+/// lease: below it, a few stray requests would.
+pub const FOLLOW_MIN_QPS: f64 = 1.0;
+
+/// The node that sends at least [`FOLLOW_SHARE`] of a range's queries, given the queries per
+/// second by the node they came from (`origins`), if they add up to [`FOLLOW_MIN_QPS`].
+pub fn workload_source(origins: &[(NodeId, f64)]) -> Option<NodeId> {
+    let total: f64 = origins.iter().map(|(_, qps)| qps.max(0.0)).sum();
+    let (node, top) = origins.iter().copied().max_by(|(a, a_qps), (b, b_qps)| a_qps.total_cmp(b_qps).then(b.cmp(a)))?;
+    (total >= FOLLOW_MIN_QPS && top >= FOLLOW_SHARE * total).then_some(node)
+}
+
+/// Where `leader` should hand the lease of a range serving `qps`, most of whose queries come
+/// from node `source` ([`workload_source`]), so that they are served where they arrive
+/// (CockroachDB's follow-the-workload): `source`, if it is another voter that may lead and
+/// the move leaves a load ([`load_lease_target`] on `loads` as they would be after it) that
+/// would not move the lease straight back.
+pub fn follow_target(
+    leader: NodeId,
+    source: NodeId,
+    voters: &BTreeSet<NodeId>,
+    loads: &BTreeMap<NodeId, f64>,
+    qps: f64,
+    nodes: &BTreeMap<NodeId, NodeState>,
+) -> Option<NodeId> {
+    let may_lead = nodes.get(&source).is_none_or(NodeState::may_vote);
+    if source == leader || !voters.contains(&source) || !may_lead {
+        return None;
+    }
+    let mut after = loads.clone();
+    *after.entry(leader).or_default() -= qps;
+    *after.entry(source).or_default() += qps;
+    load_lease_target(source, voters, &after, qps, nodes).is_none().then_some(source)
 }
 
 /// The next change for a group led by `leader`; `None` when the group is where it should be.
@@ -399,6 +442,37 @@ mod tests {
         let mut states = all_live.clone();
         states.insert(3, NodeState { liveness: Liveness::Dead, membership: NodeMembership::Active });
         assert_eq!(load_lease_target(1, &voters, &skewed, 20.0, &states), Some(2));
+    }
+
+    #[test]
+    fn the_workload_source_sends_three_quarters_of_at_least_a_query_a_second() {
+        assert_eq!(workload_source(&[(2, 7.5), (1, 2.5)]), Some(2));
+        assert_eq!(workload_source(&[(2, 7.4), (1, 2.6)]), None, "not three quarters");
+        assert_eq!(workload_source(&[(3, 0.9)]), None, "less than a query a second");
+        assert_eq!(workload_source(&[(3, 1.0)]), Some(3));
+        assert_eq!(workload_source(&[(1, 5.0), (2, 5.0), (3, 5.0)]), None, "an even spread");
+        assert_eq!(workload_source(&[]), None);
+    }
+
+    #[test]
+    fn a_lease_follows_its_workload_unless_load_would_send_it_back() {
+        let voters = ids(&[1, 2, 3]);
+        let loads = |list: &[(NodeId, f64)]| list.iter().copied().collect::<BTreeMap<_, _>>();
+        let all_live: BTreeMap<NodeId, NodeState> = (1..=3).map(|id| (id, live())).collect();
+        // The cluster's one busy range: where it is served changes no balance.
+        let one = loads(&[(1, 50.0)]);
+        assert_eq!(follow_target(1, 2, &voters, &one, 50.0, &all_live), Some(2));
+        assert_eq!(follow_target(1, 1, &voters, &one, 50.0, &all_live), None, "already there");
+        assert_eq!(follow_target(1, 4, &voters, &one, 50.0, &all_live), None, "not a voter");
+        let mut states = all_live.clone();
+        states.insert(2, NodeState { liveness: Liveness::Live, membership: NodeMembership::Decommissioning });
+        assert_eq!(follow_target(1, 2, &voters, &one, 50.0, &states), None, "may not lead");
+        // Mean 100, band 10: node 2 taking 30 more would be at 160 and give a lease away
+        // again; taking 10 more it stays within reach of the others.
+        let busy = loads(&[(1, 100.0), (2, 130.0), (3, 70.0)]);
+        assert_eq!(follow_target(1, 2, &voters, &busy, 30.0, &all_live), None);
+        let even = loads(&[(1, 100.0), (2, 100.0), (3, 100.0)]);
+        assert_eq!(follow_target(1, 2, &voters, &even, 5.0, &all_live), Some(2));
     }
 
     #[test]

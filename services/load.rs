@@ -181,6 +181,9 @@ struct ReplicaLoad {
     read_bytes: DecayingRate,
     write_bytes: DecayingRate,
     cpu: DecayingRate,
+    /// Queries per second by the node whose client sent them (this leaseholder's own count:
+    /// not handed on with the lease, since the next leaseholder is one of those nodes).
+    origins: Vec<(u64, DecayingRate)>,
 }
 
 impl ReplicaLoad {
@@ -193,6 +196,7 @@ impl ReplicaLoad {
             read_bytes: rate.clone(),
             write_bytes: rate.clone(),
             cpu: rate,
+            origins: Vec::new(),
         }
     }
 
@@ -206,6 +210,7 @@ impl ReplicaLoad {
             read_bytes: rate(rates.read_bytes_per_second),
             write_bytes: rate(rates.write_bytes_per_second),
             cpu: rate(rates.cpu_time_per_second),
+            origins: Vec::new(),
         }
     }
 
@@ -216,6 +221,12 @@ impl ReplicaLoad {
         self.read_bytes.absorb(&other.read_bytes, now);
         self.write_bytes.absorb(&other.write_bytes, now);
         self.cpu.absorb(&other.cpu, now);
+        for (node, rate) in &other.origins {
+            match self.origins.iter_mut().find(|(id, _)| id == node) {
+                Some((_, mine)) => mine.absorb(rate, now),
+                None => self.origins.push((*node, rate.clone())),
+            }
+        }
     }
 
     fn rate(&self, metric: LoadMetric, now: Instant) -> f64 {
@@ -254,11 +265,21 @@ impl LoadTracker {
         Self { half_life, replicas: Default::default() }
     }
 
-    /// Records one request's work on `range_id`.
-    pub fn record(&self, range_id: u64, sample: LoadSample) {
+    /// Records one request's work on `range_id`, for a client of node `origin` (0: unknown).
+    pub fn record(&self, range_id: u64, sample: LoadSample, origin: u64) {
         let now = Instant::now();
         let mut replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let load = replicas.entry(range_id).or_insert_with(|| ReplicaLoad::new(self.half_life, now));
+        if origin != 0 {
+            match load.origins.iter_mut().find(|(id, _)| *id == origin) {
+                Some((_, rate)) => rate.record(now, 1.0),
+                None => {
+                    let mut rate = DecayingRate::new(self.half_life, now);
+                    rate.record(now, 1.0);
+                    load.origins.push((origin, rate));
+                }
+            }
+        }
         load.queries.record(now, 1.0);
         load.reads.record(now, sample.reads as f64);
         load.writes.record(now, sample.writes as f64);
@@ -271,6 +292,15 @@ impl LoadTracker {
     pub fn rates(&self, range_id: u64) -> LoadRates {
         let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         replicas.get(&range_id).map(|load| load.rates(Instant::now())).unwrap_or_default()
+    }
+
+    /// The queries per second of `range_id` by the node whose client sent them (empty if it
+    /// saw no traffic here).
+    pub fn origins(&self, range_id: u64) -> Vec<(u64, f64)> {
+        let now = Instant::now();
+        let replicas = self.replicas.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let origins = replicas.get(&range_id).map(|load| load.origins.as_slice()).unwrap_or_default();
+        origins.iter().map(|(node, rate)| (*node, rate.rate(now))).collect()
     }
 
     /// The rates of every range that saw traffic here.
@@ -429,13 +459,35 @@ mod tests {
     #[test]
     fn tracker_counts_per_range() {
         let tracker = LoadTracker::new(Duration::from_secs(10));
-        tracker.record(7, LoadSample { reads: 2, read_bytes: 10, ..Default::default() });
-        tracker.record(7, LoadSample { writes: 1, write_bytes: 4, ..Default::default() });
+        tracker.record(7, LoadSample { reads: 2, read_bytes: 10, ..Default::default() }, 1);
+        tracker.record(7, LoadSample { writes: 1, write_bytes: 4, ..Default::default() }, 1);
         let rates = tracker.rates(7);
         // Two queries inside the one-second minimum age.
         assert!((rates.queries_per_second - 2.0).abs() < 0.1, "{rates:?}");
         assert!(rates.reads_per_second > 1.9 && rates.write_bytes_per_second > 3.9);
         assert_eq!(tracker.rates(8), LoadRates::default());
+    }
+
+    #[test]
+    fn tracker_counts_where_each_ranges_queries_come_from_and_keeps_it_through_a_take_over() {
+        let tracker = LoadTracker::new(Duration::from_secs(10));
+        for origin in [2, 2, 2, 1, 0] {
+            tracker.record(7, LoadSample::default(), origin);
+        }
+        tracker.record(8, LoadSample::default(), 3);
+        let rate = |origins: Vec<(u64, f64)>, node: u64| {
+            origins.iter().find(|(id, _)| *id == node).map(|(_, rate)| rate.round())
+        };
+        // Inside the one-second minimum age a count reads as about that many a second.
+        let origins = tracker.origins(7);
+        assert_eq!(origins.len(), 2, "an unknown origin (0) is not counted: {origins:?}");
+        assert_eq!((rate(origins.clone(), 2), rate(origins, 1)), (Some(3.0), Some(1.0)));
+        assert_eq!(rate(tracker.origins(8), 3), Some(1.0));
+        assert!(tracker.origins(9).is_empty());
+        // A lease handed back: what this node counted since it took the lease stays.
+        let rates = LoadRates { queries_per_second: 5.0, ..Default::default() };
+        tracker.take_over(7, &rates, Duration::from_secs(30));
+        assert_eq!(rate(tracker.origins(7), 2), Some(3.0));
     }
 
     #[test]
@@ -447,6 +499,7 @@ mod tests {
                 tracker.record(
                     i,
                     LoadSample { reads: 0, writes: (i * 7) % 41, read_bytes: 0, write_bytes: 0, cpu_nanos: 0 },
+                    1,
                 );
             }
         }

@@ -459,7 +459,7 @@ pub async fn hot_ranges(ranges: usize, connections: usize, duration: Duration) -
                 async move {
                     let mut key = hot_key(i);
                     key.extend_from_slice(b"/row");
-                    core.kv_batch(vec![crate::services::kv::Op::Get { key }], false)
+                    core.kv_batch(vec![crate::services::kv::Op::Get { key }], None)
                         .await
                         .map_err(|e| format!("read in range {i}: {e}"))
                 }

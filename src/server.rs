@@ -151,7 +151,7 @@ impl SqlHost for NodeCore {
     }
 
     async fn scan_page(&self, request: ScanRequest) -> Result<ScanPage> {
-        NodeCore::scan_page(self, request, false).await
+        NodeCore::scan_page(self, request, None).await
     }
 
     async fn ranges_in_span(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeSummary>> {
@@ -197,7 +197,7 @@ impl NodeClient for LocalNode {
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        self.core.kv_batch(ops, false).await
+        self.core.kv_batch(ops, None).await
     }
 
     async fn read_applied(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {

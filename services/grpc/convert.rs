@@ -85,14 +85,30 @@ impl From<pb::KvResult> for OpResult {
 }
 
 impl pb::BatchRequest {
-    /// The wire form of a batch; `forwarded` batches run only on the node they reach.
-    pub fn from_ops(ops: Vec<Op>, forwarded: bool) -> Self {
-        pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded, applied_copy: false }
+    /// The wire form of a batch; one `forwarded_by` a node (the one its client sent it to)
+    /// runs only on the node it reaches.
+    pub fn from_ops(ops: Vec<Op>, forwarded_by: Option<u64>) -> Self {
+        pb::BatchRequest {
+            ops: ops.into_iter().map(Into::into).collect(),
+            forwarded: forwarded_by.is_some(),
+            applied_copy: false,
+            origin_node: forwarded_by.unwrap_or(0),
+        }
+    }
+
+    /// The node that forwarded the batch, if one did (0: a sender that did not say which).
+    pub fn forwarded_by(&self) -> Option<u64> {
+        self.forwarded.then_some(self.origin_node)
     }
 
     /// The wire form of a read from the receiving node's applied copy ([`crate::services::kv::Kv::read_applied`]).
     pub fn applied_copy(ops: Vec<Op>) -> Self {
-        pb::BatchRequest { ops: ops.into_iter().map(Into::into).collect(), forwarded: false, applied_copy: true }
+        pb::BatchRequest {
+            ops: ops.into_iter().map(Into::into).collect(),
+            forwarded: false,
+            applied_copy: true,
+            origin_node: 0,
+        }
     }
 }
 
@@ -104,8 +120,9 @@ impl pb::BatchResponse {
 }
 
 impl pb::ScanPageRequest {
-    /// The wire form of a page request; `forwarded` requests run only on the node they reach.
-    pub fn from_request(request: ScanRequest, forwarded: bool) -> Self {
+    /// The wire form of a page request; one `forwarded_by` a node runs only on the node it
+    /// reaches.
+    pub fn from_request(request: ScanRequest, forwarded_by: Option<u64>) -> Self {
         let (cursor_node_id, cursor_id) = request.cursor.map_or((0, 0), |c| (c.node_id, c.id));
         pb::ScanPageRequest {
             start: request.start.into(),
@@ -115,8 +132,14 @@ impl pb::ScanPageRequest {
             cursor_node_id,
             cursor_id,
             close: request.close,
-            forwarded,
+            forwarded: forwarded_by.is_some(),
+            origin_node: forwarded_by.unwrap_or(0),
         }
+    }
+
+    /// The node that forwarded the request, if one did (0: a sender that did not say which).
+    pub fn forwarded_by(&self) -> Option<u64> {
+        self.forwarded.then_some(self.origin_node)
     }
 
     /// The page request it carries.

@@ -24,19 +24,20 @@ pub(super) struct KvApi(pub(super) Arc<NodeCore>);
 impl KvService for KvApi {
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         let request = request.into_inner();
+        let forwarded_by = request.forwarded_by();
         let ops = request.ops.into_iter().map(Op::try_from).collect::<Result<Vec<_>>>()?;
         let results = if request.applied_copy {
             self.0.read_applied(ops).await?
         } else {
-            self.0.kv_batch(ops, request.forwarded).await?
+            self.0.kv_batch(ops, forwarded_by).await?
         };
         Ok(Response::new(pb::BatchResponse { results: results.into_iter().map(Into::into).collect() }))
     }
 
     async fn scan_page(&self, request: Request<pb::ScanPageRequest>) -> Result<Response<pb::ScanPageResponse>, Status> {
         let request = request.into_inner();
-        let forwarded = request.forwarded;
-        let page = self.0.scan_page(request.into_request(), forwarded).await?;
+        let forwarded_by = request.forwarded_by();
+        let page = self.0.scan_page(request.into_request(), forwarded_by).await?;
         Ok(Response::new(page.into()))
     }
 

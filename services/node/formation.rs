@@ -107,7 +107,7 @@ impl NodeCore {
             users::put_op(root),
         ];
         ops.extend(catalog::bootstrap_ops());
-        match self.kv_batch(ops, false).await {
+        match self.kv_batch(ops, None).await {
             Ok(_) => {}
             // A retried bootstrap finds its own cluster id already written.
             Err(Error::ConditionFailed { actual: Some(actual), .. }) if actual == active.cluster_id.as_bytes() => {}
@@ -129,7 +129,7 @@ impl NodeCore {
             return Err(Error::Unavailable("the cluster is still being initialized".into()));
         }
         let results =
-            self.kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], false).await?;
+            self.kv_batch(vec![Op::Increment { key: keys::NODE_ID_ALLOCATOR.to_vec(), delta: 1 }], None).await?;
         let node_id = results[0].new_value as NodeId;
         tracing::info!(node_id, addr = %request.advertise_addr, "allocated node id to joining node");
         Ok(pb::JoinResponse { cluster_id: active.cluster_id.clone(), node_id })

@@ -47,12 +47,13 @@ const READ_LEASE: Duration = Duration::from_millis(crate::services::raft::ELECTI
 
 impl NodeCore {
     /// Runs a batch: here if this node holds the lease, otherwise forwarded to the
-    /// leaseholder; retried while the lease moves. `forwarded` batches run only here.
-    pub async fn kv_batch(&self, ops: Vec<Op>, forwarded: bool) -> Result<Vec<OpResult>> {
+    /// leaseholder; retried while the lease moves. A batch `forwarded_by` another node (the
+    /// one its client sent it to) runs only here.
+    pub async fn kv_batch(&self, ops: Vec<Op>, forwarded_by: Option<NodeId>) -> Result<Vec<OpResult>> {
         kv::validate(&ops)?;
         let active = self.active()?.clone();
-        if forwarded {
-            return self.kv_local(&active, ops).await;
+        if let Some(origin) = forwarded_by {
+            return self.kv_local(&active, ops, origin).await;
         }
         if !ops.iter().any(Op::is_write) && matches!(self.route_group(&active, &ops).await, Err(Error::Unsupported(_)))
         {
@@ -97,7 +98,7 @@ impl NodeCore {
 
     pub(super) async fn kv_route(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let group = self.route_group(active, &ops).await?;
-        let local = || self.kv_local(active, ops.clone());
+        let local = || self.kv_local(active, ops.clone(), active.node_id);
         self.at_leaseholder(active, group, local, |to| self.forward_batch(active, to, ops.clone())).await
     }
 
@@ -172,13 +173,14 @@ impl NodeCore {
         let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?)
             .max_decoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES);
-        let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, true));
+        let mut request = tonic::Request::new(pb::BatchRequest::from_ops(ops, Some(active.node_id)));
         request.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
         let reply = client.batch(request).await.map_err(Error::from)?;
         Ok(reply.into_inner().into_results())
     }
 
-    pub(super) async fn kv_local(&self, active: &Active, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+    /// Runs a batch here, as the leaseholder of its range, for a client of node `origin`.
+    pub(super) async fn kv_local(&self, active: &Active, ops: Vec<Op>, origin: NodeId) -> Result<Vec<OpResult>> {
         if self.is_draining() {
             return Err(Error::NotLeaseholder { leader: None });
         }
@@ -202,7 +204,7 @@ impl NodeCore {
                 Ok(response) => match response.data {
                     CommandResponse::Batch { results, cpu_nanos } => {
                         let results = results?;
-                        self.record_load(&active.state, &ops, &results, cpu_nanos);
+                        self.record_load(&active.state, &ops, &results, cpu_nanos, origin);
                         Ok(results)
                     }
                     other => Err(Error::Internal(format!("unexpected apply response {other:?}"))),
@@ -229,7 +231,7 @@ impl NodeCore {
                 return Err(crate::services::raft::state_machine::range_key_mismatch(group.group));
             }
             let (results, cpu_nanos) = group.state.read(ops.clone()).await?;
-            self.record_load(&active.state, &ops, &results, cpu_nanos);
+            self.record_load(&active.state, &ops, &results, cpu_nanos, origin);
             Ok(results)
         }
     }
@@ -288,14 +290,21 @@ impl NodeCore {
         }
     }
 
-    /// Attributes one batch's work to the ranges it touched: one query per range, keys and
-    /// bytes per operation, CPU time shared evenly.
-    pub(super) fn record_load(&self, state: &StateStore, ops: &[Op], results: &[OpResult], cpu_nanos: u64) {
+    /// Attributes one batch's work, for a client of node `origin`, to the ranges it touched:
+    /// one query per range, keys and bytes per operation, CPU time shared evenly.
+    pub(super) fn record_load(
+        &self,
+        state: &StateStore,
+        ops: &[Op],
+        results: &[OpResult],
+        cpu_nanos: u64,
+        origin: NodeId,
+    ) {
         let samples = state.with_shared(|shared| load_samples(&shared.ranges, ops, results));
         let share = cpu_nanos / samples.len().max(1) as u64;
         for (range_id, mut sample) in samples {
             sample.cpu_nanos = share;
-            self.load.record(range_id, sample);
+            self.load.record(range_id, sample, origin);
         }
     }
 
@@ -309,7 +318,7 @@ impl NodeCore {
         if block.is_empty() {
             let delta = RANGE_ID_BLOCK as i64;
             let op = Op::Increment { key: keys::RANGE_ID_ALLOCATOR.to_vec(), delta };
-            let last = self.kv_batch(vec![op], false).await?[0].new_value as u64;
+            let last = self.kv_batch(vec![op], None).await?[0].new_value as u64;
             *block = last + 1 - RANGE_ID_BLOCK..last + 1;
         }
         block.next().ok_or_else(|| Error::Internal("range 1's counter returned no range ids".into()))

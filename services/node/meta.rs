@@ -129,7 +129,7 @@ impl NodeCore {
             if record.supersedes(stored.as_ref()) {
                 let value = serde_json::to_vec(&record).map_err(Error::internal)?;
                 let write = Op::ConditionalPut { key, value, expected: stored_bytes };
-                match self.kv_batch(vec![write], false).await {
+                match self.kv_batch(vec![write], None).await {
                     Ok(_) => tracing::debug!(range_id, "wrote the range's routing record"),
                     Err(Error::ConditionFailed { .. }) => continue,
                     Err(err) => return Err(err),

@@ -606,7 +606,7 @@ impl NodeCore {
 #[async_trait::async_trait]
 impl Kv for NodeCore {
     async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        self.kv_batch(ops, false).await
+        self.kv_batch(ops, None).await
     }
 
     async fn split(&self, key: Vec<u8>) -> Result<(u64, u64)> {

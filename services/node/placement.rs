@@ -282,14 +282,21 @@ impl NodeCore {
         let rebalance = (needed.is_none() && counts.rebalances > 0)
             .then(|| allocator::next_change(active.node_id, &voters, &learners, &states, spread(true)))
             .flatten();
-        // A lease moves by load if its range carries load, otherwise by count.
+        // A lease follows its workload to the node most of its queries come from; otherwise it
+        // moves by load if its range carries load, and by count if it does not, unless its
+        // workload is here (a move by count would be followed straight back).
         let qps = counts.group_qps.get(&group.group).copied().unwrap_or(0.0);
         let by_load = allocator::carries_load(qps, &counts.loads, &states);
+        let source = allocator::workload_source(&self.load.origins(group.group));
+        let follow = source
+            .and_then(|source| allocator::follow_target(active.node_id, source, &voters, &counts.loads, qps, &states))
+            .filter(|_| counts.load_moves > 0);
         let lease_move = (settled && needed.is_none() && rebalance.is_none())
             .then(|| match by_load {
+                _ if follow.is_some() => follow,
                 true if counts.load_moves == 0 => None,
                 true => allocator::load_lease_target(active.node_id, &voters, &counts.loads, qps, &states),
-                false if !counts.leases_settled => None,
+                false if !counts.leases_settled || source == Some(active.node_id) => None,
                 false => allocator::lease_target(active.node_id, &voters, &counts.leases, &states),
             })
             .flatten();
@@ -300,11 +307,14 @@ impl NodeCore {
         if rebalance.is_some() {
             counts.rebalances -= 1;
         }
-        if lease_move.is_some() && by_load {
+        let following = lease_move.is_some() && lease_move == follow;
+        if lease_move.is_some() && (by_load || following) {
             counts.load_moves -= 1;
         }
         let _changes = self.membership_changes.lock().await;
-        if lease_move.is_some() && by_load {
+        if following {
+            tracing::info!(node = active.node_id, group = group.group, ?change, qps, "moving a lease to its workload");
+        } else if lease_move.is_some() && by_load {
             tracing::info!(node = active.node_id, group = group.group, ?change, qps, "moving a lease for load");
         } else {
             tracing::info!(node = active.node_id, group = group.group, ?change, "changing the Raft group's members");
@@ -486,7 +496,7 @@ impl NodeCore {
                 let value = serde_json::to_vec(&target).map_err(Error::internal)?;
                 ops.push(Op::Put { key: keys::membership_key(status.node_id), value });
             }
-            self.kv_batch(ops, false).await?;
+            self.kv_batch(ops, None).await?;
             for status in &mut statuses {
                 status.membership = target;
             }

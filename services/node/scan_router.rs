@@ -19,9 +19,9 @@ pub(super) type ScanCursors = Cursors<ReadSnapshot>;
 
 impl NodeCore {
     /// Serves one page of a paged scan: opens it (at the leaseholder, forwarding if this node
-    /// is not) or reads the next page from its cursor (on the node holding it). `forwarded`
-    /// requests run only here.
-    pub async fn scan_page(&self, mut request: ScanRequest, forwarded: bool) -> Result<ScanPage> {
+    /// is not) or reads the next page from its cursor (on the node holding it). Requests
+    /// `forwarded_by` another node (the one its client asked) run only here.
+    pub async fn scan_page(&self, mut request: ScanRequest, forwarded_by: Option<NodeId>) -> Result<ScanPage> {
         if !request.end.is_empty() && request.end <= request.start {
             return Err(Error::InvalidArgument("scan end is not after its start".into()));
         }
@@ -31,14 +31,18 @@ impl NodeCore {
         };
         let active = self.active()?.clone();
         match request.cursor {
-            Some(cursor) if cursor.node_id == active.node_id => self.scan_continue(&active, cursor.id, request).await,
-            Some(cursor) if forwarded => Err(Error::InvalidArgument(format!(
+            Some(cursor) if cursor.node_id == active.node_id => {
+                self.scan_continue(&active, cursor.id, request, forwarded_by.unwrap_or(active.node_id)).await
+            }
+            Some(cursor) if forwarded_by.is_some() => Err(Error::InvalidArgument(format!(
                 "scan cursor {} belongs to node {}, not this one",
                 cursor.id, cursor.node_id
             ))),
             // The snapshot exists only on its node: no other node can serve the next page.
             Some(cursor) => self.scan_forward(&active, cursor.node_id, request).await,
-            None if forwarded => self.scan_open(&active, request).await,
+            None if forwarded_by.is_some() => {
+                self.scan_open(&active, request, forwarded_by.unwrap_or(active.node_id)).await
+            }
             None => {
                 let op = [Op::Scan { start: request.start.clone(), end: request.end.clone(), limit: 0 }];
                 kv::retry_batch(&op, || self.scan_route(&active, request.clone())).await
@@ -48,7 +52,7 @@ impl NodeCore {
 
     async fn scan_route(&self, active: &Active, request: ScanRequest) -> Result<ScanPage> {
         let (group, _) = self.first_scan_piece(active, &request).await?;
-        let local = || self.scan_open(active, request.clone());
+        let local = || self.scan_open(active, request.clone(), active.node_id);
         self.at_leaseholder(active, group, local, |to| self.scan_forward(active, to, request.clone())).await
     }
 
@@ -69,13 +73,13 @@ impl NodeCore {
         let mut client = crate::pb::kv_service_client::KvServiceClient::new(self.dialer.channel(&addr)?)
             .max_decoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::services::raft::network::MAX_MESSAGE_BYTES);
-        let mut call = tonic::Request::new(pb::ScanPageRequest::from_request(request, true));
+        let mut call = tonic::Request::new(pb::ScanPageRequest::from_request(request, Some(active.node_id)));
         call.set_timeout(RAFT_REQUEST_TIMEOUT + Duration::from_secs(1));
         Ok(client.scan_page(call).await.map_err(Error::from)?.into_inner().into())
     }
 
     /// Opens a scan here, as leaseholder: its first page, and a cursor if rows remain.
-    async fn scan_open(&self, active: &Active, request: ScanRequest) -> Result<ScanPage> {
+    async fn scan_open(&self, active: &Active, request: ScanRequest, origin: NodeId) -> Result<ScanPage> {
         if request.close {
             return Ok(ScanPage::default());
         }
@@ -111,7 +115,7 @@ impl NodeCore {
         .await
         .map_err(Error::internal)??;
         let TakenPage { rows, next_key } = page;
-        let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos);
+        let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos, origin);
         let resume = match next_key {
             Some(next) => {
                 let id = self.cursors.register(snapshot, piece.end.clone(), Instant::now())?;
@@ -123,7 +127,7 @@ impl NodeCore {
     }
 
     /// The next page from cursor `id` of this node.
-    async fn scan_continue(&self, active: &Active, id: u64, request: ScanRequest) -> Result<ScanPage> {
+    async fn scan_continue(&self, active: &Active, id: u64, request: ScanRequest, origin: NodeId) -> Result<ScanPage> {
         if request.close {
             self.cursors.close(id);
             return Ok(ScanPage::default());
@@ -147,7 +151,7 @@ impl NodeCore {
                 return Err(Error::internal(join));
             }
         };
-        let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos);
+        let rows = self.record_scan_load(&active.state, &request, rows, cpu_nanos, origin);
         let resume = match next_key {
             Some(next) => {
                 self.cursors.put_back(id, cursor, Instant::now());
@@ -161,17 +165,19 @@ impl NodeCore {
         Ok(ScanPage { rows, resume })
     }
 
-    /// Attributes a page's reads to the ranges they touched, as for a scan in a batch.
+    /// Attributes a page's reads, for a client of node `origin`, to the ranges they touched,
+    /// as for a scan in a batch.
     fn record_scan_load(
         &self,
         state: &StateStore,
         request: &ScanRequest,
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         cpu_nanos: u64,
+        origin: NodeId,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let op = Op::Scan { start: request.start.clone(), end: request.end.clone(), limit: 0 };
         let result = OpResult { rows, ..Default::default() };
-        self.record_load(state, std::slice::from_ref(&op), std::slice::from_ref(&result), cpu_nanos);
+        self.record_load(state, std::slice::from_ref(&op), std::slice::from_ref(&result), cpu_nanos, origin);
         result.rows
     }
 }

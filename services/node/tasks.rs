@@ -52,7 +52,7 @@ impl NodeCore {
             let record = self.status_record(&active).await;
             let Ok(value) = serde_json::to_vec(&record) else { continue };
             let op = Op::Put { key: keys::status_key(active.node_id), value };
-            if let Err(err) = self.kv_batch(vec![op], false).await {
+            if let Err(err) = self.kv_batch(vec![op], None).await {
                 tracing::debug!(error = %err, "persisting node status");
             }
         }
@@ -64,7 +64,7 @@ impl NodeCore {
         let Ok(value) = serde_json::to_vec(&active.descriptor) else { return };
         loop {
             let op = Op::Put { key: keys::node_key(active.node_id), value: value.clone() };
-            match self.kv_batch(vec![op], false).await {
+            match self.kv_batch(vec![op], None).await {
                 Ok(_) => return,
                 Err(err) => tracing::debug!(error = %err, "registering node descriptor"),
             }
@@ -79,7 +79,7 @@ impl NodeCore {
     /// statement could not delete them), a few per pass.
     async fn delete_pending_spans(&self) -> Result<()> {
         let pending = self
-            .kv_batch(vec![Op::scan_prefix(keys::GC_PREFIX, 16)], false)
+            .kv_batch(vec![Op::scan_prefix(keys::GC_PREFIX, 16)], None)
             .await?
             .pop()
             .map(|r| r.rows)

@@ -50,7 +50,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// Runs `ops` as one batch on the client's node.
 async fn batch(client: &ClientArgs, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
     let mut kv = pb::kv_service_client::KvServiceClient::new(connect(client).await?);
-    let reply = kv.batch(pb::BatchRequest::from_ops(ops, false)).await?;
+    let reply = kv.batch(pb::BatchRequest::from_ops(ops, None)).await?;
     Ok(reply.into_inner().into_results())
 }
 
