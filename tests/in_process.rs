@@ -51,20 +51,18 @@ async fn embedded_api_answers_for_its_own_node_in_process_and_dials_the_others()
     assert_eq!(status, 200);
     assert_eq!(hot["summary"]["total"], 1);
 
-    // The Raft transport delivers by group: in a batch of vote requests, one for a group the
-    // node holds no replica of and one for its group that does not decode are each answered
-    // with their own failure (the sender backs off); neither disturbs the cluster.
+    // The Raft transport delivers by group: a message for a group the node holds no replica
+    // of is refused as NotFound (the sender backs off), one for its group that does not
+    // decode as InvalidArgument; neither disturbs the cluster.
     let rpc = format!("http://{}", cluster.nodes[1].listen_addr());
     let mut raft = ranged::pb::raft_service_client::RaftServiceClient::connect(rpc).await.unwrap();
     let payload =
         |group| ranged::pb::RaftPayload { data: b"not a vote".to_vec().into(), error: false, group, load: None };
-    let batch = ranged::pb::RaftBatch { messages: vec![payload(7), payload(ranged::services::raft::SYSTEM_GROUP)] };
-    let replies = raft.votes(batch).await.expect("a batch is answered").into_inner().messages;
-    let failures: Vec<(bool, String)> =
-        replies.iter().map(|reply| (reply.error, String::from_utf8_lossy(&reply.data).into_owned())).collect();
-    assert_eq!(failures.len(), 2, "{failures:?}");
-    assert!(failures[0].0 && failures[0].1.contains("Raft group 7"), "{failures:?}");
-    assert!(failures[1].0 && failures[1].1.contains("bad raft payload"), "{failures:?}");
+    let refused = raft.vote(payload(7)).await.expect_err("no replica of group 7");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert!(refused.message().contains("Raft group 7"), "{refused:?}");
+    let refused = raft.vote(payload(ranged::services::raft::SYSTEM_GROUP)).await.expect_err("undecodable vote");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert_eq!(get(&format!("{api}/health/?ready=true")).await.0, 200);
 
     // Each node counts the Raft messages it receives: the followers of the idle cluster see

@@ -111,6 +111,16 @@ impl RaftService for RaftApi {
         encode(reply)
     }
 
+    async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+        let replica = self.0.raft_group_soon(request.get_ref().group).await?;
+        let vote = decode(request.get_ref())?;
+        self.0.raft_messages().record(RaftMessage::Vote);
+        let reply = replica.raft.vote(vote).await;
+        // Someone campaigns: this replica takes part in the elections that follow.
+        replica.wake();
+        encode(reply)
+    }
+
     async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let replica = self.0.raft_group(request.get_ref().group)?;
         let transfer = decode(request.get_ref())?;
@@ -122,16 +132,10 @@ impl RaftService for RaftApi {
         encode(replica.raft.handle_transfer_leader(transfer).await)
     }
 
-    async fn heartbeats(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatch>, Status> {
+    async fn heartbeats(&self, request: Request<pb::HeartbeatBatch>) -> Result<Response<pb::HeartbeatBatch>, Status> {
         let heartbeats = request.into_inner().messages;
         let replies = futures::future::join_all(heartbeats.iter().map(|heartbeat| self.heartbeat(heartbeat))).await;
-        Ok(Response::new(pb::RaftBatch { messages: replies }))
-    }
-
-    async fn votes(&self, request: Request<pb::RaftBatch>) -> Result<Response<pb::RaftBatch>, Status> {
-        let votes = request.into_inner().messages;
-        let replies = futures::future::join_all(votes.iter().map(|vote| self.vote(vote))).await;
-        Ok(Response::new(pb::RaftBatch { messages: replies }))
+        Ok(Response::new(pb::HeartbeatBatch { messages: replies }))
     }
 
     type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
@@ -226,24 +230,6 @@ async fn open_append_stream(
 }
 
 impl RaftApi {
-    /// One group's vote request out of a coalesced batch; a failure is that group's alone.
-    async fn vote(&self, payload: &pb::RaftPayload) -> pb::RaftPayload {
-        let answered = async {
-            let replica = self.0.raft_group_soon(payload.group).await?;
-            let vote = decode(payload)?;
-            self.0.raft_messages().record(RaftMessage::Vote);
-            let voted = replica.raft.vote(vote).await;
-            // Someone campaigns: this replica takes part in the elections that follow.
-            replica.wake();
-            reply(voted)
-        };
-        answered.await.unwrap_or_else(|status: Status| pb::RaftPayload {
-            data: status.message().as_bytes().to_vec().into(),
-            error: true,
-            ..Default::default()
-        })
-    }
-
     /// One group's heartbeat out of a coalesced batch, answered as a replication stream
     /// answers its request (the leader's heartbeat worker reads it so); a failure is that
     /// group's alone.

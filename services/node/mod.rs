@@ -43,7 +43,7 @@ use crate::services::kv::{self, Kv, Op, OpResult};
 use crate::services::load::{LoadMetric, LoadRates, LoadSample, LoadTracker};
 use crate::services::membership::{self, Membership, NodeDescriptor, NodeMembership};
 use crate::services::metrics::{self as node_metrics, CpuSampler, RaftMessages, SqlStats, StatusRecord};
-use crate::services::raft::batches::Batches;
+use crate::services::raft::heartbeats::Heartbeats;
 use crate::services::raft::network::Transport;
 use crate::services::raft::state_machine::{RangeSize, StateStore};
 use crate::services::raft::{self as raft_mod, Command, CommandResponse, MAX_VOTERS, NodeId, TypeConfig};
@@ -264,8 +264,8 @@ pub struct NodeCore {
     listen_addr: SocketAddr,
     /// Pooled channels to other nodes.
     dialer: Arc<Dialer>,
-    /// Every group's heartbeats and votes, queued per peer.
-    batches: Arc<Batches>,
+    /// Every group's heartbeats, queued per peer.
+    heartbeats: Arc<Heartbeats>,
     /// Set once, when the node has a node id (init, join, or restart).
     active: OnceLock<Arc<Active>>,
     /// Serializes init and adopting a joined identity, so a node activates at most once.
@@ -516,7 +516,7 @@ impl NodeCore {
         let sessions = SessionRegistry::new(config.closed_session_capacity, config.closed_session_ttl);
         let dialer = Arc::new(Dialer::new(config.tls.as_ref()));
         let core = Arc::new(NodeCore {
-            batches: Arc::new(Batches::new(dialer.clone())),
+            heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
             dialer,
             load: Arc::new(LoadTracker::new(config.stats_half_life)),
             config,
@@ -591,7 +591,7 @@ impl NodeCore {
     fn raft_transport(&self) -> Transport {
         Transport {
             dialer: self.dialer.clone(),
-            batches: self.batches.clone(),
+            heartbeats: self.heartbeats.clone(),
             load: self.load.clone(),
             downs: self.peer_downs.clone(),
         }

@@ -11,12 +11,12 @@
 //! - [`state_machine`] — applies commands to `state.redb`, keeps the range index and sizes, and
 //!   builds/installs snapshots.
 //! - [`network`] — sends openraft RPCs over the `RaftService` gRPC transport.
-//! - [`batches`] — coalesces every group's heartbeats, and votes, to a peer into one call.
+//! - [`heartbeats`] — coalesces every group's heartbeats to a peer into one call.
 //! - [`peer_downs`] — the peers whose process is known gone (no votes are sent to them).
 
-pub mod batches;
 pub mod codec;
 pub mod groups;
+pub mod heartbeats;
 pub mod log_store;
 pub mod network;
 pub mod peer_downs;

@@ -10,9 +10,8 @@
 //! [`STREAM_REPLY_TIMEOUT`] is reported unreachable and the stream dropped; an idle stream
 //! (nothing to replicate) has no deadline.
 //!
-//! Heartbeats and votes do not open streams of their own: openraft's heartbeat client for a
-//! follower, and a candidate's vote request, go through the node's queue of that kind to that
-//! peer ([`Batches`]), one call for every group.
+//! Heartbeats do not open streams of their own: openraft's heartbeat client for a follower
+//! sends through the node's queue to that peer ([`Heartbeats`]), one call for every group.
 //!
 //! A snapshot travels in chunks of openraft's `snapshot_max_chunk_size`, each within the RPC's
 //! deadline, and the receiver's [`SnapshotInbox`] puts them back together before installing.
@@ -42,8 +41,8 @@ use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{LoadHandoff, RaftPayload};
 use crate::services::dialer::Dialer;
 use crate::services::load::LoadTracker;
-use crate::services::raft::batches::{Batched, Batches};
 use crate::services::raft::codec;
+use crate::services::raft::heartbeats::Heartbeats;
 use crate::services::raft::peer_downs::PeerDowns;
 use crate::services::raft::{NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
@@ -70,15 +69,14 @@ fn down_peer_waits() -> impl Iterator<Item = Duration> {
 /// Snapshot chunk size when openraft does not name one.
 const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
-/// What a group's messages go out on: the node's dialer, its queues of coalesced heartbeats
-/// and votes, its load counts (a leadership transfer hands the group's load on), and the
-/// peers known gone.
+/// What a group's messages go out on: the node's dialer, its heartbeat queues, its load
+/// counts (a leadership transfer hands the group's load on), and the peers known gone.
 #[derive(Clone)]
 pub struct Transport {
     /// The node's pooled channels.
     pub dialer: Arc<Dialer>,
-    /// The node's queues of coalesced messages, per peer and kind.
-    pub batches: Arc<Batches>,
+    /// The node's heartbeat queues, one per peer.
+    pub heartbeats: Arc<Heartbeats>,
     /// The node's load counts.
     pub load: Arc<LoadTracker>,
     /// The peers whose process is known gone: a vote to one fails at once.
@@ -101,19 +99,16 @@ impl NetworkFactory {
 }
 
 /// The connection of one group to one target node (groups to the same node share its
-/// channel: one HTTP/2 connection per peer). Votes, and everything a heartbeat client sends,
-/// go through the node's queues to that peer instead, coalesced with every other group's.
+/// channel: one HTTP/2 connection per peer). A heartbeat client sends through the node's
+/// queue to that peer instead, coalesced with every other group's heartbeats.
 pub struct Network {
     client: Result<RaftServiceClient<Channel>, String>,
     target: NodeId,
-    addr: String,
     downs: Arc<PeerDowns>,
     group: u64,
     pipelined: bool,
     load: Arc<LoadTracker>,
-    batches: Arc<Batches>,
-    /// Whether openraft made this client for a heartbeat worker.
-    heartbeat: bool,
+    heartbeats: Option<(Arc<Heartbeats>, String)>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -121,7 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_heartbeat_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
         let mut network = self.new_client(target, node).await;
-        network.heartbeat = true;
+        network.heartbeats = Some((self.transport.heartbeats.clone(), node.addr.clone()));
         network
     }
 
@@ -139,13 +134,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Network {
             client,
             target,
-            addr: node.addr.clone(),
             downs: self.transport.downs.clone(),
             group: self.group,
             pipelined: self.pipelined,
             load: self.transport.load.clone(),
-            batches: self.transport.batches.clone(),
-            heartbeat: false,
+            heartbeats: None,
         }
     }
 }
@@ -153,6 +146,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 #[derive(Debug, Clone, Copy)]
 enum Rpc {
     AppendEntries,
+    Vote,
     InstallSnapshot,
     TransferLeader,
 }
@@ -284,7 +278,7 @@ async fn next_reply(
 /// The results of a heartbeat worker's requests (it sends one per stream) sent through the
 /// peer's heartbeat queue; the first failure ends them, as on a replication stream.
 fn coalesced<'s, S>(
-    batches: Arc<Batches>,
+    heartbeats: Arc<Heartbeats>,
     addr: String,
     group: u64,
     input: S,
@@ -293,14 +287,14 @@ where
     S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
 {
     let results = futures::stream::unfold(Some(input), move |input| {
-        let (batches, addr) = (batches.clone(), addr.clone());
+        let (heartbeats, addr) = (heartbeats.clone(), addr.clone());
         async move {
             let mut input = input?;
             let request = input.next().await?;
             let result = match codec::to_bytes(&request) {
                 Err(err) => Err(network_error(err)),
-                Ok(data) => match batches
-                    .send(&addr, Batched::Heartbeat, RaftPayload { data: data.into(), error: false, group, load: None })
+                Ok(data) => match heartbeats
+                    .send(&addr, RaftPayload { data: data.into(), error: false, group, load: None })
                     .await
                 {
                     Err(err) => Err(unreachable(err)),
@@ -341,6 +335,7 @@ impl Network {
         message.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(message).await,
+            Rpc::Vote => client.vote(message).await,
             Rpc::InstallSnapshot => client.install_snapshot(message).await,
             Rpc::TransferLeader => client.transfer_leader(message).await,
         }
@@ -416,9 +411,8 @@ impl RaftNetworkV2<TypeConfig> for Network {
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if self.heartbeat {
-            let (batches, addr) = (self.batches.clone(), self.addr.clone());
-            return Box::pin(async move { Ok(coalesced(batches, addr, self.group, input)) });
+        if let Some((heartbeats, addr)) = self.heartbeats.clone() {
+            return Box::pin(async move { Ok(coalesced(heartbeats, addr, self.group, input)) });
         }
         if !self.pipelined {
             return openraft::network::stream_append_sequential(self, input, option);
@@ -481,17 +475,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         // After a node's death its survivors run an election for each group it led, and each
         // would try to connect to it once more.
         self.refuse_if_gone()?;
-        let data = codec::to_bytes(&rpc).map_err(network_error)?;
-        let payload = RaftPayload { data: data.into(), error: false, group: self.group, load: None };
-        let sent = self.batches.send(&self.addr, Batched::Vote, payload);
-        let reply = tokio::time::timeout(option.hard_ttl(), sent)
-            .await
-            .map_err(|_| unreachable(format!("no vote within {:?}", option.hard_ttl())))?
-            .map_err(unreachable)?;
-        if reply.error {
-            return Err(unreachable(String::from_utf8_lossy(&reply.data)));
-        }
-        codec::from_bytes(&reply.data).map_err(network_error)
+        self.call(Rpc::Vote, &rpc, &option).await
     }
 
     async fn transfer_leader(
@@ -545,7 +529,7 @@ mod tests {
     fn transport() -> Transport {
         let dialer = Arc::new(Dialer::new(None));
         Transport {
-            batches: Arc::new(Batches::new(dialer.clone())),
+            heartbeats: Arc::new(Heartbeats::new(dialer.clone())),
             dialer,
             load: Arc::new(LoadTracker::new(Duration::from_secs(10))),
             downs: Arc::new(PeerDowns::default()),
