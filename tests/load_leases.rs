@@ -63,12 +63,17 @@ struct Look {
     ranges: BTreeMap<i64, (i64, f64)>,
 }
 
-async fn look(client: &reqwest::Client, api: &str) -> Result<Look, String> {
-    let hot: serde_json::Value = (client.get(format!("{api}/ranges/hot/?limit=1000")).send().await)
+/// `/ranges/hot/` through `api`, every range of it.
+async fn hot_ranges(client: &reqwest::Client, api: &str) -> Result<serde_json::Value, String> {
+    (client.get(format!("{api}/ranges/hot/?limit=1000")).send().await)
         .map_err(|err| err.to_string())?
         .json()
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| err.to_string())
+}
+
+async fn look(client: &reqwest::Client, api: &str) -> Result<Look, String> {
+    let hot = hot_ranges(client, api).await?;
     let mut by_node = BTreeMap::new();
     let mut ranges = BTreeMap::new();
     for range in hot["ranges"].as_array().ok_or(format!("no ranges in {hot}"))? {
@@ -150,11 +155,7 @@ async fn leases_follow_load_until_every_node_serves_a_fair_share() {
 /// The leaseholders (node ids) of table `table`'s ranges, as `/ranges/hot/` through `api`
 /// names them.
 async fn table_leaseholders(client: &reqwest::Client, api: &str, table: &str) -> Result<Vec<i64>, String> {
-    let hot: serde_json::Value = (client.get(format!("{api}/ranges/hot/?limit=1000")).send().await)
-        .map_err(|err| err.to_string())?
-        .json()
-        .await
-        .map_err(|err| err.to_string())?;
+    let hot = hot_ranges(client, api).await?;
     let ranges = hot["ranges"].as_array().ok_or(format!("no ranges in {hot}"))?;
     let of_table = ranges.iter().filter(|range| range["table_name"] == table);
     of_table.map(|range| range["node_id"].as_i64().ok_or("a range without node_id".to_string())).collect()

@@ -30,9 +30,11 @@ impl NodeCore {
             max_bytes: request.limits.max_bytes.clamp(1, MAX_PAGE_BYTES),
         };
         let active = self.active()?.clone();
+        // Whose client the page is for: the forwarding node's, or this node's own.
+        let origin = forwarded_by.unwrap_or(active.node_id);
         match request.cursor {
             Some(cursor) if cursor.node_id == active.node_id => {
-                self.scan_continue(&active, cursor.id, request, forwarded_by.unwrap_or(active.node_id)).await
+                self.scan_continue(&active, cursor.id, request, origin).await
             }
             Some(cursor) if forwarded_by.is_some() => Err(Error::InvalidArgument(format!(
                 "scan cursor {} belongs to node {}, not this one",
@@ -40,9 +42,7 @@ impl NodeCore {
             ))),
             // The snapshot exists only on its node: no other node can serve the next page.
             Some(cursor) => self.scan_forward(&active, cursor.node_id, request).await,
-            None if forwarded_by.is_some() => {
-                self.scan_open(&active, request, forwarded_by.unwrap_or(active.node_id)).await
-            }
+            None if forwarded_by.is_some() => self.scan_open(&active, request, origin).await,
             None => {
                 let op = [Op::Scan { start: request.start.clone(), end: request.end.clone(), limit: 0 }];
                 kv::retry_batch(&op, || self.scan_route(&active, request.clone())).await
